@@ -1,0 +1,1 @@
+"""Pure logic: no trio, no I/O. Functions take events and ``now`` and return values."""

@@ -1,0 +1,1 @@
+"""Notification delivery: sinks (stdout, log, webhook) and the dispatcher task."""

@@ -1,0 +1,148 @@
+"""``/metrics``, ``/healthz`` and ``/readyz``, served from threads, not from the Trio loop.
+
+A blocked loop is exactly when an operator needs the metrics and the health verdict, so the
+server is the standard library's ``ThreadingHTTPServer`` running in its own daemon thread:
+it only reads thread-safe state (the Prometheus registry, :class:`Readiness`,
+:attr:`Watchdog.blocked`).
+
+* ``/metrics``: the registry in Prometheus text format 0.0.4.
+* ``/healthz``: 200 ``ok``; 503 while the watchdog sees the loop blocked.
+* ``/readyz``: 200 when every component is ready, else 503; a JSON body either way, naming
+  the components that are not ready.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import generate_latest
+
+from oraculo_trio.observe.health import Readiness
+from oraculo_trio.observe.metrics import ServiceMetrics
+
+if TYPE_CHECKING:
+    from oraculo_trio.observe.watchdog import Watchdog
+
+LOGGER = logging.getLogger("oraculo_trio.observe.http")
+
+DEFAULT_HOST = "127.0.0.1"
+THREAD_NAME = "oraculo-http"
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+TEXT_CONTENT_TYPE = "text/plain; charset=utf-8"
+JSON_CONTENT_TYPE = "application/json"
+
+
+class _Server(ThreadingHTTPServer):
+    # Handler threads never hold up shutdown; an idle keep-alive connection ends on its own
+    # after the handler's timeout.
+    daemon_threads = True
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        metrics: ServiceMetrics,
+        readiness: Readiness | None,
+        watchdog: Watchdog | None,
+    ) -> None:
+        self.metrics = metrics
+        self.readiness = readiness
+        self.watchdog = watchdog
+        super().__init__(address, _Handler)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+    timeout = 30
+
+    def do_GET(self) -> None:
+        path = self.path.split("?", 1)[0]
+        try:
+            if path == "/metrics":
+                self._send(200, METRICS_CONTENT_TYPE, generate_latest(self.server.metrics.registry))
+            elif path == "/healthz":
+                self._healthz()
+            elif path == "/readyz":
+                self._readyz()
+            else:
+                self._send(404, TEXT_CONTENT_TYPE, b"not found: try /metrics /healthz /readyz\n")
+        except Exception:
+            LOGGER.exception("error serving %s", path)
+            self._send(500, TEXT_CONTENT_TYPE, b"internal error\n")
+
+    def _healthz(self) -> None:
+        watchdog = self.server.watchdog
+        if watchdog is not None and watchdog.blocked:
+            body = f"event loop blocked for {watchdog.blocked_for():.1f} s\n".encode()
+            self._send(503, TEXT_CONTENT_TYPE, body)
+        else:
+            self._send(200, TEXT_CONTENT_TYPE, b"ok\n")
+
+    def _readyz(self) -> None:
+        readiness = self.server.readiness
+        if readiness is None:
+            ready, components = True, {}
+        else:
+            ready, components = readiness.snapshot()
+        body: dict[str, Any] = {
+            "ready": ready,
+            "not_ready": sorted(name for name, entry in components.items() if not entry["ok"]),
+            "components": components,
+        }
+        self._send(200 if ready else 503, JSON_CONTENT_TYPE, json.dumps(body).encode() + b"\n")
+
+    def _send(self, status: int, content_type: str, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        # Scrapes come every few seconds: access logs would be noise.
+        LOGGER.debug("%s " + format, self.address_string(), *args)
+
+
+@contextmanager
+def serve_http(
+    host: str,
+    port: int,
+    metrics: ServiceMetrics,
+    readiness: Readiness | None = None,
+    watchdog: Watchdog | None = None,
+) -> Iterator[tuple[str, int]]:
+    """Serve ``/metrics``, ``/healthz`` and ``/readyz`` from a thread for the ``with`` block.
+
+    Args:
+        host: address to bind; the service's default is ``DEFAULT_HOST`` (127.0.0.1).
+        port: TCP port; 0 picks a free one.
+        metrics: the registry served on ``/metrics``.
+        readiness: the verdict of ``/readyz``; always ready when None.
+        watchdog: makes ``/healthz`` answer 503 while it sees the loop blocked.
+
+    Yields:
+        The bound ``(host, port)``.
+
+    Raises:
+        OSError: the address cannot be bound (in use, not local).
+    """
+    server = _Server((host, port), metrics, readiness, watchdog)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.25}, name=THREAD_NAME, daemon=True
+    )
+    thread.start()
+    bound_host, bound_port = server.server_address[:2]
+    LOGGER.info("serving /metrics /healthz /readyz on http://%s:%d", bound_host, bound_port)
+    try:
+        yield str(bound_host), int(bound_port)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()

@@ -1,0 +1,529 @@
+"""Configuration: ``oraculo.toml`` plus ``ORACULO_<SECTION>_<KEY>`` environment overrides.
+
+Every key is declared once, here, with its type, default, allowed values and help text; the
+same declarations validate the file, parse environment values and print the configuration
+reference in ``oraculo-trio run --help``. An unknown section or key is an error that names
+it, so a typo never passes silently.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from oraculo_trio.errors import ConfigError
+
+ENV_PREFIX = "ORACULO_"
+# Environment variables of ours that are not configuration keys.
+ENV_NOT_CONFIG = ("ORACULO_CONFIG", "ORACULO_REQUIRE_SERVICES", "ORACULO_TEST_")
+
+DEPTH_STREAM_KINDS = ("depth5", "depth10", "depth20", "bookTicker", "depth")
+TRADE_STREAM_KINDS = ("trade", "aggTrade")
+
+
+def _key(help: str, check: Callable[[Any], str | None] | None = None, **kwargs: Any) -> Any:
+    """An attrs field carrying its help text and a check returning an error or None."""
+    return attrs.field(metadata={"help": help, "check": check}, **kwargs)
+
+
+def _positive(value: Any) -> str | None:
+    return None if value > 0 and math.isfinite(value) else "a positive number"
+
+
+def _non_negative(value: Any) -> str | None:
+    return None if value >= 0 and math.isfinite(value) else "a number >= 0"
+
+
+def _one_of(*allowed: str) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if value in allowed else "one of " + ", ".join(map(repr, allowed))
+
+    return check
+
+
+def _subset_of(*allowed: str) -> Callable[[Any], str | None]:
+    def check(values: Any) -> str | None:
+        bad = [v for v in values if v not in allowed]
+        return None if not bad else "a list of " + ", ".join(map(repr, allowed))
+
+    return check
+
+
+def _port(value: Any) -> str | None:
+    return None if 0 <= value <= 65535 else "a TCP port 0..65535 (0 picks a free one)"
+
+
+def _symbols(values: Any) -> str | None:
+    if not values:
+        return 'a non-empty list of symbols such as ["BTCUSDT"]'
+    bad = [v for v in values if not (isinstance(v, str) and v.isalnum())]
+    return None if not bad else f"letters and digits only (bad: {bad[0]!r})"
+
+
+def _ws_url(value: Any) -> str | None:
+    return None if value.startswith(("ws://", "wss://")) else "a ws:// or wss:// URL"
+
+
+def _http_url(value: Any) -> str | None:
+    ok = value == "" or value.startswith(("http://", "https://"))
+    return None if ok else "an http:// or https:// URL, or empty to derive it from feed.url"
+
+
+def _database_url(value: Any) -> str | None:
+    schemes = ("sqlite:///", "postgresql://", "postgres://")
+    return None if value.startswith(schemes) else "a sqlite:///PATH or postgresql:// URL"
+
+
+@attrs.frozen
+class ServiceSettings:
+    name: str = _key("Value of the `service` label on every metric.", default="alerts")
+    shutdown_grace: float = _key(
+        "Seconds a SIGINT/SIGTERM shutdown may take to drain queues and flush the store "
+        "before everything is cancelled.",
+        _positive,
+        default=10.0,
+    )
+    log_level: str = _key(
+        "Log level.", _one_of("DEBUG", "INFO", "WARNING", "ERROR"), default="INFO"
+    )
+
+
+@attrs.frozen
+class FeedSettings:
+    exchange: str = _key("Exchange adapter.", _one_of("binance"), default="binance")
+    url: str = _key(
+        "WebSocket base URL; combined streams are read from URL/stream?streams=...",
+        _ws_url,
+        default="wss://stream.binance.com:9443",
+    )
+    rest_url: str = _key(
+        "REST base URL for depth snapshots (diff books); empty derives it from feed.url.",
+        _http_url,
+        default="https://api.binance.com",
+    )
+    symbols: tuple[str, ...] = _key(
+        "Symbols to watch (upper case, as the exchange names them).",
+        _symbols,
+        default=("BTCUSDT", "ETHUSDT"),
+        converter=lambda v: tuple(s.upper() for s in v),
+    )
+    depth_streams: tuple[str, ...] = _key(
+        "Depth stream kinds per symbol, read on their own connection(s).",
+        _subset_of(*DEPTH_STREAM_KINDS),
+        default=("depth20",),
+        converter=tuple,
+    )
+    trade_streams: tuple[str, ...] = _key(
+        "Trade stream kinds per symbol, read on their own connection(s).",
+        _subset_of(*TRADE_STREAM_KINDS),
+        default=("trade",),
+        converter=tuple,
+    )
+    max_streams_per_connection: int = _key(
+        "Streams per WebSocket connection (Binance allows at most 1024).",
+        lambda v: None if 1 <= v <= 1024 else "an integer 1..1024",
+        default=1024,
+    )
+    reconnect_initial: float = _key(
+        "First reconnect delay, seconds; doubles (with jitter) up to reconnect_max.",
+        _positive,
+        default=0.5,
+    )
+    reconnect_max: float = _key("Longest reconnect delay, seconds.", _positive, default=30.0)
+    connection_lifetime: float = _key(
+        "Seconds after which a connection is replaced on purpose, before the exchange's 24 h cut.",
+        _positive,
+        default=23.5 * 3600,
+    )
+    stall_timeout: float = _key(
+        "Seconds without any frame after which the connection is considered dead and replaced.",
+        _positive,
+        default=30.0,
+    )
+    receive_buffer_size: int = _key(
+        "Socket read size of the WebSocket client, bytes.", _positive, default=65536
+    )
+    max_message_size: int = _key(
+        "Largest frame accepted, bytes; a larger one closes the connection and is counted.",
+        _positive,
+        default=1024 * 1024,
+    )
+
+
+@attrs.frozen
+class PipelineSettings:
+    shards: int = _key(
+        "Shards per stream: each has a depth and a trade consumer with its own state.",
+        lambda v: None if 1 <= v <= 256 else "an integer 1..256",
+        default=4,
+    )
+    channel_capacity: int = _key(
+        "Capacity of each shard channel, messages.",
+        lambda v: None if 1 <= v <= 1_000_000 else "an integer 1..1000000",
+        default=1024,
+    )
+    batch_max: int = _key(
+        "Most messages a consumer takes before it yields to the scheduler.",
+        lambda v: None if v >= 1 else "an integer >= 1",
+        default=256,
+    )
+    batch_budget_ms: float = _key(
+        "Most milliseconds of work per micro-batch before yielding.", _positive, default=20.0
+    )
+    stale_after: float = _key(
+        "Seconds after which a message is stale: rules skipped, state still updated, "
+        "counted as stale_drop.",
+        _positive,
+        default=5.0,
+    )
+    debug_batch_delay_ms: float = _key(
+        "TESTING ONLY: sleep this long after each batch, to slow the service on purpose.",
+        _non_negative,
+        default=0.0,
+    )
+
+
+@attrs.frozen
+class RulesSettings:
+    file: str = _key("Rule file (TOML, [[rule]] entries).", default="rules.toml")
+    source: str = _key(
+        "Where rules live: `file`, or `db` (the rules table, shared by instances).",
+        _one_of("file", "db"),
+        default="file",
+    )
+
+
+@attrs.frozen
+class DatabaseSettings:
+    url: str = _key(
+        "Alert store: sqlite:///PATH (embedded default) or postgresql://USER@HOST:PORT/DB.",
+        _database_url,
+        default="sqlite:///var/oraculo.db",
+    )
+    statement_timeout: float = _key(
+        "Seconds before a store statement counts as a timeout and is retried.",
+        _positive,
+        default=5.0,
+    )
+    batch_max: int = _key(
+        "Most rows per store write.",
+        lambda v: None if v >= 1 else "an integer >= 1",
+        default=500,
+    )
+    batch_window_ms: float = _key(
+        "Milliseconds the writer waits to fill a batch once it has a row.",
+        _non_negative,
+        default=50.0,
+    )
+    channel_capacity: int = _key(
+        "Rows that may wait for the writer; when full, the rule evaluators wait "
+        "(backpressure, counted), nothing is dropped.",
+        lambda v: None if v >= 1 else "an integer >= 1",
+        default=10_000,
+    )
+
+
+@attrs.frozen
+class DispatchSettings:
+    sinks: tuple[str, ...] = _key(
+        "Notification sinks: stdout (one ALERT line per transition), log (JSON line), webhook.",
+        _subset_of("stdout", "log", "webhook"),
+        default=("stdout", "log"),
+        converter=tuple,
+    )
+    channel_capacity: int = _key(
+        "Notifications that may wait for delivery; beyond it they are dropped and counted "
+        "(the alert state is still stored).",
+        lambda v: None if v >= 1 else "an integer >= 1",
+        default=1000,
+    )
+    webhook_url: str = _key(
+        "Webhook receiver URL (Alertmanager payload shape).", _http_url, default=""
+    )
+    webhook_timeout: float = _key("Seconds per webhook attempt.", _positive, default=5.0)
+    webhook_retries: int = _key(
+        "Extra attempts after a failed webhook delivery.",
+        lambda v: None if v >= 0 else "an integer >= 0",
+        default=3,
+    )
+
+
+@attrs.frozen
+class HttpSettings:
+    host: str = _key("Address of /metrics, /healthz and /readyz.", default="127.0.0.1")
+    port: int = _key("Port of the HTTP endpoint (0 picks a free one).", _port, default=9108)
+
+
+@attrs.frozen
+class ObserveSettings:
+    lag_interval: float = _key(
+        "Seconds per scheduler-lag interval (the heartbeat period).", _positive, default=1.0
+    )
+    slow_step_threshold: float = _key(
+        "A task step longer than this many seconds is counted as slow.", _positive, default=0.05
+    )
+    dump_after: float = _key(
+        "Seconds the loop may be blocked before the watchdog dumps every stack.",
+        _positive,
+        default=2.0,
+    )
+    dump_dir: str = _key("Where stack dumps are written.", default="var/dumps")
+
+
+SECTIONS: Mapping[str, type] = {
+    "service": ServiceSettings,
+    "feed": FeedSettings,
+    "pipeline": PipelineSettings,
+    "rules": RulesSettings,
+    "database": DatabaseSettings,
+    "dispatch": DispatchSettings,
+    "http": HttpSettings,
+    "observe": ObserveSettings,
+}
+
+
+@attrs.frozen
+class Settings:
+    """The whole configuration, validated. Build it with :func:`load_settings`."""
+
+    service: ServiceSettings = attrs.field(factory=ServiceSettings)
+    feed: FeedSettings = attrs.field(factory=FeedSettings)
+    pipeline: PipelineSettings = attrs.field(factory=PipelineSettings)
+    rules: RulesSettings = attrs.field(factory=RulesSettings)
+    database: DatabaseSettings = attrs.field(factory=DatabaseSettings)
+    dispatch: DispatchSettings = attrs.field(factory=DispatchSettings)
+    http: HttpSettings = attrs.field(factory=HttpSettings)
+    observe: ObserveSettings = attrs.field(factory=ObserveSettings)
+    source: str = "defaults"
+
+
+def _fields(section_cls: type) -> dict[str, attrs.Attribute]:
+    attrs.resolve_types(section_cls)
+    return {f.name: f for f in attrs.fields(section_cls)}
+
+
+def _kind(field: attrs.Attribute) -> type:
+    t = field.type
+    if t in (int, float, bool, str):
+        return t
+    return tuple
+
+
+def _coerce(where: str, field: attrs.Attribute, value: Any) -> Any:
+    kind = _kind(field)
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false"):
+            return value.lower() in ("1", "true", "yes", "on")
+        raise ConfigError(f"{where} = {value!r}: expected true or false")
+    if kind is int:
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        elif isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} = {value!r}: expected an integer")
+    if kind is float:
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{where} = {value!r}: expected a number")
+    if kind is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where} = {value!r}: expected a string")
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ConfigError(f"{where} = {value!r}: expected a list of strings")
+
+
+def _build_section(name: str, values: Mapping[str, Any]) -> Any:
+    section_cls = SECTIONS[name]
+    fields = _fields(section_cls)
+    kwargs = {}
+    for key, raw in values.items():
+        where = f"{name}.{key}"
+        field = fields.get(key)
+        if field is None:
+            allowed = ", ".join(sorted(fields))
+            raise ConfigError(f"unknown key {where!r}; [{name}] takes: {allowed}")
+        value = _coerce(where, field, raw)
+        check = field.metadata.get("check")
+        if check is not None:
+            if field.converter is not None:
+                value = field.converter(value)
+            problem = check(value)
+            if problem:
+                raise ConfigError(f"{where} = {raw!r} is not allowed: expected {problem}")
+        kwargs[key] = value
+    return section_cls(**kwargs)
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """Map ``ORACULO_<SECTION>_<KEY>`` variables to ``{section: {key: text}}``.
+
+    Raises:
+        ConfigError: a variable names no known section and key.
+    """
+    found: dict[str, dict[str, str]] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name.startswith(ENV_NOT_CONFIG):
+            continue
+        rest = name[len(ENV_PREFIX) :].lower()
+        for section in SECTIONS:
+            if rest.startswith(section + "_"):
+                key = rest[len(section) + 1 :]
+                if key not in _fields(SECTIONS[section]):
+                    raise ConfigError(
+                        f"environment variable {name} names unknown key {section}.{key}"
+                    )
+                found.setdefault(section, {})[key] = value
+                break
+        else:
+            sections = ", ".join(s.upper() for s in SECTIONS)
+            raise ConfigError(
+                f"environment variable {name} names no configuration section "
+                f"(ORACULO_<SECTION>_<KEY>, SECTION one of {sections})"
+            )
+    return found
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Settings:
+    """Load, merge and validate the configuration.
+
+    Precedence, lowest first: defaults, the TOML file, ``ORACULO_*`` variables, then
+    ``overrides`` (command-line options).
+
+    Args:
+        path: a TOML file, or None for defaults only.
+        environ: the environment to read overrides from (``os.environ`` if None).
+        overrides: ``{section: {key: value}}`` applied last.
+
+    Returns:
+        The validated :class:`Settings`.
+
+    Raises:
+        ConfigError: unreadable file, bad TOML, unknown section or key, or a value that is
+            not allowed; the message names the key, the value and what is allowed.
+    """
+    document: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            with open(path, "rb") as file:
+                document = tomllib.load(file)
+        except FileNotFoundError:
+            raise ConfigError(f"configuration file {source} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"configuration file {source} is not valid TOML: {exc}") from None
+    merged: dict[str, dict[str, Any]] = {}
+    for section, values in document.items():
+        if section not in SECTIONS:
+            allowed = ", ".join(SECTIONS)
+            raise ConfigError(f"unknown section [{section}] in {source}; sections: {allowed}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"[{section}] in {source} must be a table")
+        merged[section] = dict(values)
+    env = env_overrides(os.environ if environ is None else environ)
+    for layer in (env, overrides or {}):
+        for section, values in layer.items():
+            merged.setdefault(section, {}).update(values)
+    sections = {name: _build_section(name, merged.get(name, {})) for name in SECTIONS}
+    settings = Settings(**sections, source=source)
+    _check_across_sections(settings)
+    return settings
+
+
+def _check_across_sections(settings: Settings) -> None:
+    feed = settings.feed
+    if feed.reconnect_initial > feed.reconnect_max:
+        raise ConfigError(
+            f"feed.reconnect_initial = {feed.reconnect_initial} is not allowed: expected at "
+            f"most feed.reconnect_max ({feed.reconnect_max})"
+        )
+    if not feed.depth_streams and not feed.trade_streams:
+        raise ConfigError(
+            "feed.depth_streams and feed.trade_streams are both empty: nothing to read"
+        )
+    if "webhook" in settings.dispatch.sinks and not settings.dispatch.webhook_url:
+        raise ConfigError(
+            "dispatch.sinks includes 'webhook' but dispatch.webhook_url is empty: "
+            "expected an http:// or https:// URL"
+        )
+
+
+def configuration_reference() -> str:
+    """Every configuration key with its default and help, for ``--help`` and the README."""
+    lines = []
+    for section, section_cls in SECTIONS.items():
+        lines.append(f"[{section}]")
+        for name, field in _fields(section_cls).items():
+            default = field.default
+            if isinstance(default, tuple):
+                default = list(default)
+            env = f"{ENV_PREFIX}{section.upper()}_{name.upper()}"
+            lines.append(f"  {name} = {default!r}   ({env})")
+            lines.append(f"      {field.metadata['help']}")
+    return "\n".join(lines)
+
+
+def rules_path(settings: Settings) -> Path:
+    """The rule file, relative paths taken from the configuration file's folder."""
+    path = Path(settings.rules.file)
+    if not path.is_absolute() and settings.source not in ("defaults",):
+        path = Path(settings.source).parent / path
+    return path
+
+
+def resolve_rule_class(reference: str) -> type:
+    """Import ``module:Class`` for a custom rule kind."""
+    import importlib
+
+    module_name, _, class_name = reference.partition(":")
+    module = importlib.import_module(module_name)
+    try:
+        return getattr(module, class_name)
+    except AttributeError:
+        raise ImportError(f"module {module_name!r} has no {class_name!r}") from None
+
+
+def load_rule_file(path: str | os.PathLike[str]) -> list:
+    """Read and validate a rule file.
+
+    Returns:
+        The compiled rules (``oraculo_trio.core.rules.CompiledRule``).
+
+    Raises:
+        ConfigError: the file is missing or not TOML, or a rule is invalid (the message
+            names the rule id and the key).
+    """
+    from oraculo_trio.core.rules import parse_rules
+
+    try:
+        with open(path, "rb") as file:
+            document = tomllib.load(file)
+    except FileNotFoundError:
+        raise ConfigError(f"rules.file: {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"rule file {path} is not valid TOML: {exc}") from None
+    return parse_rules(document, resolve_rule_class)

@@ -1,0 +1,310 @@
+"""The store writer: ONE task owns the database and writes what the pipeline sends it.
+
+Producers (shard consumers, the dispatcher) send :class:`~oraculo_trio.core.alerts.AlertTransition`
+and :class:`~oraculo_trio.store.base.DispatchLog` items into one bounded channel. The writer
+takes a micro-batch (the first item, then whatever arrives within ``batch_window``, up to
+``batch_max``) and writes it with one statement per table:
+
+- transitions: ``upsert_rule_alerts`` then ``insert_alert_events``;
+- dispatch logs: ``insert_dispatch_logs``.
+
+When the store is unavailable the writer keeps its batch and retries with exponential
+backoff and jitter, and takes nothing more from the channel meanwhile: the channel fills and
+producers wait (backpressure, counted by them), so database latency or an outage never
+grows an unbounded backlog and nothing is dropped. On cancellation the held batch and
+everything still in the channel are written within ``flush_grace`` seconds (shielded).
+
+Per-statement ``oraculo_db_*`` series are observed by the store itself (pass the same
+metrics to :func:`~oraculo_trio.store.base.open_store`); the writer observes
+``oraculo_store_pending_rows``, the ``store`` stage counters and batch sizes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+
+from oraculo_trio.core.alerts import AlertTransition
+from oraculo_trio.errors import StoreError, StoreUnavailable
+from oraculo_trio.store.base import DispatchLog, Store
+
+if TYPE_CHECKING:
+    from oraculo_trio.observe.metrics import ServiceMetrics
+
+LOGGER = logging.getLogger("oraculo_trio.store.writer")
+
+StoreItem = AlertTransition | DispatchLog
+
+FAILURE_LOG_INTERVAL = 30.0
+"""While the store stays unavailable, log at most one line per this many seconds."""
+
+_STEPS = ("upsert_rule_alert", "insert_alert_events", "insert_dispatch_logs")
+
+
+@attrs.define(eq=False)
+class _Batch:
+    """A batch taken from the channel, and which of its statements have committed."""
+
+    transitions: list[AlertTransition]
+    logs: list[DispatchLog]
+    done: set[str] = attrs.field(factory=set)
+
+    @property
+    def size(self) -> int:
+        return len(self.transitions) + len(self.logs)
+
+
+def _make_batch(items: Sequence[StoreItem]) -> _Batch:
+    transitions = []
+    logs = []
+    for item in items:
+        if isinstance(item, AlertTransition):
+            transitions.append(item)
+        else:
+            logs.append(item)
+    return _Batch(transitions, logs)
+
+
+def _check_item(item: object) -> StoreItem:
+    if not isinstance(item, AlertTransition | DispatchLog):
+        raise TypeError(
+            f"the store channel carries AlertTransition and DispatchLog, got {type(item).__name__}"
+        )
+    return item
+
+
+@attrs.define(eq=False)
+class _Writer:
+    """The writer's state: what it holds, and how it retries."""
+
+    store: Store
+    metrics: ServiceMetrics | None
+    retry_initial: float
+    retry_max: float
+    rng: random.Random = attrs.field(factory=random.Random)
+    # Items taken from the channel and not yet part of a batch (the window is open).
+    incoming: list[StoreItem] = attrs.field(factory=list)
+    # The batch being written (held across retries).
+    batch: _Batch | None = None
+    # Failure bookkeeping for rate-limited logs.
+    failures: int = 0
+    failing_since: float = math.inf
+    last_failure_log: float = -math.inf
+
+    def pending(self) -> int:
+        return len(self.incoming) + (self.batch.size if self.batch is not None else 0)
+
+    def update_pending(self) -> None:
+        if self.metrics is not None:
+            self.metrics.store_pending.set(self.pending())
+
+    def took(self, n: int) -> None:
+        if self.metrics is not None and n:
+            self.metrics.stage_in["store"].inc(n)
+        self.update_pending()
+
+    async def write_incoming(self, *, limit: int) -> None:
+        """Write ``incoming`` as batches of at most ``limit`` items, retrying each."""
+        while self.incoming:
+            chunk, self.incoming = self.incoming[:limit], self.incoming[limit:]
+            self.batch = _make_batch(chunk)
+            if self.metrics is not None:
+                self.metrics.batch_size["store"].observe(self.batch.size)
+            await self.write_batch()
+
+    async def write_batch(self) -> None:
+        """Write the held batch: each statement that has not committed yet, retrying."""
+        batch = self.batch
+        if batch is None:
+            return
+        for step in _STEPS:
+            if step in batch.done:
+                continue
+            if step == "insert_dispatch_logs":
+                if batch.logs:
+                    await self._retry(step, self.store.insert_dispatch_logs, batch.logs)
+            elif batch.transitions:
+                write = (
+                    self.store.upsert_rule_alerts
+                    if step == "upsert_rule_alert"
+                    else self.store.insert_alert_events
+                )
+                await self._retry(step, write, batch.transitions)
+            batch.done.add(step)
+        self.batch = None
+        if self.metrics is not None:
+            self.metrics.stage_out["store"].inc(batch.size)
+        self.update_pending()
+
+    async def _retry(
+        self, step: str, write: Callable[[Any], Awaitable[None]], rows: Sequence[StoreItem]
+    ) -> None:
+        delay = self.retry_initial
+        while True:
+            try:
+                await write(rows)
+            except StoreUnavailable as exc:
+                self._failed(step, exc)
+                # Equal jitter: between half and all of the current delay.
+                await trio.sleep(self.rng.uniform(delay / 2, delay))
+                delay = min(self.retry_max, delay * 2)
+                continue
+            if self.failures:
+                LOGGER.info(
+                    "store available again after %d failed attempts in %.1f s",
+                    self.failures,
+                    trio.current_time() - self.failing_since,
+                )
+                self.failures = 0
+                self.failing_since = math.inf
+            return
+
+    def _failed(self, step: str, exc: StoreUnavailable) -> None:
+        now = trio.current_time()
+        self.failures += 1
+        if self.failures == 1:
+            self.failing_since = now
+        if now - self.last_failure_log >= FAILURE_LOG_INTERVAL:
+            self.last_failure_log = now
+            LOGGER.warning(
+                "store unavailable (%s; %d failed attempts in %.1f s, %d items held, "
+                "producers are held back): %s",
+                step,
+                self.failures,
+                now - self.failing_since,
+                self.pending(),
+                exc,
+                exc_info=self.failures == 1,
+            )
+
+
+async def run_store_writer(
+    store: Store,
+    receive_channel: trio.MemoryReceiveChannel[StoreItem],
+    metrics: ServiceMetrics | None,
+    *,
+    batch_max: int = 500,
+    batch_window: float = 0.05,
+    retry_initial: float = 0.1,
+    retry_max: float = 5.0,
+    flush_grace: float = 5.0,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Own ``store``: write everything that arrives on ``receive_channel`` in batches.
+
+    Returns when the channel is closed (every producer closed its clone) and everything
+    taken from it is committed.
+
+    Args:
+        store: the open store; no other task writes to it.
+        receive_channel: carries AlertTransition and DispatchLog items; the writer closes it.
+        metrics: the service's metrics, or None.
+        batch_max: items per batch at most.
+        batch_window: seconds to keep collecting after a batch's first item.
+        retry_initial, retry_max: backoff bounds, seconds, while the store is unavailable.
+        flush_grace: seconds the final flush may take once cancelled.
+        task_status: ``started()`` once the writer is taking items (``nursery.start``).
+
+    Raises:
+        StoreError: the store failed in a way a retry will not fix (the writer stops).
+        TypeError: an item of another type arrived (a bug in a producer).
+
+    Cancellation: the held batch and everything still in the channel are written under
+    ``trio.move_on_after(flush_grace, shield=True)``, then Cancelled propagates. Items
+    still unwritten when the grace ends are logged as lost.
+    """
+    if batch_max < 1:
+        raise ValueError(f"batch_max must be >= 1, got {batch_max}")
+    writer = _Writer(store, metrics, retry_initial, retry_max)
+    writer.update_pending()
+    async with receive_channel:
+        task_status.started()
+        try:
+            closed = False
+            while not closed:
+                closed = await _collect(writer, receive_channel, batch_max, batch_window)
+                await writer.write_incoming(limit=batch_max)
+        finally:
+            await _final_flush(writer, receive_channel, batch_max, flush_grace)
+
+
+async def _collect(
+    writer: _Writer,
+    receive_channel: trio.MemoryReceiveChannel[StoreItem],
+    batch_max: int,
+    batch_window: float,
+) -> bool:
+    """Take the next batch into ``writer.incoming``; True when the channel has ended."""
+    incoming = writer.incoming
+    try:
+        incoming.append(_check_item(await receive_channel.receive()))
+    except trio.EndOfChannel:
+        return True
+    closed = False
+    try:
+        with trio.move_on_after(batch_window):
+            while len(incoming) < batch_max:
+                try:
+                    item = receive_channel.receive_nowait()
+                except trio.WouldBlock:
+                    try:
+                        item = await receive_channel.receive()
+                    except trio.EndOfChannel:
+                        closed = True
+                        break
+                except trio.EndOfChannel:
+                    closed = True
+                    break
+                incoming.append(_check_item(item))
+    finally:
+        # Also when cancelled inside the window: what was taken is held and counted.
+        writer.took(len(incoming))
+    return closed
+
+
+async def _final_flush(
+    writer: _Writer,
+    receive_channel: trio.MemoryReceiveChannel[StoreItem],
+    batch_max: int,
+    flush_grace: float,
+) -> None:
+    """Write the held batch and what is left in the channel, within ``flush_grace``."""
+    drained = 0
+    while True:
+        try:
+            item = receive_channel.receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+            break
+        if isinstance(item, AlertTransition | DispatchLog):
+            writer.incoming.append(item)
+            drained += 1
+        else:
+            LOGGER.error("store writer: dropping an item of type %s", type(item).__name__)
+    writer.took(drained)
+    if writer.pending() == 0:
+        return
+    LOGGER.info("store writer stopping: flushing %d items", writer.pending())
+    with trio.move_on_after(flush_grace, shield=True) as scope:
+        try:
+            await writer.write_batch()
+            await writer.write_incoming(limit=batch_max)
+        except (StoreError, TypeError):
+            LOGGER.error(
+                "store writer: final flush failed, %d items not stored",
+                writer.pending(),
+                exc_info=True,
+            )
+            return
+    if scope.cancelled_caught:
+        LOGGER.error(
+            "store writer: flush grace of %.1f s ended with the store unavailable, "
+            "%d items not stored",
+            flush_grace,
+            writer.pending(),
+        )

@@ -1,0 +1,7 @@
+"""Test data shipped with the repository."""
+
+from pathlib import Path
+
+BINANCE_DATA = Path(__file__).resolve().parent / "binance"
+"""Recorded Binance frames (copied from the team's shared/data/binance, provenance in its
+README.md): real data finds what synthetic data hides."""

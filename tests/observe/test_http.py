@@ -1,0 +1,92 @@
+"""The HTTP endpoint (/metrics, /healthz, /readyz) and the Readiness it reports."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import trio
+from prometheus_client.parser import text_string_to_metric_families
+
+from oraculo_trio.observe.health import Readiness
+from oraculo_trio.observe.http import METRICS_CONTENT_TYPE, serve_http
+from oraculo_trio.observe.metrics import ServiceMetrics
+from tests.observe.helpers import fetch
+
+
+async def test_metrics_parse_with_the_right_content_type() -> None:
+    metrics = ServiceMetrics()
+    metrics.task_exceptions.labels("decoder").inc()
+    with trio.fail_after(10), serve_http("127.0.0.1", 0, metrics) as (host, port):
+        response = await trio.to_thread.run_sync(fetch, f"http://{host}:{port}/metrics")
+    assert response.status == 200
+    assert response.content_type == METRICS_CONTENT_TYPE
+    assert METRICS_CONTENT_TYPE == "text/plain; version=0.0.4; charset=utf-8"
+    families = {family.name: family for family in text_string_to_metric_families(response.body)}
+    dumps = families["oraculo_dumps"]
+    assert dumps.type == "counter"
+    assert [(s.name, s.labels, s.value) for s in dumps.samples if s.name.endswith("_total")] == [
+        ("oraculo_dumps_total", {"service": "alerts", "reason": "event_loop_lag"}, 0.0)
+    ]
+    exceptions = {
+        s.labels["task"]: s.value
+        for s in families["oraculo_task_exceptions"].samples
+        if s.name == "oraculo_task_exceptions_total"
+    }
+    assert exceptions["decoder"] == 1.0
+
+
+async def test_readyz_names_what_is_not_ready_then_answers_200() -> None:
+    metrics = ServiceMetrics()
+    readiness = Readiness(metrics, components=("feed", "store", "rules"))
+    readiness.set("feed", True)
+    readiness.set("rules", True)
+    readiness.set("store", False, "connecting to postgresql://db/alerts")
+    with trio.fail_after(10), serve_http("127.0.0.1", 0, metrics, readiness) as (host, port):
+        url = f"http://{host}:{port}/readyz"
+        not_ready = await trio.to_thread.run_sync(fetch, url)
+        readiness.set("store", True)
+        ready = await trio.to_thread.run_sync(fetch, url)
+
+    assert not_ready.status == 503
+    assert not_ready.content_type == "application/json"
+    body = json.loads(not_ready.body)
+    assert body["ready"] is False
+    assert body["not_ready"] == ["store"]
+    assert body["components"]["store"] == {
+        "ok": False,
+        "detail": "connecting to postgresql://db/alerts",
+    }
+    assert ready.status == 200
+    assert json.loads(ready.body)["not_ready"] == []
+
+
+async def test_healthz_without_a_watchdog_and_unknown_paths() -> None:
+    with trio.fail_after(10), serve_http("127.0.0.1", 0, ServiceMetrics()) as (host, port):
+        health = await trio.to_thread.run_sync(fetch, f"http://{host}:{port}/healthz?verbose=1")
+        missing = await trio.to_thread.run_sync(fetch, f"http://{host}:{port}/nope")
+        ready = await trio.to_thread.run_sync(fetch, f"http://{host}:{port}/readyz")
+    assert (health.status, health.body) == (200, "ok\n")
+    assert missing.status == 404
+    assert ready.status == 200  # no Readiness: nothing to wait for
+
+
+def test_readiness_tracks_components_and_the_ready_gauge() -> None:
+    metrics = ServiceMetrics()
+    ready = lambda: metrics.inner.get_sample_value("oraculo_ready")  # noqa: E731
+
+    readiness = Readiness(metrics)
+    assert readiness.snapshot() == (True, {})
+    assert ready() == 1.0
+    readiness.register("feed")
+    assert readiness.snapshot() == (False, {"feed": {"ok": False, "detail": "starting"}})
+    assert ready() == 0.0
+    readiness.set("feed", True)
+    assert readiness.ready
+    assert ready() == 1.0
+    readiness.register("feed")  # registering again keeps the state
+    assert readiness.ready
+    readiness.set("feed", False, "reconnecting")
+    assert ready() == 0.0
+    with pytest.raises(KeyError, match="unknown readiness component 'fede'"):
+        readiness.set("fede", True)

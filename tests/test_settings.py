@@ -1,0 +1,106 @@
+"""Configuration: every key validated, errors name the key, unknown keys are refused."""
+
+from pathlib import Path
+
+import pytest
+
+from oraculo_trio.cli import build_parser
+from oraculo_trio.errors import ConfigError
+from oraculo_trio.settings import SECTIONS, configuration_reference, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "oraculo.toml"
+    path.write_text(text)
+    return path
+
+
+def test_shipped_config_loads() -> None:
+    settings = load_settings(ROOT / "oraculo.toml", environ={})
+    assert settings.feed.symbols == ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT")
+    assert settings.database.url == "sqlite:///var/oraculo.db"
+    assert settings.http.port == 9108
+
+
+def test_defaults_without_a_file() -> None:
+    settings = load_settings(None, environ={})
+    assert settings.pipeline.shards == 4
+    assert settings.pipeline.channel_capacity == 1024
+    assert settings.pipeline.batch_max == 256
+    assert settings.pipeline.stale_after == 5.0
+
+
+def test_environment_overrides_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path, '[database]\nurl = "sqlite:///a.db"\n[pipeline]\nshards = 2\n')
+    env = {"ORACULO_DATABASE_URL": "postgresql://postgres@127.0.0.1/x", "ORACULO_PIPELINE_SHARDS": "8"}
+    settings = load_settings(path, environ=env)
+    assert settings.database.url == "postgresql://postgres@127.0.0.1/x"
+    assert settings.pipeline.shards == 8
+
+
+def test_list_from_environment() -> None:
+    settings = load_settings(None, environ={"ORACULO_FEED_SYMBOLS": "btcusdt, ethusdt"})
+    assert settings.feed.symbols == ("BTCUSDT", "ETHUSDT")
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("[pipeline]\nshards = 0\n", "pipeline.shards = 0"),
+        ("[pipeline]\nshards = 'four'\n", "pipeline.shards = 'four'"),
+        ("[pipeline]\nstale_after = -1.0\n", "pipeline.stale_after = -1.0"),
+        ("[feed]\nurl = 'http://x'\n", "feed.url = 'http://x'"),
+        ("[feed]\ndepth_streams = ['depth7']\n", "feed.depth_streams"),
+        ("[feed]\nsymbols = []\n", "feed.symbols"),
+        ("[database]\nurl = 'mysql://x'\n", "database.url = 'mysql://x'"),
+        ("[http]\nport = 70000\n", "http.port = 70000"),
+        ("[dispatch]\nsinks = ['pager']\n", "dispatch.sinks"),
+        ("[pipeline]\nshardz = 4\n", "pipeline.shardz"),
+        ("[pipline]\nshards = 4\n", "[pipline]"),
+        ("[feed]\nreconnect_initial = 60.0\n", "feed.reconnect_initial = 60.0"),
+        ("[dispatch]\nsinks = ['webhook']\n", "dispatch.webhook_url"),
+        ("not toml =", "not valid TOML"),
+    ],
+)
+def test_bad_values_name_the_key(tmp_path: Path, text: str, named: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings(write(tmp_path, text), environ={})
+    assert named in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"ORACULO_PIPELINE_SHARDZ": "1"}, "pipeline.shardz"),
+        ({"ORACULO_PIPLINE_SHARDS": "1"}, "ORACULO_PIPLINE_SHARDS"),
+        ({"ORACULO_HTTP_PORT": "x"}, "http.port = 'x'"),
+    ],
+)
+def test_bad_environment_names_the_variable(env: dict, named: str) -> None:
+    with pytest.raises(ConfigError, match=named.replace(".", r"\.").replace("'", ".")):
+        load_settings(None, environ=env)
+
+
+def test_test_variables_are_not_configuration() -> None:
+    env = {"ORACULO_TEST_DATABASE_URL": "x", "ORACULO_REQUIRE_SERVICES": "1", "ORACULO_CONFIG": "y"}
+    assert load_settings(None, environ=env).pipeline.shards == 4
+
+
+def test_missing_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "nope.toml", environ={})
+
+
+def test_run_help_documents_every_key() -> None:
+    parser = build_parser()
+    run = parser._subparsers._group_actions[0].choices["run"]
+    text = run.format_help()
+    for option in ("--config", "--database-url", "--http-port", "--log-level"):
+        assert option in text
+    reference = configuration_reference()
+    for section, cls in SECTIONS.items():
+        for field in cls.__attrs_attrs__:
+            assert f"ORACULO_{section.upper()}_{field.name.upper()}" in reference
+            assert f"ORACULO_{section.upper()}_{field.name.upper()}" in text
