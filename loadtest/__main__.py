@@ -1,13 +1,14 @@
 """Run a standalone mock exchange: ``python -m loadtest --port 9443 --market demo``.
 
-Prints the exchange's base URL (``ws://127.0.0.1:PORT``) on stdout, then serves until
-interrupted (Ctrl-C). Connect to ``<url>/stream?streams=btcusdt@trade/...`` or ``<url>/ws/...``.
+Prints the exchange's base URL (``ws://127.0.0.1:PORT``) on stdout, then serves until SIGINT
+(Ctrl-C) or SIGTERM. Connect to ``<url>/stream?streams=btcusdt@trade/...`` or ``<url>/ws/...``.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -21,6 +22,8 @@ from loadtest.markets import (
     ScriptedMarket,
     synthetic_symbols,
 )
+
+LOGGER = logging.getLogger("oraculo_trio.loadtest.main")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,6 +100,13 @@ async def _run(exchange: MockExchange, host: str, port: int) -> None:
     async with trio.open_nursery() as nursery:
         await nursery.start(exchange.serve, host, port)
         print(exchange.ws_url, flush=True)
+        # SIGINT and SIGTERM end the exchange cleanly (also when started in the background,
+        # where the shell leaves SIGINT ignored).
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                LOGGER.info("received %s: stopping", signal.Signals(signum).name)
+                nursery.cancel_scope.cancel()
+                break
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -133,14 +133,22 @@ def _cmd_rules_check(args: argparse.Namespace) -> int:
     rules = load_rule_file(args.file)
     for compiled in rules:
         spec = compiled.spec
-        print(
-            f"{spec.id}: kind={spec.kind} symbols={list(spec.symbols)} params={dict(spec.params)} "
-            f"severity={spec.severity} for={spec.for_:g}s keep_firing_for={spec.keep_firing_for:g}s "
-            f"repeat_interval={spec.repeat_interval:g}s trigger={spec.trigger} "
-            f"enabled={str(spec.enabled).lower()}"
-            + (f" expires_at={spec.expires_at:g}" if spec.expires_at is not None else "")
-            + (f" labels={dict(spec.labels)}" if spec.labels else "")
-        )
+        fields = [
+            f"kind={spec.kind}",
+            f"symbols={list(spec.symbols)}",
+            f"params={dict(spec.params)}",
+            f"severity={spec.severity}",
+            f"for={spec.for_:g}s",
+            f"keep_firing_for={spec.keep_firing_for:g}s",
+            f"repeat_interval={spec.repeat_interval:g}s",
+            f"trigger={spec.trigger}",
+            f"enabled={str(spec.enabled).lower()}",
+        ]
+        if spec.expires_at is not None:
+            fields.append(f"expires_at={spec.expires_at:g}")
+        if spec.labels:
+            fields.append(f"labels={dict(spec.labels)}")
+        print(f"{spec.id}: " + " ".join(fields))
     print(f"{args.file}: {len(rules)} rules OK")
     return EXIT_OK
 
@@ -234,9 +242,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
-    except KeyboardInterrupt:
-        return 130
     except BaseException as exc:
+        if _only(exc, KeyboardInterrupt):
+            return 130
         # Errors of ours, alone or inside a nursery's exception group, end with a message;
         # anything else is a bug and keeps its traceback.
         ours = _our_errors(exc)
@@ -246,6 +254,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             prefix = "configuration error: " if isinstance(error, ConfigError) else ""
             print(f"oraculo-trio: {prefix}{error}", file=sys.stderr)
         return EXIT_CONFIG if all(isinstance(e, ConfigError) for e in ours) else EXIT_ERROR
+
+
+def _only(exc: BaseException, kind: type[BaseException]) -> bool:
+    """Whether ``exc`` is ``kind``, or a group made only of ``kind``."""
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_only(inner, kind) for inner in exc.exceptions)
+    return isinstance(exc, kind)
 
 
 def _our_errors(exc: BaseException) -> list[OraculoError] | None:

@@ -7,7 +7,6 @@ The mock exchange (``loadtest.exchange``) plays a scripted market on 127.0.0.1 w
 from __future__ import annotations
 
 import logging
-import sys
 from importlib import resources
 from pathlib import Path
 
@@ -64,19 +63,26 @@ async def run_demo(settings: Settings, duration: float | None = None) -> None:
         )
         if duration is not None:
             await trio.sleep(duration)
+            await _quiesce(exchange, handle)
             handle.request_shutdown()
-        await _wait_service_then_stop(handle, nursery)
+        # The service ends after its graceful shutdown (or a signal); then the exchange goes.
+        await handle.stopped.wait()
+        print(accounting_line(handle, exchange.frames_sent), flush=True)
+        nursery.cancel_scope.cancel()
 
 
-async def _wait_service_then_stop(handle: ServiceHandle, nursery: trio.Nursery) -> None:
-    # The service task ends after its graceful shutdown; then the exchange can go too.
-    await handle.stopped.wait()
-    print(accounting_line(handle), file=sys.stdout, flush=True)
-    nursery.cancel_scope.cancel()
+async def _quiesce(exchange: MockExchange, handle: ServiceHandle) -> None:
+    # Stop the market and let the service read what is already on the wire, so the final
+    # accounting can compare what the exchange sent with what the service received.
+    exchange.pause()
+    with trio.move_on_after(2.0):
+        while handle.metrics.accounting()["received"] < exchange.frames_sent:
+            await trio.sleep(0.01)
 
 
-def accounting_line(handle: ServiceHandle) -> str:
-    """DESIGN.md's accounting, term by term, from the service's own counters."""
+def accounting_line(handle: ServiceHandle, sent: int) -> str:
+    """DESIGN.md's accounting, term by term, from the service's own counters, plus what the
+    mock exchange sent."""
     totals = handle.metrics.accounting()
     terms = " ".join(f"{key}={value}" for key, value in totals.items())
-    return f"ACCOUNTING {terms}"
+    return f"ACCOUNTING sent={sent} {terms}"

@@ -274,6 +274,16 @@ class ObserveSettings:
         default=2.0,
     )
     dump_dir: str = _key("Where stack dumps are written.", default="var/dumps")
+    instrument: bool = _key(
+        "Install the Trio Instrument (scheduler delay, slow task steps). false keeps only "
+        "the heartbeat's oversleep as the lag; for measuring the instrument's overhead.",
+        default=True,
+    )
+    store_check_interval: float = _key(
+        "Seconds between store pings; a failed ping makes /readyz report the store not ready.",
+        _positive,
+        default=5.0,
+    )
 
 
 SECTIONS: Mapping[str, type] = {

@@ -34,7 +34,10 @@ def test_defaults_without_a_file() -> None:
 
 def test_environment_overrides_the_file(tmp_path: Path) -> None:
     path = write(tmp_path, '[database]\nurl = "sqlite:///a.db"\n[pipeline]\nshards = 2\n')
-    env = {"ORACULO_DATABASE_URL": "postgresql://postgres@127.0.0.1/x", "ORACULO_PIPELINE_SHARDS": "8"}
+    env = {
+        "ORACULO_DATABASE_URL": "postgresql://postgres@127.0.0.1/x",
+        "ORACULO_PIPELINE_SHARDS": "8",
+    }
     settings = load_settings(path, environ=env)
     assert settings.database.url == "postgresql://postgres@127.0.0.1/x"
     assert settings.pipeline.shards == 8

@@ -75,6 +75,8 @@ class AlertTransition:
         fire_count: how many times this (rule, symbol) has entered ``firing`` in total.
         repeat: True for a ``repeat_interval`` re-notification (state unchanged).
         notify: whether the transition should reach the dispatcher at all.
+        inhibited_by: the id of a firing rule whose ``inhibits`` matchers match this alert
+            (same symbol): the dispatcher records it but does not deliver it.
     """
 
     rule_id: str
@@ -90,6 +92,7 @@ class AlertTransition:
     labels: Mapping[str, str] = attrs.field(factory=dict)
     repeat: bool = False
     notify: bool = True
+    inhibited_by: str | None = None
 
 
 class _SafeFields(dict):
@@ -132,6 +135,7 @@ class AlertTracker:
     started_at: float | None = None
     fire_count: int = 0
     last_value: float = float("nan")
+    last_active: bool = False
     last_notified_at: float | None = None
     episode_notified: bool = False
     once_spent: bool = False
@@ -141,6 +145,7 @@ class AlertTracker:
     ) -> AlertTransition | None:
         """Feed one condition reading taken at wall-clock ``now``; ``spec`` is the RuleSpec."""
         self.last_value = value
+        self.last_active = active
         if active:
             self.clear_since = None
             if self.condition_since is None:
@@ -173,6 +178,28 @@ class AlertTracker:
         if notify:
             self.last_notified_at = now
         return self._transition(previous, value, now, spec, repeat=False, notify=notify)
+
+    def retire(self, now: float, spec: object) -> AlertTransition | None:
+        """The rule is gone (removed, changed or expired): resolve a firing alert now.
+
+        Returns the ``resolved`` transition (notified when its firing was), or None when
+        the alert was not firing. The tracker is left inactive either way.
+        """
+        previous = self.state
+        self.state = INACTIVE
+        self.condition_since = self.clear_since = None
+        if previous != FIRING:
+            return None
+        self.state = RESOLVED
+        notify = self.episode_notified
+        self.episode_notified = False
+        if notify:
+            self.last_notified_at = now
+        transition = self._transition(
+            previous, self.last_value, now, spec, repeat=False, notify=notify
+        )
+        self.state = INACTIVE
+        return transition
 
     def _notify_firing(self, now: float, spec: object) -> bool:
         trigger = spec.trigger

@@ -2,16 +2,23 @@
 
 Each component (``feed``, ``store``, ``rules``, ...) registers and then says whether it is
 ready and, when it is not, why. The service is ready when every registered component is.
-``oraculo_ready`` follows the verdict.
+``oraculo_ready`` follows the verdict. :func:`run_store_check` keeps the ``store`` component
+up to date by pinging the store.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TypedDict
 
+import trio
+
+from oraculo_trio.errors import StoreError
 from oraculo_trio.observe.metrics import ServiceMetrics
+
+LOGGER = logging.getLogger("oraculo_trio.observe.health")
 
 
 class ComponentStatus(TypedDict):
@@ -80,3 +87,50 @@ class Readiness:
         if self._metrics is not None:
             ready = all(entry["ok"] for entry in self._status.values())
             self._metrics.ready.set(1 if ready else 0)
+
+
+async def run_store_check(
+    ping: Callable[[], Awaitable[None]],
+    readiness: Readiness,
+    interval: float = 5.0,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Ping the store every ``interval`` seconds; the ``store`` component follows the answer.
+
+    A ping that raises :class:`~oraculo_trio.errors.StoreError` (unreachable, timed out, a
+    database that is gone) makes ``/readyz`` name the store with the error; the next ping that
+    answers makes it ready again. Only the changes are logged. Each ping is bounded by the
+    store's own statement timeout.
+
+    Args:
+        ping: the store's ``ping`` (a trivial statement).
+        readiness: where the ``store`` component is registered.
+        interval: seconds between pings.
+        task_status: reports readiness after the first ping.
+
+    Cancellation: runs until cancelled.
+    """
+    readiness.register("store")
+    reachable: bool | None = None
+
+    async def check() -> None:
+        nonlocal reachable
+        try:
+            await ping()
+        except StoreError as exc:
+            if reachable is not False:
+                LOGGER.warning("store not reachable: %s", exc)
+            reachable = False
+            readiness.set("store", False, f"ping failed: {exc}")
+            return
+        if reachable is False:
+            LOGGER.info("store reachable again")
+        reachable = True
+        readiness.set("store", True)
+
+    await check()
+    task_status.started()
+    while True:
+        await trio.sleep(interval)
+        await check()

@@ -12,6 +12,7 @@ no sampled task was waiting.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -234,6 +235,9 @@ class LagMonitor:
         instrument: the instrument to install; a default :class:`LagInstrument` when None.
         log_every: log the slow-step table every this many intervals (when it has new rows).
         top_n: rows in that table.
+        instrumented: install the instrument; False keeps only the heartbeat (the lag is this
+            task's own oversleep, with no scheduler-delay samples and no slow steps), which
+            is how ``benchmarks/bench_service_instrument.py`` measures the instrument's cost.
     """
 
     def __init__(
@@ -242,10 +246,12 @@ class LagMonitor:
         *,
         log_every: int = 60,
         top_n: int = 10,
+        instrumented: bool = True,
     ) -> None:
         self.instrument = instrument if instrument is not None else LagInstrument()
         self.log_every = log_every
         self.top_n = top_n
+        self.instrumented = instrumented
         self.last_lag = 0.0  # the lag published at the last interval, seconds
         self._published: dict[str, int] = {}
         self._logged: dict[str, int] = {}
@@ -277,7 +283,7 @@ class LagMonitor:
             instrument.delay_histogram = metrics.scheduler_delay
         spikes = [(float(t), metrics.event_loop_lag_spikes.labels(t)) for t in LAG_SPIKE_THRESHOLDS]
         try:
-            with install(instrument):
+            with install(instrument) if self.instrumented else contextlib.nullcontext():
                 task_status.started()
                 intervals = 0
                 deadline = trio.current_time() + interval

@@ -105,9 +105,10 @@ def health_report(base_url: str, *, timeout: float = 5.0) -> tuple[bool, str]:
             if labels.get("stream") == stream
         ]
         p99_text = f"{p99 * 1000:.2f} ms" if p99 is not None else "n/a"
+        received = _sum(samples, "oraculo_feed_messages_received_total", stream=stream)
+        evaluated = _sum(samples, "oraculo_alerts_messages_evaluated_total", stream=stream)
         lines.append(
-            f"  {stream}: received {_sum(samples, 'oraculo_feed_messages_received_total', stream=stream):.0f}, "
-            f"evaluated {_sum(samples, 'oraculo_alerts_messages_evaluated_total', stream=stream):.0f}, "
+            f"  {stream}: received {received:.0f}, evaluated {evaluated:.0f}, "
             f"queue time p99 {p99_text}, queue depth max {max(depths, default=0):.0f}"
         )
     drops = defaultdict(float)

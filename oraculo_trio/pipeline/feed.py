@@ -146,6 +146,7 @@ async def _read(
     wall_time = time.time
     last_frame = current_time()
     stalled = False
+    closed: ConnectionClosed | None = None
 
     async def watch_for_stall(cancel_scope: trio.CancelScope) -> None:
         nonlocal stalled
@@ -161,7 +162,12 @@ async def _read(
         with trio.move_on_after(settings.connection_lifetime) as lifetime:
             nursery.start_soon(watch_for_stall, nursery.cancel_scope)
             while True:
-                message = await socket.get_message()
+                try:
+                    message = await socket.get_message()
+                except ConnectionClosed as exc:
+                    # Re-raised outside the nursery, so the caller sees it unwrapped.
+                    closed = exc
+                    break
                 last_frame = now = current_time()
                 result = decode(message, now, wall_time())
                 if isinstance(result, Control):
@@ -185,6 +191,8 @@ async def _read(
                     continue
                 await route(result)
         nursery.cancel_scope.cancel()
+    if closed is not None:
+        raise closed
     if lifetime.cancelled_caught:
         return "lifetime"
     return "stall" if stalled else "closed"

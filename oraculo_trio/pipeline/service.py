@@ -35,7 +35,7 @@ from oraculo_trio.core.rules import CompiledRule
 from oraculo_trio.dispatch.dispatcher import run_dispatcher
 from oraculo_trio.dispatch.sinks import LogSink, Sink, StdoutSink
 from oraculo_trio.feeds.binance import combined_urls, stream_name
-from oraculo_trio.observe.health import Readiness
+from oraculo_trio.observe.health import Readiness, run_store_check
 from oraculo_trio.observe.http import serve_http
 from oraculo_trio.observe.instrument import LagInstrument, LagMonitor
 from oraculo_trio.observe.metrics import ServiceMetrics
@@ -64,6 +64,7 @@ TASK_NAMES = (
     "dispatcher",
     "lag_monitor",
     "process_stats",
+    "store_check",
 )
 
 
@@ -161,7 +162,7 @@ async def run_service(
     readiness.set("rules", bool(rules), f"{len(rules)} rules loaded")
     connections = feed_connections(settings)
     instrument = LagInstrument(slow_step_threshold=settings.observe.slow_step_threshold)
-    lag_monitor = LagMonitor(instrument)
+    lag_monitor = LagMonitor(instrument, instrumented=settings.observe.instrument)
     sinks = build_sinks(settings) if sinks is None else list(sinks)
     monitor_restart = RestartPolicy()
 
@@ -211,13 +212,25 @@ async def run_service(
                         metrics=metrics,
                         restart=monitor_restart,
                     )
+                    spawn(
+                        monitors,
+                        "store_check",
+                        run_store_check,
+                        store.ping,
+                        readiness,
+                        settings.observe.store_check_interval,
+                        metrics=metrics,
+                        restart=monitor_restart,
+                    )
                     if handle_signals:
-                        monitors.start_soon(_watch_signals, handle)
+                        # Started (receiver installed) before anyone learns we are up.
+                        await monitors.start(_watch_signals, handle)
                     await _run_pipeline(handle, store, sinks, task_status=task_status)
                     monitors.cancel_scope.cancel()
             finally:
                 handle.stopped.set()
-    LOGGER.info("service stopped")
+    terms = " ".join(f"{key}={value}" for key, value in metrics.accounting().items())
+    LOGGER.info("service stopped; accounting: %s", terms)
 
 
 async def _run_pipeline(
@@ -359,8 +372,11 @@ async def _own_router_and_read(
         )
 
 
-async def _watch_signals(handle: ServiceHandle) -> None:
+async def _watch_signals(
+    handle: ServiceHandle, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        task_status.started()
         async for signum in signals:
             if not handle._shutdown.is_set():
                 LOGGER.warning(

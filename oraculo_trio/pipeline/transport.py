@@ -54,7 +54,23 @@ async def open_feed_socket(
             connect_timeout=connect_timeout,
             disconnect_timeout=2.0,
         ) as connection:
-            yield connection
+            try:
+                yield connection
+            finally:
+                # trio-websocket 0.12.2 never closes a client's TCP stream when the peer
+                # closed (or aborted) first: aclose() returns early once a close reason is
+                # set. Close it ourselves so no socket leaks across reconnects.
+                await _close_quietly(connection)
     except (OSError, trio_websocket.HandshakeError, trio.TooSlowError) as exc:
         # Connection-level failures of the handshake or of the socket under the body.
         raise FeedError(f"WebSocket {url} failed: {exc!r}") from exc
+
+
+async def _close_quietly(connection: trio_websocket.WebSocketConnection) -> None:
+    stream = getattr(connection, "_stream", None)
+    if stream is not None and connection.closed is not None:
+        with trio.CancelScope(shield=True):
+            try:
+                await stream.aclose()
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass

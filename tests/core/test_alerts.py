@@ -1,6 +1,5 @@
 import itertools
 
-
 import pytest
 
 from oraculo_trio.core.alerts import (
@@ -94,13 +93,17 @@ def test_pending_that_clears_never_fires() -> None:
 
 def test_keep_firing_for_bridges_flaps() -> None:
     rule = spec(keep_firing_for=10.0)
-    got = run(AlertTracker("r", "X"), rule, [(0, True), (1, False), (5, True), (6, False), (16, False)])
+    got = run(
+        AlertTracker("r", "X"), rule, [(0, True), (1, False), (5, True), (6, False), (16, False)]
+    )
     assert got == [(0, FIRING, False, True), (16, RESOLVED, False, True)]
 
 
 def test_repeat_interval_renotifies_while_firing() -> None:
     rule = spec(repeat_interval=10.0)
-    got = run(AlertTracker("r", "X"), rule, [(0, True), (5, True), (10, True), (15, True), (20, True)])
+    got = run(
+        AlertTracker("r", "X"), rule, [(0, True), (5, True), (10, True), (15, True), (20, True)]
+    )
     assert got == [(0, FIRING, False, True), (10, FIRING, True, True), (20, FIRING, True, True)]
 
 
@@ -131,7 +134,9 @@ def test_every_time_notifies_each_episode() -> None:
 
 
 def test_transition_carries_identity_counts_and_message() -> None:
-    rule = spec(message="{symbol} at {value:.1f} ({unknown})", severity="critical", labels={"team": "a"})
+    rule = spec(
+        message="{symbol} at {value:.1f} ({unknown})", severity="critical", labels={"team": "a"}
+    )
     tracker = AlertTracker("r", "BTCUSDT")
     transition = tracker.update(True, 50001.25, 100.0, rule)
     assert (transition.rule_id, transition.symbol, transition.state) == ("r", "BTCUSDT", FIRING)

@@ -97,9 +97,15 @@ def test_spread_unknown_on_an_empty_side() -> None:
         ({"id": "a", "kind": "crossing", "params": {"level": 1, "lvl": 2}}, "'a': params.lvl"),
         ({"id": "a", "kind": "nope"}, "'a': kind = 'nope'"),
         ({"id": "a", "kind": "crossing", "params": {"level": 1}, "for": "5 parsecs"}, "'a': for"),
-        ({"id": "a", "kind": "crossing", "params": {"level": 1}, "severity": "meh"}, "'a': severity"),
+        (
+            {"id": "a", "kind": "crossing", "params": {"level": 1}, "severity": "meh"},
+            "'a': severity",
+        ),
         ({"id": "a", "kind": "crossing", "params": {"level": 1}, "trigger": "x"}, "'a': trigger"),
-        ({"id": "a", "kind": "crossing", "params": {"level": 1}, "colour": 1}, "'a': unknown key 'colour'"),
+        (
+            {"id": "a", "kind": "crossing", "params": {"level": 1}, "colour": 1},
+            "'a': unknown key 'colour'",
+        ),
         ({"id": "a", "kind": "crossing", "params": {"level": 1}, "symbols": []}, "'a': symbols"),
     ],
 )

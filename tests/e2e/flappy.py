@@ -1,0 +1,24 @@
+"""A custom rule kind for the e2e tests (loaded as ``tests.e2e.flappy:EveryTenthTrade``):
+fires on every trade whose id is a multiple of ten and resolves on the next one, so a
+service under load raises a steady stream of transitions."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from oraculo_trio.core.rules import RuleState, Signal
+
+
+class EveryTenthTrade:
+    kind: ClassVar[str] = "every_tenth_trade"
+    streams: ClassVar[frozenset[str]] = frozenset({"trade"})
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        if params:
+            raise ValueError(f"params.{next(iter(params))} is not a parameter of this kind")
+
+    def initial_data(self) -> Any:
+        return None
+
+    def evaluate(self, event: Any, state: RuleState, now: float) -> Signal | None:
+        return Signal(event.trade_id % 10 == 0, event.price)

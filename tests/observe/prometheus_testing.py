@@ -1,0 +1,242 @@
+"""A real Prometheus server for tests, and the PromQL the repository ships.
+
+:func:`run_prometheus` starts Debian's ``prometheus`` binary on 127.0.0.1 with the shipped
+``grafana/prometheus.yml`` (its target, intervals and rule file replaced) and a copy of
+``grafana/prometheus-rules.yml`` whose ``for:`` durations are 0 s, so an alert fires at the
+first evaluation that sees its condition.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import shutil
+import socket
+import subprocess
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from tests.store.conftest import unavailable
+
+REPO = Path(__file__).resolve().parents[2]
+GRAFANA = REPO / "grafana"
+DASHBOARD = GRAFANA / "oraculo-alerts.json"
+RULES = GRAFANA / "prometheus-rules.yml"
+SCRAPE_CONFIG = GRAFANA / "prometheus.yml"
+PLAN_QUERIES = GRAFANA / "plan_queries.promql"
+JOB = "oraculo-alerts"
+
+# The two findings DESIGN.md accepts from `promtool check metrics` (the plan's names).
+ACCEPTED_LINT = {
+    "oraculo_db_insert_ms metric names should not contain abbreviated units",
+    'oraculo_threads_total non-counter metrics should not have "_total" suffix',
+}
+
+_COMPARISON = re.compile(r"^(?P<query>.*\S)\s*(?:==|!=|>=|<=|>|<)\s*[-+0-9.eE]+\s*$", re.S)
+
+
+def require_tool(name: str) -> str:
+    """The path of ``name``; skips the test (fails with ORACULO_REQUIRE_SERVICES=1) without it."""
+    path = shutil.which(name)
+    if path is None:
+        unavailable(f"{name} is not installed (Debian package `prometheus`)")
+    return str(path)
+
+
+def promtool(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``promtool`` (blocking: call it from a thread in a Trio test)."""
+    return subprocess.run(
+        [require_tool("promtool"), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def lint_findings(exposition: str) -> set[str]:
+    """What ``promtool check metrics`` says of a /metrics text, one finding a line."""
+    result = promtool("check", "metrics", stdin=exposition)
+    return {line.strip() for line in (result.stdout + result.stderr).splitlines() if line.strip()}
+
+
+def without_comparison(expr: str) -> str:
+    """An alerting rule's expression with its final ``<op> <number>`` removed.
+
+    Raises:
+        ValueError: the expression does not end with a comparison to a number.
+    """
+    match = _COMPARISON.match(expr)
+    if match is None:
+        raise ValueError(f"no final comparison to a number in {expr!r}")
+    return match.group("query")
+
+
+def plan_queries() -> list[str]:
+    """The plan's section 5 expressions, as ``grafana/plan_queries.promql`` holds them."""
+    lines = PLAN_QUERIES.read_text(encoding="utf-8").splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+def dashboard_queries(dashboard: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """``(where, expr)`` for every PromQL query of a dashboard: panel targets, then the
+    template variables' ``label_values(selector, label)`` selectors."""
+    for panel in dashboard["panels"]:
+        for query in panel.get("targets", []):
+            yield f"panel {panel['title']!r} {query['refId']}", query["expr"]
+    for variable in dashboard["templating"]["list"]:
+        match = re.fullmatch(
+            r"label_values\((?P<selector>.+),\s*(?P<label>\w+)\)", variable["definition"]
+        )
+        assert match is not None, variable["definition"]
+        yield f"variable {variable['name']}", match.group("selector")
+
+
+def substitute(expr: str, variables: dict[str, str]) -> str:
+    """Replace Grafana's ``$name`` variables (longest names first)."""
+    for name in sorted(variables, key=len, reverse=True):
+        expr = expr.replace("$" + name, variables[name])
+    return expr
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _replace_once(text: str, old: str, new: str) -> str:
+    assert text.count(old) == 1, f"expected {old!r} once in the shipped configuration"
+    return text.replace(old, new)
+
+
+def write_config(directory: Path, target: str) -> Path:
+    """The shipped scrape configuration for ``target`` scraped every second, and the shipped
+    rules with every ``for:`` at 0 s; returns the configuration file."""
+    rules, count = re.subn(
+        r"^(\s+)for: \S+$", r"\1for: 0s", RULES.read_text(encoding="utf-8"), flags=re.M
+    )
+    assert count > 0
+    (directory / "rules.yml").write_text(rules, encoding="utf-8")
+    config = SCRAPE_CONFIG.read_text(encoding="utf-8")
+    config = _replace_once(config, "scrape_interval: 5s", "scrape_interval: 1s")
+    config = _replace_once(config, "evaluation_interval: 5s", "evaluation_interval: 1s")
+    config = _replace_once(config, "- prometheus-rules.yml", f"- {directory / 'rules.yml'}")
+    config = _replace_once(config, '"127.0.0.1:9108"', json.dumps(target))
+    path = directory / "prometheus.yml"
+    path.write_text(config, encoding="utf-8")
+    return path
+
+
+class PrometheusError(Exception):
+    """The Prometheus HTTP API answered with an error (a query that does not parse, ...)."""
+
+
+def _get_json(url: str) -> dict[str, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            body = json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        with error:
+            body = json.loads(error.read() or b"{}")
+    if body.get("status") != "success":
+        raise PrometheusError(f"{url}: {body.get('errorType')}: {body.get('error')}")
+    return body["data"]
+
+
+@attrs.frozen
+class Prometheus:
+    """A running Prometheus's HTTP API."""
+
+    url: str
+    log: Path
+
+    async def api(self, path: str, **params: str) -> Any:
+        """GET ``/api/v1/<path>`` and return its ``data``.
+
+        Raises:
+            PrometheusError: the API answered with an error.
+        """
+        query = f"?{urllib.parse.urlencode(params)}" if params else ""
+        return await trio.to_thread.run_sync(_get_json, f"{self.url}/api/v1/{path}{query}")
+
+    async def query(self, expr: str) -> list[dict[str, Any]]:
+        """Evaluate ``expr`` now; return its series (a scalar counts as one)."""
+        data = await self.api("query", query=expr)
+        if data["resultType"] in ("scalar", "string"):
+            return [{"metric": {}, "value": data["result"]}]
+        return data["result"]
+
+    async def firing(self) -> set[str]:
+        """The names of the alerts firing now."""
+        data = await self.api("alerts")
+        return {a["labels"]["alertname"] for a in data["alerts"] if a["state"] == "firing"}
+
+    async def wait_for(self, expr: str, minimum: float) -> None:
+        """Wait until ``expr`` has a series whose value is at least ``minimum``."""
+        while True:
+            series = await self.query(expr)
+            if any(float(s["value"][1]) >= minimum for s in series):
+                return
+            await trio.sleep(0.25)  # Prometheus has no push: poll it (the test bounds it)
+
+
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+async def run_prometheus(
+    directory: Path,
+    target: str,
+    *,
+    task_status: trio.TaskStatus[Prometheus] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run a real Prometheus scraping ``target`` (``host:port``) until cancelled.
+
+    Args:
+        directory: its configuration, TSDB and log go here.
+        target: the service's HTTP address.
+        task_status: receives the :class:`Prometheus` once it answers ``/-/ready``.
+
+    Cancellation: the process is terminated (and killed if it lingers).
+    """
+    binary = require_tool("prometheus")
+    config = write_config(directory, target)
+    port = free_port()
+    log = directory / "prometheus.log"
+    command = [
+        binary,
+        f"--config.file={config}",
+        f"--storage.tsdb.path={directory / 'tsdb'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--log.level=warn",
+    ]
+    with log.open("wb") as output:
+        async with trio.open_nursery() as nursery:
+            process = await nursery.start(
+                functools.partial(
+                    trio.run_process, command, stdout=output, stderr=output, check=False
+                )
+            )
+            url = f"http://127.0.0.1:{port}"
+            with trio.fail_after(20):
+                while not await trio.to_thread.run_sync(_ready, url):
+                    if process.returncode is not None:
+                        raise RuntimeError(
+                            f"prometheus exited ({process.returncode}): {log.read_text()}"
+                        )
+                    await trio.sleep(0.1)  # a process starting up: poll its readiness
+            task_status.started(Prometheus(url, log))

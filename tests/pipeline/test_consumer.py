@@ -1,0 +1,120 @@
+"""The shard consumer alone, on memory channels and a virtual clock: staleness and batching."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import trio
+import trio.testing
+
+from oraculo_trio.core.engine import ShardEngine
+from oraculo_trio.core.events import DepthSnapshot, Trade
+from oraculo_trio.core.rules import parse_rules
+from oraculo_trio.observe.metrics import ServiceMetrics
+from oraculo_trio.pipeline.shards import (
+    AlertOutlet,
+    ConflationBuffer,
+    ConsumerSettings,
+    run_consumer,
+)
+
+RULES = parse_rules(
+    {
+        "rule": [
+            {"id": "cross", "kind": "crossing", "params": {"level": 100}, "trigger": "every_time"}
+        ]
+    }
+)
+
+
+def trade(trade_id: int, price: float, received_at: float, event_ms: int | None = None) -> Trade:
+    return Trade("BTCUSDT", price, 1.0, False, trade_id, 0, event_ms, received_at, time.time())
+
+
+async def consume(events: list, settings: ConsumerSettings, *, age_by: float = 0.0):
+    """Run one trade consumer over ``events`` (read now, evaluated ``age_by`` later)."""
+    metrics = ServiceMetrics(shards=1)
+    engine = ShardEngine(list(RULES))
+    send, receive = trio.open_memory_channel(len(events) + 1)
+    store_send, store_receive = trio.open_memory_channel(100)
+    dispatch_send, _dispatch_receive = trio.open_memory_channel(100)
+    for event in events:
+        send.send_nowait(event)
+    send.close()
+    await trio.sleep(age_by)  # the messages wait in the channel this long
+    outlet = AlertOutlet(store_send, dispatch_send, metrics)
+    await run_consumer("trade", 0, receive, None, engine, outlet, metrics, settings)
+    stored = [item async for item in store_receive]
+    return metrics, engine, stored
+
+
+async def test_stale_messages_are_counted_and_skip_rules_but_keep_state(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    now = trio.current_time()
+    events = [trade(1, 99.0, now), trade(2, 101.0, now)]
+    metrics, engine, stored = await consume(events, ConsumerSettings(stale_after=5.0), age_by=6.0)
+    assert metrics.accounting()["stale_drop"] == 2
+    assert metrics.accounting()["evaluated"] == 0
+    assert stored == []  # the crossing happened while stale: no alert
+    assert engine.markets["BTCUSDT"].last_price == 101.0  # but the state moved on
+
+
+async def test_fresh_messages_are_evaluated(autojump_clock: trio.testing.MockClock) -> None:
+    now = trio.current_time()
+    events = [trade(1, 99.0, now), trade(2, 101.0, now)]
+    metrics, _, stored = await consume(events, ConsumerSettings(stale_after=5.0), age_by=4.0)
+    assert metrics.accounting()["evaluated"] == 2
+    assert [t.state for t in stored] == ["firing"]
+    queue_time = metrics.queue_time["trade"]
+    assert sum(queue_time.counts) == 2 and queue_time.sum == pytest.approx(8.0)
+
+
+async def test_age_uses_the_exchange_event_time_when_there_is_one(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    now = trio.current_time()
+    old_ms = int((time.time() - 60) * 1000)  # E a minute ago: stale however fast we are
+    metrics, _, _ = await consume([trade(1, 99.0, now, old_ms)], ConsumerSettings(stale_after=5.0))
+    assert metrics.accounting()["stale_drop"] == 1
+
+
+async def test_batches_are_bounded(autojump_clock: trio.testing.MockClock) -> None:
+    now = trio.current_time()
+    events = [trade(i, 99.0, now) for i in range(10)]
+    metrics, _, _ = await consume(events, ConsumerSettings(batch_max=3))
+    sizes = metrics.batch_size["trade"]
+    # 10 messages in batches of at most 3: 3 + 3 + 3 + 1.
+    assert sum(sizes.counts) == 4
+    assert sizes.sum == 10
+
+
+async def test_conflated_depth_is_taken_after_the_channel_and_in_order() -> None:
+    metrics = ServiceMetrics(shards=1)
+    engine = ShardEngine([])
+    send, receive = trio.open_memory_channel(10)
+    buffer = ConflationBuffer()
+    now = trio.current_time()
+
+    def book(update_id: int) -> DepthSnapshot:
+        level = float(update_id)
+        return DepthSnapshot(
+            "ETHUSDT", ((level, 1.0),), ((level + 1, 1.0),), update_id, None, now, 0
+        )
+
+    send.send_nowait(book(1))
+    send.send_nowait(book(2))
+    buffer.put(book(3))
+    assert buffer.put(book(4)) is True  # replaced 3: conflated
+    send.close()
+    store_send, _ = trio.open_memory_channel(10)
+    dispatch_send, _ = trio.open_memory_channel(10)
+    with trio.fail_after(5):
+        await run_consumer(
+            "depth", 0, receive, buffer, engine, AlertOutlet(store_send, dispatch_send, metrics),
+            metrics, ConsumerSettings(),
+        )  # fmt: skip
+    # 1 and 2 from the channel first, then the buffer's newest (4): the book ends at 4.
+    assert engine.markets["ETHUSDT"].book.last_update_id == 4
+    assert metrics.accounting()["evaluated"] == 3
