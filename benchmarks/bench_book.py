@@ -32,7 +32,7 @@ from sortedcontainers import SortedDict
 
 from oraculo_trio.core.book import OrderBook, PartialBook
 
-DATA = Path("/work/shared/data/binance")
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "binance"
 
 Level = tuple[float, float]
 

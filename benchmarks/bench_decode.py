@@ -20,9 +20,7 @@ import msgspec
 from oraculo_trio.core.events import DepthDiff
 from oraculo_trio.feeds.binance import BadFrame, BinanceDecoder, _Frame
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "binance"
-if not DATA.is_dir():
-    DATA = Path("/work/shared/data/binance")
+DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "binance"
 
 CASES = {
     "trade": ("spot_trade.jsonl", None),

@@ -63,7 +63,9 @@ class Market(Protocol):
             dt: tick length in seconds.
 
         Returns:
-            ``(stream_name, payload)`` pairs for ALL streams the market produces this tick.
+            ``(stream_name, payload)`` pairs for ALL streams the market produces this tick
+            (the exchange filters by subscription). A list or a lazy iterator: the exchange
+            consumes it once, serialising each payload as it comes.
         """
         ...
 

@@ -114,7 +114,8 @@ class FeedSettings:
         converter=lambda v: tuple(s.upper() for s in v),
     )
     depth_streams: tuple[str, ...] = _key(
-        "Depth stream kinds per symbol, read on their own connection(s).",
+        "Depth stream kinds per symbol, read on their own connection(s). `depth` is the diff "
+        "stream: a full book per symbol, synced from REST snapshots (alone: one book a symbol).",
         _subset_of(*DEPTH_STREAM_KINDS),
         default=("depth20",),
         converter=tuple,
@@ -153,6 +154,46 @@ class FeedSettings:
         "Largest frame accepted, bytes; a larger one closes the connection and is counted.",
         _positive,
         default=1024 * 1024,
+    )
+    depth_update_ms: int = _key(
+        "Update speed of the depth streams: 100 (`@100ms`) or 1000 (Binance's default speed).",
+        lambda v: None if v in (100, 1000) else "100 or 1000",
+        default=100,
+    )
+    snapshot_limit: int = _key(
+        "Levels per side of the REST snapshot a diff book starts from (1..5000). Its request "
+        "weight grows with it (5/25/50/250 up to 100/500/1000/5000); the book cannot see "
+        "levels beyond it until a diff touches them.",
+        lambda v: None if 1 <= v <= 5000 else "an integer 1..5000",
+        default=1000,
+    )
+    rest_weight_budget: int = _key(
+        "REST request weight the snapshot fetcher may spend in any rest_weight_window "
+        "(Binance allows an IP 6000 per minute for everything it sends).",
+        lambda v: None if v >= 1 else "an integer >= 1",
+        default=3000,
+    )
+    rest_weight_window: float = _key(
+        "Seconds rest_weight_budget applies to; Binance counts per minute (shorter in tests).",
+        _positive,
+        default=60.0,
+    )
+    snapshot_stagger: float = _key(
+        "Least seconds between two REST snapshot requests, so that books resyncing together "
+        "(after a reconnect) are spread out rather than stampeded.",
+        _non_negative,
+        default=0.1,
+    )
+    snapshot_timeout: float = _key(
+        "Seconds a REST snapshot request may take before it is asked again.",
+        _positive,
+        default=10.0,
+    )
+    rotation_spacing: float = _key(
+        "Least seconds between two connections replaced at connection_lifetime: they rotate "
+        "one at a time, never all at once (the first lifetimes are staggered by it).",
+        _non_negative,
+        default=60.0,
     )
 
 
@@ -474,6 +515,21 @@ def _check_across_sections(settings: Settings) -> None:
     if not feed.depth_streams and not feed.trade_streams:
         raise ConfigError(
             "feed.depth_streams and feed.trade_streams are both empty: nothing to read"
+        )
+    if "depth" in feed.depth_streams and len(feed.depth_streams) > 1:
+        raise ConfigError(
+            f"feed.depth_streams = {list(feed.depth_streams)} is not allowed: the diff stream "
+            "'depth' keeps the symbol's one book, so it goes alone"
+        )
+    from oraculo_trio.pipeline.snapshots import snapshot_weight
+
+    if "depth" in feed.depth_streams and feed.rest_weight_budget < snapshot_weight(
+        feed.snapshot_limit
+    ):
+        raise ConfigError(
+            f"feed.rest_weight_budget = {feed.rest_weight_budget} is not allowed: expected at "
+            f"least the weight of one snapshot of feed.snapshot_limit = {feed.snapshot_limit} "
+            f"levels ({snapshot_weight(feed.snapshot_limit)})"
         )
     if "webhook" in settings.dispatch.sinks and not settings.dispatch.webhook_url:
         raise ConfigError(

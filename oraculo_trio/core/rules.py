@@ -93,6 +93,9 @@ class MarketState:
     last_trade_wall: float | None = None
     last_depth_wall: float | None = None
     watch_since: float | None = None
+    # The symbol's core.sync.BookSync when the shard keeps a diff book: it applies each diff
+    # after Binance's sequence checks, before the rules see it (pipeline/diffbooks.py).
+    book_sync: Any = None
 
     def spread_bps(self) -> float | None:
         bid, ask = self.best_bid, self.best_ask
@@ -121,9 +124,10 @@ class MarketState:
             self._top_from_book(book)
         elif isinstance(event, DepthDiff):
             book = self.book
-            if not isinstance(book, OrderBook):
-                book = self.book = OrderBook(self.symbol)
-            book.apply_diff(event.bids, event.asks, event.final_update_id)
+            if self.book_sync is None:
+                if not isinstance(book, OrderBook):
+                    book = self.book = OrderBook(self.symbol)
+                book.apply_diff(event.bids, event.asks, event.final_update_id)
             self._top_from_book(book)
         elif isinstance(event, BookTicker):
             self.best_bid = event.bid_price

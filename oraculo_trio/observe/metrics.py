@@ -22,6 +22,7 @@ from prometheus_client.metrics_core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from oraculo_trio.core.events import STREAMS
+from oraculo_trio.core.sync import BOOK_STATES, RESYNC_REASONS
 
 SERVICE = "alerts"
 
@@ -48,6 +49,8 @@ LATENCY_BUCKETS = (
 )  # fmt: skip
 DB_MS_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 50, 100, 250, 500, 1000, 5000)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+SYNC_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0)
+SNAPSHOT_OUTCOMES = ("ok", "rate_limited", "banned", "error")
 CPU_BUCKETS = (0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5)
 
 
@@ -375,6 +378,62 @@ class ServiceMetrics:
             registry=r,
         )
         self.dispatch_dropped.labels("overflow")
+
+        # --- diff books (core/sync.py, pipeline/diffbooks.py, pipeline/snapshots.py) ---
+        resyncs = Counter(
+            "oraculo_book_resyncs",
+            "Diff books whose REST snapshot was fetched again, by reason (gap, crossed, "
+            "snapshot_stale).",
+            ["reason"],
+            registry=r,
+        )
+        self.book_resyncs = {reason: resyncs.labels(reason) for reason in RESYNC_REASONS}
+        book_symbols = Gauge(
+            "oraculo_book_symbols",
+            "Symbols with a diff book, by state: syncing (rules paused) or live.",
+            ["state"],
+            registry=r,
+        )
+        self.book_symbols = {state: book_symbols.labels(state) for state in BOOK_STATES}
+        self.book_resync_seconds = FastHistogram(
+            "oraculo_book_resync_seconds",
+            "Time a diff book took from a resync's start to live again, seconds.",
+            (),
+            SYNC_BUCKETS,
+            r,
+        ).labels()
+        self.snapshot_seconds = FastHistogram(
+            "oraculo_book_snapshot_seconds",
+            "Latency of a REST depth snapshot request (sent -> body read), seconds.",
+            (),
+            LATENCY_BUCKETS,
+            r,
+        ).labels()
+        snapshot_requests = Counter(
+            "oraculo_book_snapshot_requests",
+            "REST depth snapshot requests, by outcome (ok, rate_limited: 429, banned: 418, "
+            "error).",
+            ["outcome"],
+            registry=r,
+        )
+        self.snapshot_requests = {o: snapshot_requests.labels(o) for o in SNAPSHOT_OUTCOMES}
+        self.rest_weight_used = Counter(
+            "oraculo_rest_weight_used",
+            "REST request weight spent (the exchange's weight units); compare its rate with "
+            "oraculo_rest_weight_budget.",
+            registry=r,
+        )
+        self.rest_weight_budget = Gauge(
+            "oraculo_rest_weight_budget",
+            "REST request weight the service may spend per minute (feed.rest_weight_budget).",
+            registry=r,
+        )
+        self.rest_weight_reported = Gauge(
+            "oraculo_rest_weight_reported",
+            "Request weight the exchange says this IP used in its current minute "
+            "(X-MBX-USED-WEIGHT-1M of the last response).",
+            registry=r,
+        )
 
         # --- process (the plan's contract) ---
         self.cpu_process_cores = Gauge(

@@ -155,6 +155,7 @@ async def run_service(
     pipeline = settings.pipeline
     metrics = ServiceMetrics(
         shards=pipeline.shards,
+        limiters=("default", "store"),
         tasks=TASK_NAMES,
         constant_labels={"service": settings.service.name},
     )

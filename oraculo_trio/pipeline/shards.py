@@ -25,8 +25,11 @@ import trio
 
 from oraculo_trio.core.alerts import INACTIVE, AlertTransition
 from oraculo_trio.core.engine import ShardEngine
+from oraculo_trio.core.events import DepthDiff
+from oraculo_trio.core.sync import BookSnapshot
 from oraculo_trio.core.sharding import shard_of
 from oraculo_trio.observe.metrics import ServiceMetrics
+from oraculo_trio.pipeline.diffbooks import ShardBooks
 
 LOGGER = logging.getLogger("oraculo_trio.pipeline.shards")
 
@@ -180,12 +183,15 @@ async def run_consumer(
     outlet: AlertOutlet,
     metrics: ServiceMetrics,
     settings: ConsumerSettings,
+    books: ShardBooks | None = None,
 ) -> None:
     """Consume one shard's channel of one stream in micro-batches until it closes.
 
     Takes what is already queued, up to ``batch_max`` messages or ``batch_budget`` seconds of
     work, then yields. Never waits to fill a batch. A message older than ``stale_after``
-    updates state but skips rules (``stale_drop``).
+    updates state but skips rules (``stale_drop``). With ``books`` (diff books), diffs and
+    the snapshots the fetcher sends back go through the shard's book syncs first, which count
+    the diffs themselves (pipeline/diffbooks.py).
 
     Cancellation: stops between messages; whatever is still queued is abandoned (a graceful
     shutdown closes the feed first, so the channel drains to its end instead).
@@ -220,10 +226,14 @@ async def run_consumer(
                     try:
                         pending = [await receive_channel.receive()]
                     except trio.EndOfChannel:
+                        if books is not None:
+                            books.close()
                         return
             except trio.EndOfChannel:
                 pending = buffer.take() if buffer is not None else []
                 if not pending:
+                    if books is not None:
+                        books.close()
                     return
             cpu_start = time.thread_time()
             started = perf_counter()
@@ -243,6 +253,13 @@ async def run_consumer(
                         break
                 now = current_time()
                 now_wall = wall_time()
+                if books is not None and type(event) is BookSnapshot:
+                    # Not a frame read: no queue time, not in the accounting.
+                    raised = books.apply_snapshot(event, now, now_wall)
+                    if raised:
+                        transitions.extend(raised)
+                    processed += 1
+                    continue
                 latest = now - event.received_at
                 queue_time.observe(latest)
                 event_time_ms = event.event_time_ms
@@ -254,11 +271,14 @@ async def run_consumer(
                     if lag > lag_max:
                         lag_max = lag
                 fresh = age <= stale_after
-                raised = process(event, now_wall, fresh)
-                if fresh:
-                    evaluated += 1
+                if books is not None and type(event) is DepthDiff:
+                    raised = books.process(event, now, now_wall, fresh)
                 else:
-                    stale += 1
+                    raised = process(event, now_wall, fresh)
+                    if fresh:
+                        evaluated += 1
+                    else:
+                        stale += 1
                 if raised:
                     transitions.extend(raised)
                 processed += 1
@@ -273,6 +293,8 @@ async def run_consumer(
             evaluated_total.inc(evaluated)
             if stale:
                 stale_total.inc(stale)
+            if books is not None:
+                books.flush()
             batch_size_histogram.observe(processed)
             batch_cpu_histogram.observe(time.thread_time() - cpu_start)
             queue_time_latest.set(latest)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
@@ -12,8 +11,10 @@ import pytest
 import trio
 from trio_websocket import ConnectionRejected, WebSocketConnection, wrap_client_stream
 
-#: Recorded Binance frames (see its README.md); override with ORACULO_BINANCE_DATA.
-DATA_DIR = Path(os.environ.get("ORACULO_BINANCE_DATA", "/work/shared/data/binance"))
+from tests.data import BINANCE_DATA
+
+#: Recorded Binance frames shipped with the tests (see its README.md).
+DATA_DIR = BINANCE_DATA
 
 Connect = Callable[..., AbstractAsyncContextManager[WebSocketConnection]]
 
@@ -87,6 +88,4 @@ def connect() -> Connect:
 @pytest.fixture
 def binance_data() -> Path:
     """The recorded Binance frames directory (skips when it is not on this machine)."""
-    if not (DATA_DIR / "spot_trade.jsonl").exists():
-        pytest.skip(f"recorded Binance data not found in {DATA_DIR}")
     return DATA_DIR

@@ -11,9 +11,6 @@ from __future__ import annotations
 import functools
 import json
 import re
-import shutil
-import socket
-import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -24,7 +21,7 @@ from typing import Any
 import attrs
 import trio
 
-from tests.store.conftest import unavailable
+from tests.e2e.processes import free_port, require_tool
 
 REPO = Path(__file__).resolve().parents[2]
 GRAFANA = REPO / "grafana"
@@ -34,39 +31,7 @@ SCRAPE_CONFIG = GRAFANA / "prometheus.yml"
 PLAN_QUERIES = GRAFANA / "plan_queries.promql"
 JOB = "oraculo-alerts"
 
-# The two findings DESIGN.md accepts from `promtool check metrics` (the plan's names).
-ACCEPTED_LINT = {
-    "oraculo_db_insert_ms metric names should not contain abbreviated units",
-    'oraculo_threads_total non-counter metrics should not have "_total" suffix',
-}
-
 _COMPARISON = re.compile(r"^(?P<query>.*\S)\s*(?:==|!=|>=|<=|>|<)\s*[-+0-9.eE]+\s*$", re.S)
-
-
-def require_tool(name: str) -> str:
-    """The path of ``name``; skips the test (fails with ORACULO_REQUIRE_SERVICES=1) without it."""
-    path = shutil.which(name)
-    if path is None:
-        unavailable(f"{name} is not installed (Debian package `prometheus`)")
-    return str(path)
-
-
-def promtool(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    """Run ``promtool`` (blocking: call it from a thread in a Trio test)."""
-    return subprocess.run(
-        [require_tool("promtool"), *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
-def lint_findings(exposition: str) -> set[str]:
-    """What ``promtool check metrics`` says of a /metrics text, one finding a line."""
-    result = promtool("check", "metrics", stdin=exposition)
-    return {line.strip() for line in (result.stdout + result.stderr).splitlines() if line.strip()}
 
 
 def without_comparison(expr: str) -> str:
@@ -106,12 +71,6 @@ def substitute(expr: str, variables: dict[str, str]) -> str:
     for name in sorted(variables, key=len, reverse=True):
         expr = expr.replace("$" + name, variables[name])
     return expr
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _replace_once(text: str, old: str, new: str) -> str:

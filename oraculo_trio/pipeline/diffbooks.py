@@ -1,0 +1,179 @@
+"""A shard's diff books: every symbol's :class:`~oraculo_trio.core.sync.BookSync`, between the
+depth consumer and the rule engine.
+
+With ``depth`` among ``feed.depth_streams``, the shard's depth consumer hands each
+:class:`~oraculo_trio.core.events.DepthDiff` here instead of to the engine, and each
+:class:`~oraculo_trio.core.sync.BookSnapshot` the fetcher sends back. A diff applied to a live
+book goes on to the engine (state, then rules); a diff of a syncing symbol waits in its
+sync's buffer, and its rules pause, while every other symbol of the shard runs on. When the
+snapshot makes the book live again, the buffered diffs are applied and the rules run once on
+the book they made.
+
+Accounting (DESIGN.md): the books count the diffs themselves, because a diff's fate may be
+decided later than its turn in the batch: ``evaluated`` or ``stale_drop`` (by its own age)
+once applied to a live book, ``superseded`` once discarded because the book, the buffer or a
+snapshot holds it. The consumer adds the counts up once per batch (:meth:`ShardBooks.flush`);
+at its end, diffs still buffered by books that never synced are superseded too.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import attrs
+
+from oraculo_trio.core.alerts import AlertTransition
+from oraculo_trio.core.engine import ShardEngine
+from oraculo_trio.core.events import DEPTH, DepthDiff
+from oraculo_trio.core.sync import APPLIED, MAX_BUFFERED, SYNCING, BookSnapshot, BookSync, Step
+from oraculo_trio.observe.metrics import ServiceMetrics
+from oraculo_trio.observe.ratelimit import RateLimitedLog
+from oraculo_trio.pipeline.snapshots import SnapshotRequest, SnapshotRequests
+
+LOGGER = logging.getLogger("oraculo_trio.pipeline.diffbooks")
+
+
+@attrs.define(eq=False)
+class ShardBooks:
+    """The diff books of one shard.
+
+    Attributes:
+        shard: the shard's index (snapshots come back to its depth channel).
+        engine: the shard's rule engine; each symbol's ``MarketState.book`` is its sync's book.
+        requests: where syncs ask for snapshots (the fetcher serves them).
+        metrics: the service's metrics.
+        stale_after: ``pipeline.stale_after``, to judge buffered diffs when they are applied.
+        syncs: each symbol's sync.
+    """
+
+    shard: int
+    engine: ShardEngine
+    requests: SnapshotRequests
+    metrics: ServiceMetrics
+    stale_after: float
+    max_buffered: int = MAX_BUFFERED
+    syncs: dict[str, BookSync] = attrs.field(factory=dict)
+    # Counts not yet added to the metrics (the consumer flushes once per batch).
+    _evaluated: int = 0
+    _stale: int = 0
+    _superseded: int = 0
+    _log: RateLimitedLog = attrs.field(factory=lambda: RateLimitedLog(LOGGER))
+
+    def sync(self, symbol: str) -> BookSync:
+        """The symbol's sync, created (syncing, book empty) on first use."""
+        sync = self.syncs.get(symbol)
+        if sync is None:
+            sync = self.syncs[symbol] = BookSync(symbol, self.max_buffered)
+            market = self.engine.market(symbol)
+            market.book = sync.book
+            market.book_sync = sync
+            self.metrics.book_symbols[SYNCING].inc()
+        return sync
+
+    def process(
+        self, diff: DepthDiff, now: float, now_wall: float, fresh: bool
+    ) -> list[AlertTransition] | None:
+        """Take a diff of this shard's stream; evaluate its symbol's rules if its book is live.
+
+        Args:
+            diff: the next diff of its symbol.
+            now: ``trio.current_time()``.
+            now_wall: wall-clock Unix seconds (the rules' ``now``).
+            fresh: False when the diff is older than ``stale_after`` (rules skipped).
+
+        Returns:
+            The alert transitions raised, or None.
+        """
+        sync = self.syncs.get(diff.symbol)
+        if sync is None:
+            sync = self.sync(diff.symbol)
+        before = sync.state
+        step = sync.on_diff(diff, now)
+        if step is APPLIED:
+            if fresh:
+                self._evaluated += 1
+            else:
+                self._stale += 1
+            return self.engine.process(diff, now_wall, fresh)
+        return self._follow(sync, before, step, now, now_wall)
+
+    def apply_snapshot(
+        self, snapshot: BookSnapshot, now: float, now_wall: float
+    ) -> list[AlertTransition] | None:
+        """Take a snapshot the fetcher brought back (not a frame: not counted as one).
+
+        Returns:
+            The transitions of the rules run on the book it made live, or None.
+        """
+        sync = self.syncs.get(snapshot.symbol)
+        if sync is None:
+            return None
+        before = sync.state
+        step = sync.on_snapshot(
+            snapshot.request_id, snapshot.last_update_id, snapshot.bids, snapshot.asks, now
+        )
+        return self._follow(sync, before, step, now, now_wall)
+
+    def flush(self) -> None:
+        """Add the counts of the diffs decided since the last flush to the metrics."""
+        metrics = self.metrics
+        if self._evaluated:
+            metrics.evaluated[DEPTH].inc(self._evaluated)
+            self._evaluated = 0
+        if self._stale:
+            metrics.dropped[DEPTH, "stale_drop"].inc(self._stale)
+            self._stale = 0
+        if self._superseded:
+            metrics.dropped[DEPTH, "superseded"].inc(self._superseded)
+            self._superseded = 0
+
+    def close(self) -> None:
+        """The consumer is done: diffs still buffered will never be applied (superseded)."""
+        for sync in self.syncs.values():
+            self._superseded += sync.discard()
+        self.flush()
+
+    def buffered(self) -> int:
+        """Diffs waiting in syncing books (they are in no channel, and not yet accounted)."""
+        return sum(len(sync.buffer) for sync in self.syncs.values())
+
+    def _follow(
+        self, sync: BookSync, before: str, step: Step, now: float, now_wall: float
+    ) -> list[AlertTransition] | None:
+        """Everything but a plain applied diff: counts, requests, state, replayed diffs."""
+        self._superseded += step.superseded
+        metrics = self.metrics
+        if step.state != before:
+            metrics.book_symbols[before].dec()
+            metrics.book_symbols[step.state].inc()
+        if step.resync is not None:
+            metrics.book_resyncs[step.resync].inc()
+            self._log.log(
+                logging.INFO,
+                step.resync,
+                "book %s resyncing (%s); its rules pause until it is live again",
+                sync.symbol,
+                step.resync,
+            )
+        if step.request is not None:
+            self.requests.put(SnapshotRequest(sync.symbol, self.shard, step.request))
+        if step.synced_after is not None and not step.initial:
+            metrics.book_resync_seconds.observe(step.synced_after)
+        applied = step.applied
+        if not applied:
+            return None
+        # Each replayed diff counts by its own age; the rules run once, on the book they made.
+        stale_after = self.stale_after
+        fresh = False
+        for diff in applied:
+            event_time_ms = diff.event_time_ms
+            if event_time_ms is None:
+                age = now - diff.received_at
+            else:
+                age = now_wall - event_time_ms * 0.001
+            fresh = age <= stale_after
+            if fresh:
+                self._evaluated += 1
+            else:
+                self._stale += 1
+        return self.engine.process(applied[-1], now_wall, fresh)
