@@ -16,8 +16,8 @@ test *ARGS:
 
 # Lint and format check.
 lint:
-    ruff check oraculo_trio loadtest tests benchmarks
-    ruff format --check oraculo_trio loadtest tests benchmarks
+    ruff check oraculo_trio loadtest tests benchmarks grafana
+    ruff format --check oraculo_trio loadtest tests benchmarks grafana
 
 # Open-loop load test with a KPI verdict, e.g. `just loadtest depth 1500`.
 loadtest STREAM="depth" RATE="1500" *ARGS:
@@ -27,6 +27,30 @@ loadtest STREAM="depth" RATE="1500" *ARGS:
 loadtest-soak *ARGS:
     oraculo-trio loadtest depth 1800 --duration 900 {{ARGS}}
 
+# Diff books under faults: gaps and duplicates resync single symbols (metrics.json `book`).
+loadtest-depthdiff RATE="1500" FAULTS="gaps,dups" *ARGS:
+    oraculo-trio loadtest depthdiff {{RATE}} --faults {{FAULTS}} {{ARGS}}
+
+# What the book sync costs per diff (µs), against the bare engine.
+bench-diffbook:
+    python benchmarks/bench_diffbook.py
+
+# A webhook that never answers must not slow evaluation: 1,500 depth msg/s, queue-time p99.
+loadtest-webhook-hang *ARGS:
+    oraculo-trio loadtest depth 1500 --webhook hang {{ARGS}}
+
+# The demo's rules (every kind) fire and resolve within 30 s of start.
+demo-rules:
+    oraculo-trio demo --duration 32 --http-port 0 --database-url sqlite:///var/oraculo-demo-rules.db
+
 # Saturation search: steps the rate up until queue-time p99 > 100 ms.
 bench *ARGS:
     oraculo-trio loadtest bench {{ARGS}}
+
+# Throughput and CPU per message with 1 and 2 worker processes (run --workers N).
+bench-workers *ARGS:
+    python benchmarks/bench_workers.py {{ARGS}}
+
+# The generator alone at RATE against a discarding client: is the rate kept within 1 %?
+loadtest-calibrate RATE="20000" *ARGS:
+    oraculo-trio loadtest calibrate {{RATE}} {{ARGS}}

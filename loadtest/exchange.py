@@ -66,6 +66,7 @@ from trio_websocket import (
 )
 
 from loadtest.markets import Frame, Market
+from loadtest.rest import RestServer, SnapshotSource
 
 LOGGER = logging.getLogger("oraculo_trio.loadtest.exchange")
 
@@ -315,13 +316,19 @@ class MockExchange:
         market: what to publish.
         settings: behaviour (tick, pings, queue and overflow policy, limits).
         clock: epoch-seconds clock anchoring the tick schedule (the frames' ``E``).
+        snapshots: REST depth snapshots to serve (``GET /api/v3/depth``, loadtest/rest.py);
+            by default the market's own when it has ``snapshot()``. Then ``rest`` is the
+            REST server (faults, requests seen) and ``rest_url`` its base URL.
     """
 
     market: Market = attrs.field(repr=lambda market: type(market).__name__)
     settings: ExchangeSettings = attrs.field(factory=ExchangeSettings)
     clock: Callable[[], float] = time.time
+    snapshots: SnapshotSource | None = attrs.field(default=None, repr=False)
     port: int = attrs.field(init=False, default=0)
     ws_url: str = attrs.field(init=False, default="")
+    rest: RestServer | None = attrs.field(init=False, default=None, repr=False)
+    rest_url: str = attrs.field(init=False, default="")
     ticks: int = attrs.field(init=False, default=0)
     frames_sent: int = attrs.field(init=False, default=0)
     frames_sent_by_stream: dict[str, int] = attrs.field(init=False, repr=False, factory=dict)
@@ -381,6 +388,10 @@ class MockExchange:
         )
         async with trio.open_nursery() as nursery:
             await nursery.start(server.run)
+            source = self.snapshots if self.snapshots is not None else self.market
+            if callable(getattr(source, "snapshot", None)):
+                self.rest = await nursery.start(RestServer(source).serve, host)
+                self.rest_url = self.rest.url
             nursery.start_soon(self._publish_loop)
             LOGGER.info(
                 "mock exchange listening on %s (tick %.3f s, overflow %s)",

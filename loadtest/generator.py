@@ -549,6 +549,8 @@ class GeneratorSpec:
         queue_size: the exchange's frames per connection queue.
         overflow: the exchange's full-queue policy (``block`` keeps every frame).
         host: interface the exchange binds.
+        faults: faults the source injects, ``gaps,dups,429``... (``depthdiff``; see
+            ``loadtest.diffbook.FAULT_KINDS``).
     """
 
     stream: str = "depth"
@@ -568,6 +570,7 @@ class GeneratorSpec:
     queue_size: int = 16384
     overflow: str = "block"
     host: str = "127.0.0.1"
+    faults: str = ""
 
     @property
     def burst_period(self) -> float:
@@ -605,12 +608,20 @@ def _load_market(spec: GeneratorSpec, trade_ratio: float) -> LoadMarket:
     )
 
 
+def _diff_books(spec: GeneratorSpec) -> FrameSource:
+    # Diff streams from true books, with their REST snapshots and faults (loadtest/diffbook.py).
+    from loadtest.diffbook import depthdiff_source
+
+    return depthdiff_source(spec)
+
+
 SourceFactory = Callable[[GeneratorSpec], FrameSource]
 
 SOURCES: dict[str, SourceFactory] = {
     "depth": lambda spec: _load_market(spec, 0.0),
     "trade": lambda spec: _load_market(spec, 1.0),
     "mixed": lambda spec: _load_market(spec, spec.trade_ratio),
+    "depthdiff": _diff_books,
 }
 """STREAM name -> factory of its frame source; the CLI offers every key."""
 
@@ -815,8 +826,9 @@ async def _stats_loop(
 ) -> None:
     started = time.monotonic()
     while True:
-        await trio.sleep(1.0)
-        queued = sum(c.queued for c in exchange.statistics().connections)
+        # Faster once the schedule is over: the runner's drain waits on these numbers.
+        await trio.sleep(0.5 if generator.phase != DONE else 0.1)
+        connections = exchange.statistics().connections
         emit(
             {
                 "event": "stats",
@@ -824,10 +836,10 @@ async def _stats_loop(
                 "phase": generator.phase,
                 "sent": exchange.frames_sent,
                 "generated": sum(generator.generated.values()),
-                "queued": queued,
+                "queued": sum(c.queued for c in connections),
+                "connections": len(connections),
                 "cpu": time.process_time(),
                 "late_max": generator.lateness.take_second_max(),
-                "connections": len(exchange.statistics().connections),
             }
         )
 
@@ -839,10 +851,12 @@ async def serve_generator(
 ) -> None:
     """The generator process: a mock exchange publishing ``spec``'s schedule on command.
 
-    Emits ``ready`` (``url``, ``streams``, ``pid``) once the exchange listens; runs the
-    schedule on the ``start`` command, emitting ``phase`` events and one ``stats`` event a
-    second; emits ``done`` (the :class:`GeneratorResult`) at the end, then keeps serving (so
-    queued frames still drain) until ``commands`` ends or says ``quit``.
+    Events (JSON lines through ``emit``): ``ready`` (``url``, ``streams``, ``symbols``, the
+    service's ``depth_kinds``/``trade_kinds``) once the exchange listens; after the ``start``
+    command, ``phase`` at each phase change and ``stats`` twice a second; ``done`` (the
+    :class:`GeneratorResult`, ``measure_cpu_cores``) at the end of the schedule; ``drained``
+    (``sent``) once every generated frame is written to its socket (or the queues stayed
+    empty for a second). It keeps serving until ``commands`` ends or says ``quit``.
 
     Args:
         spec: what to generate.
@@ -878,13 +892,16 @@ async def serve_generator(
                 "depth_kinds": list(source.depth_kinds),
                 "trade_kinds": list(source.trade_kinds),
                 "symbols": list(source.symbols),
-                "cpu": time.process_time(),
+                "rest_url": getattr(exchange, "rest_url", ""),
+                # Service settings the source needs (diff books: a snapshot deep enough).
+                "service": getattr(source, "service_settings", {}),
             }
         )
         started = False
         async for command in _commands(commands):
             if command == "start" and not started:
                 started = True
+                nursery.start_soon(_stats_loop, exchange, generator, emit)
                 nursery.start_soon(_run_schedule, exchange, generator, emit)
             elif command == "quit":
                 break
@@ -895,32 +912,44 @@ async def _run_schedule(
     exchange: Any, generator: Generator, emit: Callable[[dict[str, Any]], None]
 ) -> None:
     cpu_start = time.process_time()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(_stats_loop, exchange, generator, emit)
-        measure_cpu: list[float] = []
+    marks: dict[str, tuple[float, float]] = {}
 
-        def on_event(event: dict[str, Any]) -> None:
-            if event["phase"] in ("measure", DONE):
-                measure_cpu.append(time.process_time())
-                measure_cpu.append(time.monotonic())
-            emit(event)
+    def on_event(event: dict[str, Any]) -> None:
+        if event["phase"] in ("measure", DONE):
+            marks[event["phase"]] = (time.process_time(), time.monotonic())
+        emit(event)
 
-        generator.on_event = on_event
-        result = await generator.run()
-        cpu = None
-        if len(measure_cpu) == 4:
-            cpu = (measure_cpu[2] - measure_cpu[0]) / max(measure_cpu[3] - measure_cpu[1], 1e-9)
-        emit(
-            {
-                "event": "done",
-                **attrs.asdict(result),
-                "sent": exchange.frames_sent,
-                "cpu_seconds": time.process_time() - cpu_start,
-                "measure_cpu_cores": cpu,
-                "tick": generator.schedule.tick,
-            }
-        )
-        nursery.cancel_scope.cancel()
+    generator.on_event = on_event
+    result = await generator.run()
+    cores = None
+    if len(marks) == 2:
+        (cpu0, wall0), (cpu1, wall1) = marks["measure"], marks[DONE]
+        cores = (cpu1 - cpu0) / max(wall1 - wall0, 1e-9)
+    emit(
+        {
+            "event": "done",
+            **attrs.asdict(result),
+            "sent": exchange.frames_sent,
+            "cpu_seconds": time.process_time() - cpu_start,
+            "measure_cpu_cores": cores,
+            "tick": generator.schedule.tick,
+        }
+    )
+    # Drained: every generated frame written, or nothing queued and nothing written for 1 s.
+    generated = sum(generator.generated.values())
+    quiet_since = None
+    last_sent = -1
+    while exchange.frames_sent < generated:
+        queued = sum(c.queued for c in exchange.statistics().connections)
+        if queued == 0 and exchange.frames_sent == last_sent:
+            quiet_since = quiet_since or time.monotonic()
+            if time.monotonic() - quiet_since >= 1.0:
+                break
+        else:
+            quiet_since = None
+        last_sent = exchange.frames_sent
+        await trio.sleep(0.02)
+    emit({"event": "drained", "sent": exchange.frames_sent, "generated": generated})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

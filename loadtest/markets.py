@@ -341,7 +341,8 @@ def demo_phases() -> list[Phase]:
 
     Returns:
         The rows: BTCUSDT ramps 49,800 -> 50,200 (0-6 s, crossing 50,000 at ~3 s) and back
-        (6-12 s, crossing at ~9 s); ETHUSDT's spread is 30 bps (3-7 s); SOLUSDT rises 3 %
+        (6-12 s, crossing at ~9 s); ETHUSDT's spread is 30 bps (3-7 s) and it trades 5x as
+        often (12-15 s); SOLUSDT rises 3 %
         (2-6 s) and falls back (6-10 s) with one >1,000,000 USDT trade at 4 s; BNBUSDT's bids
         hold 5x the asks' quantity (5-9 s); XRPUSDT is silent on every stream (10-16 s).
     """
@@ -363,6 +364,13 @@ def demo_phases() -> list[Phase]:
             note="trades cross 50,000 downward at ~9 s",
         ),
         Phase("ETHUSDT", 3.0, 7.0, spread_bps=30.0, note="spread 30 bps instead of ~1 bps"),
+        Phase(
+            "ETHUSDT",
+            12.0,
+            15.0,
+            trades_per_tick=5,
+            note="trade burst: 5 trades per tick (50/s) instead of 1 (trade rate, volume spike)",
+        ),
         Phase("SOLUSDT", 2.0, 6.0, mid_from=150.0, mid_to=154.5, note="price rises 3 %"),
         Phase("SOLUSDT", 6.0, 10.0, mid_from=154.5, mid_to=150.0, note="price falls back"),
         Phase(

@@ -1,12 +1,15 @@
-"""Command line: ``oraculo-trio run | demo | health | migrate | rules check | loadtest``."""
+"""Command line: ``oraculo-trio run | demo | health | migrate | rules check | rules push |
+silence add | silence list | silence expire | loadtest``, ``compare``."""
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any, TypeVar
 
 import trio
 
@@ -21,6 +24,8 @@ from oraculo_trio.settings import (
 )
 
 LOGGER = logging.getLogger("oraculo_trio.cli")
+
+T = TypeVar("T")
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -78,7 +83,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     settings = _settings_from(args)
     _configure_logging(settings.service.log_level)
-    rules = load_rule_file(rules_path(settings))
+    # With rules.source = "db" the service reads the rules table once the store is open.
+    rules = load_rule_file(rules_path(settings)) if settings.rules.source == "file" else []
+    from oraculo_trio.pipeline.workers import run_workers_command, worker_count
+
+    workers = worker_count(args.workers)
+    if workers > 1 or args.worker_index is not None:
+        return run_workers_command(args, settings, rules, workers)
     LOGGER.info(
         "starting: %d symbols, %d rules, store %s, metrics on http://%s:%d/metrics",
         len(settings.feed.symbols),
@@ -145,11 +156,101 @@ def _cmd_rules_check(args: argparse.Namespace) -> int:
             f"enabled={str(spec.enabled).lower()}",
         ]
         if spec.expires_at is not None:
-            fields.append(f"expires_at={spec.expires_at:g}")
+            expires = datetime.datetime.fromtimestamp(spec.expires_at, tz=datetime.UTC)
+            fields.append(f"expires_at={expires.isoformat().replace('+00:00', 'Z')}")
         if spec.labels:
             fields.append(f"labels={dict(spec.labels)}")
+        if spec.inhibits:
+            fields.append(f"inhibits={dict(spec.inhibits)}")
         print(f"{spec.id}: " + " ".join(fields))
     print(f"{args.file}: {len(rules)} rules OK")
+    return EXIT_OK
+
+
+def _with_store(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
+    """Run ``await work(store)`` on the configured store, in a fresh Trio run."""
+    from oraculo_trio.store.base import open_store
+
+    async def run() -> T:
+        async with open_store(
+            settings.database.url, statement_timeout=settings.database.statement_timeout
+        ) as store:
+            return await work(store)
+
+    return trio.run(run)
+
+
+def _cmd_rules_push(args: argparse.Namespace) -> int:
+    rules = load_rule_file(args.file)
+    settings = _settings_from(args)
+    _with_store(settings, lambda store: store.replace_rules([r.spec for r in rules]))
+    print(f"{args.file}: {len(rules)} rules stored in {_masked(settings.database.url)}")
+    return EXIT_OK
+
+
+def _silence_line(silence: object, now: float) -> str:
+    def when(seconds: float) -> str:
+        moment = datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)
+        return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+    status = "active" if silence.active(now) else "ended" if silence.ends_at <= now else "pending"
+    return (
+        f"{silence.id}\t{status}\trule={silence.rule_id or '*'}\tsymbol={silence.symbol or '*'}"
+        f"\t{when(silence.starts_at)} -> {when(silence.ends_at)}"
+        f"\tby={silence.created_by or '-'}\t{silence.comment}"
+    )
+
+
+def _cmd_silence_add(args: argparse.Namespace) -> int:
+    import getpass
+    import time
+
+    from oraculo_trio.core.rules import parse_duration
+
+    if args.rule is None and args.symbol is None:
+        raise ConfigError("silence add: give --rule and/or --symbol (what to silence)")
+    try:
+        duration = parse_duration(args.duration)
+    except ValueError as exc:
+        raise ConfigError(f"silence add --for {exc}") from None
+    if duration <= 0:
+        raise ConfigError(f"silence add --for {args.duration!r}: expected a duration > 0")
+    settings = _settings_from(args)
+    now = time.time()
+    symbol = args.symbol.upper() if args.symbol else None
+    created_by = args.created_by or getpass.getuser()
+    silence = _with_store(
+        settings,
+        lambda store: store.add_silence(
+            args.rule, symbol, now, now + duration, args.comment, created_by
+        ),
+    )
+    print(_silence_line(silence, now))
+    return EXIT_OK
+
+
+def _cmd_silence_list(args: argparse.Namespace) -> int:
+    import time
+
+    settings = _settings_from(args)
+    now = time.time()
+    silences = _with_store(settings, lambda store: store.fetch_silences(None if args.all else now))
+    for silence in silences:
+        print(_silence_line(silence, now))
+    if not silences:
+        print("no silences" if args.all else "no active or pending silences")
+    return EXIT_OK
+
+
+def _cmd_silence_expire(args: argparse.Namespace) -> int:
+    import time
+
+    settings = _settings_from(args)
+    expired = _with_store(settings, lambda store: store.expire_silence(args.id, time.time()))
+    if not expired:
+        print(f"silence {args.id}: no such silence still in effect", file=sys.stderr)
+        return EXIT_ERROR
+    print(f"silence {args.id}: expired")
     return EXIT_OK
 
 
@@ -162,8 +263,15 @@ def _cmd_health(args: argparse.Namespace) -> int:
 
 
 def _cmd_loadtest(args: argparse.Namespace) -> int:
-    print("oraculo-trio loadtest: not built yet (see the load-test issue)", file=sys.stderr)
-    return EXIT_CONFIG
+    from loadtest.cli import main as loadtest_main
+
+    return loadtest_main(args.args)
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from loadtest.cli import compare_main
+
+    return compare_main(args.args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -188,6 +296,16 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_config_options(run)
+    run.add_argument(
+        "--workers",
+        default="1",
+        metavar="N|auto",
+        help="worker processes, each processing its share of the partitions (auto: one per "
+        "core); a supervisor serves /metrics of all of them with a `worker` label",
+    )
+    # Used by the --workers supervisor to start its workers.
+    run.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
+    run.add_argument("--worker-fd", type=int, help=argparse.SUPPRESS)
     run.set_defaults(handler=_cmd_run)
 
     demo = commands.add_parser(
@@ -229,10 +347,60 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("file", help="the rule file (TOML)")
     check.set_defaults(handler=_cmd_rules_check)
+    push = rules_commands.add_parser(
+        "push",
+        help="validate a rule file and make the rules table hold exactly its rules "
+        '(for rules.source = "db"; running instances reload within rules.reload_interval)',
+    )
+    push.add_argument("file", help="the rule file (TOML)")
+    _add_config_options(push)
+    push.set_defaults(handler=_cmd_rules_push)
 
-    loadtest = commands.add_parser("loadtest", help="open-loop load test with a KPI verdict")
+    silence = commands.add_parser(
+        "silence",
+        help="mute notifications of a rule and/or symbol for a while (stored in the database; "
+        "alerts are still evaluated and recorded)",
+    )
+    silence_commands = silence.add_subparsers(
+        dest="silence_command", required=True, metavar="ACTION"
+    )
+    add = silence_commands.add_parser("add", help="add a silence starting now")
+    add.add_argument("--rule", metavar="ID", help="the rule id to silence (default: every rule)")
+    add.add_argument("--symbol", metavar="S", help="the symbol to silence (default: every one)")
+    add.add_argument(
+        "--for", dest="duration", required=True, metavar="DURATION", help='e.g. "30m", "1h", "2d"'
+    )
+    add.add_argument("--comment", default="", help="why (shown by silence list)")
+    add.add_argument("--created-by", metavar="NAME", help="who (default: the login name)")
+    _add_config_options(add)
+    add.set_defaults(handler=_cmd_silence_add)
+    listing = silence_commands.add_parser("list", help="list active and pending silences")
+    listing.add_argument("--all", action="store_true", help="include silences that ended")
+    _add_config_options(listing)
+    listing.set_defaults(handler=_cmd_silence_list)
+    expire = silence_commands.add_parser("expire", help="end a silence now")
+    expire.add_argument("id", type=int, help="the silence id (see silence list)")
+    _add_config_options(expire)
+    expire.set_defaults(handler=_cmd_silence_expire)
+
+    loadtest = commands.add_parser(
+        "loadtest",
+        help="open-loop load test with a KPI verdict (STREAM RATE | bench | calibrate RATE); "
+        "`oraculo-trio loadtest --help` for its options",
+        # Everything after `loadtest` (its --help too) goes to loadtest/cli.py.
+        add_help=False,
+        prefix_chars="\x00",
+    )
     loadtest.add_argument("args", nargs=argparse.REMAINDER)
     loadtest.set_defaults(handler=_cmd_loadtest)
+    compare = commands.add_parser(
+        "compare",
+        help="before/after table of two load-test artifacts",
+        add_help=False,
+        prefix_chars="\x00",
+    )
+    compare.add_argument("args", nargs=argparse.REMAINDER)
+    compare.set_defaults(handler=_cmd_compare)
     return parser
 
 

@@ -37,7 +37,9 @@ def demo_settings(settings: Settings, exchange_url: str, symbols: list[str]) -> 
         reconnect_initial=0.2,
         reconnect_max=2.0,
     )
-    return attrs.evolve(settings, feed=feed)
+    # The demo's rules are the packaged file: edit it while the demo runs and it reloads.
+    rules = attrs.evolve(settings.rules, file=str(demo_rules_path()), source="file")
+    return attrs.evolve(settings, feed=feed, rules=rules)
 
 
 async def run_demo(settings: Settings, duration: float | None = None) -> None:

@@ -34,3 +34,13 @@ class StoreUnavailable(StoreError):
 
 class FeedError(OraculoError):
     """Raised when an exchange feed cannot be used (handshake refused, bad URL)."""
+
+
+class DeliveryError(OraculoError):
+    """Raised by a notification sink when one delivery attempt failed (refused, timed out,
+    an HTTP 5xx); the dispatcher records it and retries with backoff."""
+
+
+class DeliveryRejected(DeliveryError):
+    """Raised by a notification sink when the receiver refused the notification itself (an
+    HTTP 4xx other than 408 and 429): retrying the same payload will not help."""

@@ -155,6 +155,13 @@ class FeedSettings:
         _positive,
         default=1024 * 1024,
     )
+    client: str = _key(
+        "WebSocket client: `native` parses a whole socket read in the feed task (one "
+        "checkpoint per read); `trio-websocket` is the library (a reader task, a checkpoint "
+        "per message). See pipeline/transport.py.",
+        _one_of("native", "trio-websocket"),
+        default="native",
+    )
     depth_update_ms: int = _key(
         "Update speed of the depth streams: 100 (`@100ms`) or 1000 (Binance's default speed).",
         lambda v: None if v in (100, 1000) else "100 or 1000",
@@ -238,6 +245,25 @@ class RulesSettings:
         _one_of("file", "db"),
         default="file",
     )
+    reload_interval: float = _key(
+        "Seconds between checks of the rule file's modification time (or of the rules "
+        "table); a change reloads the rules, keeping the state of unchanged ones. SIGHUP "
+        "reloads at once. 0 disables the checks.",
+        _non_negative,
+        default=1.0,
+    )
+    tick_interval: float = _key(
+        "Seconds between time-driven rule evaluations (no_data, windows that empty, for / "
+        "keep_firing_for / repeat_interval of quiet symbols) and batches of CPU-heavy rules.",
+        _positive,
+        default=0.5,
+    )
+    offload_threads: int = _key(
+        "Worker threads (limiter `rules`) and processes (limiter `rules_process`) for "
+        "CPU-heavy rules such as zscore.",
+        lambda v: None if 1 <= v <= 64 else "an integer 1..64",
+        default=2,
+    )
 
 
 @attrs.frozen
@@ -293,6 +319,32 @@ class DispatchSettings:
         lambda v: None if v >= 0 else "an integer >= 0",
         default=3,
     )
+    webhook_backoff: float = _key(
+        "Seconds before the first webhook retry; doubles (with jitter) up to 30 s.",
+        _positive,
+        default=0.5,
+    )
+    webhook_concurrency: int = _key(
+        "Webhook deliveries in flight at once.",
+        lambda v: None if 1 <= v <= 256 else "an integer 1..256",
+        default=4,
+    )
+    webhook_breaker_failures: int = _key(
+        "Consecutive failed webhook attempts that open its circuit breaker (notifications "
+        "are then dropped and counted until a trial succeeds); 0 never opens it.",
+        lambda v: None if v >= 0 else "an integer >= 0",
+        default=5,
+    )
+    webhook_breaker_cooldown: float = _key(
+        "Seconds an open webhook circuit waits before one trial attempt.",
+        _positive,
+        default=30.0,
+    )
+    silence_refresh: float = _key(
+        "Seconds between reads of the silences table (`oraculo-trio silence add`).",
+        _positive,
+        default=2.0,
+    )
 
 
 @attrs.frozen
@@ -327,6 +379,40 @@ class ObserveSettings:
     )
 
 
+def _instance_id(value: Any) -> str | None:
+    ok = len(value) <= 40 and all(c.isalnum() or c in "-_.:" for c in value)
+    return None if ok else "at most 40 letters, digits, '-', '_', '.' or ':' (empty: host-pid)"
+
+
+@attrs.frozen
+class ClusterSettings:
+    mode: str = _key(
+        "`single`: this process owns every partition (with `run --workers N`, each worker a "
+        "fixed share). `postgres`: instances (and workers) claim fair shares of the "
+        "partitions through PostgreSQL advisory locks; needs a postgresql:// database.url.",
+        _one_of("single", "postgres"),
+        default="single",
+    )
+    partitions: int = _key(
+        "Partitions symbols are spread over (partition = crc32(symbol) % partitions); the "
+        "same value on every instance.",
+        lambda v: None if 1 <= v <= 64 else "an integer 1..64",
+        default=64,
+    )
+    claim_interval: float = _key(
+        "Seconds between claim rounds (postgres mode): how fast survivors take over the "
+        "partitions of an instance that died, and how fast a joining instance gets its share.",
+        _positive,
+        default=2.0,
+    )
+    instance_id: str = _key(
+        "This instance's name among live instances (postgres mode); empty means "
+        "<hostname>-<pid>. Workers add -w<i>.",
+        _instance_id,
+        default="",
+    )
+
+
 SECTIONS: Mapping[str, type] = {
     "service": ServiceSettings,
     "feed": FeedSettings,
@@ -336,6 +422,7 @@ SECTIONS: Mapping[str, type] = {
     "dispatch": DispatchSettings,
     "http": HttpSettings,
     "observe": ObserveSettings,
+    "cluster": ClusterSettings,
 }
 
 
@@ -351,6 +438,7 @@ class Settings:
     dispatch: DispatchSettings = attrs.field(factory=DispatchSettings)
     http: HttpSettings = attrs.field(factory=HttpSettings)
     observe: ObserveSettings = attrs.field(factory=ObserveSettings)
+    cluster: ClusterSettings = attrs.field(factory=ClusterSettings)
     source: str = "defaults"
 
 
@@ -523,18 +611,25 @@ def _check_across_sections(settings: Settings) -> None:
         )
     from oraculo_trio.pipeline.snapshots import snapshot_weight
 
-    if "depth" in feed.depth_streams and feed.rest_weight_budget < snapshot_weight(
-        feed.snapshot_limit
-    ):
+    least = 2 * snapshot_weight(feed.snapshot_limit)
+    if "depth" in feed.depth_streams and feed.rest_weight_budget < least:
         raise ConfigError(
             f"feed.rest_weight_budget = {feed.rest_weight_budget} is not allowed: expected at "
-            f"least the weight of one snapshot of feed.snapshot_limit = {feed.snapshot_limit} "
-            f"levels ({snapshot_weight(feed.snapshot_limit)})"
+            f"least the weight of two snapshots of feed.snapshot_limit = {feed.snapshot_limit} "
+            f"levels ({least})"
         )
     if "webhook" in settings.dispatch.sinks and not settings.dispatch.webhook_url:
         raise ConfigError(
             "dispatch.sinks includes 'webhook' but dispatch.webhook_url is empty: "
             "expected an http:// or https:// URL"
+        )
+    if settings.cluster.mode == "postgres" and not settings.database.url.startswith(
+        ("postgresql://", "postgres://")
+    ):
+        raise ConfigError(
+            "cluster.mode = 'postgres' needs PostgreSQL, but database.url is "
+            f"{settings.database.url!r}: SQLite serves one instance only. Use a "
+            "postgresql:// database.url, or cluster.mode = 'single'"
         )
 
 

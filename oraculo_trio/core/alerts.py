@@ -116,7 +116,9 @@ class AlertTracker:
 
     ``update`` derives the table's signal from the reading and the timers, looks up the
     move in :data:`TRANSITIONS`, and returns the :class:`AlertTransition` to store and
-    notify, or None. Moves back to ``inactive`` are housekeeping: neither stored nor sent.
+    notify, or None. A pending alert whose condition clears goes back to ``inactive``:
+    stored (so its row does not stay ``pending``), never notified; ``resolved ->
+    inactive`` is housekeeping: neither stored nor sent.
 
     Notification policy (``trigger``):
         ``once``: only the first firing episode of the pair is notified.
@@ -165,7 +167,9 @@ class AlertTracker:
             return None
         self.state = state
         if state == INACTIVE:
-            return None
+            if previous != PENDING:
+                return None
+            return self._transition(previous, value, now, spec, repeat=False, notify=False)
         notify = False
         if state == FIRING:
             self.fire_count += 1

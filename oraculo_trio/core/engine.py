@@ -27,7 +27,14 @@ from typing import Any
 
 import attrs
 
-from oraculo_trio.core.alerts import FIRING, INACTIVE, RESOLVED, AlertTracker, AlertTransition
+from oraculo_trio.core.alerts import (
+    FIRING,
+    INACTIVE,
+    PENDING,
+    RESOLVED,
+    AlertTracker,
+    AlertTransition,
+)
 from oraculo_trio.core.events import DEPTH, TRADE
 from oraculo_trio.core.rules import CompiledRule, MarketState, RuleState, Signal, rules_for
 
@@ -36,14 +43,16 @@ from oraculo_trio.core.rules import CompiledRule, MarketState, RuleState, Signal
 class Binding:
     """One rule applied to one symbol: the rule, its state and its alert tracker.
 
-    ``inhibited_by``: the rule that inhibited this alert's last firing notification, so
-    that the resolution of that episode is inhibited too.
+    ``ticks``: the rule has a ``tick`` method; ``always``: tick it even while the alert
+    is inactive. ``inhibited_by``: the rule that inhibited this alert's last firing
+    notification, so that the resolution of that episode is inhibited too.
     """
 
     compiled: CompiledRule
     state: RuleState
     tracker: AlertTracker
-    timed: bool = False
+    ticks: bool = False
+    always: bool = False
     inhibited_by: str | None = None
 
 
@@ -83,8 +92,9 @@ class ShardEngine:
     markets: dict[str, MarketState] = attrs.field(factory=dict)
     _routes: dict[tuple[str, str], _Route] = attrs.field(factory=dict)
     _by_key: dict[tuple[str, str], Binding] = attrs.field(factory=dict)
-    # Ordered sets (dicts) of bindings, so ticks run in a stable order.
-    _timed: dict[Binding, None] = attrs.field(factory=dict)
+    # Ordered sets (dicts) of bindings, so ticks run in a stable order. `_always`: the
+    # bindings ticked even while inactive; `_live`: those whose alert is not inactive.
+    _always: dict[Binding, None] = attrs.field(factory=dict)
     _live: dict[Binding, None] = attrs.field(factory=dict)
     _offload_dirty: dict[Binding, None] = attrs.field(factory=dict)
     _inhibitors: dict[str, list[Binding]] = attrs.field(factory=dict)
@@ -182,9 +192,11 @@ class ShardEngine:
     def tick(self, now: float) -> list[AlertTransition] | None:
         """Take the readings driven by time alone; call it every ``rules.tick_interval``.
 
-        Expired rules are retired (a firing alert resolves), ``tick()`` rules are judged,
-        and every other alert that is not inactive gets its last reading again, so its
-        timers run even when its symbol sends nothing.
+        Expired rules are retired (a firing alert resolves); rules that time alone can
+        make hold (``ticks_when_inactive``) are judged; every alert that is not inactive is
+        judged by its rule's ``tick``, or gets its last reading again, so its timers run
+        even when its symbol sends nothing. The cost is one call per such binding: alerts
+        that are inactive cost nothing here unless their kind ticks always.
         """
         transitions: list[AlertTransition] = []
         if now >= self._next_expiry:
@@ -192,7 +204,7 @@ class ShardEngine:
         if self._retired:
             transitions.extend(self._retired)
             self._retired.clear()
-        for binding in self._timed:
+        for binding in self._always:
             signal = binding.compiled.rule.tick(binding.state, now)
             if signal is not None:
                 self._feed(binding, signal.active, signal.value, now, transitions)
@@ -200,7 +212,13 @@ class ShardEngine:
             tracker = binding.tracker
             if tracker.state == INACTIVE:
                 del self._live[binding]
-            elif not binding.timed:
+            elif binding.always:
+                continue  # judged above
+            elif binding.ticks:
+                signal = binding.compiled.rule.tick(binding.state, now)
+                if signal is not None:
+                    self._feed(binding, signal.active, signal.value, now, transitions)
+            else:
                 self._feed(binding, tracker.last_active, tracker.last_value, now, transitions)
         return transitions or None
 
@@ -256,6 +274,53 @@ class ShardEngine:
         """Every alert tracker, for metrics and persistence."""
         return (binding.tracker for binding in self._by_key.values())
 
+    def restore(self, rows: Iterable[Any], now: float) -> int:
+        """Take over stored alert states (``AlertRow`` s) of symbols this shard now owns, so
+        that an alert moving between processes neither repeats nor loses a notification.
+
+        Rows of rules this engine does not have are ignored. Returns how many were restored.
+        """
+        restored = 0
+        for row in rows:
+            self.expect((row.symbol,), now)
+            binding = self._by_key.get((row.rule_id, row.symbol))
+            if binding is None:
+                continue
+            tracker = binding.tracker
+            notified_at = row.last_notified_at
+            tracker.state = row.state
+            tracker.fire_count = row.fire_count
+            tracker.started_at = row.started_at
+            tracker.last_notified_at = notified_at
+            tracker.last_value = math.nan if row.last_value is None else row.last_value
+            tracker.last_active = row.state in (PENDING, FIRING)
+            tracker.condition_since = row.last_change if tracker.last_active else None
+            tracker.clear_since = None
+            tracker.episode_notified = (
+                row.state == FIRING
+                and notified_at is not None
+                and notified_at >= (row.started_at or 0.0)
+            )
+            tracker.once_spent = notified_at is not None
+            if row.state != INACTIVE:
+                self._live[binding] = None
+            restored += 1
+        return restored
+
+    def forget(self, symbols: Iterable[str]) -> None:
+        """Drop all state of ``symbols`` (another process owns them now): nothing is raised
+        for them afterwards, not even a resolution."""
+        gone = set(symbols)
+        for key, binding in list(self._by_key.items()):
+            if key[1] in gone:
+                self._drop(key, binding, None)
+        for symbol in gone:
+            self.markets.pop(symbol, None)
+            self._inhibitors.pop(symbol, None)
+            for stream in (DEPTH, TRADE):
+                self._routes.pop((symbol, stream), None)
+                self._dirty.pop((symbol, stream), None)
+
     # --- internals ------------------------------------------------------------------
 
     def _feed(
@@ -310,15 +375,17 @@ class ShardEngine:
             if binding is None or binding.compiled.spec != compiled.spec:
                 if binding is not None:
                     self._drop(key, binding, None)
+                ticks = callable(getattr(rule, "tick", None))
                 binding = Binding(
                     compiled,
                     RuleState(self.market(symbol), rule.initial_data()),
                     AlertTracker(compiled.spec.id, symbol),
-                    timed=callable(getattr(rule, "tick", None)),
+                    ticks=ticks,
+                    always=ticks and bool(getattr(rule, "ticks_when_inactive", False)),
                 )
                 self._by_key[key] = binding
-                if binding.timed:
-                    self._timed[binding] = None
+                if binding.always:
+                    self._always[binding] = None
                 if compiled.spec.inhibits:
                     self._inhibitors.setdefault(symbol, []).append(binding)
             if getattr(rule, "offload", None):
@@ -334,7 +401,7 @@ class ShardEngine:
 
     def _drop(self, key: tuple[str, str], binding: Binding, now: float | None) -> None:
         del self._by_key[key]
-        self._timed.pop(binding, None)
+        self._always.pop(binding, None)
         self._live.pop(binding, None)
         self._offload_dirty.pop(binding, None)
         sources = self._inhibitors.get(key[1])

@@ -168,9 +168,11 @@ class Rule(Protocol):
     - ``stateful = True``: ``evaluate`` also folds the event into the rule's windows, so
       it runs on stale messages too (their signal is discarded).
     - ``tick(state, now) -> Signal | None``: a reading driven by time alone, taken every
-      ``rules.tick_interval`` (windows that empty, silence). Without it, a rule's last
-      reading is fed again while its alert is not inactive, so ``for``,
-      ``keep_firing_for`` and ``repeat_interval`` run on time.
+      ``rules.tick_interval`` (windows that empty, silence) while the alert is not
+      inactive, or always with ``ticks_when_inactive = True`` (a kind that time alone can
+      make hold: ``no_data``). Without ``tick``, a rule's last reading is fed again while
+      its alert is not inactive, so ``for``, ``keep_firing_for`` and ``repeat_interval``
+      run on time.
     - ``offload = "thread"`` or ``"process"``: CPU-heavy (> ~50 µs). ``evaluate`` only
       folds data (returns None); per batch, ``snapshot(state, now)`` copies the inputs in
       the event loop and ``compute(snapshot) -> Signal | None`` runs in a worker thread
@@ -195,6 +197,7 @@ class RuleBase:
     streams: ClassVar[frozenset[str]] = frozenset()
     per_batch: ClassVar[bool] = False
     stateful: ClassVar[bool] = False
+    ticks_when_inactive: ClassVar[bool] = False
     offload: ClassVar[str | None] = None
 
     def initial_data(self) -> Any:
@@ -507,6 +510,8 @@ class VolumeSpike(RuleBase):
     kind: ClassVar[str] = "volume_spike"
     streams: ClassVar[frozenset[str]] = frozenset({TRADE})
     stateful: ClassVar[bool] = True
+    # The baseline ages out on its own: time alone can make the ratio hold.
+    ticks_when_inactive: ClassVar[bool] = True
 
     def __init__(self, params: Mapping[str, Any]) -> None:
         _no_extra(params, "window", "baseline", "factor", "min_volume")
@@ -541,10 +546,8 @@ class VolumeSpike(RuleBase):
         recent = windows.recent.total
         recent_rate = recent / self.window
         base_rate = windows.base.total / self.baseline
-        if base_rate > 0:
-            ratio = recent_rate / base_rate
-        else:
-            ratio = math.inf if recent > 0 else 0.0
+        # A zero baseline with recent volume is an infinite ratio: a market waking up.
+        ratio = recent_rate / base_rate if base_rate > 0 else (math.inf if recent > 0 else 0.0)
         return Signal(ratio >= self.factor and recent >= self.min_volume and recent > 0, ratio)
 
 
@@ -588,6 +591,8 @@ class BuySellImbalance(RuleBase):
     kind: ClassVar[str] = "buy_sell_imbalance"
     streams: ClassVar[frozenset[str]] = frozenset({TRADE})
     stateful: ClassVar[bool] = True
+    # Old trades of one side leaving the window can tip the balance with no new trade.
+    ticks_when_inactive: ClassVar[bool] = True
 
     def __init__(self, params: Mapping[str, Any]) -> None:
         _no_extra(params, "threshold", "window", "side", "min_volume")
@@ -754,6 +759,7 @@ class NoData(RuleBase):
 
     kind: ClassVar[str] = "no_data"
     streams: ClassVar[frozenset[str]] = frozenset({DEPTH, TRADE})
+    ticks_when_inactive: ClassVar[bool] = True
 
     def __init__(self, params: Mapping[str, Any]) -> None:
         _no_extra(params, "seconds", "stream")
@@ -979,9 +985,7 @@ def _string_table(rule_id: str, key: str, value: Any) -> dict[str, str]:
     return dict(value)
 
 
-def _kind_class(
-    rule_id: str, kind: Any, resolve: Callable[[str], type] | None
-) -> tuple[str, type]:
+def _kind_class(rule_id: str, kind: Any, resolve: Callable[[str], type] | None) -> tuple[str, type]:
     if isinstance(kind, type):
         # A class given directly (tests, embedding code): named as module:Class.
         return f"{kind.__module__}:{kind.__qualname__}", kind
@@ -1055,8 +1059,10 @@ def parse_rule(
     symbols = entry.get("symbols", "*")
     if isinstance(symbols, str):
         symbols = [symbols]
-    if not isinstance(symbols, list | tuple) or not symbols or not all(
-        isinstance(s, str) and s for s in symbols
+    if (
+        not isinstance(symbols, list | tuple)
+        or not symbols
+        or not all(isinstance(s, str) and s for s in symbols)
     ):
         raise ConfigError(
             f'rule {rule_id!r}: symbols = {symbols!r} is not allowed: expected "*", a glob '
@@ -1073,7 +1079,8 @@ def parse_rule(
     severity = entry.get("severity", "warning")
     if severity not in SEVERITIES:
         raise ConfigError(
-            f"rule {rule_id!r}: severity = {severity!r} is not allowed: expected one of {SEVERITIES}"
+            f"rule {rule_id!r}: severity = {severity!r} is not allowed: "
+            f"expected one of {SEVERITIES}"
         )
     trigger = entry.get("trigger", "once_per_interval")
     if trigger not in TRIGGERS:
@@ -1145,9 +1152,7 @@ def parse_rules(
     return compiled
 
 
-def rules_for(
-    symbol: str, rules: Iterable[CompiledRule], now: float | None
-) -> list[CompiledRule]:
+def rules_for(symbol: str, rules: Iterable[CompiledRule], now: float | None) -> list[CompiledRule]:
     """The enabled, unexpired (at ``now``; None: ignore expiry) rules matching ``symbol``."""
     return [
         r

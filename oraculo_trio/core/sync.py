@@ -314,9 +314,7 @@ class BookSync:
             return _BUFFERED
         return Step(BUFFER, self.state, request=self._request())
 
-    def _resync(
-        self, reason: str, now: float, keep: DepthDiff | None, superseded: int = 0
-    ) -> Step:
+    def _resync(self, reason: str, now: float, keep: DepthDiff | None, superseded: int = 0) -> Step:
         """Drop the book; start buffering at ``keep`` (the diff after the gap) if given."""
         self.state = next_state(self.state, reason)
         self.resyncs += 1

@@ -1,23 +1,40 @@
-"""Notification sinks. A sink delivers one transition and raises on failure."""
+"""Notification sinks. A sink delivers one transition and raises on failure.
+
+- :class:`StdoutSink`: one ``ALERT <state> <rule> <symbol> value=<v>`` line (the demo);
+- :class:`LogSink`: one structured JSON line on the ``oraculo_trio.alerts`` logger;
+- :class:`WebhookSink`: an HTTP POST in Alertmanager's webhook payload shape
+  (:func:`alertmanager_payload`), so existing Alertmanager receivers work unchanged.
+"""
 
 from __future__ import annotations
 
+import datetime
+import hashlib
 import json
 import logging
 import math
 import sys
-from typing import Protocol, TextIO
+from typing import Any, Protocol, TextIO
 
 import attrs
+import httpx
+import trio
 
-from oraculo_trio.core.alerts import AlertTransition
+from oraculo_trio.core.alerts import RESOLVED, AlertTransition
+from oraculo_trio.dispatch.policy import SinkPolicy
+from oraculo_trio.errors import DeliveryError, DeliveryRejected
 
 LOGGER = logging.getLogger("oraculo_trio.dispatch.sinks")
 ALERT_LOGGER = logging.getLogger("oraculo_trio.alerts")
 
 
 class Sink(Protocol):
-    """Delivers notifications. ``deliver`` raises on failure; the dispatcher retries."""
+    """Delivers notifications. ``deliver`` raises on failure; the dispatcher retries.
+
+    Optional: a ``policy`` attribute (:class:`~oraculo_trio.dispatch.policy.SinkPolicy`;
+    default: one attempt, one at a time), and ``__aenter__``/``__aexit__``, entered by the
+    dispatcher for its lifetime (to hold a connection pool).
+    """
 
     name: str
 
@@ -33,8 +50,8 @@ def format_value(value: float) -> str:
 
 def alert_line(transition: AlertTransition) -> str:
     """``ALERT <state> <rule_id> <symbol> value=<v>``, one line per transition."""
-    state = transition.state
-    line = f"ALERT {state} {transition.rule_id} {transition.symbol} value={format_value(transition.value)}"
+    value = format_value(transition.value)
+    line = f"ALERT {transition.state} {transition.rule_id} {transition.symbol} value={value}"
     if transition.repeat:
         line += " repeat=true"
     return line
@@ -77,3 +94,131 @@ class LogSink:
 
     async def deliver(self, transition: AlertTransition) -> None:
         ALERT_LOGGER.info("%s", json.dumps(alert_record(transition), sort_keys=True))
+
+
+# Alertmanager's "not ended yet" time.
+_ZERO_TIME = "0001-01-01T00:00:00Z"
+
+
+def _rfc3339(seconds: float) -> str:
+    moment = datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def alertmanager_payload(
+    transition: AlertTransition, *, receiver: str = "oraculo-trio", external_url: str = ""
+) -> dict[str, Any]:
+    """The transition as an Alertmanager webhook payload (``version`` 4) of one alert.
+
+    Labels: the rule's labels, then ``alertname`` (the rule id), ``symbol`` and
+    ``severity``; annotations: ``summary`` (the rendered message), ``value`` and ``state``.
+    A resolution has ``status = "resolved"`` and ``endsAt`` set; the fingerprint is stable
+    per (rule, symbol), like Alertmanager's per label set.
+    """
+    status = "resolved" if transition.state == RESOLVED else "firing"
+    labels = {
+        **transition.labels,
+        "alertname": transition.rule_id,
+        "symbol": transition.symbol,
+        "severity": transition.severity,
+    }
+    summary = transition.message or (
+        f"{transition.rule_id} {transition.state} on {transition.symbol}"
+    )
+    annotations = {
+        "summary": summary,
+        "value": format_value(transition.value),
+        "state": transition.state,
+    }
+    started = transition.started_at if transition.started_at is not None else transition.at
+    key = f"{transition.rule_id}\0{transition.symbol}".encode()
+    alert = {
+        "status": status,
+        "labels": labels,
+        "annotations": annotations,
+        "startsAt": _rfc3339(started),
+        "endsAt": _rfc3339(transition.at) if status == "resolved" else _ZERO_TIME,
+        "generatorURL": external_url,
+        "fingerprint": hashlib.sha256(key).hexdigest()[:16],
+    }
+    group_labels = {"alertname": transition.rule_id, "symbol": transition.symbol}
+    group_key = "{}:{" + ", ".join(f'{k}="{v}"' for k, v in group_labels.items()) + "}"
+    return {
+        "version": "4",
+        "groupKey": group_key,
+        "truncatedAlerts": 0,
+        "status": status,
+        "receiver": receiver,
+        "groupLabels": group_labels,
+        "commonLabels": labels,
+        "commonAnnotations": annotations,
+        "externalURL": external_url,
+        "alerts": [alert],
+    }
+
+
+@attrs.define(eq=False)
+class WebhookSink:
+    """POSTs :func:`alertmanager_payload` as JSON to ``url`` with httpx, under Trio.
+
+    Every attempt is bounded by ``timeout`` (``trio.fail_after`` around the whole request,
+    so a receiver that trickles bytes cannot hold it either). Enter it (``async with``) to
+    open its connection pool; the dispatcher does.
+
+    Attributes:
+        url: the receiver.
+        timeout: seconds per attempt.
+        policy: retries, backoff, concurrency and circuit breaker for the dispatcher.
+        name: the ``sink`` label and ``dispatch_logs.sink``.
+    """
+
+    url: str
+    timeout: float = 5.0
+    policy: SinkPolicy = attrs.field(factory=lambda: SinkPolicy(retries=3, breaker_failures=5))
+    name: str = "webhook"
+    receiver: str = "oraculo-trio"
+    _client: httpx.AsyncClient | None = attrs.field(default=None, init=False)
+
+    async def __aenter__(self) -> WebhookSink:
+        limit = self.policy.concurrency
+        self._client = httpx.AsyncClient(
+            timeout=httpx.Timeout(self.timeout),
+            limits=httpx.Limits(max_connections=limit, max_keepalive_connections=limit),
+        )
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            # Closing sockets is quick; shielded so a cancelled dispatcher leaks none.
+            with trio.CancelScope(shield=True), trio.move_on_after(self.timeout):
+                await client.aclose()
+
+    async def deliver(self, transition: AlertTransition) -> None:
+        """POST one notification.
+
+        Raises:
+            DeliveryError: connection refused or broken, timed out, or an HTTP 5xx, 408 or 429.
+            DeliveryRejected: any other HTTP status >= 300 (the payload itself is refused).
+
+        Cancellation: the request is abandoned and its connection closed.
+        """
+        client = self._client
+        if client is None:
+            raise DeliveryError(f"webhook {self.name} is not open (use async with)")
+        body = json.dumps(alertmanager_payload(transition, receiver=self.receiver)).encode()
+        try:
+            with trio.fail_after(self.timeout):
+                response = await client.post(
+                    self.url, content=body, headers={"content-type": "application/json"}
+                )
+        except trio.TooSlowError:
+            raise DeliveryError(f"timed out after {self.timeout:g}s") from None
+        except httpx.HTTPError as exc:
+            raise DeliveryError(f"{type(exc).__name__}: {exc}") from None
+        status = response.status_code
+        if status < 300:
+            return
+        if 400 <= status < 500 and status not in (408, 429):
+            raise DeliveryRejected(f"HTTP {status}")
+        raise DeliveryError(f"HTTP {status}")

@@ -33,6 +33,9 @@ LAG_SPIKE_THRESHOLDS = ("0.5", "2.0", "10.0")
 
 DB_OPS = ("upsert_rule_alert", "insert_alert_events", "insert_dispatch_logs", "migrate", "ping")
 
+DISPATCH_DROP_REASONS = ("overflow", "sink_overflow", "silenced", "inhibited", "breaker_open")
+"""Why a notification was not delivered (``oraculo_dispatch_dropped_total{reason}``)."""
+
 BAD_FRAME_REASONS = (
     "malformed_json",
     "binary_frame",
@@ -365,6 +368,7 @@ class ServiceMetrics:
         for state in ("pending", "firing", "resolved"):
             self.alerts_active.labels(state)
             self.alert_transitions.labels(state)
+        self.alert_transitions.labels("inactive")  # a pending alert whose condition cleared
         self.dispatch_attempts = Counter(
             "oraculo_dispatch_attempts",
             "Notification delivery attempts, by sink and outcome.",
@@ -377,7 +381,37 @@ class ServiceMetrics:
             ["reason"],
             registry=r,
         )
-        self.dispatch_dropped.labels("overflow")
+        for reason in DISPATCH_DROP_REASONS:
+            self.dispatch_dropped.labels(reason)
+        # --- rules and dispatch lanes (dispatch/dispatcher.py, rules_source.py) ---
+        self._dispatch_queue_depth = Gauge(
+            "oraculo_dispatch_queue_depth",
+            "Notifications waiting in a sink's queue, by sink.",
+            ["sink"],
+            registry=r,
+        )
+        self._dispatch_circuit_open = Gauge(
+            "oraculo_dispatch_circuit_open",
+            "1 while a sink's circuit breaker is open or half-open (notifications dropped).",
+            ["sink"],
+            registry=r,
+        )
+        self.dispatch_queue_depth: dict[str, Gauge] = {}
+        self.dispatch_circuit_open: dict[str, Gauge] = {}
+        self.silences_active = Gauge(
+            "oraculo_silences_active", "Silences in effect now.", registry=r
+        )
+        self.rules_loaded = Gauge(
+            "oraculo_rules_loaded", "Rules loaded (enabled or not) from rules.source.", registry=r
+        )
+        self.rules_reloads = Counter(
+            "oraculo_rules_reloads",
+            "Rule reloads, by outcome (ok, error: the previous rules stay in force).",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in ("ok", "error"):
+            self.rules_reloads.labels(outcome)
 
         # --- diff books (core/sync.py, pipeline/diffbooks.py, pipeline/snapshots.py) ---
         resyncs = Counter(
@@ -411,8 +445,7 @@ class ServiceMetrics:
         ).labels()
         snapshot_requests = Counter(
             "oraculo_book_snapshot_requests",
-            "REST depth snapshot requests, by outcome (ok, rate_limited: 429, banned: 418, "
-            "error).",
+            "REST depth snapshot requests, by outcome (ok, rate_limited: 429, banned: 418, error).",
             ["outcome"],
             registry=r,
         )
@@ -516,6 +549,47 @@ class ServiceMetrics:
         )
         # --- end of observability runtime additions ---
 
+        # --- cluster (pipeline/partitions.py) ---
+        self.partitions_owned = Gauge(
+            "oraculo_cluster_partitions_owned",
+            "Partitions this process owns and processes now.",
+            registry=r,
+        )
+        self.cluster_members = Gauge(
+            "oraculo_cluster_members",
+            "Live instances holding a membership lock in PostgreSQL (cluster.mode postgres); "
+            "1 in single mode.",
+            registry=r,
+        )
+        self.cluster_connected = Gauge(
+            "oraculo_cluster_connected",
+            "1 while this process's claims session with PostgreSQL is up (always 1 in single "
+            "mode).",
+            registry=r,
+        )
+        partition_changes = Counter(
+            "oraculo_cluster_partition_changes",
+            "Partitions claimed, released (rebalance, shutdown) or lost (claims session gone).",
+            ["change"],
+            registry=r,
+        )
+        self.partition_changes = {
+            change: partition_changes.labels(change) for change in ("claimed", "released", "lost")
+        }
+        self.alert_states_restored = Counter(
+            "oraculo_cluster_alert_states_restored",
+            "Alert states loaded from the store on claiming partitions.",
+            registry=r,
+        )
+        # --- end of cluster ---
+
+    def register_sink(self, name: str) -> None:
+        """Create the zero series of a notification sink (at dispatcher start-up)."""
+        self.dispatch_queue_depth[name] = self._dispatch_queue_depth.labels(name)
+        self.dispatch_circuit_open[name] = self._dispatch_circuit_open.labels(name)
+        for outcome in ("delivered", "failed"):
+            self.dispatch_attempts.labels(name, outcome)
+
     def register_limiter(self, name: str) -> None:
         """Create the zero series of a named CapacityLimiter."""
         self.to_thread_queue_depth.labels(name)
@@ -557,3 +631,44 @@ class ServiceMetrics:
     def exposition(self) -> bytes:
         """The registry in Prometheus text format."""
         return generate_latest(self.registry)
+
+
+class SupervisorMetrics:
+    """Metrics of the ``run --workers N`` supervisor itself (its workers have their own).
+
+    Args:
+        workers: worker processes kept running; every ``worker`` series exists from start-up.
+        constant_labels: labels added to every sample; ``service="alerts"`` by default.
+    """
+
+    def __init__(self, *, workers: int, constant_labels: dict[str, str] | None = None) -> None:
+        self.inner = CollectorRegistry(auto_describe=True)
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(ConstantLabels(self.inner, constant_labels or {"service": SERVICE}))
+        r = self.inner
+        self.workers = Gauge(
+            "oraculo_workers", "Worker processes the supervisor keeps running.", registry=r
+        )
+        self.workers.set(workers)
+        worker_up = Gauge(
+            "oraculo_worker_up",
+            "1 while the worker process runs and has reported its endpoint.",
+            ["worker"],
+            registry=r,
+        )
+        worker_restarts = Counter(
+            "oraculo_worker_restarts",
+            "Worker processes started again after an unexpected exit.",
+            ["worker"],
+            registry=r,
+        )
+        scrape_errors = Counter(
+            "oraculo_worker_scrape_errors",
+            "Failed reads of a worker's /metrics by the supervisor.",
+            ["worker"],
+            registry=r,
+        )
+        names = [str(i) for i in range(workers)]
+        self.worker_up = {name: worker_up.labels(name) for name in names}
+        self.worker_restarts = {name: worker_restarts.labels(name) for name in names}
+        self.worker_scrape_errors = {name: scrape_errors.labels(name) for name in names}

@@ -19,8 +19,10 @@ at its end, diffs still buffered by books that never synced are superseded too.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import attrs
+import trio
 
 from oraculo_trio.core.alerts import AlertTransition
 from oraculo_trio.core.engine import ShardEngine
@@ -34,6 +36,26 @@ LOGGER = logging.getLogger("oraculo_trio.pipeline.diffbooks")
 
 
 @attrs.define(eq=False)
+class BookChanges:
+    """Wakes whoever waits for the diff books to reach some state (tests, tools): notified
+    after every batch a consumer ran through its books. Shared by every shard."""
+
+    _event: trio.Event = attrs.field(factory=trio.Event)
+
+    def notify(self) -> None:
+        self._event.set()
+        self._event = trio.Event()
+
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        """Return once ``predicate()`` holds, checked after each batch.
+
+        Cancellation: safe; put a ``trio.fail_after`` around it.
+        """
+        while not predicate():
+            await self._event.wait()
+
+
+@attrs.define(eq=False)
 class ShardBooks:
     """The diff books of one shard.
 
@@ -43,6 +65,7 @@ class ShardBooks:
         requests: where syncs ask for snapshots (the fetcher serves them).
         metrics: the service's metrics.
         stale_after: ``pipeline.stale_after``, to judge buffered diffs when they are applied.
+        changes: notified after each batch (shared by the shards).
         syncs: each symbol's sync.
     """
 
@@ -52,6 +75,7 @@ class ShardBooks:
     metrics: ServiceMetrics
     stale_after: float
     max_buffered: int = MAX_BUFFERED
+    changes: BookChanges = attrs.field(factory=BookChanges)
     syncs: dict[str, BookSync] = attrs.field(factory=dict)
     # Counts not yet added to the metrics (the consumer flushes once per batch).
     _evaluated: int = 0
@@ -115,7 +139,9 @@ class ShardBooks:
         return self._follow(sync, before, step, now, now_wall)
 
     def flush(self) -> None:
-        """Add the counts of the diffs decided since the last flush to the metrics."""
+        """Add the counts of the diffs decided since the last flush to the metrics (once per
+        batch), and wake whoever waits on the books."""
+        self.changes.notify()
         metrics = self.metrics
         if self._evaluated:
             metrics.evaluated[DEPTH].inc(self._evaluated)
@@ -142,6 +168,9 @@ class ShardBooks:
     ) -> list[AlertTransition] | None:
         """Everything but a plain applied diff: counts, requests, state, replayed diffs."""
         self._superseded += step.superseded
+        # The feed is not silent while a book syncs (time-driven rules such as no_data).
+        market = self.engine.market(sync.symbol)
+        market.last_event_wall = market.last_depth_wall = now_wall
         metrics = self.metrics
         if step.state != before:
             metrics.book_symbols[before].dec()

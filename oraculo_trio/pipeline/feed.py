@@ -7,8 +7,10 @@ backpressure (a trade is never dropped: the reader waits) never stalls depth.
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
+from urllib.parse import parse_qs, urlsplit
 
 import attrs
 import trio
@@ -27,6 +29,7 @@ LOGGER = logging.getLogger("oraculo_trio.pipeline.feed")
 class FeedConnectionSettings:
     receive_buffer_size: int = 65536
     max_message_size: int = 1024 * 1024
+    client: str = "native"
     reconnect_initial: float = 0.5
     reconnect_max: float = 30.0
     connection_lifetime: float = 23.5 * 3600
@@ -51,6 +54,28 @@ class Backoff:
 
 
 @attrs.define(eq=False)
+class RotationGate:
+    """Lets connections replace themselves at ``connection_lifetime`` one at a time, at least
+    ``spacing`` seconds apart: never all at once, which would resync every book together.
+
+    Shared by every feed connection of the service; a connection keeps reading while it
+    waits for its turn (Binance's cut at 24 h leaves 30 min after the default lifetime).
+    """
+
+    spacing: float
+    _next: float = -math.inf
+
+    async def turn(self) -> None:
+        """Wait for this connection's turn to rotate.
+
+        Cancellation: the turn is given up (the next one is not delayed by it).
+        """
+        slot = max(trio.current_time(), self._next)
+        self._next = slot + self.spacing
+        await trio.sleep_until(slot)
+
+
+@attrs.define(eq=False)
 class ConnectionStatus:
     """What the rest of the service may know about one feed connection."""
 
@@ -62,6 +87,14 @@ class ConnectionStatus:
     connects: int = 0
 
 
+def subscribed_streams(url: str) -> list[str] | None:
+    """The stream names of a combined-stream URL (``...?streams=a/b``); None for another URL."""
+    values = parse_qs(urlsplit(url).query).get("streams")
+    if not values:
+        return None
+    return [name for value in values for name in value.split("/") if name]
+
+
 async def run_feed_connection(
     status: ConnectionStatus,
     router: ShardRouter,
@@ -69,6 +102,8 @@ async def run_feed_connection(
     settings: FeedConnectionSettings,
     *,
     on_change: object = None,
+    rotation: RotationGate | None = None,
+    lifetime_offset: float = 0.0,
 ) -> None:
     """Read one combined-stream URL forever, reconnecting with backoff and jitter.
 
@@ -80,6 +115,9 @@ async def run_feed_connection(
         status: this connection's name, stream and URL; updated as it connects.
         router: routes decoded messages to shard channels (its owner closes it).
         on_change: called with no argument whenever ``status.connected`` changes.
+        rotation: shared by the service's connections, so that they rotate one at a time.
+        lifetime_offset: the first connection's lifetime is this much shorter (at most half
+            of it), to stagger connections started together.
 
     Cancellation: closes the socket.
     """
@@ -97,18 +135,30 @@ async def run_feed_connection(
         if callable(on_change):
             on_change()
 
+    lifetime = max(settings.connection_lifetime / 2, settings.connection_lifetime - lifetime_offset)
     while True:
         try:
             async with open_feed_socket(
                 status.url,
                 receive_buffer_size=settings.receive_buffer_size,
                 max_message_size=settings.max_message_size,
+                client=settings.client,
             ) as socket:
                 status.connects += 1
                 set_connected(True)
                 LOGGER.info("feed %s connected (%s)", status.name, status.stream)
+                this_lifetime, lifetime = lifetime, settings.connection_lifetime
                 try:
-                    reason = await _read(socket, router, metrics, settings, bad_log)
+                    reason = await _read(
+                        socket,
+                        router,
+                        metrics,
+                        settings,
+                        bad_log,
+                        this_lifetime,
+                        rotation,
+                        subscribed_streams(status.url),
+                    )
                 finally:
                     set_connected(False)
         except ConnectionClosed as exc:
@@ -136,9 +186,15 @@ async def _read(
     metrics: ServiceMetrics,
     settings: FeedConnectionSettings,
     bad_log: RateLimitedLog,
+    lifetime_seconds: float,
+    rotation: RotationGate | None,
+    streams: list[str] | None = None,
 ) -> str:
     """Read until the connection should be replaced; return why."""
-    decoder = BinanceDecoder()
+    # Only the streams this connection subscribed to are known: a frame of any other stream
+    # (a trade on the depth connection, say) is unknown_stream, never routed to the wrong
+    # stream's shards (where a depth channel would conflate a trade).
+    decoder = BinanceDecoder(streams)
     decode = decoder.decode
     route = router.route
     received = metrics.received[router.stream]
@@ -158,9 +214,16 @@ async def _read(
                 return
             await trio.sleep(settings.stall_timeout - idle)
 
+    async def rotate_when_due(cancel_scope: trio.CancelScope) -> None:
+        await trio.sleep(lifetime_seconds)
+        if rotation is not None:
+            await rotation.turn()
+        cancel_scope.cancel()
+
     async with trio.open_nursery() as nursery:
-        with trio.move_on_after(settings.connection_lifetime) as lifetime:
+        with trio.CancelScope() as lifetime:
             nursery.start_soon(watch_for_stall, nursery.cancel_scope)
+            nursery.start_soon(rotate_when_due, lifetime)
             while True:
                 try:
                     message = await socket.get_message()

@@ -4,11 +4,14 @@
 
     run_service
     ├── http (thread), watchdog (thread)
-    ├── monitors nursery: lag monitor + instrument, process stats, signals
+    ├── monitors nursery: lag monitor + instrument, process stats, signals (SIGHUP too),
+    │                     silences refresh, rules reload (file / rules table)
     └── pipeline nursery
         ├── store writer            <- store channel (bounded; backpressure, never dropped)
         ├── dispatcher              <- dispatch channel (bounded; overflow dropped + counted)
+        │                              └── one lane (bounded queue + workers) per sink
         ├── shard[i]: depth consumer, trade consumer  <- one bounded channel per stream
+        ├── rule clock              ticks every engine, runs offloaded rules per batch
         └── feeds scope: feed connection[c] (depth and trade on separate connections)
 
 Graceful shutdown (first SIGINT/SIGTERM, or :meth:`ServiceHandle.request_shutdown`):
@@ -20,11 +23,12 @@ still flushes under a shield). A second signal exits at once.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import signal
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 import attrs
 import trio
@@ -32,17 +36,29 @@ import trio
 from oraculo_trio.core.engine import ShardEngine
 from oraculo_trio.core.events import DEPTH, TRADE
 from oraculo_trio.core.rules import CompiledRule
-from oraculo_trio.dispatch.dispatcher import run_dispatcher
-from oraculo_trio.dispatch.sinks import LogSink, Sink, StdoutSink
-from oraculo_trio.feeds.binance import combined_urls, stream_name
+from oraculo_trio.core.sharding import shard_of
+from oraculo_trio.core.silences import SilenceSet
+from oraculo_trio.core.sync import merge_depth
+from oraculo_trio.dispatch.dispatcher import run_dispatcher, run_silence_refresh
+from oraculo_trio.dispatch.policy import SinkPolicy
+from oraculo_trio.dispatch.sinks import LogSink, Sink, StdoutSink, WebhookSink
+from oraculo_trio.feeds.binance import DEPTH_KINDS, KIND_DEPTH_DIFF, combined_urls, stream_name
 from oraculo_trio.observe.health import Readiness, run_store_check
 from oraculo_trio.observe.http import serve_http
 from oraculo_trio.observe.instrument import LagInstrument, LagMonitor
 from oraculo_trio.observe.metrics import ServiceMetrics
 from oraculo_trio.observe.process import run_process_stats
-from oraculo_trio.observe.supervise import RestartPolicy, spawn, supervised
+from oraculo_trio.observe.supervise import RestartPolicy, spawn, start, supervised
 from oraculo_trio.observe.watchdog import Watchdog
-from oraculo_trio.pipeline.feed import ConnectionStatus, FeedConnectionSettings, run_feed_connection
+from oraculo_trio.pipeline.diffbooks import BookChanges, ShardBooks
+from oraculo_trio.pipeline.feed import (
+    ConnectionStatus,
+    FeedConnectionSettings,
+    RotationGate,
+    run_feed_connection,
+)
+from oraculo_trio.pipeline.partitions import Placement, claims_for, run_partitions
+from oraculo_trio.pipeline.rule_clock import RuleLimiters, run_rule_clock
 from oraculo_trio.pipeline.shards import (
     AlertOutlet,
     ConflationBuffer,
@@ -50,6 +66,13 @@ from oraculo_trio.pipeline.shards import (
     ShardRouter,
     run_consumer,
 )
+from oraculo_trio.pipeline.snapshots import (
+    FetcherSettings,
+    SnapshotFetcher,
+    SnapshotRequests,
+    rest_base_url,
+)
+from oraculo_trio.rules_source import RuleReloader
 from oraculo_trio.settings import Settings
 from oraculo_trio.store.base import open_store
 from oraculo_trio.store.writer import run_store_writer
@@ -65,6 +88,10 @@ TASK_NAMES = (
     "lag_monitor",
     "process_stats",
     "store_check",
+    "snapshot_fetcher",
+    "rule_clock",
+    "rules_reload",
+    "silences",
 )
 
 
@@ -80,6 +107,13 @@ class ServiceHandle:
     connections: Sequence[ConnectionStatus]
     _shutdown: trio.Event = attrs.field(factory=trio.Event)
     stopped: trio.Event = attrs.field(factory=trio.Event)
+    # Each shard's diff books (empty unless feed.depth_streams holds "depth").
+    books: Sequence[ShardBooks] = ()
+    # The silences the dispatcher matches (refreshed from the store) and the rule reloader.
+    silences: SilenceSet = attrs.field(factory=SilenceSet)
+    rules: RuleReloader | None = None
+    # The partitions this process processes now (pipeline/partitions.py).
+    partitions: frozenset[int] = frozenset()
 
     @property
     def metrics_url(self) -> str:
@@ -89,6 +123,16 @@ class ServiceHandle:
     def request_shutdown(self) -> None:
         """Begin a graceful shutdown: stop reading, drain, flush (bounded by the grace)."""
         self._shutdown.set()
+
+    @property
+    def shutdown_requested(self) -> trio.Event:
+        """Set once a graceful shutdown has begun."""
+        return self._shutdown
+
+    def reload_rules(self) -> None:
+        """Reload the rules from ``rules.source`` now (what SIGHUP does)."""
+        if self.rules is not None:
+            self.rules.request_reload()
 
     def update_feed_readiness(self) -> None:
         """Ready when every feed connection is connected; otherwise name the ones down."""
@@ -110,15 +154,37 @@ def build_sinks(settings: Settings) -> list[Sink]:
             sinks.append(StdoutSink())
         elif name == "log":
             sinks.append(LogSink())
+        elif name == "webhook":
+            dispatch = settings.dispatch
+            policy = SinkPolicy(
+                retries=dispatch.webhook_retries,
+                backoff_initial=dispatch.webhook_backoff,
+                backoff_max=max(30.0, dispatch.webhook_backoff),
+                concurrency=dispatch.webhook_concurrency,
+                queue=dispatch.channel_capacity,
+                breaker_failures=dispatch.webhook_breaker_failures,
+                breaker_cooldown=dispatch.webhook_breaker_cooldown,
+            )
+            sinks.append(WebhookSink(dispatch.webhook_url, dispatch.webhook_timeout, policy))
     return sinks
 
 
-def feed_connections(settings: Settings) -> list[ConnectionStatus]:
-    """One connection per stream family and group of <= max_streams_per_connection."""
+def feed_connections(
+    settings: Settings, symbols: Sequence[str] | None = None
+) -> list[ConnectionStatus]:
+    """One connection per stream family and group of <= max_streams_per_connection, for
+    ``symbols`` (default: every symbol of ``feed.symbols``)."""
     feed = settings.feed
+    symbols = feed.symbols if symbols is None else symbols
     connections = []
     for stream, kinds in ((DEPTH, feed.depth_streams), (TRADE, feed.trade_streams)):
-        names = [stream_name(symbol, kind) for symbol in feed.symbols for kind in kinds]
+        names = [
+            stream_name(
+                symbol, kind, update_ms=feed.depth_update_ms if kind in DEPTH_KINDS else None
+            )
+            for symbol in symbols
+            for kind in kinds
+        ]
         if not names:
             continue
         for index, url in enumerate(
@@ -130,19 +196,26 @@ def feed_connections(settings: Settings) -> list[ConnectionStatus]:
 
 async def run_service(
     settings: Settings,
-    rules: Sequence[CompiledRule],
+    rules: Sequence[CompiledRule] | None,
     *,
     sinks: Sequence[Sink] | None = None,
     handle_signals: bool = True,
+    placement: Placement | None = None,
     task_status: trio.TaskStatus[ServiceHandle] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the whole service until shutdown.
 
     Args:
         settings: validated configuration.
-        rules: compiled rules (see :func:`oraculo_trio.settings.load_rule_file`).
+        rules: compiled rules (see :func:`oraculo_trio.settings.load_rule_file`), or None
+            to read them from ``rules.source``; with ``rules.source = "db"`` the rules
+            table is read in any case. Either way they reload while running (SIGHUP, or a
+            change of the source seen every ``rules.reload_interval``).
         sinks: notification sinks; built from ``settings.dispatch`` when None.
-        handle_signals: install SIGINT/SIGTERM handling (only from the main thread).
+        handle_signals: install SIGINT/SIGTERM (shutdown) and SIGHUP (reload the rules)
+            handling (only from the main thread).
+        placement: this process's place under ``run --workers N`` (None: not a worker); with
+            ``cluster.mode``, decides which partitions it processes (pipeline/partitions.py).
         task_status: receives the :class:`ServiceHandle` once the HTTP endpoint is up, the
             store is open and the pipeline tasks are started.
 
@@ -153,14 +226,15 @@ async def run_service(
     under a shielded grace period.
     """
     pipeline = settings.pipeline
+    placement = Placement() if placement is None else placement
     metrics = ServiceMetrics(
         shards=pipeline.shards,
         limiters=("default", "store"),
         tasks=TASK_NAMES,
-        constant_labels={"service": settings.service.name},
+        constant_labels=placement.metric_labels(settings.service.name),
     )
     readiness = Readiness(metrics, components=("feed", "store", "rules"))
-    readiness.set("rules", bool(rules), f"{len(rules)} rules loaded")
+    readiness.set("rules", bool(rules), f"{len(rules or ())} rules loaded")
     connections = feed_connections(settings)
     instrument = LagInstrument(slow_step_threshold=settings.observe.slow_step_threshold)
     lag_monitor = LagMonitor(instrument, instrumented=settings.observe.instrument)
@@ -187,8 +261,19 @@ async def run_service(
             limiters = {"default": trio.to_thread.current_default_thread_limiter()}
             if getattr(store, "limiter", None) is not None:
                 limiters["store"] = store.limiter
-            engines = [ShardEngine(list(rules)) for _ in range(pipeline.shards)]
+            rule_limiters = RuleLimiters.create(settings.rules.offload_threads)
+            for name, limiter in rule_limiters.by_name().items():
+                limiters[name] = limiter
+                metrics.register_limiter(name)
+            engines = [ShardEngine() for _ in range(pipeline.shards)]
+            reloader = RuleReloader(settings, engines, metrics, readiness, store)
+            await reloader.start(rules)
+            # Bound before the first message, so no_data also judges a symbol that never speaks.
+            started_at = reloader.clock()
+            for symbol in settings.feed.symbols:
+                engines[shard_of(symbol, pipeline.shards)].expect([symbol], started_at)
             handle = ServiceHandle(settings, metrics, readiness, http_address, engines, connections)
+            handle.rules = reloader
             handle.update_feed_readiness()
             try:
                 async with trio.open_nursery() as monitors:
@@ -223,10 +308,37 @@ async def run_service(
                         metrics=metrics,
                         restart=monitor_restart,
                     )
+                    await start(
+                        monitors,
+                        "silences",
+                        run_silence_refresh,
+                        store,
+                        handle.silences,
+                        metrics,
+                        settings.dispatch.silence_refresh,
+                        metrics=metrics,
+                        restart=monitor_restart,
+                    )
+                    spawn(
+                        monitors,
+                        "rules_reload",
+                        reloader.run,
+                        metrics=metrics,
+                        restart=monitor_restart,
+                    )
                     if handle_signals:
                         # Started (receiver installed) before anyone learns we are up.
                         await monitors.start(_watch_signals, handle)
-                    await _run_pipeline(handle, store, sinks, task_status=task_status)
+                        await monitors.start(reloader.watch_sighup)
+                    # One pipeline generation per set of owned partitions.
+                    await run_partitions(
+                        handle,
+                        store,
+                        claims_for(settings, placement, metrics, readiness),
+                        functools.partial(_run_pipeline, handle, store, sinks, rule_limiters),
+                        functools.partial(feed_connections, settings),
+                        task_status=task_status,
+                    )
                     monitors.cancel_scope.cancel()
             finally:
                 handle.stopped.set()
@@ -238,9 +350,13 @@ async def _run_pipeline(
     handle: ServiceHandle,
     store: object,
     sinks: Sequence[Sink],
+    rule_limiters: RuleLimiters,
     *,
     task_status: trio.TaskStatus[ServiceHandle],
+    until: trio.Event | None = None,
 ) -> None:
+    # Runs until shutdown, or until ``until`` is set (the owned partitions change), then
+    # drains and flushes.
     settings = handle.settings
     metrics = handle.metrics
     pipeline = settings.pipeline
@@ -255,6 +371,7 @@ async def _run_pipeline(
     connection_settings = FeedConnectionSettings(
         receive_buffer_size=feed.receive_buffer_size,
         max_message_size=feed.max_message_size,
+        client=feed.client,
         reconnect_initial=feed.reconnect_initial,
         reconnect_max=feed.reconnect_max,
         connection_lifetime=feed.connection_lifetime,
@@ -275,7 +392,11 @@ async def _run_pipeline(
         spawn(
             nursery,
             "dispatcher",
-            run_dispatcher,
+            functools.partial(
+                run_dispatcher,
+                silences=handle.silences,
+                drain_grace=settings.service.shutdown_grace / 2,
+            ),
             dispatch_receive,
             sinks,
             store_send.clone(),
@@ -283,8 +404,29 @@ async def _run_pipeline(
             metrics=metrics,
         )
         senders: dict[str, list[trio.MemorySendChannel]] = {DEPTH: [], TRADE: []}
-        buffers = [ConflationBuffer() for _ in range(pipeline.shards)]
+        buffers = [ConflationBuffer(merge_depth) for _ in range(pipeline.shards)]
+        requests = None
+        if KIND_DEPTH_DIFF in settings.feed.depth_streams:
+            requests = SnapshotRequests()
+            changes = BookChanges()
+            handle.books = [
+                ShardBooks(shard, engine, requests, metrics, pipeline.stale_after, changes=changes)
+                for shard, engine in enumerate(handle.engines)
+            ]
+        clock_scope = trio.CancelScope()
         with store_send, dispatch_send:
+            spawn(
+                nursery,
+                "rule_clock",
+                _run_in_scope,
+                clock_scope,
+                run_rule_clock,
+                handle.engines,
+                AlertOutlet(store_send.clone(), dispatch_send.clone(), metrics),
+                settings.rules.tick_interval,
+                rule_limiters,
+                metrics=metrics,
+            )
             for shard, engine in enumerate(handle.engines):
                 for stream in (DEPTH, TRADE):
                     send, receive = trio.open_memory_channel(pipeline.channel_capacity)
@@ -302,6 +444,7 @@ async def _run_pipeline(
                         outlet,
                         metrics,
                         consumer_settings,
+                        handle.books[shard] if handle.books and stream == DEPTH else None,
                         metrics=metrics,
                     )
         feeds_scope = trio.CancelScope()
@@ -312,17 +455,28 @@ async def _run_pipeline(
             senders,
             buffers,
             connection_settings,
+            requests,
         )
         task_status.started(handle)
-        await handle._shutdown.wait()
+        await (handle._shutdown if until is None else until).wait()
         LOGGER.info(
-            "shutting down: draining queues and flushing the store (grace %.1fs)",
+            "%s: draining queues and flushing the store (grace %.1fs)",
+            "shutting down" if handle._shutdown.is_set() else "owned partitions changing",
             settings.service.shutdown_grace,
         )
         feeds_scope.cancel()
+        clock_scope.cancel()
         nursery.cancel_scope.deadline = trio.current_time() + settings.service.shutdown_grace
     if nursery.cancel_scope.cancelled_caught:
         LOGGER.warning("shutdown grace period ran out; the pipeline was cancelled")
+
+
+async def _run_in_scope(
+    scope: trio.CancelScope, fn: Callable[..., Awaitable[object]], *args: object
+) -> None:
+    # A task that runs until shutdown begins (its outlet closes, so the writer can finish).
+    with scope:
+        await fn(*args)
 
 
 async def _run_feeds(
@@ -331,11 +485,40 @@ async def _run_feeds(
     senders: dict[str, list[trio.MemorySendChannel]],
     buffers: list[ConflationBuffer],
     connection_settings: FeedConnectionSettings,
+    requests: SnapshotRequests | None,
 ) -> None:
     metrics = handle.metrics
-    with scope:
+    feed = handle.settings.feed
+    rotation = RotationGate(feed.rotation_spacing)
+    # The fetcher's channel clones are closed with the feeds, so the consumers can drain.
+    fetcher_senders = [send.clone() for send in senders[DEPTH]] if requests is not None else []
+    with scope, contextlib.ExitStack() as closing:
+        for send in fetcher_senders:
+            closing.enter_context(send)
         async with trio.open_nursery() as nursery:
-            for status in handle.connections:
+            if requests is not None:
+                # Snapshots are fetched in their own task, never in a read loop or a consumer.
+                fetcher = SnapshotFetcher(
+                    FetcherSettings(
+                        rest_base_url(feed.rest_url, feed.url),
+                        limit=feed.snapshot_limit,
+                        weight_budget=feed.rest_weight_budget,
+                        weight_window=feed.rest_weight_window,
+                        stagger=feed.snapshot_stagger,
+                        timeout=feed.snapshot_timeout,
+                    ),
+                    requests,
+                    fetcher_senders,
+                    metrics,
+                )
+                await start(
+                    nursery,
+                    "snapshot_fetcher",
+                    fetcher.run,
+                    metrics=metrics,
+                    restart=RestartPolicy(),
+                )
+            for index, status in enumerate(handle.connections):
                 router = ShardRouter(
                     status.stream,
                     [send.clone() for send in senders[status.stream]],
@@ -343,7 +526,18 @@ async def _run_feeds(
                     metrics,
                 )
                 nursery.start_soon(
-                    _own_router_and_read, router, status, metrics, connection_settings, handle
+                    _own_router_and_read,
+                    router,
+                    status,
+                    metrics,
+                    connection_settings,
+                    handle,
+                    functools.partial(
+                        run_feed_connection,
+                        on_change=handle.update_feed_readiness,
+                        rotation=rotation,
+                        lifetime_offset=index * feed.rotation_spacing,
+                    ),
                 )
             # The originals are closed once every connection holds its clones.
             for stream_senders in senders.values():
@@ -357,13 +551,14 @@ async def _own_router_and_read(
     metrics: ServiceMetrics,
     connection_settings: FeedConnectionSettings,
     handle: ServiceHandle,
+    run_connection: functools.partial,
 ) -> None:
     # The router's channel clones outlive restarts of the connection task: they are closed
     # here, once, when the feed stops for good, which lets the consumers drain and finish.
     with router:
         await supervised(
             "feed",
-            functools.partial(run_feed_connection, on_change=handle.update_feed_readiness),
+            run_connection,
             status,
             router,
             metrics,

@@ -6,7 +6,9 @@ applies (DESIGN.md):
 
 - trades: the reader awaits ``send`` (TCP backpressure); a trade is never dropped;
 - depth snapshots and book tickers: the newest message per symbol waits in the shard's
-  :class:`ConflationBuffer`, replacing (and counting as ``conflated``) an older one.
+  :class:`ConflationBuffer`, replacing (and counting as ``conflated``) an older one;
+- depth diffs: the waiting diff and the new one merge into one diff (a later level wins, no
+  level is lost: ``core.sync.merge_depth``), counted as ``conflated``.
 
 Per-symbol order holds because once a symbol has a message in the buffer, every later
 message of that symbol goes to the buffer too, and the consumer takes the buffer only
@@ -23,11 +25,11 @@ from collections.abc import Callable, Sequence
 import attrs
 import trio
 
-from oraculo_trio.core.alerts import INACTIVE, AlertTransition
+from oraculo_trio.core.alerts import FIRING, PENDING, AlertTransition
 from oraculo_trio.core.engine import ShardEngine
 from oraculo_trio.core.events import DepthDiff
-from oraculo_trio.core.sync import BookSnapshot
 from oraculo_trio.core.sharding import shard_of
+from oraculo_trio.core.sync import BookSnapshot
 from oraculo_trio.observe.metrics import ServiceMetrics
 from oraculo_trio.pipeline.diffbooks import ShardBooks
 
@@ -141,9 +143,10 @@ class AlertOutlet:
         metrics = self.metrics
         for transition in transitions:
             metrics.alert_transitions.labels(transition.state).inc()
-            if transition.previous_state != INACTIVE and not transition.repeat:
+            # Only pending and firing last; resolved passes to inactive without a record.
+            if transition.previous_state in (PENDING, FIRING) and not transition.repeat:
                 metrics.alerts_active.labels(transition.previous_state).dec()
-            if transition.state != INACTIVE and not transition.repeat:
+            if transition.state in (PENDING, FIRING) and not transition.repeat:
                 metrics.alerts_active.labels(transition.state).inc()
             try:
                 self.store.send_nowait(transition)
@@ -295,6 +298,10 @@ async def run_consumer(
                 stale_total.inc(stale)
             if books is not None:
                 books.flush()
+            # Costly rules (book queries) run once per symbol per batch, not per message.
+            flushed = engine.flush(wall_time())
+            if flushed:
+                transitions.extend(flushed)
             batch_size_histogram.observe(processed)
             batch_cpu_histogram.observe(time.thread_time() - cpu_start)
             queue_time_latest.set(latest)

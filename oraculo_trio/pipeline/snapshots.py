@@ -30,7 +30,7 @@ import trio
 
 from oraculo_trio.core.sync import BookSnapshot
 from oraculo_trio.feeds.binance import BadSnapshot, decode_rest_snapshot
-from oraculo_trio.observe.metrics import SYNC_BUCKETS, FastHistogramChild, ServiceMetrics
+from oraculo_trio.observe.metrics import ServiceMetrics
 from oraculo_trio.observe.ratelimit import RateLimitedLog
 
 LOGGER = logging.getLogger("oraculo_trio.pipeline.snapshots")
@@ -91,15 +91,15 @@ class WeightBucket:
         """A bucket that never spends more than ``budget`` in any ``window`` seconds.
 
         Raises:
-            ValueError: ``budget`` < ``request_weight`` (no request could ever be sent) or a
-                non-positive ``window``.
+            ValueError: ``budget`` below two requests' weight (the bucket must hold one and
+                still refill) or a non-positive ``window``.
         """
-        if budget < request_weight or window <= 0:
+        if budget < 2 * request_weight or window <= 0:
             raise ValueError(
-                f"budget={budget!r} per window={window!r}: expected budget >= one request's "
-                f"weight ({request_weight!r}) and window > 0"
+                f"budget={budget!r} per window={window!r}: expected budget >= two requests' "
+                f"weight ({2 * request_weight!r}) and window > 0"
             )
-        capacity = max(float(request_weight), budget / 12.0)
+        capacity = min(max(float(request_weight), budget / 12.0), budget / 2.0)
         return cls(capacity, (budget - capacity) / window)
 
     def _refill(self, now: float) -> None:
@@ -134,18 +134,25 @@ class SnapshotRequest:
 class SnapshotRequests:
     """Requests waiting for the fetcher, oldest first, one per symbol (a newer one replaces
     it): bounded by the number of symbols. Shared by every shard's books and the fetcher, all
-    in one Trio thread."""
+    in one Trio thread.
+
+    A request taken stays known until :meth:`done` (or put back), so that a fetcher restarted
+    after a failure takes up what its previous run had in hand (:meth:`restore`): a sync
+    asks only once per snapshot.
+    """
 
     _waiting: dict[str, SnapshotRequest] = attrs.field(factory=dict)
+    _taken: dict[str, SnapshotRequest] = attrs.field(factory=dict)
     _arrived: trio.Event = attrs.field(factory=trio.Event)
 
     def put(self, request: SnapshotRequest) -> None:
-        """Queue ``request`` without blocking."""
+        """Queue ``request`` (new, or taken and put back) without blocking."""
+        self._taken.pop(request.symbol, None)
         self._waiting[request.symbol] = request
         self._arrived.set()
 
     async def get(self) -> SnapshotRequest:
-        """The oldest waiting request.
+        """Take the oldest waiting request.
 
         Cancellation: nothing is taken when cancelled.
         """
@@ -153,7 +160,20 @@ class SnapshotRequests:
             self._arrived = trio.Event()
             await self._arrived.wait()
         symbol = next(iter(self._waiting))
-        return self._waiting.pop(symbol)
+        request = self._taken[symbol] = self._waiting.pop(symbol)
+        return request
+
+    def done(self, request: SnapshotRequest) -> None:
+        """Forget a taken request: its snapshot went to its shard."""
+        if self._taken.get(request.symbol) is request:
+            del self._taken[request.symbol]
+
+    def restore(self) -> None:
+        """Queue again every request taken and not done."""
+        for request in list(self._taken.values()):
+            if request.symbol not in self._waiting:
+                self.put(request)
+        self._taken.clear()
 
     def __len__(self) -> int:
         return len(self._waiting)
@@ -181,7 +201,7 @@ class SnapshotFetcher:
     Attributes:
         settings: URL, limit, budget, stagger, timeouts.
         requests: where the shards' books ask.
-        senders: each shard's depth channel (clones the fetcher owns and closes).
+        senders: each shard's depth channel (channel clones; their owner closes them).
         metrics: the service's metrics.
         blocked_until: ``trio.current_time()`` before which nothing is sent (Retry-After).
     """
@@ -204,44 +224,41 @@ class SnapshotFetcher:
             settings.weight_budget, settings.weight_window, self.weight
         )
         # The gauge says "per minute", whatever window the budget was given for.
-        self.metrics.rest_weight_budget.set(
-            settings.weight_budget * 60.0 / settings.weight_window
-        )
+        self.metrics.rest_weight_budget.set(settings.weight_budget * 60.0 / settings.weight_window)
 
-    async def run(self, *, task_status: trio.TaskStatus[SnapshotFetcher] = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, *, task_status: trio.TaskStatus[SnapshotFetcher] = trio.TASK_STATUS_IGNORED
+    ) -> None:
         """Serve snapshot requests until cancelled.
 
         Args:
             task_status: receives this fetcher once its HTTP client is open.
 
-        Cancellation: requests in flight are abandoned (their books stay syncing); the
-        shard channel clones are closed, so the consumers can drain and finish.
+        Cancellation: requests in flight are abandoned (their books stay syncing).
         """
         settings = self.settings
         slots = trio.Semaphore(settings.max_in_flight)
-        try:
-            async with (
-                httpx.AsyncClient(
-                    base_url=settings.rest_url,
-                    timeout=settings.timeout,
-                    headers={"Accept": "application/json"},
-                ) as client,
-                trio.open_nursery() as nursery,
-            ):
-                task_status.started(self)
-                while True:
-                    request = await self.requests.get()
-                    await slots.acquire()
-                    try:
-                        await self._pace()
-                    except BaseException:
-                        slots.release()
-                        self.requests.put(request)
-                        raise
-                    nursery.start_soon(self._fetch, client, request, slots, nursery)
-        finally:
-            for sender in self.senders:
-                sender.close()
+        # Requests a previous run took but never finished (it failed and was restarted).
+        self.requests.restore()
+        async with (
+            httpx.AsyncClient(
+                base_url=settings.rest_url,
+                timeout=settings.timeout,
+                headers={"Accept": "application/json"},
+            ) as client,
+            trio.open_nursery() as nursery,
+        ):
+            task_status.started(self)
+            while True:
+                request = await self.requests.get()
+                await slots.acquire()
+                try:
+                    await self._pace()
+                except BaseException:
+                    slots.release()
+                    raise
+                # The slot passes to the request's task, which gives it back.
+                nursery.start_soon(self._fetch, client, request, slots, nursery)
 
     async def _pace(self) -> None:
         """Wait until the budget, the stagger and any Retry-After allow one more request."""
@@ -278,7 +295,7 @@ class SnapshotFetcher:
                         DEPTH_PATH, params={"symbol": symbol, "limit": self.settings.limit}
                     )
             except (httpx.HTTPError, trio.TooSlowError) as exc:
-                self._failed(request, nursery, "request failed: %r" % (exc,))
+                self._failed(request, nursery, f"request failed: {exc!r}")
                 return
             latency = trio.current_time() - started
         finally:
@@ -302,7 +319,7 @@ class SnapshotFetcher:
             self.requests.put(request)
             return
         if status != 200:
-            self._failed(request, nursery, "HTTP %d: %s" % (status, response.text[:160]))
+            self._failed(request, nursery, f"HTTP {status}: {response.text[:160]}")
             return
         try:
             last_update_id, bids, asks = decode_rest_snapshot(response.content)
@@ -317,7 +334,8 @@ class SnapshotFetcher:
             # Waits while the shard's channel is full: only this snapshot is late for it.
             await self.senders[request.shard].send(snapshot)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # the consumer is gone: shutting down
+            return  # the consumer is gone: shutting down
+        self.requests.done(request)
 
     def _failed(self, request: SnapshotRequest, nursery: trio.Nursery, why: str) -> None:
         """Count a failed request and ask again after a backoff of its own."""
@@ -345,52 +363,3 @@ def _retry_after(headers: Mapping[str, str], default: float) -> float:
     except ValueError:
         return default
     return seconds if math.isfinite(seconds) and seconds >= 0 else default
-
-
-def histogram_quantile(child: FastHistogramChild, bounds: Sequence[float], q: float) -> float | None:
-    """The ``q`` quantile of a histogram series, interpolated in its bucket like PromQL's
-    ``histogram_quantile``; None when it holds no observation."""
-    counts = list(child.counts)
-    total = sum(counts)
-    if not total:
-        return None
-    rank = q * total
-    seen = 0
-    lower = 0.0
-    for upper, count in zip((*bounds, math.inf), counts, strict=True):
-        if count and seen + count >= rank:
-            if math.isinf(upper):
-                return lower
-            return lower + (upper - lower) * (rank - seen) / count
-        seen += count
-        lower = upper
-    return lower
-
-
-def book_section(metrics: ServiceMetrics) -> dict[str, object]:
-    """The diff-book summary of a run (the load test's ``book`` section of metrics.json).
-
-    Returns:
-        ``{"resyncs": int, "resyncs_by_reason": {reason: int}, "resync_seconds": {"p50",
-        "p99"}, "snapshots": {outcome: int}, "rest_weight_used": int}``; the quantiles are
-        interpolated within the histogram's buckets, None when no resync finished.
-    """
-
-    def total(name: str, **labels: str) -> int:
-        return int(metrics.inner.get_sample_value(name, labels) or 0)
-
-    by_reason = {r: total("oraculo_book_resyncs_total", reason=r) for r in metrics.book_resyncs}
-    histogram = metrics.book_resync_seconds
-    return {
-        "resyncs": sum(by_reason.values()),
-        "resyncs_by_reason": by_reason,
-        "resync_seconds": {
-            "p50": histogram_quantile(histogram, SYNC_BUCKETS, 0.5),
-            "p99": histogram_quantile(histogram, SYNC_BUCKETS, 0.99),
-        },
-        "snapshots": {
-            o: total("oraculo_book_snapshot_requests_total", outcome=o)
-            for o in metrics.snapshot_requests
-        },
-        "rest_weight_used": total("oraculo_rest_weight_used_total"),
-    }

@@ -23,12 +23,14 @@ from urllib.parse import urlsplit
 import attrs
 
 from oraculo_trio.core.alerts import AlertTransition
+from oraculo_trio.core.rules import RuleSpec
+from oraculo_trio.core.silences import Silence
 from oraculo_trio.errors import ConfigError
 
 if TYPE_CHECKING:
     from oraculo_trio.observe.metrics import ServiceMetrics
 
-DISPATCH_STATUSES = ("delivered", "failed", "dropped", "silenced")
+DISPATCH_STATUSES = ("delivered", "failed", "dropped", "silenced", "inhibited")
 """What became of one delivery attempt (``dispatch_logs.status``)."""
 
 SQLITE_SCHEMES = ("sqlite",)
@@ -43,7 +45,8 @@ class DispatchLog:
         rule_id, symbol: the alert notified.
         sink: the sink's name (``log``, ``webhook:ops``, ...).
         status: one of :data:`DISPATCH_STATUSES`.
-        attempt: 1 for the first try, then 2, 3, ...
+        attempt: 1 for the first try, then 2, 3, ...; 0 when none was made (silenced,
+            inhibited, or dropped before its first try).
         latency_ms: how long the attempt took, milliseconds.
         error: what went wrong, or None.
         at: wall-clock Unix seconds of the attempt.
@@ -129,13 +132,49 @@ class Store(Protocol):
         ...
 
     async def fetch_alert_events(
-        self, rule_id: str | None = None, symbol: str | None = None
+        self, rule_id: str | None = None, symbol: str | None = None, *, after_id: int = 0
     ) -> list[dict[str, Any]]:
-        """``alert_events`` rows (optionally of one rule and/or symbol), ordered by id."""
+        """``alert_events`` rows (optionally of one rule and/or symbol, with an id above
+        ``after_id``), ordered by id."""
         ...
 
     async def fetch_dispatch_logs(self) -> list[dict[str, Any]]:
         """Every ``dispatch_logs`` row, ordered by id."""
+        ...
+
+    async def fetch_rules(self) -> list[dict[str, Any]]:
+        """The ``rules`` table as rule-file entries (:meth:`RuleSpec.to_entry` keys), by id.
+
+        The caller validates them (``parse_rules``), exactly like a rule file.
+        """
+        ...
+
+    async def replace_rules(self, specs: Sequence[RuleSpec]) -> None:
+        """Make the ``rules`` table hold exactly ``specs``, in one transaction."""
+        ...
+
+    async def add_silence(
+        self,
+        rule_id: str | None,
+        symbol: str | None,
+        starts_at: float,
+        ends_at: float,
+        comment: str = "",
+        created_by: str = "",
+    ) -> Silence:
+        """Store a silence (None: any rule / symbol) and return it with its id.
+
+        Raises:
+            StoreError: ``ends_at`` is not after ``starts_at``.
+        """
+        ...
+
+    async def fetch_silences(self, not_ended_at: float | None = None) -> list[Silence]:
+        """Every silence, or only those still active or to come at ``not_ended_at``, by id."""
+        ...
+
+    async def expire_silence(self, silence_id: int, now: float) -> bool:
+        """End silence ``silence_id`` at ``now``; False when it does not exist or has ended."""
         ...
 
     async def ping(self) -> None:
@@ -337,3 +376,59 @@ def last_per_alert(
             previous = notified.get(key)
             notified[key] = t.at if previous is None or t.at > previous else previous
     return [(t, notified.get(key)) for key, t in latest.items()]
+
+
+RULE_COLUMNS = (
+    "id", "kind", "symbols", "params", "severity", "labels", "message", "for_s",
+    "keep_firing_for_s", "repeat_interval_s", "trigger", "expires_at", "enabled", "inhibits",
+)  # fmt: skip
+"""Columns of the ``rules`` table, in the order of :func:`rule_row`."""
+
+
+def rule_row(spec: RuleSpec) -> tuple[Any, ...]:
+    """A spec as a ``rules`` row (:data:`RULE_COLUMNS`), JSON columns as text."""
+
+    def text(value: Any) -> str:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+    return (
+        spec.id,
+        spec.kind,
+        text(list(spec.symbols)),
+        text(dict(spec.params)),
+        spec.severity,
+        encode_labels(spec.labels),
+        spec.message,
+        spec.for_,
+        spec.keep_firing_for,
+        spec.repeat_interval,
+        spec.trigger,
+        spec.expires_at,
+        spec.enabled,
+        encode_labels(spec.inhibits),
+    )
+
+
+def rule_entry(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A ``rules`` row (JSON columns as text) as a rule-file entry; NULLs are left out."""
+    entry: dict[str, Any] = {
+        "id": row["id"],
+        "kind": row["kind"],
+        "symbols": json.loads(row["symbols"]),
+        "params": json.loads(row["params"]),
+        "severity": row["severity"],
+        "labels": json.loads(row["labels"]),
+        "message": row["message"],
+        "for": row["for_s"],
+        "keep_firing_for": row["keep_firing_for_s"],
+        "enabled": bool(row["enabled"]),
+        "inhibits": json.loads(row["inhibits"]),
+    }
+    for key, column in (
+        ("repeat_interval", "repeat_interval_s"),
+        ("trigger", "trigger"),
+        ("expires_at", "expires_at"),
+    ):
+        if row[column] is not None:
+            entry[key] = row[column]
+    return entry

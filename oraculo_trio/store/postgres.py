@@ -27,8 +27,11 @@ import trio_asyncio
 import triopg
 
 from oraculo_trio.core.alerts import AlertTransition
+from oraculo_trio.core.rules import RuleSpec
+from oraculo_trio.core.silences import Silence
 from oraculo_trio.errors import StoreError, StoreUnavailable
 from oraculo_trio.store.base import (
+    RULE_COLUMNS,
     AlertRow,
     DispatchLog,
     StatementMeter,
@@ -37,6 +40,8 @@ from oraculo_trio.store.base import (
     encode_labels_many,
     last_per_alert,
     mask_dsn,
+    rule_entry,
+    rule_row,
 )
 from oraculo_trio.store.migrations import (
     SCHEMA_MIGRATIONS_DDL,
@@ -124,8 +129,46 @@ _SELECT_ALERT_EVENTS = """
 SELECT id, rule_id, symbol, state, previous_state, value, at, started_at, fire_count, repeat,
        severity, message, labels::text AS labels
 FROM alert_events
-WHERE ($1::text IS NULL OR rule_id = $1) AND ($2::text IS NULL OR symbol = $2)
+WHERE ($1::text IS NULL OR rule_id = $1) AND ($2::text IS NULL OR symbol = $2) AND id > $3
 ORDER BY id
+"""
+
+_SELECT_RULES = """
+SELECT id, kind, symbols::text AS symbols, params::text AS params, severity,
+       labels::text AS labels, message, for_s, keep_firing_for_s, repeat_interval_s, trigger,
+       expires_at, enabled, inhibits::text AS inhibits
+FROM rules ORDER BY id
+"""
+
+_INSERT_RULES = """
+INSERT INTO rules (id, kind, symbols, params, severity, labels, message, for_s,
+                   keep_firing_for_s, repeat_interval_s, trigger, expires_at, enabled, inhibits)
+SELECT u.id, u.kind, u.symbols::jsonb, u.params::jsonb, u.severity, u.labels::jsonb, u.message,
+       u.for_s, u.keep_firing_for_s, u.repeat_interval_s, u.trigger, u.expires_at, u.enabled,
+       u.inhibits::jsonb
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+            $7::text[], $8::float8[], $9::float8[], $10::float8[], $11::text[], $12::float8[],
+            $13::bool[], $14::text[])
+     AS u(id, kind, symbols, params, severity, labels, message, for_s, keep_firing_for_s,
+          repeat_interval_s, trigger, expires_at, enabled, inhibits)
+"""
+
+_INSERT_SILENCE = """
+INSERT INTO silences (rule_id, symbol, starts_at, ends_at, comment, created_by)
+VALUES ($1, $2, $3, $4, $5, $6)
+RETURNING id
+"""
+
+_SELECT_SILENCES = """
+SELECT id, rule_id, symbol, starts_at, ends_at, comment, created_by FROM silences
+WHERE $1::float8 IS NULL OR ends_at > $1
+ORDER BY id
+"""
+
+# A silence that has not started yet ends where it starts: it never mutes anything.
+_EXPIRE_SILENCE = """
+UPDATE silences SET ends_at = $2, starts_at = LEAST(starts_at, $2 - 0.001)
+WHERE id = $1 AND ends_at > $2
 """
 
 _SELECT_DISPATCH_LOGS = """
@@ -365,18 +408,19 @@ class PostgresStore:
         ]
 
     async def fetch_alert_events(
-        self, rule_id: str | None = None, symbol: str | None = None
+        self, rule_id: str | None = None, symbol: str | None = None, *, after_id: int = 0
     ) -> list[dict[str, Any]]:
         """``alert_events`` rows as dicts (``labels`` a dict), ordered by id.
 
         Args:
             rule_id, symbol: only rows of this rule / symbol when given.
+            after_id: only rows with a larger id.
 
         Cancellation: aborts the query.
         """
         records = await self._run(
             None,
-            lambda conn: conn.fetch(_SELECT_ALERT_EVENTS, rule_id, symbol),
+            lambda conn: conn.fetch(_SELECT_ALERT_EVENTS, rule_id, symbol, after_id),
             what="fetch_alert_events",
         )
         events = []
@@ -395,6 +439,84 @@ class PostgresStore:
             None, lambda conn: conn.fetch(_SELECT_DISPATCH_LOGS), what="fetch_dispatch_logs"
         )
         return [dict(record.items()) for record in records]
+
+    async def fetch_rules(self) -> list[dict[str, Any]]:
+        """The ``rules`` table as rule-file entries, ordered by id.
+
+        Raises:
+            StoreUnavailable: retry. StoreError: a retry will not help.
+
+        Cancellation: aborts the query.
+        """
+        records = await self._run(None, lambda conn: conn.fetch(_SELECT_RULES), what="fetch_rules")
+        return [rule_entry(dict(record.items())) for record in records]
+
+    async def replace_rules(self, specs: Sequence[RuleSpec]) -> None:
+        """Make the ``rules`` table hold exactly ``specs``, in one transaction.
+
+        Raises:
+            StoreUnavailable: retry. StoreError: a retry will not help (a repeated id).
+
+        Cancellation: aborts the transaction (it rolls back).
+        """
+        rows = [rule_row(spec) for spec in specs]
+        columns = [[row[i] for row in rows] for i in range(len(RULE_COLUMNS))]
+        columns[6] = [_no_nul(message) for message in columns[6]]
+
+        async def work(conn: Any) -> None:
+            async with conn.transaction():
+                await conn.execute("DELETE FROM rules")
+                if rows:
+                    await conn.execute(_INSERT_RULES, *columns)
+
+        await self._run(None, work, what="replace_rules")
+
+    async def add_silence(
+        self,
+        rule_id: str | None,
+        symbol: str | None,
+        starts_at: float,
+        ends_at: float,
+        comment: str = "",
+        created_by: str = "",
+    ) -> Silence:
+        """Store a silence and return it with its id.
+
+        Raises:
+            StoreError: ``ends_at`` is not after ``starts_at``.
+            StoreUnavailable: retry.
+
+        Cancellation: aborts the statement.
+        """
+        values = (rule_id, symbol, starts_at, ends_at, _no_nul(comment), _no_nul(created_by))
+        silence_id = await self._run(
+            None, lambda conn: conn.fetchval(_INSERT_SILENCE, *values), what="add_silence"
+        )
+        return Silence(silence_id, *values)
+
+    async def fetch_silences(self, not_ended_at: float | None = None) -> list[Silence]:
+        """Every silence, or those not ended at ``not_ended_at``, ordered by id.
+
+        Cancellation: aborts the query.
+        """
+        records = await self._run(
+            None,
+            lambda conn: conn.fetch(_SELECT_SILENCES, not_ended_at),
+            what="fetch_silences",
+        )
+        return [Silence(*record.values()) for record in records]
+
+    async def expire_silence(self, silence_id: int, now: float) -> bool:
+        """End a silence at ``now``; False when there is no such silence still running.
+
+        Cancellation: aborts the statement.
+        """
+        status = await self._run(
+            None,
+            lambda conn: conn.execute(_EXPIRE_SILENCE, silence_id, now),
+            what="expire_silence",
+        )
+        return _status_rows(status) == 1
 
     async def ping(self) -> None:
         """Run ``SELECT 1``.

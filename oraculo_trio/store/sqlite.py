@@ -24,14 +24,19 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import trio
 
 from oraculo_trio.core.alerts import AlertTransition
+from oraculo_trio.core.rules import RuleSpec
+from oraculo_trio.core.silences import Silence
 from oraculo_trio.errors import StoreError, StoreUnavailable
 from oraculo_trio.store.base import (
+    RULE_COLUMNS,
     AlertRow,
     DispatchLog,
     StatementMeter,
     decode_labels,
     encode_labels_many,
     last_per_alert,
+    rule_entry,
+    rule_row,
 )
 from oraculo_trio.store.migrations import (
     SCHEMA_MIGRATIONS_DDL,
@@ -90,13 +95,42 @@ _SELECT_ALERT_EVENTS = """
 SELECT id, rule_id, symbol, state, previous_state, value, at, started_at, fire_count, repeat,
        severity, message, labels
 FROM alert_events
-WHERE (?1 IS NULL OR rule_id = ?1) AND (?2 IS NULL OR symbol = ?2)
+WHERE (?1 IS NULL OR rule_id = ?1) AND (?2 IS NULL OR symbol = ?2) AND id > ?3
 ORDER BY id
 """
 
 _SELECT_DISPATCH_LOGS = """
 SELECT id, rule_id, symbol, sink, status, attempt, latency_ms, error, at, state
 FROM dispatch_logs ORDER BY id
+"""
+
+_SELECT_RULES = """
+SELECT id, kind, symbols, params, severity, labels, message, for_s, keep_firing_for_s,
+       repeat_interval_s, trigger, expires_at, enabled, inhibits
+FROM rules ORDER BY id
+"""
+
+_INSERT_RULE = """
+INSERT INTO rules (id, kind, symbols, params, severity, labels, message, for_s,
+                   keep_firing_for_s, repeat_interval_s, trigger, expires_at, enabled, inhibits)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+
+_INSERT_SILENCE = """
+INSERT INTO silences (rule_id, symbol, starts_at, ends_at, comment, created_by)
+VALUES (?, ?, ?, ?, ?, ?)
+"""
+
+_SELECT_SILENCES = """
+SELECT id, rule_id, symbol, starts_at, ends_at, comment, created_by FROM silences
+WHERE ?1 IS NULL OR ends_at > ?1
+ORDER BY id
+"""
+
+# A silence that has not started yet ends where it starts: it never mutes anything.
+_EXPIRE_SILENCE = """
+UPDATE silences SET ends_at = ?2, starts_at = MIN(starts_at, ?2 - 0.001)
+WHERE id = ?1 AND ends_at > ?2
 """
 
 _EVENT_COLUMNS = (
@@ -350,17 +384,19 @@ class SqliteStore:
         ]
 
     async def fetch_alert_events(
-        self, rule_id: str | None = None, symbol: str | None = None
+        self, rule_id: str | None = None, symbol: str | None = None, *, after_id: int = 0
     ) -> list[dict[str, Any]]:
         """``alert_events`` rows as dicts (``repeat`` a bool, ``labels`` a dict), by id.
 
         Args:
             rule_id, symbol: only rows of this rule / symbol when given.
+            after_id: only rows with a larger id.
 
         Cancellation: the query runs to completion (at most ``statement_timeout``).
         """
         rows = await self._run(
-            None, lambda conn: conn.execute(_SELECT_ALERT_EVENTS, (rule_id, symbol)).fetchall()
+            None,
+            lambda conn: conn.execute(_SELECT_ALERT_EVENTS, (rule_id, symbol, after_id)).fetchall(),
         )
         events = []
         for row in rows:
@@ -377,6 +413,85 @@ class SqliteStore:
         """
         rows = await self._run(None, lambda conn: conn.execute(_SELECT_DISPATCH_LOGS).fetchall())
         return [dict(zip(_LOG_COLUMNS, row, strict=True)) for row in rows]
+
+    async def fetch_rules(self) -> list[dict[str, Any]]:
+        """The ``rules`` table as rule-file entries, ordered by id.
+
+        Raises:
+            StoreUnavailable: retry. StoreError: a retry will not help.
+
+        Cancellation: the query runs to completion (at most ``statement_timeout``).
+        """
+        rows = await self._run(None, lambda conn: conn.execute(_SELECT_RULES).fetchall())
+        return [rule_entry(dict(zip(RULE_COLUMNS, row, strict=True))) for row in rows]
+
+    async def replace_rules(self, specs: Sequence[RuleSpec]) -> None:
+        """Make the ``rules`` table hold exactly ``specs``, in one transaction.
+
+        Raises:
+            StoreUnavailable: retry. StoreError: a retry will not help (a repeated id).
+
+        Cancellation: the statement runs to completion (at most ``statement_timeout``).
+        """
+        rows = [rule_row(spec) for spec in specs]
+
+        def work(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute("DELETE FROM rules")
+                conn.executemany(_INSERT_RULE, rows)
+                conn.execute("COMMIT")
+            except BaseException:
+                _rollback(conn)
+                raise
+
+        await self._run(None, work)
+
+    async def add_silence(
+        self,
+        rule_id: str | None,
+        symbol: str | None,
+        starts_at: float,
+        ends_at: float,
+        comment: str = "",
+        created_by: str = "",
+    ) -> Silence:
+        """Store a silence and return it with its id.
+
+        Raises:
+            StoreError: ``ends_at`` is not after ``starts_at``.
+            StoreUnavailable: retry.
+
+        Cancellation: the statement runs to completion (at most ``statement_timeout``).
+        """
+        values = (rule_id, symbol, starts_at, ends_at, comment, created_by)
+
+        def work(conn: sqlite3.Connection) -> int:
+            return conn.execute(_INSERT_SILENCE, values).lastrowid
+
+        silence_id = await self._run(None, work)
+        return Silence(silence_id, *values)
+
+    async def fetch_silences(self, not_ended_at: float | None = None) -> list[Silence]:
+        """Every silence, or those not ended at ``not_ended_at``, ordered by id.
+
+        Cancellation: the query runs to completion (at most ``statement_timeout``).
+        """
+        rows = await self._run(
+            None, lambda conn: conn.execute(_SELECT_SILENCES, (not_ended_at,)).fetchall()
+        )
+        return [Silence(*row) for row in rows]
+
+    async def expire_silence(self, silence_id: int, now: float) -> bool:
+        """End a silence at ``now``; False when there is no such silence still running.
+
+        Cancellation: the statement runs to completion (at most ``statement_timeout``).
+        """
+
+        def work(conn: sqlite3.Connection) -> int:
+            return conn.execute(_EXPIRE_SILENCE, (silence_id, now)).rowcount
+
+        return await self._run(None, work) == 1
 
     async def ping(self) -> None:
         """Run ``SELECT 1``.

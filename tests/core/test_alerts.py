@@ -88,7 +88,12 @@ def test_for_holds_pending_until_elapsed() -> None:
 
 def test_pending_that_clears_never_fires() -> None:
     got = run(AlertTracker("r", "X"), spec(for_=5.0), [(0, True), (2, False), (3, True)])
-    assert [state for _, state, _, _ in got] == [PENDING, PENDING]
+    # Back to inactive is stored (the row must not stay pending), never notified.
+    assert got == [
+        (0, PENDING, False, False),
+        (2, INACTIVE, False, False),
+        (3, PENDING, False, False),
+    ]
 
 
 def test_keep_firing_for_bridges_flaps() -> None:
@@ -149,3 +154,26 @@ def test_transition_carries_identity_counts_and_message() -> None:
 def test_render_message_survives_bad_templates() -> None:
     assert render_message("{value:d}", value=1.5) == "{value:d}"
     assert render_message("", value=1) == ""
+
+
+def test_retire_resolves_a_firing_alert_once() -> None:
+    rule = spec(trigger="every_time")
+    tracker = AlertTracker("r", "X")
+    tracker.update(True, 5.0, 0.0, rule)
+    resolved = tracker.retire(3.0, rule)
+    assert (resolved.state, resolved.previous_state, resolved.value, resolved.notify) == (
+        RESOLVED,
+        FIRING,
+        5.0,
+        True,
+    )
+    assert tracker.state == INACTIVE
+    assert tracker.retire(4.0, rule) is None
+
+
+def test_retire_of_a_pending_alert_is_silent() -> None:
+    rule = spec(for_=10.0)
+    tracker = AlertTracker("r", "X")
+    assert tracker.update(True, 1.0, 0.0, rule).state == PENDING
+    assert tracker.retire(1.0, rule) is None
+    assert tracker.state == INACTIVE

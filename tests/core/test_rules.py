@@ -168,3 +168,85 @@ def test_replace_rules_keeps_state_of_unchanged_rules() -> None:
     kept = next(t for t in engine.trackers() if t.rule_id == "spread")
     assert kept is tracker and kept.state == "firing"
     assert engine.process(snapshot(2999.0, 3001.0), 2.0)[0].state == "resolved"
+
+
+def test_a_class_can_be_the_kind() -> None:
+    rule = parse_rule({"id": "c", "kind": Crossing, "params": {"level": 5}})
+    assert rule.spec.kind == "oraculo_trio.core.rules:Crossing"
+    assert isinstance(rule.rule, Crossing)
+
+
+def test_custom_kinds_resolve_through_the_loader() -> None:
+    seen = []
+
+    def resolve(reference: str) -> type:
+        seen.append(reference)
+        return Crossing
+
+    rule = parse_rule({"id": "c", "kind": "pkg.mod:Cls", "params": {"level": 5}}, resolve)
+    assert seen == ["pkg.mod:Cls"] and rule.spec.kind == "pkg.mod:Cls"
+
+
+class NotARule:
+    def __init__(self, params: dict) -> None:
+        pass
+
+
+class BadOffload(SpreadAboveBps):
+    offload = "gpu"
+
+
+@pytest.mark.parametrize(
+    ("kind", "named"),
+    [
+        (NotARule, "streams = None"),
+        (BadOffload, "offload = 'gpu'"),
+    ],
+)
+def test_custom_kinds_must_follow_the_protocol(kind: type, named: str) -> None:
+    with pytest.raises(ConfigError, match=f"rule 'x': kind = .*{named}"):
+        parse_rule({"id": "x", "kind": kind, "params": {"bps": 1}})
+
+
+def test_a_custom_kind_that_cannot_load_names_the_rule() -> None:
+    def resolve(reference: str) -> type:
+        raise ImportError("No module named 'nowhere'")
+
+    with pytest.raises(ConfigError, match="rule 'x': kind = 'nowhere:Rule' cannot be loaded"):
+        parse_rule({"id": "x", "kind": "nowhere:Rule"}, resolve)
+
+
+@pytest.mark.parametrize(
+    ("extra", "named"),
+    [
+        ({"inhibits": {"severity": 1}}, "'a': inhibits"),
+        ({"labels": ["x"]}, "'a': labels"),
+        ({"expires_at": "tomorrow"}, "'a': expires_at"),
+        ({"enabled": "yes"}, "'a': enabled"),
+        ({"repeat_interval": -1}, "'a': repeat_interval"),
+        ({"keep_firing_for": "2 weeks"}, "'a': keep_firing_for"),
+        ({"message": 3}, "'a': message"),
+        ({"params": [1]}, "'a': params"),
+    ],
+)
+def test_more_bad_keys_name_the_rule_and_the_key(extra: dict, named: str) -> None:
+    entry = {"id": "a", "kind": "crossing", "params": {"level": 1}, **extra}
+    with pytest.raises(ConfigError, match=named):
+        parse_rule(entry)
+
+
+def test_to_entry_round_trips() -> None:
+    import datetime
+
+    entry = {
+        "id": "a", "kind": "greater_than", "symbols": ["btc*", "ETHUSDT"],
+        "params": {"level": 1, "hysteresis": 0.5}, "severity": "critical",
+        "labels": {"team": "desk"}, "message": "{symbol}", "for": "1m", "keep_firing_for": 2,
+        "repeat_interval": "1h", "trigger": "once", "enabled": False,
+        "expires_at": datetime.datetime(2030, 1, 1, tzinfo=datetime.UTC),
+        "inhibits": {"severity": "warning"},
+    }  # fmt: skip
+    spec = parse_rule(entry).spec
+    assert spec.symbols == ("BTC*", "ETHUSDT")
+    assert (spec.for_, spec.repeat_interval, spec.expires_at) == (60.0, 3600.0, 1893456000.0)
+    assert parse_rule(spec.to_entry()).spec == spec

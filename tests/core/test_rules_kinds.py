@@ -232,7 +232,7 @@ TABLE: dict[str, dict[str, tuple[dict[str, Any], list, list]]] = {
         ),
         "resolves": (
             {"window": 1, "baseline": 4, "factor": 3},
-            [*(T(t, 100) for t in range(5)), T(5, 100, qty=3), T(6, 100, qty=1)],
+            [*(T(t, 100) for t in range(5)), T(5, 100, qty=3), T(7, 100, qty=1)],
             [_, _, _, _, _, True, False],
         ),
         # Recent 3/s against a 1/s baseline is exactly 3x; min_volume 4 then forbids it.
@@ -248,7 +248,11 @@ TABLE: dict[str, dict[str, tuple[dict[str, Any], list, list]]] = {
         ),
     },
     "trade_rate": {
-        "fires": ({"rate": 2, "window": 2}, [T(t / 2, 100) for t in range(5)], [False] * 4 + [True]),
+        "fires": (
+            {"rate": 2, "window": 2},
+            [T(t / 2, 100) for t in range(5)],
+            [False] * 4 + [True],
+        ),
         "does_not_fire": ({"rate": 2, "window": 2}, [T(0, 100), T(1, 100)], [False, False]),
         "resolves": (
             {"rate": 2, "window": 2},
@@ -296,10 +300,11 @@ TABLE: dict[str, dict[str, tuple[dict[str, Any], list, list]]] = {
         "fires": ({"bps": 100}, [quote(0, 127, 129)], [True]),
         "does_not_fire": ({"bps": 200}, [quote(0, 127, 129)], [False]),
         "resolves": ({"bps": 100}, [quote(0, 127, 129), quote(1, 127.9, 128.1)], [True, False]),
+        # 156.25 is not above 156.25; once holding (312.5), it holds while > 78.125.
         "boundary": (
-            {"bps": 156.25, "hysteresis": 100},
+            {"bps": 156.25, "hysteresis": 78.125},
             [quote(0, 127, 129), quote(1, 126, 130), quote(2, 127, 129), quote(3, 127.5, 128.5)],
-            [False, True, True, False],  # 312.5 bps, then 156.25 > 56.25, then 78.125 > 56.25?
+            [False, True, True, False],
         ),
         "time": ({"bps": 100}, [quote(0, 127, 129), K(100)], [True, _]),
     },
@@ -384,7 +389,11 @@ TABLE: dict[str, dict[str, tuple[dict[str, Any], list, list]]] = {
     },
     "no_data": {
         "fires": ({"seconds": 5}, [T(0, 100), K(6)], [_, True]),
-        "does_not_fire": ({"seconds": 5}, [T(0, 100), K(4), T(4.5, 100), K(9)], [_, False, _, False]),
+        "does_not_fire": (
+            {"seconds": 5},
+            [T(0, 100), K(4), T(4.5, 100), K(9)],
+            [_, False, _, False],
+        ),
         "resolves": ({"seconds": 5}, [K(6), T(7, 100), K(7.5)], [True, _, False]),
         # Exactly `seconds` of silence holds (counted from watch_since before any message);
         # with stream = "trade", books do not end the silence.
@@ -447,6 +456,7 @@ def test_kind(kind: str, case: str) -> None:
 BAD_PARAMS = [
     ("crossing", {}, "params.level is required"),
     ("crossing_up", {"level": -1}, "params.level"),
+    ("crossing_down", {"level": 1, "hysteresis": 1}, "params.hysteresis"),
     ("greater_than", {"level": 1, "hysteresis": -1}, "params.hysteresis"),
     ("less_than", {"level": True}, "params.level"),
     ("inside_channel", {"low": 2, "high": 1}, "params.high"),

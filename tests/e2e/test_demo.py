@@ -4,11 +4,13 @@
 from __future__ import annotations
 
 import signal
+import tomllib
 from pathlib import Path
 
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
+from oraculo_trio.demo import demo_rules_path
 from oraculo_trio.store.base import open_store
 from tests.e2e.processes import (
     EXPECTED_PROMTOOL_FINDINGS,
@@ -79,9 +81,19 @@ async def test_demo_end_to_end(tmp_path: Path) -> None:
     printed = [line.split()[1:4] for line in lines if line.startswith("ALERT ")]
     assert ["firing", "btc-crosses-50k", "BTCUSDT"] in printed
     assert ["firing", "eth-wide-spread", "ETHUSDT"] in printed
+    # Rules of at least five different kinds fired and resolved (within these 9 s).
+    kinds = {r["id"]: r["kind"] for r in tomllib.loads(demo_rules_path().read_text())["rule"]}
+    fired = {kinds[rule] for state, rule, _ in printed if state == "firing"}
+    resolved = {kinds[rule] for state, rule, _ in printed if state == "resolved"}
+    assert len(fired & resolved) >= 5, sorted(fired & resolved)
     async with open_store(f"sqlite:///{database}", statement_timeout=5) as store:
         events = await store.fetch_alert_events()
-    stored = [[e["state"], e["rule_id"], e["symbol"]] for e in events if e["state"] != "pending"]
+    # pending (and back to inactive) are stored, never notified.
+    stored = [
+        [e["state"], e["rule_id"], e["symbol"]]
+        for e in events
+        if e["state"] not in ("pending", "inactive")
+    ]
     assert sorted(printed) == sorted(stored)
 
     # DESIGN.md's accounting, term by term, once the demo has drained.

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import logging
 
 import pytest
 import trio
+import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
 
-from oraculo_trio.observe.health import Readiness
+from oraculo_trio.errors import StoreUnavailable
+from oraculo_trio.observe.health import Readiness, run_store_check
 from oraculo_trio.observe.http import METRICS_CONTENT_TYPE, serve_http
 from oraculo_trio.observe.metrics import ServiceMetrics
+from oraculo_trio.observe.report import health_report
 from tests.observe.helpers import fetch
 
 
@@ -90,3 +94,48 @@ def test_readiness_tracks_components_and_the_ready_gauge() -> None:
     assert ready() == 0.0
     with pytest.raises(KeyError, match="unknown readiness component 'fede'"):
         readiness.set("fede", True)
+
+
+async def test_store_check_follows_the_ping(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="oraculo_trio.observe.health")
+    readiness = Readiness(ServiceMetrics())
+    answers = iter([None, StoreUnavailable("connection refused"), StoreUnavailable("again"), None])
+
+    async def ping() -> None:
+        answer = next(answers)
+        if answer is not None:
+            raise answer
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(run_store_check, ping, readiness, 5.0)
+            seen = [readiness.snapshot()[1]["store"]]
+            await trio.sleep(1.0)  # half-way between pings from now on
+            for _ in range(3):
+                await trio.sleep(5.0)
+                seen.append(readiness.snapshot()[1]["store"])
+            nursery.cancel_scope.cancel()
+    assert seen == [
+        {"ok": True, "detail": ""},
+        {"ok": False, "detail": "ping failed: connection refused"},
+        {"ok": False, "detail": "ping failed: again"},
+        {"ok": True, "detail": ""},
+    ]
+    # Only the changes are logged.
+    messages = [r.getMessage() for r in caplog.records if r.name == "oraculo_trio.observe.health"]
+    assert messages == ["store not reachable: connection refused", "store reachable again"]
+
+
+async def test_health_report_summarises_the_writes_not_the_pings() -> None:
+    metrics = ServiceMetrics()
+    for _ in range(100):
+        metrics.db_insert_ms["ping"].observe(0.05)
+    for _ in range(10):
+        metrics.db_insert_ms["upsert_rule_alert"].observe(3.0)
+    with trio.fail_after(10), serve_http("127.0.0.1", 0, metrics) as (host, port):
+        healthy, text = await trio.to_thread.run_sync(health_report, f"http://{host}:{port}")
+    assert healthy
+    [line] = [line for line in text.splitlines() if "db insert" in line]
+    assert line == "  db insert: p50 3.50 ms, p95 4.85 ms"  # interpolated in the 2-5 ms bucket

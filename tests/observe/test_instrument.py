@@ -211,3 +211,22 @@ async def test_monitor_lag_includes_its_own_oversleep() -> None:
             assert sample(metrics, "oraculo_event_loop_lag_seconds") >= 0.7
             assert sample(metrics, "oraculo_event_loop_lag_spikes_total", threshold="0.5") == 1
             nursery.cancel_scope.cancel()
+
+
+async def test_without_the_instrument_the_heartbeat_still_measures_lag() -> None:
+    metrics = ServiceMetrics()
+    monitor = LagMonitor(instrumented=False)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(monitor.run, metrics, 0.5)
+            # Nothing was added to the run loop: removing the instrument finds nothing.
+            with pytest.raises(KeyError):
+                trio.lowlevel.remove_instrument(monitor.instrument)
+            time.sleep(0.8)  # noqa: ASYNC251 - blocking the loop is the fault under test
+            await trio.sleep(0.05)
+            assert sample(metrics, "oraculo_event_loop_lag_seconds") >= 0.25
+            assert sample(metrics, "oraculo_event_loop_lag_spikes_total", threshold="0.5") == 0
+            nursery.cancel_scope.cancel()
+    # No step timing, no delay samples: the slow step above went unseen.
+    assert monitor.instrument.slow_steps() == {}
+    assert sample(metrics, "oraculo_scheduler_delay_seconds_count") == 0

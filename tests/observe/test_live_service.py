@@ -4,6 +4,7 @@ store is down."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 from pathlib import Path
 
@@ -11,15 +12,18 @@ import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
+from loadtest.exchange import ExchangeSettings, MockExchange
 from loadtest.markets import RandomWalkMarket, synthetic_symbols
 from oraculo_trio.core.events import STREAMS
 from oraculo_trio.core.rules import parse_rules
 from oraculo_trio.observe.metrics import DB_OPS, DROP_REASONS, LAG_SPIKE_THRESHOLDS
-from oraculo_trio.pipeline.service import TASK_NAMES, ServiceHandle
+from oraculo_trio.pipeline.service import TASK_NAMES, ServiceHandle, run_service
 from tests.e2e.processes import clean_env, command
 from tests.observe.helpers import fetch
-from tests.pipeline.helpers import running_service
-from tests.store.conftest import _admin, pg_database_url, pg_server  # noqa: F401 - fixtures
+from tests.pipeline.helpers import running_service, service_settings
+from tests.store.conftest import _admin
+from tests.store.conftest import pg_database_url as pg_database_url  # a fixture
+from tests.store.conftest import pg_server as pg_server  # a fixture
 
 SHARDS = 2
 # A rule that loads but never fires: the store sees no writes, only the health pings.
@@ -76,20 +80,38 @@ async def wait_not_ready(handle: ServiceHandle, component: str) -> None:
         await trio.sleep(0.05)  # readiness has no wake-up event
 
 
+async def serve_until_cancelled(
+    scope: trio.CancelScope, exchange: MockExchange, *, task_status: trio.TaskStatus
+) -> None:
+    with scope:
+        await exchange.serve(task_status=task_status)
+
+
 async def test_metric_contract_and_health_while_healthy_then_feed_down(tmp_path: Path) -> None:
+    market = quiet_market()
+    exchange_scope = trio.CancelScope()
     with trio.fail_after(30):
-        async with running_service(
-            tmp_path, quiet_market(), parse_rules(QUIET_RULES), pipeline={"shards": SHARDS}
-        ) as (exchange, handle):
+        async with trio.open_nursery() as nursery:
+            exchange = MockExchange(market, ExchangeSettings(tick=0.02, ping_interval=None))
+            await nursery.start(serve_until_cancelled, exchange_scope, exchange)
+            settings = service_settings(
+                tmp_path, exchange.ws_url, market.symbols, pipeline={"shards": SHARDS}
+            )
+            handle: ServiceHandle = await nursery.start(
+                functools.partial(
+                    run_service, settings, parse_rules(QUIET_RULES), handle_signals=False
+                )
+            )
+            await handle.wait_connected()
             host, port = handle.http_address
             scrape = await trio.to_thread.run_sync(fetch, f"http://{host}:{port}/metrics")
             code, healthy = await health(handle)
 
-            exchange.refuse_connections()
-            await exchange.drop_connections()
+            # The exchange goes away: connections close, reconnects are refused by the OS.
+            exchange_scope.cancel()
             await wait_not_ready(handle, "feed")
             down_code, down = await health(handle)
-            exchange.refuse_connections(False)
+            handle.request_shutdown()
 
     families = {f.name: f for f in text_string_to_metric_families(scrape.body)}
     for name, (kind, labels) in CONTRACT.items():

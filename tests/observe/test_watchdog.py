@@ -36,7 +36,7 @@ async def test_a_blocked_loop_is_dumped_once_and_healthz_says_so(tmp_path: Path)
 
     with (
         trio.fail_after(20),
-        Watchdog(metrics, dump_after=1.0, dump_dir=tmp_path) as watchdog,
+        Watchdog(metrics, dump_dir=tmp_path) as watchdog,  # dump_after: the default 2 s
         serve_http("127.0.0.1", 0, metrics, Readiness(), watchdog) as (host, port),
     ):
         url = f"http://{host}:{port}/healthz"

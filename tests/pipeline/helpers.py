@@ -15,11 +15,11 @@ import trio
 
 from loadtest.exchange import ExchangeSettings, MockExchange
 from loadtest.markets import Frame, trade_payload
-from oraculo_trio.core.alerts import AlertTransition
 from oraculo_trio.core.events import TRADE
 from oraculo_trio.core.rules import CompiledRule, RuleSpec, Signal
 from oraculo_trio.pipeline.service import ServiceHandle, run_service
 from oraculo_trio.settings import Settings, load_settings
+from oraculo_trio.testing import RecordingSink  # noqa: F401 (the pipeline tests import it here)
 
 
 @attrs.define(eq=False)
@@ -52,25 +52,6 @@ def depth_frame(symbol: str, update_id: int, bid: float, ask: float, levels: int
         f"{symbol.lower()}@depth20@100ms",
         {"lastUpdateId": update_id, "bids": bids, "asks": asks},
     )
-
-
-@attrs.define(eq=False)
-class RecordingSink:
-    """A notification sink that keeps every transition and wakes waiters."""
-
-    name: str = "recording"
-    transitions: list[AlertTransition] = attrs.field(factory=list)
-    _changed: trio.Event = attrs.field(factory=trio.Event)
-
-    async def deliver(self, transition: AlertTransition) -> None:
-        self.transitions.append(transition)
-        self._changed.set()
-        self._changed = trio.Event()
-
-    async def wait_for(self, count: int) -> list[AlertTransition]:
-        while len(self.transitions) < count:
-            await self._changed.wait()
-        return self.transitions
 
 
 class TradeRecorder:

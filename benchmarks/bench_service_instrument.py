@@ -1,0 +1,165 @@
+"""The Trio Instrument's overhead on the real service at 15,000 msg/s.
+
+Runs ``oraculo-trio run`` as a subprocess against the mock exchange (in this process, with a
+RandomWalkMarket: 50 symbols, ``@depth20@100ms`` snapshots and trades in 100 ms bursts),
+alternately with ``observe.instrument = true`` and ``false``, and measures the service's
+process CPU time (``/proc/<pid>/stat``) per message received over a window after a warm-up.
+Without the instrument the lag still comes from the heartbeat, so the difference is what
+the instrument's hooks and delay sampling cost.
+
+Usage::
+
+    python benchmarks/bench_service_instrument.py [--rate 15000] [--seconds 10] [--rounds 3]
+        [--client native|trio-websocket]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+import trio
+
+# The sibling script's helpers (run as `python benchmarks/...`, this folder is on sys.path).
+from measure_demo import free_port, process_cpu_seconds, scrape
+
+from loadtest.exchange import MockExchange
+from loadtest.markets import RandomWalkMarket, synthetic_symbols
+from oraculo_trio.observe.report import histogram_buckets, histogram_quantile
+
+RULES = """
+[[rule]]
+id = "far-level"
+kind = "crossing"
+symbols = "*"
+params = { level = 1000000 }
+
+[[rule]]
+id = "very-wide-spread"
+kind = "spread_above_bps"
+symbols = "*"
+params = { bps = 10000 }
+"""
+
+
+def service_env(
+    directory: Path, ws_url: str, symbols: list[str], port: int, client: str
+) -> dict[str, str]:
+    """The service's configuration, as ORACULO_* environment variables."""
+    (directory / "rules.toml").write_text(RULES)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORACULO_")}
+    env.update(
+        ORACULO_SERVICE_LOG_LEVEL="WARNING",
+        ORACULO_FEED_URL=ws_url,
+        ORACULO_FEED_CLIENT=client,
+        ORACULO_FEED_SYMBOLS=",".join(symbols),
+        ORACULO_FEED_DEPTH_STREAMS="depth20",
+        ORACULO_FEED_TRADE_STREAMS="trade",
+        ORACULO_RULES_FILE=str(directory / "rules.toml"),
+        ORACULO_DATABASE_URL=f"sqlite:///{directory / 'alerts.db'}",
+        ORACULO_DISPATCH_SINKS="",
+        ORACULO_HTTP_PORT=str(port),
+        ORACULO_OBSERVE_DUMP_DIR=str(directory / "dumps"),
+    )
+    return env
+
+
+def window_p99(before: dict, after: dict, stream: str) -> float:
+    start = dict(histogram_buckets(before, "oraculo_alerts_queue_time_seconds", {"stream": stream}))
+    end = histogram_buckets(after, "oraculo_alerts_queue_time_seconds", {"stream": stream})
+    return histogram_quantile(0.99, [(b, c - start.get(b, 0.0)) for b, c in end]) or 0.0
+
+
+def received(samples: dict) -> float:
+    return sum(value for _, value in samples.get("oraculo_feed_messages_received_total", []))
+
+
+async def measure(
+    env: dict[str, str], cwd: Path, instrument: bool, port: int, warmup: float, seconds: float
+) -> tuple[float, float, float]:
+    """One run: (CPU seconds per message, messages per second, depth queue-time p99)."""
+    env = {**env, "ORACULO_OBSERVE_INSTRUMENT": "true" if instrument else "false"}
+    # Run from a folder of its own, so no ./oraculo.toml adds settings the environment lacks.
+    command = [sys.executable, "-m", "oraculo_trio.cli", "run"]
+    url = f"http://127.0.0.1:{port}/metrics"
+    async with trio.open_nursery() as nursery:
+        process = await nursery.start(
+            functools.partial(trio.run_process, command, env=env, cwd=cwd, check=False)
+        )
+        with trio.fail_after(30):
+            while True:
+                try:
+                    first = await trio.to_thread.run_sync(scrape, url)
+                except OSError:
+                    first = {}
+                if received(first) > 0:
+                    break
+                await trio.sleep(0.2)  # the subprocess is starting: poll its endpoint
+        await trio.sleep(warmup)
+        before = await trio.to_thread.run_sync(scrape, url)
+        cpu0, t0 = process_cpu_seconds(process.pid), trio.current_time()
+        await trio.sleep(seconds)
+        after = await trio.to_thread.run_sync(scrape, url)
+        cpu1, t1 = process_cpu_seconds(process.pid), trio.current_time()
+        process.terminate()
+        await process.wait()
+    messages = received(after) - received(before)
+    return (cpu1 - cpu0) / messages, messages / (t1 - t0), window_p99(before, after, "depth")
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    symbols = synthetic_symbols(args.symbols)
+    market = RandomWalkMarket(symbols, rate_per_s=args.rate, levels=20, trade_ratio=0.2)
+    results: dict[bool, list[tuple[float, float, float]]] = {True: [], False: []}
+    with tempfile.TemporaryDirectory() as tmp:
+        async with trio.open_nursery() as nursery:
+            exchange = await nursery.start(MockExchange(market).serve)
+            for round_ in range(args.rounds):
+                for instrument in (False, True):
+                    port = free_port()
+                    env = service_env(Path(tmp), exchange.ws_url, symbols, port, args.client)
+                    run = await measure(env, Path(tmp), instrument, port, args.warmup, args.seconds)
+                    results[instrument].append(run)
+                    cost, rate, p99 = run
+                    print(
+                        f"round {round_ + 1} instrument={str(instrument).lower():5s}: "
+                        f"{cost * 1e6:6.2f} µs CPU/msg at {rate:,.0f} msg/s, "
+                        f"depth queue time p99 {p99 * 1000:.2f} ms",
+                        flush=True,
+                    )
+            nursery.cancel_scope.cancel()
+    base = statistics.median(cost for cost, _, _ in results[False])
+    with_instrument = statistics.median(cost for cost, _, _ in results[True])
+    rate = statistics.median(rate for _, rate, _ in results[True])
+    print(
+        f"feed.client={args.client}, service at {rate:,.0f} msg/s: "
+        f"without instrument {base * 1e6:.2f} µs CPU/msg, "
+        f"with {with_instrument * 1e6:.2f} µs CPU/msg: overhead "
+        f"{(with_instrument - base) / base:+.1%} ({(with_instrument - base) * rate:.1%} of a core)"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=15_000.0, help="messages per second")
+    parser.add_argument("--symbols", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per run")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds before measuring")
+    parser.add_argument("--rounds", type=int, default=3, help="runs of each variant")
+    parser.add_argument(
+        "--client",
+        choices=("native", "trio-websocket"),
+        default="native",
+        help="feed.client: trio-websocket takes a task step or two more per message, the "
+        "instrument's worst case",
+    )
+    trio.run(main_async, parser.parse_args())
+
+
+if __name__ == "__main__":
+    main()

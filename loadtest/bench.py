@@ -1,0 +1,411 @@
+"""``oraculo-trio loadtest bench``: the saturation search (``just bench``).
+
+Runs short load tests at rising rates (x1.25 a step, a fresh service each time) until a step
+fails: queue-time p99 above 100 ms, a message unaccounted for, or the generator unable to
+send its rate within 1 % (the service's socket reads fell behind and TCP pushed back).
+The saturation throughput is the processed rate of the last step that held; the service's
+CPU per message comes from /proc over that step's measured phase. Then one more run at 80 %
+of saturation with py-spy attached says where the time goes.
+
+Artifacts go to ``artifacts/bench/<UTC timestamp>/``: ``bench.json``, ``summary.txt``,
+``report.html``, one directory per step (each with its own ``metrics.json``), and
+``profile/`` (py-spy's raw stacks and the summary).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from loadtest.report import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_PASS,
+    environment,
+    format_value,
+    parse_threshold,
+    render_html,
+    svg_chart,
+    write_json,
+)
+from loadtest.runner import RunConfig, default_out, run_load_test
+
+BENCH_THRESHOLDS = ("queue_time_p99 <= 100ms", "unaccounted == 0", "sent_rate_error <= 1%")
+"""What a step must hold to count as sustained."""
+
+
+@attrs.frozen
+class BenchConfig:
+    """The saturation search.
+
+    Attributes:
+        stream: what to send (``depth``, ``trade``, ``mixed``...).
+        start: the first step's rate, messages per second.
+        factor: rate multiplier per step.
+        max_rate: stop stepping above this rate.
+        step_duration: measured seconds per step.
+        warmup: warm-up seconds per step.
+        symbols, levels, trade_ratio, tick_ms, distribution, seed: the load's shape.
+        database_url: PostgreSQL server for fresh databases (default SQLite).
+        settings: service ``section.key=value`` overrides.
+        profile_seconds: seconds of py-spy at 80 % of saturation (0: no profile run).
+    """
+
+    stream: str = "depth"
+    start: float = 5000.0
+    factor: float = 1.25
+    max_rate: float = 200_000.0
+    step_duration: float = 10.0
+    warmup: float = 3.0
+    symbols: int = 50
+    levels: int = 20
+    trade_ratio: float = 0.2
+    tick_ms: float = 100.0
+    distribution: str = "uniform"
+    seed: int = 0
+    database_url: str | None = None
+    settings: tuple[str, ...] = ()
+    profile_seconds: float = 10.0
+
+    def step(
+        self, rate: float, *, duration: float | None = None, profile: float = 0.0
+    ) -> RunConfig:
+        """The load test of one step."""
+        return RunConfig(
+            stream=self.stream,
+            rate=rate,
+            duration=duration or self.step_duration,
+            warmup=self.warmup,
+            symbols=self.symbols,
+            levels=self.levels,
+            trade_ratio=self.trade_ratio,
+            tick_ms=self.tick_ms,
+            distribution=self.distribution,
+            seed=self.seed,
+            database_url=self.database_url,
+            settings=self.settings,
+            thresholds=BENCH_THRESHOLDS,
+            profile=profile,
+            drain_timeout=30.0,
+        )
+
+
+def summarize_profile(path: Path, top: int = 15) -> dict[str, Any]:
+    """Where the samples of a py-spy ``--format raw`` file went.
+
+    Returns:
+        ``samples``; ``self_by_function`` and ``self_by_file`` (the innermost frame of each
+        sample: where the CPU was); ``total_by_function`` (any frame of the stack); each a
+        list of ``[name, samples, share]``, largest first.
+    """
+    self_fn: Counter[str] = Counter()
+    self_file: Counter[str] = Counter()
+    total_fn: Counter[str] = Counter()
+    samples = 0
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return {"samples": 0, "error": f"cannot read {path}"}
+    for line in lines:
+        stack, _, count_text = line.rpartition(" ")
+        try:
+            count = int(count_text)
+        except ValueError:
+            continue
+        frames = [_frame(frame) for frame in stack.split(";") if frame]
+        if not frames:
+            continue
+        samples += count
+        function, file = frames[-1]
+        self_fn[function] += count
+        self_file[file] += count
+        for name in {function for function, _ in frames}:
+            total_fn[name] += count
+
+    def rows(counter: Counter[str]) -> list[list[Any]]:
+        return [[name, n, n / samples if samples else 0.0] for name, n in counter.most_common(top)]
+
+    return {
+        "samples": samples,
+        "self_by_function": rows(self_fn),
+        "self_by_file": rows(self_file),
+        "total_by_function": rows(total_fn),
+    }
+
+
+def _frame(frame: str) -> tuple[str, str]:
+    # py-spy raw frames: "function (path/to/file.py:123)"; keep the function and a short path.
+    name, _, where = frame.partition(" (")
+    file = where.rstrip(")").rsplit(":", 1)[0]
+    for marker in ("site-packages/", "lib/python3", "/work/main/", "oraculo_trio/", "loadtest/"):
+        if marker in file:
+            file = file.split(marker, 1)[1] if marker.endswith("/") else file
+    short = file.rsplit("/", 2)
+    file = "/".join(short[-2:]) if len(short) > 1 else file
+    return f"{name} ({file})", file
+
+
+def _step_row(rate: float, document: dict[str, Any], passed: bool) -> dict[str, Any]:
+    values = document["values"]
+    return {
+        "target": rate,
+        "sent_rate": values.get("sent_rate"),
+        "processed_rate": values.get("processed_rate"),
+        "queue_time_p99": values.get("queue_time_p99"),
+        "lag_p99": values.get("lag_p99"),
+        "service_cpu_cores": values.get("service_cpu_cores"),
+        "service_cpu_us_per_msg": values.get("service_cpu_us_per_msg"),
+        "generator_cpu_cores": values.get("generator_cpu_cores"),
+        "unaccounted": values.get("unaccounted"),
+        "sent_rate_error": values.get("sent_rate_error"),
+        "conflated": values.get("conflated"),
+        "exchange_queued_max": values.get("exchange_queued_max"),
+        "generator_lateness_p99": values.get("generator_lateness_p99"),
+        "pass": passed,
+        "failed": [k["threshold"] for k in document["kpis"] if k["pass"] is False],
+    }
+
+
+#: Frames waiting in the exchange's queues above which the service is the one falling behind.
+BACKLOG_FRAMES = 1000
+
+
+def limited_by(row: dict[str, Any]) -> str:
+    """Who could not keep up in a failed step: the service or the generator.
+
+    When the rate was not sent, a backlog in the exchange's socket queues means TCP pushed
+    back (the service read too slowly); no backlog means the generator itself was late (its
+    CPU, or the machine's).
+    """
+    if row["pass"]:
+        return "held"
+    if "sent_rate_error" not in " ".join(row["failed"]):
+        return "the service"
+    queued = row.get("exchange_queued_max") or 0
+    if queued > BACKLOG_FRAMES:
+        return f"the service: {queued:,.0f} frames backed up in the exchange"
+    late = row.get("generator_lateness_p99")
+    late_text = format_value(late, "s")
+    return (
+        f"the generator, not the service: no backlog in the exchange ({queued:,.0f} frames), "
+        f"generator lateness p99 {late_text}, generator CPU {row['generator_cpu_cores'] or 0:.2f} "
+        f"cores, service CPU {row['service_cpu_cores'] or 0:.2f} cores"
+    )
+
+
+def render_bench(config: BenchConfig, steps: list[dict[str, Any]], result: dict[str, Any]) -> str:
+    """The bench summary: one line per step, the saturation, the profile's top entries."""
+    lines = [
+        f"  oraculo-trio loadtest bench · {config.stream} · {config.symbols} symbols · "
+        f"{config.step_duration:g} s steps (+{config.warmup:g} s warm-up) · x{config.factor:g} "
+        f"from {config.start:,.0f} msg/s",
+        f"  a step holds when: {', '.join(BENCH_THRESHOLDS)}",
+        "",
+        f"  {'target/s':>10} {'sent/s':>10} {'processed/s':>12} {'q p99':>9} {'lag p99':>9} "
+        f"{'svc cores':>9} {'µs/msg':>7} {'gen cores':>9} {'unacc':>6}  verdict",
+    ]
+    for row in steps:
+        verdict = "✓" if row["pass"] else "✗ " + "; ".join(row["failed"])
+        lines.append(
+            f"  {row['target']:>10,.0f} {row['sent_rate'] or 0:>10,.0f} "
+            f"{row['processed_rate'] or 0:>12,.0f} {format_value(row['queue_time_p99'], 's'):>9} "
+            f"{format_value(row['lag_p99'], 's'):>9} {row['service_cpu_cores'] or 0:>9.3f} "
+            f"{row['service_cpu_us_per_msg'] or 0:>7.1f} {row['generator_cpu_cores'] or 0:>9.3f} "
+            f"{row['unaccounted'] or 0:>6.0f}  {verdict}"
+        )
+    lines.append("")
+    saturation = result.get("saturation")
+    if saturation is None:
+        lines.append(f"  saturation: below the first step ({config.start:,.0f} msg/s)")
+    else:
+        lines.append(
+            f"  saturation: {saturation['throughput']:,.0f} msg/s processed (step target "
+            f"{saturation['target']:,.0f}/s); service CPU {saturation['us_per_msg']:.1f} µs per "
+            f"message ({saturation['cores']:.2f} cores)"
+        )
+        if saturation.get("first_failure"):
+            lines.append(f"  next step failed: {saturation['first_failure']}")
+    profile = result.get("profile")
+    if profile:
+        lines.append("")
+        lines.append(
+            f"  profile at 80 % of saturation ({profile['rate']:,.0f} msg/s, "
+            f"{profile['summary'].get('samples', 0)} py-spy samples): {profile['path']}"
+        )
+        for title, key in (
+            ("self time by file", "self_by_file"),
+            ("self time by function", "self_by_function"),
+        ):
+            lines.append(f"    {title}:")
+            for name, _, share in profile["summary"].get(key, [])[:12]:
+                lines.append(f"      {share * 100:5.1f}%  {name}")
+    elif result.get("profile_error"):
+        lines.append(f"  profile: {result['profile_error']}")
+    return "\n".join(lines) + "\n"
+
+
+async def run_bench(
+    config: BenchConfig,
+    out: Path,
+    *,
+    say: Callable[[str], None] = lambda _text: None,
+) -> dict[str, Any]:
+    """Step the rate up until a step fails, then profile at 80 % of saturation.
+
+    Returns:
+        ``{"steps": [...], "saturation": {...} | None, "profile": {...} | None}``; each step's
+        artifacts are written as the step ends.
+
+    Raises:
+        LoadTestError: a step could not run.
+
+    Cancellation: stops the running step's processes.
+    """
+    from loadtest.cli import conclude
+
+    thresholds = [parse_threshold(text) for text in BENCH_THRESHOLDS]
+    steps: list[dict[str, Any]] = []
+    saturation = None
+    rate = config.start
+    index = 0
+    while rate <= config.max_rate:
+        index += 1
+        say(f"step {index}: {rate:,.0f} msg/s")
+        run = config.step(rate)
+        step_dir = out / f"step-{index:02d}-{rate:.0f}"
+        output = await run_load_test(run, step_dir)
+        conclusion = conclude(output, run, step_dir, thresholds)
+        passed = conclusion.exit_code == EXIT_PASS
+        row = _step_row(rate, conclusion.document, passed)
+        steps.append(row)
+        say(
+            f"step {index}: processed {row['processed_rate'] or 0:,.0f}/s, queue p99 "
+            f"{format_value(row['queue_time_p99'], 's')}: {'holds' if passed else 'fails'}"
+        )
+        if not passed:
+            if saturation is not None:
+                saturation["first_failure"] = (
+                    f"{rate:,.0f}/s: " + "; ".join(row["failed"]) + f" ({limited_by(row)})"
+                )
+            break
+        saturation = {
+            "target": rate,
+            "throughput": row["processed_rate"],
+            "us_per_msg": row["service_cpu_us_per_msg"],
+            "cores": row["service_cpu_cores"],
+            "step": index,
+        }
+        rate *= config.factor
+    result: dict[str, Any] = {"steps": steps, "saturation": saturation, "profile": None}
+    if saturation is not None and config.profile_seconds > 0:
+        profile_rate = round(0.8 * saturation["throughput"])
+        say(f"profiling the service at 80 % of saturation: {profile_rate:,} msg/s")
+        run = config.step(
+            profile_rate, duration=config.profile_seconds + 4.0, profile=config.profile_seconds
+        )
+        profile_dir = out / "profile"
+        output = await run_load_test(run, profile_dir)
+        conclusion = conclude(output, run, profile_dir, thresholds)
+        if output.profile is not None and output.profile.exists():
+            summary = summarize_profile(output.profile)
+            result["profile"] = {
+                "rate": profile_rate,
+                "path": str(output.profile),
+                "summary": summary,
+                "values": conclusion.document["values"],
+            }
+        else:
+            result["profile_error"] = "no profile: py-spy is not installed (pip install py-spy)"
+    return result
+
+
+def bench_main(argv: Sequence[str]) -> int:
+    """``oraculo-trio loadtest bench [options]``; returns the exit code (0 when a saturation
+    throughput was found)."""
+    from loadtest.cli import Console, _run, add_load_options
+    from oraculo_trio.errors import OraculoError
+
+    parser = argparse.ArgumentParser(
+        prog="oraculo-trio loadtest bench",
+        description="Saturation search: load tests at rising rates (x1.25 a step) until "
+        "queue-time p99 > 100 ms, a message is unaccounted for, or the generator cannot send "
+        "the rate within 1 %; reports the saturation throughput, the service's CPU µs per "
+        "message, and a py-spy profile of the service at 80 %% of saturation.",
+    )
+    parser.add_argument("--stream", default="depth", help="STREAM (default depth)")
+    parser.add_argument("--start", type=float, default=5000.0, help="first rate (default 5000)")
+    parser.add_argument("--factor", type=float, default=1.25, help="rate step (default 1.25)")
+    parser.add_argument("--max-rate", type=float, default=200_000.0)
+    parser.add_argument("--step-duration", type=float, default=10.0, help="seconds (default 10)")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds (default 3)")
+    parser.add_argument(
+        "--profile-seconds", type=float, default=10.0, help="py-spy seconds (0: no profile)"
+    )
+    add_load_options(parser, single_run=False)
+    args = parser.parse_args(argv)
+    config = BenchConfig(
+        stream=args.stream,
+        start=args.start,
+        factor=args.factor,
+        max_rate=args.max_rate,
+        step_duration=args.step_duration,
+        warmup=args.warmup,
+        symbols=args.symbols,
+        levels=args.levels,
+        trade_ratio=args.trade_ratio,
+        tick_ms=args.tick_ms,
+        distribution=args.distribution,
+        seed=args.seed,
+        database_url=args.database_url,
+        settings=tuple(args.settings),
+        profile_seconds=args.profile_seconds,
+    )
+    out = Path(args.out).absolute() if args.out else default_out("bench")
+    console = Console()
+    try:
+        config.step(config.start).check()
+        result, interrupted = _run(lambda: run_bench(config, out, say=console.say))
+    except OraculoError as exc:
+        print(f"oraculo-trio loadtest bench: error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    if interrupted is not None:
+        return EXIT_INTERRUPTED
+    summary = render_bench(config, result["steps"], result)
+    document = {
+        "config": attrs.asdict(config),
+        "environment": environment(),
+        **result,
+    }
+    write_json(out / "bench.json", document)
+    (out / "summary.txt").write_text(summary)
+    steps = result["steps"]
+    targets = [row["target"] for row in steps]
+    chart = svg_chart(
+        "Throughput by step (x: target msg/s)",
+        targets,
+        {
+            "processed/s": [row["processed_rate"] for row in steps],
+            "sent/s": [row["sent_rate"] for row in steps],
+        },
+        x_unit="/s",
+    )
+    latency = svg_chart(
+        "Queue time p99 by step (ms; x: target msg/s)",
+        targets,
+        {"p99": [row["queue_time_p99"] for row in steps]},
+        unit="ms",
+        scale=1000.0,
+        x_unit="/s",
+    )
+    (out / "report.html").write_text(
+        render_html({"config": document["config"], "environment": document["environment"]},
+                    summary, [chart, latency])
+    )  # fmt: skip
+    print(summary, end="")
+    return EXIT_PASS if result["saturation"] is not None else EXIT_ERROR

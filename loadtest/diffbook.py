@@ -1,0 +1,568 @@
+"""Diff books for the mock exchange: a true book per symbol, its diff streams and REST snapshots,
+and the faults that test a client's sync (``oraculo-trio loadtest depthdiff --faults ...``).
+
+:class:`DiffBookMarket` keeps each symbol's true book (at most ``depth`` levels a side around
+a mid that walks) and publishes every change as Binance diffs: ``<symbol>@depth@100ms`` at
+``rate_per_s`` frames per second over all symbols, each frame one or more updates with
+consecutive ``U``/``u`` (``U`` = previous ``u`` + 1), and, with ``slow_stream``,
+``<symbol>@depth`` once a second with everything since its last frame merged. ``snapshot``
+serves ``GET /api/v3/depth`` from the same books (``MockExchange`` starts its REST server
+for it), with ``lastUpdateId`` = the last update made, published or not yet.
+
+It is both a tick-based :class:`~loadtest.markets.Market` and a generator frame source
+(``frames(count, now_ms)``, ``depth_kinds``), so the load test publishes it as it is.
+
+Faults, on the ``@depth@100ms`` stream (the 1000 ms stream stays faithful):
+
+- ``gaps``: a diff is made (the true book changes) but never sent: the next one shows a gap;
+- ``dups``: a diff is sent twice;
+- ``reorder``: a diff is held back and sent after the next one of its symbol;
+- ``crossed``: a bogus diff (its own update id) puts a bid at the best ask, which the true
+  book never had;
+
+and at the REST server: ``429`` (a request refused with ``Retry-After``) and ``slow``
+(a snapshot answered late). :meth:`DiffBookMarket.inject` queues one on command;
+a :class:`FaultPlan` makes them happen at random, ``per_second`` of each kind.
+
+:func:`book_section` reads a run's ``book`` summary (resyncs, resync seconds) from the
+service's ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import deque
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from loadtest.markets import Frame, Payload, format_units, synthetic_symbols
+from loadtest.rest import RestFault
+from oraculo_trio.observe.report import histogram_buckets, histogram_quantile
+
+MARKET_FAULTS = ("gaps", "dups", "reorder", "crossed")
+REST_FAULTS = ("429", "slow")
+FAULT_KINDS = (*MARKET_FAULTS, *REST_FAULTS)
+"""Every fault ``--faults`` accepts."""
+
+#: Price step (1e-8 units): 0.01.
+_TICK_UNITS = 1_000_000
+#: Quantities (1e-8 units) levels take, a fixed pool so a run is cheap and seeded.
+_QTY_POOL = tuple(units * 1_000_000 for units in (1, 2, 5, 10, 25, 50, 100, 250, 1000, 4000))
+# Chance that an update moves the mid, and that a level update deletes the level.
+_MOVE = 0.08
+_DELETE = 0.3
+
+
+@attrs.frozen
+class FaultPlan:
+    """Faults a :class:`DiffBookMarket` makes by itself.
+
+    Attributes:
+        kinds: names from :data:`FAULT_KINDS`.
+        per_second: how many of each kind per second, over all symbols.
+        retry_after: ``Retry-After`` seconds of a ``429``.
+        slow_seconds: how late a ``slow`` snapshot is answered.
+    """
+
+    kinds: frozenset[str] = attrs.field(converter=frozenset)
+    per_second: float = 0.5
+    retry_after: float = 1.0
+    slow_seconds: float = 0.5
+
+    @kinds.validator
+    def _check_kinds(self, _attribute: attrs.Attribute, value: frozenset[str]) -> None:
+        unknown = sorted(value - set(FAULT_KINDS))
+        if unknown:
+            raise ValueError(f"fault {unknown[0]!r}: expected some of {', '.join(FAULT_KINDS)}")
+
+    @classmethod
+    def parse(cls, text: str, **options: Any) -> FaultPlan:
+        """``"gaps,dups,429"`` -> a plan of those kinds (``options`` as the attributes).
+
+        Raises:
+            ValueError: an unknown fault name (the message lists the allowed ones).
+        """
+        return cls(frozenset(part.strip() for part in text.split(",") if part.strip()), **options)
+
+
+@attrs.define(eq=False, slots=True)
+class _Book:
+    """One symbol's true book: price index (ticks) -> quantity (1e-8 units)."""
+
+    symbol: str
+    fast: str
+    slow: str
+    base: int
+    mid: int
+    update_id: int
+    bids: dict[int, int] = attrs.field(factory=dict)
+    asks: dict[int, int] = attrs.field(factory=dict)
+    faults: deque[str] = attrs.field(factory=deque)
+    held: Payload | None = None
+    slow_first: int | None = None
+    slow_bids: dict[int, int] = attrs.field(factory=dict)
+    slow_asks: dict[int, int] = attrs.field(factory=dict)
+
+
+@attrs.define(eq=False)
+class DiffBookMarket:
+    """True books and their diff streams; see the module docstring.
+
+    Attributes:
+        symbols: upper-case symbols.
+        rate_per_s: ``@depth@100ms`` frames per second over all symbols (before faults).
+        depth: most levels a side of a true book (a snapshot of ``limit`` >= ``depth`` holds
+            the whole book).
+        faults: faults to make at random; None for none (``inject`` still works).
+        slow_stream: also publish ``@depth`` (1000 ms, merged) frames.
+        seed: seed of everything random.
+    """
+
+    symbols: tuple[str, ...] = attrs.field(converter=tuple)
+    rate_per_s: float = 100.0
+    depth: int = 50
+    faults: FaultPlan | None = None
+    slow_stream: bool = False
+    seed: int = 0
+    depth_kinds: tuple[str, ...] = ("depth",)
+    trade_kinds: tuple[str, ...] = ()
+    frames_made: int = attrs.field(init=False, default=0)
+    faults_made: dict[str, int] = attrs.field(init=False, factory=dict)
+    _rng: random.Random = attrs.field(init=False)
+    _books: dict[str, _Book] = attrs.field(init=False, factory=dict)
+    _order: list[_Book] = attrs.field(init=False, factory=list)
+    _cursor: int = attrs.field(init=False, default=0)
+    _carry: float = attrs.field(init=False, default=0.0)
+    _fault_carry: dict[str, float] = attrs.field(init=False, factory=dict)
+    _rest_faults: deque[RestFault] = attrs.field(init=False, factory=deque)
+    _last_slow: float | None = attrs.field(init=False, default=None)
+    _surplus: list[Frame] = attrs.field(init=False, factory=list)
+
+    def __attrs_post_init__(self) -> None:
+        if not self.symbols:
+            raise ValueError("DiffBookMarket: symbols must not be empty")
+        if self.depth < 2:
+            raise ValueError(f"DiffBookMarket: depth must be >= 2, got {self.depth!r}")
+        self._rng = rng = random.Random(self.seed)
+        for index, symbol in enumerate(self.symbols):
+            lower = symbol.lower()
+            book = _Book(
+                symbol,
+                f"{lower}@depth@100ms",
+                f"{lower}@depth",
+                base=rng.randrange(100_000, 1_000_000),
+                mid=0,
+                update_id=1_000_000 * (index + 1),
+            )
+            for distance in range(1, self.depth + 1):
+                book.bids[-distance] = rng.choice(_QTY_POOL)
+                book.asks[distance] = rng.choice(_QTY_POOL)
+            self._books[symbol] = book
+            self._order.append(book)
+
+    # -- what the exchange and tests ask ---------------------------------------------------
+
+    @property
+    def service_settings(self) -> dict[str, dict[str, Any]]:
+        """Settings a service reading this market needs: a snapshot holding whole books."""
+        limit = next(tier for tier in (100, 500, 1000, 5000) if tier >= self.depth)
+        return {"feed": {"snapshot_limit": limit}}
+
+    def streams(self) -> list[str]:
+        """Every stream name this market publishes."""
+        names = [book.fast for book in self._order]
+        if self.slow_stream:
+            names += [book.slow for book in self._order]
+        return names
+
+    def inject(self, fault: str, symbol: str | None = None, count: int = 1) -> None:
+        """Queue ``count`` faults of one kind, for ``symbol`` (market faults: a random one if
+        None) or for the next REST requests (``429``, ``slow``).
+
+        Raises:
+            ValueError: an unknown fault or symbol.
+        """
+        if fault not in FAULT_KINDS:
+            raise ValueError(f"fault {fault!r}: expected one of {', '.join(FAULT_KINDS)}")
+        for _ in range(count):
+            if fault in REST_FAULTS:
+                self._rest_faults.append(self._rest(fault))
+                continue
+            book = self._books[symbol] if symbol is not None else self._rng.choice(self._order)
+            book.faults.append(fault)
+
+    def calm(self) -> None:
+        """No more faults: the plan stops and queued faults are forgotten (a diff held back
+        for ``reorder`` still goes out after the next one)."""
+        self.faults = None
+        self._rest_faults.clear()
+        for book in self._order:
+            book.faults.clear()
+
+    def update_id(self, symbol: str) -> int:
+        """The last update id of ``symbol``'s true book."""
+        return self._books[symbol].update_id
+
+    def true_book(self, symbol: str) -> tuple[tuple[tuple[float, float], ...], ...]:
+        """``(bids, asks)`` of the true book, best first, as floats (as a client parses them)."""
+        snapshot = self.snapshot(symbol, 5000)
+        assert snapshot is not None
+        return tuple(
+            tuple((float(price), float(qty)) for price, qty in snapshot[side])
+            for side in ("bids", "asks")
+        )
+
+    def snapshot(self, symbol: str, limit: int) -> dict[str, Any] | None:
+        """The REST depth snapshot of ``symbol`` (``limit`` levels a side), or None."""
+        book = self._books.get(symbol)
+        if book is None:
+            return None
+        price = self._price
+        return {
+            "lastUpdateId": book.update_id,
+            "bids": [
+                [price(book, i), format_units(book.bids[i])]
+                for i in sorted(book.bids, reverse=True)[:limit]
+            ],
+            "asks": [
+                [price(book, i), format_units(book.asks[i])] for i in sorted(book.asks)[:limit]
+            ],
+        }
+
+    def rest_fault(self, symbol: str) -> RestFault | None:
+        """The REST server asks before answering: the next queued ``429``/``slow``, if any."""
+        return self._rest_faults.popleft() if self._rest_faults else None
+
+    def tick(self, now: float, dt: float) -> list[Frame]:
+        """This tick's ``@depth@100ms`` frames (``rate_per_s * dt``, fractions carried), and
+        the ``@depth`` frames when a second has passed since the last ones.
+
+        Args:
+            now: exchange time of the tick, epoch seconds (the diffs' ``E``).
+            dt: tick length in seconds.
+        """
+        self._carry += self.rate_per_s * dt
+        count = int(self._carry + 1e-9)
+        self._carry -= count
+        self._plan_faults(dt)
+        now_ms = int(now * 1000)
+        frames: list[Frame] = []
+        for _ in range(count):
+            book = self._order[self._cursor]
+            self._cursor = (self._cursor + 1) % len(self._order)
+            self._diff(book, now_ms, frames)
+        if self.slow_stream:
+            if self._last_slow is None:
+                self._last_slow = now
+            elif now - self._last_slow >= 1.0 - 1e-9:
+                frames.extend(self.slow_frames(now))
+        self.frames_made += len(frames)
+        return frames
+
+    def slow_frames(self, now: float) -> list[Frame]:
+        """The ``@depth`` frames of every update since the last ones, made now (the tick
+        makes them once a second; a test may want them at once)."""
+        self._last_slow = now
+        frames: list[Frame] = []
+        for book in self._order:
+            self._slow_frame(book, int(now * 1000), frames)
+        return frames
+
+    def frames(self, count: int, now_ms: int) -> list[Frame]:
+        """Exactly ``count`` frames due at ``now_ms`` (the load generator's frame source)."""
+        frames = self._surplus
+        while len(frames) < count:
+            book = self._order[self._cursor]
+            self._cursor = (self._cursor + 1) % len(self._order)
+            self._diff(book, now_ms, frames)
+        self._plan_faults(count / self.rate_per_s if self.rate_per_s else 0.0)
+        taken, self._surplus = frames[:count], frames[count:]
+        self.frames_made += len(taken)
+        return taken
+
+    # -- making diffs ----------------------------------------------------------------------
+
+    def _price(self, book: _Book, index: int) -> str:
+        return format_units((book.base + index) * _TICK_UNITS)
+
+    def _plan_faults(self, dt: float) -> None:
+        plan = self.faults
+        if plan is None or dt <= 0:
+            return
+        for kind in plan.kinds:
+            carry = self._fault_carry.get(kind, 0.0) + plan.per_second * dt
+            while carry >= 1.0:
+                carry -= 1.0
+                self.inject(kind)
+            self._fault_carry[kind] = carry
+
+    def _rest(self, fault: str) -> RestFault:
+        plan = self.faults or FaultPlan(frozenset())
+        if fault == "429":
+            return RestFault(429, retry_after=plan.retry_after)
+        return RestFault(delay=plan.slow_seconds)
+
+    def _diff(self, book: _Book, now_ms: int, frames: list[Frame]) -> None:
+        """Make one diff of ``book`` (the true book changes) and send it as its faults say."""
+        fault = book.faults.popleft() if book.faults else None
+        payload = self._change(book, now_ms)
+        if fault is not None:
+            self.faults_made[fault] = self.faults_made.get(fault, 0) + 1
+        held, book.held = book.held, None
+        if fault == "gaps":
+            pass  # made, never sent
+        elif fault == "dups":
+            frames.append((book.fast, payload))
+            frames.append((book.fast, payload))
+        elif fault == "reorder":
+            book.held = payload
+        elif fault == "crossed":
+            frames.append((book.fast, payload))
+            frames.append((book.fast, self._bogus(book, now_ms)))
+        else:
+            frames.append((book.fast, payload))
+        if held is not None:
+            frames.append((book.fast, held))
+
+    def _change(self, book: _Book, now_ms: int) -> Payload:
+        rng = self._rng
+        bids: dict[int, int] = {}
+        asks: dict[int, int] = {}
+        updates = rng.randint(1, 6)
+        for _ in range(updates):
+            if rng.random() < _MOVE:
+                self._move(book, 1 if rng.random() < 0.5 else -1, bids, asks)
+                continue
+            depth = self.depth
+            distance = min(depth, 1 + int(rng.expovariate(0.2)))
+            if rng.random() < 0.5:
+                side, changes, index = book.bids, bids, book.mid - distance
+            else:
+                side, changes, index = book.asks, asks, book.mid + distance
+            quantity = 0 if index in side and rng.random() < _DELETE else rng.choice(_QTY_POOL)
+            _set(side, changes, index, quantity)
+        first = book.update_id + 1
+        # Binance's ids count every book event, some of which change no level we show.
+        book.update_id += updates + rng.randint(0, 2)
+        if self.slow_stream:
+            if book.slow_first is None:
+                book.slow_first = first
+            book.slow_bids.update(bids)
+            book.slow_asks.update(asks)
+        return self._payload(book, now_ms, first, book.update_id, bids, asks)
+
+    def _move(self, book: _Book, step: int, bids: dict[int, int], asks: dict[int, int]) -> None:
+        """Move the mid one tick; levels on the wrong side of it or too far go (quantity 0)."""
+        mid = book.mid = book.mid + step
+        depth = self.depth
+        for index in [i for i in book.bids if i >= mid or i < mid - depth]:
+            _set(book.bids, bids, index, 0)
+        for index in [i for i in book.asks if i <= mid or i > mid + depth]:
+            _set(book.asks, asks, index, 0)
+
+    def _bogus(self, book: _Book, now_ms: int) -> Payload:
+        """A diff of its own update id that crosses the book; the true book never sees it."""
+        best_ask = min(book.asks, default=book.mid + 1)
+        book.update_id += 1
+        quantity = {best_ask: _QTY_POOL[0]}
+        return self._payload(book, now_ms, book.update_id, book.update_id, quantity, {})
+
+    def _payload(
+        self,
+        book: _Book,
+        now_ms: int,
+        first: int,
+        last: int,
+        bids: Mapping[int, int],
+        asks: Mapping[int, int],
+    ) -> Payload:
+        price = self._price
+        return {
+            "e": "depthUpdate",
+            "E": now_ms,
+            "s": book.symbol,
+            "U": first,
+            "u": last,
+            "b": [[price(book, i), format_units(q)] for i, q in sorted(bids.items(), reverse=True)],
+            "a": [[price(book, i), format_units(q)] for i, q in sorted(asks.items())],
+        }
+
+    def _slow_frame(self, book: _Book, now_ms: int, frames: list[Frame]) -> None:
+        if book.slow_first is None:
+            return
+        payload = self._payload(
+            book, now_ms, book.slow_first, book.update_id, book.slow_bids, book.slow_asks
+        )
+        frames.append((book.slow, payload))
+        book.slow_first = None
+        book.slow_bids = {}
+        book.slow_asks = {}
+
+
+def depthdiff_source(spec: Any) -> DiffBookMarket:
+    """The load generator's ``depthdiff`` source: ``spec.symbols`` synthetic symbols,
+    ``spec.rate`` diffs a second, the faults of ``spec.faults`` (``gaps,dups,429``...).
+
+    Raises:
+        ValueError: an unknown fault.
+    """
+    faults = getattr(spec, "faults", "")
+    return DiffBookMarket(
+        synthetic_symbols(spec.symbols),
+        rate_per_s=spec.rate,
+        faults=FaultPlan.parse(faults) if faults else None,
+        seed=spec.seed,
+    )
+
+
+def _set(side: dict[int, int], changes: dict[int, int], index: int, quantity: int) -> None:
+    if quantity:
+        side[index] = quantity
+    else:
+        side.pop(index, None)
+    changes[index] = quantity
+
+
+def book_section(
+    samples: Mapping[str, Sequence[tuple[Mapping[str, str], float]]],
+) -> dict[str, Any]:
+    """The ``book`` section of a load test's metrics.json, from the service's ``/metrics``.
+
+    Args:
+        samples: ``oraculo_trio.observe.report.parse_samples`` of an exposition.
+
+    Returns:
+        ``{"resyncs": int, "resyncs_by_reason": {reason: int}, "resync_seconds": {"p50",
+        "p99"}, "snapshots": {outcome: int}, "rest_weight_used": int, "symbols": {state:
+        int}}``; the quantiles are interpolated in the histogram's buckets (None when no
+        resync finished).
+    """
+
+    def by(name: str, label: str) -> dict[str, int]:
+        return {labels[label]: int(value) for labels, value in samples.get(name, ())}
+
+    resyncs = by("oraculo_book_resyncs_total", "reason")
+    buckets = histogram_buckets(samples, "oraculo_book_resync_seconds")  # type: ignore[arg-type]
+    weight = sum(value for _, value in samples.get("oraculo_rest_weight_used_total", ()))
+    return {
+        "resyncs": sum(resyncs.values()),
+        "resyncs_by_reason": resyncs,
+        "resync_seconds": {
+            "p50": histogram_quantile(0.5, buckets),
+            "p99": histogram_quantile(0.99, buckets),
+        },
+        "snapshots": by("oraculo_book_snapshot_requests_total", "outcome"),
+        "rest_weight_used": int(weight),
+        "symbols": by("oraculo_book_symbols", "state"),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Recorded sessions
+
+
+#: A capture session ends where the event time jumps by more than this (ms).
+SESSION_GAP_MS = 60_000
+
+
+def _load_jsonl(path: str | Path) -> list[Any]:
+    with open(path, encoding="utf-8") as lines:
+        return [json.loads(line) for line in lines if line.strip()]
+
+
+@attrs.define(eq=False)
+class RecordedBooks:
+    """Recorded diff sessions replayed once, with the REST snapshots recorded alongside.
+
+    A file may hold several capture sessions (split where ``E`` jumps by over a minute); a
+    snapshot belongs to the session and symbol whose diffs span its ``lastUpdateId + 1``, and
+    the REST server answers with the snapshot of the session being replayed. Only symbols
+    with a snapshot are played. Frames go out in file order, ``rate_per_s`` of them a second;
+    then nothing (``done``): a loop would be a gap the recording does not have.
+
+    Attributes:
+        diff_paths: ``{"stream", "data"}`` lines of ``@depth`` diffs.
+        snapshot_paths: ``GET /api/v3/depth`` bodies, one a line.
+        rate_per_s: frames per second.
+        retime: give each frame the tick's time as ``E`` (so a service finds it fresh).
+    """
+
+    diff_paths: Sequence[str | Path]
+    snapshot_paths: Sequence[str | Path]
+    rate_per_s: float = 200.0
+    retime: bool = True
+    frames: list[tuple[int, Frame]] = attrs.field(init=False, factory=list)
+    snapshots: dict[tuple[int, str], dict[str, Any]] = attrs.field(init=False, factory=dict)
+    _symbols: list[str] = attrs.field(init=False, factory=list)
+    _session: dict[str, int] = attrs.field(init=False, factory=dict)
+    _cursor: int = attrs.field(init=False, default=0)
+    _carry: float = attrs.field(init=False, default=0.0)
+
+    def __attrs_post_init__(self) -> None:
+        sessions: dict[tuple[int, str], list[dict[str, Any]]] = {}
+        recorded: list[tuple[int, Frame]] = []
+        session, previous = -1, None
+        for path in self.diff_paths:
+            for record in _load_jsonl(path):
+                data = record["data"]
+                if previous is None or abs(data["E"] - previous) > SESSION_GAP_MS:
+                    session += 1
+                previous = data["E"]
+                sessions.setdefault((session, data["s"]), []).append(data)
+                recorded.append((session, (record["stream"], data)))
+        for path in self.snapshot_paths:
+            for snapshot in _load_jsonl(path):
+                after = snapshot["lastUpdateId"] + 1
+                for key, diffs in sessions.items():
+                    if diffs[0]["U"] <= after <= diffs[-1]["u"]:
+                        self.snapshots[key] = snapshot
+        played = {symbol for _, symbol in self.snapshots}
+        self.frames = [(s, frame) for s, frame in recorded if frame[1]["s"] in played]
+        self._symbols = list(dict.fromkeys(frame[1]["s"] for _, frame in self.frames))
+
+    @property
+    def symbols(self) -> list[str]:
+        """The symbols played (those with a recorded snapshot), in first-seen order."""
+        return self._symbols
+
+    @property
+    def done(self) -> bool:
+        """Every frame has been played."""
+        return self._cursor >= len(self.frames)
+
+    def last_diffs(self) -> dict[str, dict[str, Any]]:
+        """The last recorded diff of each symbol played."""
+        return {frame[1]["s"]: frame[1] for _, frame in self.frames}
+
+    def tick(self, now: float, dt: float) -> list[Frame]:
+        """The next ``rate_per_s * dt`` recorded frames (fractions carried), none at the end."""
+        self._carry += self.rate_per_s * dt
+        count = int(self._carry + 1e-9)
+        self._carry -= count
+        out: list[Frame] = []
+        now_ms = int(now * 1000)
+        while count and self._cursor < len(self.frames):
+            session, (stream, data) = self.frames[self._cursor]
+            self._cursor += 1
+            count -= 1
+            self._session[data["s"]] = session
+            if self.retime:
+                data = {**data, "E": now_ms}
+            out.append((stream, data))
+        return out
+
+    def snapshot(self, symbol: str, limit: int) -> dict[str, Any] | None:
+        """The recorded snapshot of the session ``symbol`` is in (``limit`` levels a side)."""
+        session = self._session.get(symbol)
+        for (recorded_session, recorded_symbol), snapshot in self.snapshots.items():
+            if recorded_symbol == symbol and session in (None, recorded_session):
+                return {
+                    "lastUpdateId": snapshot["lastUpdateId"],
+                    "bids": snapshot["bids"][:limit],
+                    "asks": snapshot["asks"][:limit],
+                }
+        return None

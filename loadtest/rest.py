@@ -1,0 +1,294 @@
+"""The mock exchange's REST side: ``GET /api/v3/depth?symbol=X&limit=N``, as Binance serves it.
+
+trio-websocket's server only speaks WebSocket, so this is a small HTTP/1.1 server of its own
+(h11 over a trio listener, keep-alive), on its own port: ``MockExchange`` starts one when its
+market (or its ``snapshots`` argument) can give snapshots, and shows it as ``rest_url``.
+
+Like Binance:
+
+- a request weighs 5, 25, 50 or 250 by its ``limit`` (up to 100, 500, 1000, 5000; default
+  100); the weight of a fixed ``window`` (Binance: the calendar minute) is limited to
+  ``weight_limit`` (6000): past it, HTTP 429 with ``Retry-After`` (seconds to the window's
+  end) and the ``X-MBX-USED-WEIGHT-1M`` header on every answer;
+- a request during a ``Retry-After`` it was given is refused (429 again); more than
+  ``ban_after`` of them get the IP banned: HTTP 418 with ``Retry-After`` for ``ban_seconds``,
+  and every request until then too (Binance bans for "failing to back off after 429s");
+- errors are ``{"code": ..., "msg": ...}`` bodies (``-1121`` invalid symbol, ``-1100`` bad
+  parameter, ``-1003`` too much weight).
+
+Faults on command (tests and ``--faults 429,slow``): :meth:`RestServer.fail_next` answers the
+next requests with 429 (or 418) and a ``Retry-After``; ``delay`` (or a source's
+:meth:`SnapshotSource.rest_fault`) slows every snapshot down. Every request is recorded
+(:attr:`RestServer.requests`) so a test can check the weight a client spent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Protocol, runtime_checkable
+from urllib.parse import parse_qs, urlsplit
+
+import attrs
+import h11
+import trio
+
+from oraculo_trio.pipeline.snapshots import DEPTH_PATH, snapshot_weight
+
+LOGGER = logging.getLogger("oraculo_trio.loadtest.rest")
+
+_MAX_REQUEST_BYTES = 64 * 1024
+
+
+@attrs.frozen
+class RestFault:
+    """How to answer one request instead of normally: an error status with ``Retry-After``,
+    or the snapshot after ``delay`` seconds."""
+
+    status: int = 200
+    retry_after: float = 0.0
+    delay: float = 0.0
+
+
+@runtime_checkable
+class SnapshotSource(Protocol):
+    """What the REST server serves: depth snapshots by symbol."""
+
+    def snapshot(self, symbol: str, limit: int) -> dict[str, Any] | None:
+        """``{"lastUpdateId", "bids", "asks"}`` (at most ``limit`` levels a side, best first,
+        price and quantity strings), or None for a symbol it does not know."""
+        ...
+
+
+@attrs.frozen
+class RestRequest:
+    """One request as the server saw it (``at`` on the trio clock)."""
+
+    at: float
+    symbol: str
+    limit: int
+    weight: int
+    status: int
+
+
+@attrs.define(eq=False)
+class RestServer:
+    """A Binance-like ``/api/v3/depth`` endpoint over a :class:`SnapshotSource`.
+
+    Start it with ``await nursery.start(server.serve)``; then ``server.url`` is its base URL.
+
+    Attributes:
+        source: the snapshots.
+        weight_limit: weight allowed per ``window``.
+        window: seconds of one rate-limit window (fixed windows, as Binance's minutes).
+        ban_after: requests during a ``Retry-After`` tolerated before a ban (a client may
+            have sent some before the 429 reached it).
+        ban_seconds: how long a 418 ban lasts.
+        delay: seconds every snapshot answer waits (slow snapshots).
+        requests: every request answered, in order.
+    """
+
+    source: SnapshotSource
+    weight_limit: int = 6000
+    window: float = 60.0
+    ban_after: int = 2
+    ban_seconds: float = 120.0
+    delay: float = 0.0
+    url: str = attrs.field(init=False, default="")
+    port: int = attrs.field(init=False, default=0)
+    requests: list[RestRequest] = attrs.field(init=False, factory=list)
+    _faults: deque[RestFault] = attrs.field(init=False, factory=deque)
+    _window_start: float = attrs.field(init=False, default=-math.inf)
+    _window_used: int = attrs.field(init=False, default=0)
+    _retry_until: float = attrs.field(init=False, default=-math.inf)
+    _violations: int = attrs.field(init=False, default=0)
+    _banned_until: float = attrs.field(init=False, default=-math.inf)
+    _changed: trio.Event = attrs.field(init=False, factory=trio.Event)
+
+    async def serve(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        task_status: trio.TaskStatus[RestServer] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Listen and answer until cancelled.
+
+        Args:
+            host: interface to bind.
+            port: TCP port; 0 picks a free one (``url`` says which).
+            task_status: receives this server once it listens.
+
+        Cancellation: closes the listener and every connection.
+        """
+        listeners = await trio.open_tcp_listeners(port, host=host)
+        self.port = listeners[0].socket.getsockname()[1]
+        self.url = f"http://{host}:{self.port}"
+        async with trio.open_nursery() as nursery:
+            await nursery.start(trio.serve_listeners, self._connection, listeners)
+            task_status.started(self)
+
+    def fail_next(self, count: int = 1, status: int = 429, retry_after: float = 1.0) -> None:
+        """Answer the next ``count`` requests with ``status`` (429 or 418) and ``Retry-After``."""
+        for _ in range(count):
+            self._faults.append(RestFault(status, retry_after))
+
+    def weight_used(self, since: float = -math.inf) -> int:
+        """Weight of the requests answered (any status) at or after ``since``."""
+        return sum(r.weight for r in self.requests if r.at >= since)
+
+    def max_weight_in(self, seconds: float) -> int:
+        """The most weight any ``seconds``-long sliding window of requests holds."""
+        best = 0
+        start = 0
+        total = 0
+        requests = self.requests
+        for request in requests:
+            total += request.weight
+            while request.at - requests[start].at >= seconds:
+                total -= requests[start].weight
+                start += 1
+            best = max(best, total)
+        return best
+
+    def count(self, status: int | None = None) -> int:
+        """Requests answered with ``status`` (all of them when None)."""
+        return sum(1 for r in self.requests if status is None or r.status == status)
+
+    async def wait_for(self, predicate: Callable[[RestServer], bool]) -> None:
+        """Return once ``predicate(self)`` holds (checked after every request).
+
+        Cancellation: safe; put a ``trio.fail_after`` around it in tests.
+        """
+        while not predicate(self):
+            await self._changed.wait()
+
+    # -- HTTP -------------------------------------------------------------------------------
+
+    async def _connection(self, stream: trio.SocketStream) -> None:
+        connection = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_REQUEST_BYTES)
+        async with stream:
+            while True:
+                try:
+                    event = connection.next_event()
+                except h11.RemoteProtocolError:
+                    return
+                if event is h11.NEED_DATA:
+                    try:
+                        data = await stream.receive_some(65536)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        return
+                    connection.receive_data(data)
+                    continue
+                if isinstance(event, h11.Request):
+                    status, headers, body = await self._answer(event)
+                    try:
+                        await self._send(stream, connection, status, headers, body)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        return
+                elif isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
+                    if event is h11.PAUSED and connection.our_state is h11.DONE:
+                        try:
+                            connection.start_next_cycle()
+                        except h11.LocalProtocolError:
+                            return
+                        continue
+                    return
+
+    async def _send(
+        self,
+        stream: trio.SocketStream,
+        connection: h11.Connection,
+        status: int,
+        headers: list[tuple[str, str]],
+        body: bytes,
+    ) -> None:
+        headers = [
+            ("Content-Type", "application/json;charset=UTF-8"),
+            ("Content-Length", str(len(body))),
+            *headers,
+        ]
+        data = connection.send(h11.Response(status_code=status, headers=headers))
+        data += connection.send(h11.Data(data=body))
+        data += connection.send(h11.EndOfMessage())
+        await stream.send_all(data)
+
+    async def _answer(self, request: h11.Request) -> tuple[int, list[tuple[str, str]], bytes]:
+        target = urlsplit(request.target.decode("latin-1"))
+        if request.method != b"GET" or target.path != DEPTH_PATH:
+            return 404, [], _error(-1, "Not found")
+        query = parse_qs(target.query)
+        symbol = (query.get("symbol") or [""])[0]
+        try:
+            limit = int((query.get("limit") or ["100"])[0])
+            weight = snapshot_weight(limit)
+        except ValueError:
+            return 400, [], _error(-1100, "Illegal characters found in parameter 'limit'.")
+        now = trio.current_time()
+        status, headers, body, delay = self._decide(symbol, weight, now)
+        self.requests.append(RestRequest(now, symbol, limit, weight, status))
+        self._changed.set()
+        self._changed = trio.Event()
+        if body is None:
+            # Taken when answered, after any delay (a slow snapshot is as fresh as it comes).
+            await trio.sleep(delay)
+            snapshot = self.source.snapshot(symbol, limit)
+            if snapshot is None:
+                return 400, headers, _error(-1121, "Invalid symbol.")
+            body = _encode(snapshot)
+        return status, headers, body
+
+    def _decide(
+        self, symbol: str, weight: int, now: float
+    ) -> tuple[int, list[tuple[str, str]], bytes | None, float]:
+        """Status, headers, body (None: the snapshot, after the delay) for one request."""
+        if now < self._banned_until:
+            return 418, _retry(self._banned_until - now), _error(-1003, "IP banned."), 0.0
+        if now < self._retry_until:
+            # It did not wait for the Retry-After it was given.
+            self._violations += 1
+            if self._violations <= self.ban_after:
+                return 429, _retry(self._retry_until - now), _too_many(), 0.0
+            self._banned_until = now + self.ban_seconds
+            return 418, _retry(self.ban_seconds), _error(-1003, "IP banned."), 0.0
+        fault = self._faults.popleft() if self._faults else None
+        if fault is None:
+            rest_fault = getattr(self.source, "rest_fault", None)
+            fault = rest_fault(symbol) if callable(rest_fault) else None
+        if fault is not None and fault.status in (429, 418):
+            until = now + fault.retry_after
+            if fault.status == 418:
+                self._banned_until = until
+            else:
+                self._retry_until = until
+                self._violations = 0
+            return fault.status, _retry(fault.retry_after), _too_many(), 0.0
+        if now >= self._window_start + self.window:
+            self._window_start = now
+            self._window_used = 0
+        if self._window_used + weight > self.weight_limit:
+            self._retry_until = self._window_start + self.window
+            self._violations = 0
+            return 429, _retry(self._retry_until - now), _too_many(), 0.0
+        self._window_used += weight
+        headers = [("X-MBX-USED-WEIGHT-1M", str(self._window_used))]
+        return 200, headers, None, self.delay + (fault.delay if fault is not None else 0.0)
+
+
+def _error(code: int, msg: str) -> bytes:
+    return json.dumps({"code": code, "msg": msg}).encode()
+
+
+def _too_many() -> bytes:
+    return _error(-1003, "Too much request weight used; please use WebSocket Streams.")
+
+
+def _retry(seconds: float) -> list[tuple[str, str]]:
+    return [("Retry-After", str(max(0, math.ceil(seconds * 1000) / 1000)))]
+
+
+def _encode(snapshot: dict[str, Any] | None) -> bytes:
+    return json.dumps(snapshot, separators=(",", ":")).encode()

@@ -1,0 +1,3 @@
+-- oraculo-trio schema, version 2 (PostgreSQL): rules may inhibit others (the rule file's
+-- `inhibits` label matchers, as a JSON object).
+ALTER TABLE rules ADD COLUMN inhibits jsonb NOT NULL DEFAULT '{}';

@@ -1,0 +1,391 @@
+"""Book sync: Binance's procedure as a table, one case per branch, then a long random run."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from oraculo_trio.core.events import DepthDiff
+from oraculo_trio.core.sync import (
+    APPLY,
+    BUFFER,
+    BUFFER_RESTART,
+    CROSSED,
+    GAP,
+    LIVE,
+    OLD,
+    SNAPSHOT_APPLIED,
+    SNAPSHOT_IGNORED,
+    SNAPSHOT_STALE,
+    SYNCING,
+    TRANSITIONS,
+    BookSync,
+    merge_depth,
+    next_state,
+)
+from oraculo_trio.errors import IllegalTransition
+
+BIDS = ((100.0, 1.0), (99.0, 2.0))
+ASKS = ((101.0, 1.0), (102.0, 2.0))
+
+
+def diff(first: int, last: int, bids=(), asks=(), at: float = 0.0) -> DepthDiff:
+    return DepthDiff("X", first, last, tuple(bids), tuple(asks), None, at, 0.0)
+
+
+def snap(last_update_id: int, request_id: int | None = None, bids=BIDS, asks=ASKS) -> tuple:
+    return ("snap", last_update_id, request_id, bids, asks)
+
+
+def feed(sync: BookSync, inputs: list, now: float = 0.0):
+    """Feed diffs and snapshots (a snapshot answers the latest request unless told)."""
+    step = None
+    for item in inputs:
+        if isinstance(item, DepthDiff):
+            step = sync.on_diff(item, now)
+        else:
+            _, last_update_id, request_id, bids, asks = item
+            request_id = sync.request_id if request_id is None else request_id
+            step = sync.on_snapshot(request_id, last_update_id, bids, asks, now)
+    return step
+
+
+LIVE_AT_15 = [diff(10, 12), diff(13, 15), snap(15)]  # live, local id 15, book BIDS/ASKS
+
+# (name, max_buffered, inputs, expected step fields, expected sync fields)
+CASES = [
+    (
+        "first diff is buffered and asks for a snapshot",
+        1000,
+        [diff(10, 12)],
+        {"signal": BUFFER, "state": SYNCING, "request": 1, "superseded": 0},
+        {"buffer": [10], "first_update_id": 10, "depth": (0, 0)},
+    ),
+    (
+        "a following diff is buffered without asking again",
+        1000,
+        [diff(10, 12), diff(13, 15)],
+        {"signal": BUFFER, "state": SYNCING, "request": None},
+        {"buffer": [10, 13], "first_update_id": 10},
+    ),
+    (
+        "syncing: a diff the buffer holds already is superseded",
+        1000,
+        [diff(10, 12), diff(11, 12)],
+        {"signal": OLD, "state": SYNCING, "superseded": 1},
+        {"buffer": [10]},
+    ),
+    (
+        "syncing: a gap restarts the buffer at the later diff",
+        1000,
+        [diff(10, 12), diff(13, 15), diff(20, 22)],
+        {"signal": BUFFER_RESTART, "state": SYNCING, "superseded": 2, "request": None},
+        {"buffer": [20], "first_update_id": 20},
+    ),
+    (
+        "a full buffer supersedes its oldest diff",
+        2,
+        [diff(1, 1), diff(2, 2), diff(3, 3)],
+        {"signal": BUFFER, "superseded": 1},
+        {"buffer": [2, 3], "first_update_id": 2},
+    ),
+    (
+        "snapshot older than the first buffered U: fetch it again",
+        1000,
+        [diff(10, 12), snap(8)],
+        {"signal": SNAPSHOT_STALE, "state": SYNCING, "resync": SNAPSHOT_STALE, "request": 2},
+        {"buffer": [10], "depth": (0, 0), "resyncs": 1},
+    ),
+    (
+        "snapshot: buffered u <= lastUpdateId superseded, the rest applied, live",
+        1000,
+        [diff(10, 12), diff(13, 15), diff(16, 18, bids=[(99.0, 0.0)]), snap(15)],
+        {"signal": SNAPSHOT_APPLIED, "state": LIVE, "superseded": 2, "applied": [16]},
+        {"buffer": [], "local": 18, "bids": ((100.0, 1.0),), "asks": ASKS},
+    ),
+    (
+        "snapshot inside the first buffered diff: that diff applies",
+        1000,
+        [diff(10, 12, asks=[(101.0, 5.0)]), snap(11)],
+        {"signal": SNAPSHOT_APPLIED, "state": LIVE, "superseded": 0, "applied": [10]},
+        {"local": 12, "asks": ((101.0, 5.0), (102.0, 2.0))},
+    ),
+    (
+        "a snapshot for another request is ignored",
+        1000,
+        [diff(10, 12), snap(15, request_id=7)],
+        {"signal": SNAPSHOT_IGNORED, "state": SYNCING},
+        {"buffer": [10], "requested": True},
+    ),
+    (
+        "a snapshot while live is ignored",
+        1000,
+        [*LIVE_AT_15, snap(30, request_id=1)],
+        {"signal": SNAPSHOT_IGNORED, "state": LIVE},
+        {"local": 15},
+    ),
+    (
+        "a snapshot that is crossed resyncs at once, keeping the buffer",
+        1000,
+        [diff(10, 12), diff(13, 15), snap(12, bids=((101.0, 1.0),))],
+        {"signal": SNAPSHOT_APPLIED, "state": SYNCING, "resync": CROSSED, "request": 2},
+        {"buffer": [13], "depth": (0, 0)},
+    ),
+    (
+        "a replayed diff that crosses resyncs; the diffs replayed before it are superseded",
+        1000,
+        [diff(10, 12), diff(13, 15), diff(16, 16, bids=[(101.5, 1.0)]), snap(12)],
+        {"signal": SNAPSHOT_APPLIED, "state": SYNCING, "resync": CROSSED, "superseded": 3},
+        {"buffer": [], "depth": (0, 0), "requested": False},
+    ),
+    (
+        "live: u <= local id is ignored",
+        1000,
+        [*LIVE_AT_15, diff(14, 15)],
+        {"signal": OLD, "state": LIVE, "superseded": 1},
+        {"local": 15},
+    ),
+    (
+        "live: the next diff applies; quantity 0 removes the level",
+        1000,
+        [*LIVE_AT_15, diff(16, 17, bids=[(100.0, 0.0)], asks=[(101.0, 3.0)])],
+        {"signal": APPLY, "state": LIVE},
+        {"local": 17, "bids": ((99.0, 2.0),), "asks": ((101.0, 3.0), (102.0, 2.0))},
+    ),
+    (
+        "live: a diff straddling the local id applies",
+        1000,
+        [*LIVE_AT_15, diff(14, 17, asks=[(103.0, 1.0)])],
+        {"signal": APPLY, "state": LIVE},
+        {"local": 17, "asks": (*ASKS, (103.0, 1.0))},
+    ),
+    (
+        "live: U > local id + 1 resyncs the symbol and buffers the diff",
+        1000,
+        [*LIVE_AT_15, diff(18, 19)],
+        {"signal": GAP, "state": SYNCING, "resync": GAP, "request": 2},
+        {"buffer": [18], "first_update_id": 18, "depth": (0, 0), "resyncs": 1},
+    ),
+    (
+        "live: a diff that crosses the book resyncs it; the next diff asks",
+        1000,
+        [*LIVE_AT_15, diff(16, 16, bids=[(101.0, 1.0)])],
+        {"signal": CROSSED, "state": SYNCING, "resync": CROSSED, "superseded": 1},
+        {"buffer": [], "depth": (0, 0), "requested": False},
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("max_buffered", "inputs", "step_fields", "sync_fields"),
+    [case[1:] for case in CASES],
+    ids=[case[0] for case in CASES],
+)
+def test_procedure(max_buffered: int, inputs: list, step_fields: dict, sync_fields: dict) -> None:
+    sync = BookSync("X", max_buffered)
+    step = feed(sync, inputs)
+    for field, expected in step_fields.items():
+        actual = getattr(step, field)
+        if field == "applied":
+            actual = [d.first_update_id for d in actual]
+        assert actual == expected, (field, step)
+    assert sync.state == step.state
+    views = {
+        "buffer": lambda: [d.first_update_id for d in sync.buffer],
+        "first_update_id": lambda: sync.first_update_id,
+        "depth": lambda: sync.book.depth,
+        "local": lambda: sync.book.last_update_id,
+        "bids": lambda: sync.book.levels("bid"),
+        "asks": lambda: sync.book.levels("ask"),
+        "resyncs": lambda: sync.resyncs,
+        "requested": lambda: sync.requested,
+    }
+    for field, expected in sync_fields.items():
+        assert views[field]() == expected, field
+
+
+def test_a_crossed_book_asks_with_its_next_diff() -> None:
+    sync = BookSync("X")
+    feed(sync, [*LIVE_AT_15, diff(16, 16, bids=[(101.0, 1.0)])])
+    step = sync.on_diff(diff(17, 18), 1.0)
+    assert (step.signal, step.request) == (BUFFER, 2)
+
+
+def test_sync_time_is_reported_for_a_resync_not_the_first_sync() -> None:
+    sync = BookSync("X")
+    feed(sync, [diff(10, 12)], now=1.0)
+    first = feed(sync, [snap(12)], now=1.5)
+    assert (first.synced_after, first.initial) == (0.5, True)
+    feed(sync, [diff(20, 21)], now=10.0)  # gap
+    feed(sync, [diff(22, 22)], now=11.0)
+    stale = feed(sync, [snap(19)], now=12.0)  # older than U=20: fetch again, same sync
+    assert stale.signal == SNAPSHOT_STALE
+    done = feed(sync, [snap(21)], now=13.0)
+    assert (done.state, done.synced_after, done.initial) == (LIVE, 3.0, False)
+    assert [d.first_update_id for d in done.applied] == [22]
+
+
+def test_every_state_and_signal_pair_not_in_the_table_is_illegal() -> None:
+    assert next_state(LIVE, GAP) == SYNCING
+    with pytest.raises(IllegalTransition, match=r"'live'.*'buffer'"):
+        next_state(LIVE, BUFFER)
+    assert set(TRANSITIONS.values()) == {SYNCING, LIVE}
+
+
+def test_discard_forgets_the_buffer() -> None:
+    sync = BookSync("X")
+    feed(sync, [diff(1, 1), diff(2, 2)])
+    assert sync.discard() == 2
+    assert not sync.buffer
+
+
+# --------------------------------------------------------------------------------------
+# Merging diffs that wait while a shard channel is full
+
+
+def merged(a: DepthDiff, b: DepthDiff) -> DepthDiff:
+    result = merge_depth(a, b)
+    assert isinstance(result, DepthDiff)
+    return result
+
+
+MERGES = [
+    (
+        "contiguous: one diff spanning both, the later level wins",
+        diff(1, 2, bids=[(10.0, 1.0), (9.0, 1.0)]),
+        diff(3, 4, bids=[(10.0, 0.0)], asks=[(11.0, 2.0)]),
+        (1, 4, {10.0: 0.0, 9.0: 1.0}, {11.0: 2.0}),
+    ),
+    (
+        "arriving in reverse order: ordered by update id",
+        diff(3, 4, bids=[(10.0, 5.0)]),
+        diff(1, 2, bids=[(10.0, 1.0), (8.0, 1.0)]),
+        (1, 4, {10.0: 5.0, 8.0: 1.0}, {}),
+    ),
+    (
+        "a duplicate changes nothing",
+        diff(1, 2, asks=[(11.0, 1.0)]),
+        diff(1, 2, asks=[(11.0, 1.0)]),
+        (1, 2, {}, {11.0: 1.0}),
+    ),
+    (
+        "a gap between them: the later one alone (its book resyncs)",
+        diff(1, 2, bids=[(10.0, 1.0)]),
+        diff(5, 6, asks=[(11.0, 1.0)]),
+        (5, 6, {}, {11.0: 1.0}),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "want"), [m[1:] for m in MERGES], ids=[m[0] for m in MERGES]
+)
+def test_merge_depth(old: DepthDiff, new: DepthDiff, want: tuple) -> None:
+    result = merged(old, new)
+    first, last, bids, asks = want
+    assert (result.first_update_id, result.final_update_id) == (first, last)
+    assert dict(result.bids) == bids
+    assert dict(result.asks) == asks
+    assert len(result.bids) == len(bids)  # each price once
+
+
+def test_merge_keeps_the_newest_message_of_other_kinds() -> None:
+    assert merge_depth("old", "new") == "new"
+    assert merge_depth(diff(1, 1), "new") == "new"
+
+
+def test_a_merged_diff_gives_the_book_the_two_diffs_give() -> None:
+    rng = random.Random(5)
+    for _ in range(200):
+        levels = [(float(p), float(rng.choice([0, 1, 2]))) for p in rng.sample(range(1, 30), 8)]
+        a = diff(11, 13, bids=levels[:4])
+        b = diff(14, 15, bids=levels[4:] + levels[:1])
+        one, two = BookSync("X"), BookSync("X")
+        for sync, diffs in ((one, [a, b]), (two, [merged(a, b)])):
+            feed(sync, [diffs[0], snap(10, bids=(), asks=((100.0, 1.0),)), *diffs[1:]])
+        assert one.book.levels("bid") == two.book.levels("bid")
+
+
+# --------------------------------------------------------------------------------------
+# A long random run against a true book
+
+
+def test_random_run_with_faults_ends_equal_to_the_true_book() -> None:
+    """Drops, duplicates, swaps and delayed snapshots: whenever the sync is live its book is
+    the true book as of its local id, and after a clean tail it is the true book."""
+    rng = random.Random(7)
+    true_bids: dict[float, float] = {float(p): 1.0 for p in range(90, 100)}
+    true_asks: dict[float, float] = {float(p): 1.0 for p in range(101, 111)}
+    history: dict[int, tuple] = {}
+    sync = BookSync("X", max_buffered=50)
+    update_id = 0
+    pending_snapshot: tuple[int, int] | None = None  # (request id, answer after n diffs)
+    held: DepthDiff | None = None
+    checked = resynced = 0
+
+    def state() -> tuple:
+        return (
+            tuple(sorted(true_bids.items(), reverse=True)),
+            tuple(sorted(true_asks.items())),
+        )
+
+    def handle(step) -> None:
+        nonlocal pending_snapshot, resynced
+        if step.request is not None:
+            pending_snapshot = (step.request, rng.randint(0, 8))
+        if step.resync is not None:
+            resynced += 1
+
+    for n in range(10_000):
+        faults = n < 9_900
+        bids: list = []
+        asks: list = []
+        for _ in range(rng.randint(1, 4)):
+            if rng.random() < 0.5:
+                price = float(rng.randint(90, 99))
+                qty = float(rng.choice([0, 1, 2, 3]))
+                bids.append((price, qty))
+                true_bids.pop(price, None) if not qty else true_bids.__setitem__(price, qty)
+            else:
+                price = float(rng.randint(101, 110))
+                qty = float(rng.choice([0, 1, 2, 3]))
+                asks.append((price, qty))
+                true_asks.pop(price, None) if not qty else true_asks.__setitem__(price, qty)
+        first = update_id + 1
+        update_id += len(bids) + len(asks)
+        history[update_id] = state()
+        event = diff(first, update_id, bids, asks)
+        roll = rng.random() if faults else 1.0
+        out: list[DepthDiff] = []
+        if roll < 0.01:
+            pass  # lost
+        elif roll < 0.02:
+            out = [event, event]
+        elif roll < 0.03 and held is None:
+            held = event
+        else:
+            out = [event]
+            if held is not None:
+                out.append(held)
+                held = None
+        for item in out:
+            handle(sync.on_diff(item, float(n)))
+            if sync.state == LIVE:
+                assert (sync.book.levels("bid"), sync.book.levels("ask")) == history[
+                    sync.book.last_update_id
+                ]
+                checked += 1
+        if pending_snapshot is not None:
+            request_id, wait = pending_snapshot
+            if wait == 0:
+                pending_snapshot = None
+                bids_now, asks_now = state()
+                handle(sync.on_snapshot(request_id, update_id, bids_now, asks_now, float(n)))
+            else:
+                pending_snapshot = (request_id, wait - 1)
+    assert sync.state == LIVE
+    assert sync.book.last_update_id == update_id
+    assert (sync.book.levels("bid"), sync.book.levels("ask")) == state()
+    assert resynced > 50
+    assert checked > 8_000

@@ -1,0 +1,244 @@
+"""The open-loop generator: its schedule, its frames, and its real-time loop on a mock clock."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+
+import msgspec
+import pytest
+import trio
+import trio.testing
+
+from loadtest.generator import (
+    SPIKE_LEVEL,
+    WIDE_SPREAD_BPS,
+    Generator,
+    GeneratorSpec,
+    LoadMarket,
+    MarketSource,
+    Schedule,
+    build_source,
+    parse_distribution,
+)
+from loadtest.markets import Frame, RandomWalkMarket, synthetic_symbols
+from oraculo_trio.core.events import DepthSnapshot, Trade
+from oraculo_trio.feeds.binance import BinanceDecoder
+
+WALL = 1_700_000_000.0
+
+
+def window_count(schedule: Schedule, start: float, end: float) -> int:
+    return sum(b.count for b in schedule.bursts() if start <= b.offset + 1e-9 < end)
+
+
+@pytest.mark.parametrize("rate", [1.0, 7.3, 500.0, 1500.0, 20_000.0, 33_333.3])
+def test_any_whole_window_of_bursts_holds_exactly_the_rate(rate: float) -> None:
+    schedule = Schedule(rate=rate, duration=10.0, warmup=1.0, tick=0.1)
+    for start, end in ((0.0, 11.0), (1.0, 11.0), (2.5, 7.5), (3.0, 4.0)):
+        assert window_count(schedule, start, end) in (
+            math.floor(rate * end) - math.floor(rate * start),
+            math.floor(rate * end + 1e-6) - math.floor(rate * start + 1e-6),
+        )
+    assert schedule.measured_count() == math.floor(rate * 11.0 + 1e-9) - math.floor(rate + 1e-9)
+    assert abs(schedule.measured_count() - rate * 10.0) <= 1
+
+
+def test_bursts_are_due_every_tick_with_their_phase() -> None:
+    schedule = Schedule(rate=1000.0, duration=2.0, warmup=1.0, ramp=1.0, tick=0.1)
+    bursts = list(schedule.bursts())
+    assert len(bursts) == 40
+    assert [b.offset for b in bursts[:3]] == pytest.approx([0.0, 0.1, 0.2])
+    phases = [b.phase for b in bursts]
+    assert phases == ["ramp"] * 10 + ["warmup"] * 10 + ["measure"] * 20
+    # The ramp is linear from 0: half the full rate's messages, growing burst by burst.
+    ramp = [b.count for b in bursts[:10]]
+    assert sum(ramp) == 500
+    assert ramp == sorted(ramp)
+    assert ramp[0] < ramp[-1]
+    assert all(b.count == 100 for b in bursts[10:])
+    assert schedule.end_offset() == pytest.approx(4.0)
+
+
+def test_batch_sets_the_burst_size_and_the_period() -> None:
+    spec = GeneratorSpec(rate=1500.0, batch=64, duration=2.0, warmup=0.0)
+    schedule = spec.schedule()
+    assert schedule.tick == pytest.approx(64 / 1500)
+    counts = [b.count for b in schedule.bursts()]
+    assert set(counts[:-1]) == {64}  # the last one ends with the schedule
+    assert schedule.measured_count() == sum(counts) == 3000
+
+
+def test_bad_schedules_and_distributions_are_refused() -> None:
+    with pytest.raises(ValueError, match="rate"):
+        Schedule(rate=0.0, duration=1.0)
+    with pytest.raises(ValueError, match="warmup"):
+        Schedule(rate=1.0, duration=1.0, warmup=-1.0)
+    assert parse_distribution("uniform") is None
+    assert parse_distribution("zipf:1.2") == pytest.approx(1.2)
+    for bad in ("zipf", "zipf:0", "zipf:x", "pareto:1"):
+        with pytest.raises(ValueError, match="distribution"):
+            parse_distribution(bad)
+    with pytest.raises(ValueError, match="stream"):
+        build_source(GeneratorSpec(stream="nope"))
+
+
+def decode_all(frames: Iterable[Frame]) -> list[object]:
+    decoder = BinanceDecoder()
+    events = []
+    for stream, payload in frames:
+        envelope = msgspec.json.encode({"stream": stream, "data": payload})
+        events.append(decoder.decode(envelope, 0.0, WALL))
+    return events
+
+
+def test_depth_frames_carry_seq_per_stream_and_e_unless_faithful() -> None:
+    market = LoadMarket(synthetic_symbols(5), levels=10, alert_period=None)
+    frames = [f for tick in range(20) for f in market.frames(12, int(WALL * 1000) + tick * 100)]
+    seqs: dict[str, list[int]] = defaultdict(list)
+    for stream, payload in frames:
+        assert stream.endswith("@depth10@100ms")
+        assert len(payload["bids"]) == len(payload["asks"]) == 10
+        assert payload["E"] >= int(WALL * 1000)
+        seqs[stream].append(payload["seq"])
+    for numbers in seqs.values():
+        assert numbers == list(range(1, len(numbers) + 1))
+    # The service decodes them: E becomes the event time, seq is ignored.
+    events = decode_all(frames[:5])
+    assert all(isinstance(e, DepthSnapshot) and e.event_time_ms is not None for e in events)
+    faithful = LoadMarket(synthetic_symbols(2), faithful=True, alert_period=None)
+    assert all("E" not in payload for _, payload in faithful.frames(4, 0))
+    assert all(e.event_time_ms is None for e in decode_all(faithful.frames(4, 0)))
+
+
+def test_mixed_frames_keep_the_trade_ratio_exactly_and_decode() -> None:
+    market = LoadMarket(synthetic_symbols(10), trade_ratio=0.2, alert_period=None)
+    frames = [f for tick in range(50) for f in market.frames(37, tick * 100)]
+    trades = [payload for stream, payload in frames if stream.endswith("@trade")]
+    assert abs(len(trades) - 0.2 * len(frames)) <= 1
+    assert market.depth_kinds == ("depth20",)
+    assert market.trade_kinds == ("trade",)
+    events = decode_all(frames)
+    assert not [e for e in events if not isinstance(e, DepthSnapshot | Trade)]
+    by_symbol: dict[str, list[int]] = defaultdict(list)
+    for payload in trades:
+        by_symbol[payload["s"]].append(payload["seq"])
+    assert all(seq == list(range(1, len(seq) + 1)) for seq in by_symbol.values())
+
+
+def test_distributions() -> None:
+    uniform = LoadMarket(synthetic_symbols(4), alert_period=None)
+    counts = Counter(stream for stream, _ in uniform.frames(400, 0))
+    assert set(counts.values()) == {100}
+    zipf = LoadMarket(synthetic_symbols(20), distribution="zipf:1.2", alert_period=None, seed=3)
+    counts = Counter(stream for stream, _ in zipf.frames(20_000, 0))
+    first, last = counts["sym000usdt@depth20@100ms"], counts["sym019usdt@depth20@100ms"]
+    assert first > 10 * last > 0
+
+
+def spread_bps(payload: dict) -> float:
+    bid, ask = float(payload["bids"][0][0]), float(payload["asks"][0][0])
+    return (ask - bid) / ((ask + bid) / 2) * 10_000
+
+
+def test_alert_frames_come_once_per_period_whatever_the_rate() -> None:
+    for rate_per_burst in (5, 500):
+        market = LoadMarket(synthetic_symbols(10), alert_period=0.5)
+        wide = 0
+        for tick in range(30):  # 3 s of 100 ms bursts
+            for _, payload in market.frames(rate_per_burst, tick * 100):
+                if spread_bps(payload) > WIDE_SPREAD_BPS:
+                    wide += 1
+                else:
+                    assert spread_bps(payload) < WIDE_SPREAD_BPS / 2
+        assert wide == market.alerts_sent == 5
+    trades = LoadMarket(synthetic_symbols(3), trade_ratio=1.0, alert_period=0.5)
+    prices = [float(p["p"]) for tick in range(10) for _, p in trades.frames(10, tick * 100)]
+    assert sum(price > SPIKE_LEVEL for price in prices) == 1
+    assert max(price for price in prices if price < SPIKE_LEVEL) < SPIKE_LEVEL / 10
+
+
+def test_a_tick_based_market_plugs_in_through_market_source() -> None:
+    inner = RandomWalkMarket(synthetic_symbols(3), 100.0, trade_ratio=0.5)
+    source = MarketSource(inner, depth_kinds=("depth20",), trade_kinds=("trade",))
+    frames = source.frames(7, 123_000) + source.frames(25, 123_100)
+    assert len(frames) == 32
+    seqs: dict[str, list[int]] = defaultdict(list)
+    for stream, payload in frames:
+        seqs[stream].append(payload["seq"])
+        assert "E" in payload
+    assert all(seq == list(range(1, len(seq) + 1)) for seq in seqs.values())
+    assert source.symbols == inner.symbols
+
+
+class RecordingPublisher:
+    """Records when each burst is published; a burst can be made slow on purpose."""
+
+    def __init__(self, slow: dict[int, float] | None = None) -> None:
+        self.frames_sent = 0
+        self.bursts: list[tuple[float, int, set[int]]] = []
+        self.slow = slow or {}
+
+    async def publish(self, frames: Iterable[Frame]) -> None:
+        index = len(self.bursts)
+        frames = list(frames)
+        stamps = {payload["E"] for _, payload in frames}
+        self.bursts.append((trio.current_time(), len(frames), stamps))
+        if index in self.slow:
+            await trio.sleep(self.slow[index])
+        self.frames_sent += len(frames)
+
+
+async def test_bursts_go_out_on_schedule_with_e_the_scheduled_time(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    schedule = Schedule(rate=1000.0, duration=1.0, warmup=0.5, tick=0.1)
+    market = LoadMarket(synthetic_symbols(5), alert_period=None)
+    publisher = RecordingPublisher()
+    events: list[dict] = []
+    generator = Generator(
+        schedule, market, publisher, wall_clock=lambda: WALL, on_event=events.append
+    )
+    start = trio.current_time()
+    with trio.fail_after(10):
+        result = await generator.run()
+    assert [round(t - start, 6) for t, _, _ in publisher.bursts] == [
+        round(0.1 * k, 6) for k in range(15)
+    ]
+    for k, (_, count, stamps) in enumerate(publisher.bursts):
+        assert count == 100
+        assert stamps == {int((WALL + 0.1 * k) * 1000)}
+    assert [e["phase"] for e in events] == ["warmup", "measure", "done"]
+    assert result.generated == {"ramp": 0, "warmup": 500, "measure": 1000}
+    assert result.window_sent == result.expected == 1000
+    assert result.late_bursts == 0
+    assert result.lateness["measure"]["max"] == 0.0
+
+
+async def test_a_slow_publish_is_caught_up_and_its_lateness_recorded(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # Burst 3 blocks for 0.35 s (the service pushing back): bursts 4-6 become due meanwhile;
+    # they go out at once, back to back, still stamped with their scheduled times.
+    schedule = Schedule(rate=100.0, duration=1.0, tick=0.1)
+    publisher = RecordingPublisher(slow={3: 0.35})
+    generator = Generator(
+        schedule,
+        LoadMarket(synthetic_symbols(2), alert_period=None),
+        publisher,
+        wall_clock=lambda: WALL,
+    )
+    start = trio.current_time()
+    with trio.fail_after(10):
+        result = await generator.run()
+    times = [round(t - start, 6) for t, _, _ in publisher.bursts]
+    assert times[:4] == [0.0, 0.1, 0.2, 0.3]
+    assert times[4:7] == [0.65, 0.65, 0.65]
+    assert times[7:] == [0.7, 0.8, 0.9]
+    assert [stamps for _, _, stamps in publisher.bursts][5] == {int((WALL + 0.5) * 1000)}
+    lateness = result.lateness["measure"]
+    assert lateness["max"] == pytest.approx(0.35)
+    assert result.late_bursts == 3  # bursts 3, 4 and 5 ended more than a tick late
+    # Every message still went out within the window: the rate is kept.
+    assert result.window_sent == result.expected == 100

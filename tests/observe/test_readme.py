@@ -1,0 +1,37 @@
+"""The README documents every metric and walks through every query of the plan's runbook."""
+
+from __future__ import annotations
+
+from oraculo_trio.observe.catalog import TABLE_END, TABLE_START, metric_catalog, replace_table
+from tests.observe.prometheus_testing import REPO, plan_queries
+
+README = REPO / "README.md"
+
+
+def section(text: str, title: str) -> str:
+    return text.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def test_the_readme_lists_every_metric_with_its_type_and_labels() -> None:
+    text = README.read_text(encoding="utf-8")
+    table = text.split(TABLE_START, 1)[1].split(TABLE_END, 1)[0]
+    missing = []
+    for info in metric_catalog():
+        labels = ", ".join(f"`{label}`" for label in info.labels) or "-"
+        if f"| `{info.name}` | {info.type} | {labels} |" not in table:
+            missing.append(info.name)
+    assert not missing, (
+        f"README.md does not list {missing}: run python -m oraculo_trio.observe.catalog "
+        "--readme README.md"
+    )
+
+
+def test_the_runbook_walks_through_every_plan_query() -> None:
+    runbook = section(README.read_text(encoding="utf-8"), "Runbook: is it CPU-bound or GIL-bound?")
+    for expr in plan_queries():
+        assert f"`{expr}`" in runbook, expr
+
+
+def test_the_table_is_replaced_between_its_markers_only() -> None:
+    text = f"before\n{TABLE_START}\nold\n{TABLE_END}\nafter\n"
+    assert replace_table(text, "new") == f"before\n{TABLE_START}\nnew\n{TABLE_END}\nafter\n"

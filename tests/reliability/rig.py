@@ -1,0 +1,351 @@
+"""The scenarios' test rig: the whole service in this process, under load from the load
+generator's market, and the two checks every scenario ends with.
+
+:func:`loaded_service` starts a :class:`~loadtest.exchange.MockExchange` publishing a
+:class:`~loadtest.generator.LoadMarket` (partial books and trades at ``rate`` messages per
+second, with the generator's alert frames) and the service reading it with rules that keep
+the store busy: ``flappy`` (fires on every tenth trade of a symbol, resolves on the next)
+and the load test's own (wide spread, price spike).
+
+The checks (:func:`check`):
+
+- the accounting: ``received = evaluated + dropped (every reason) + bad frames``, i.e.
+  ``ServiceMetrics.accounting()["unaccounted"] == 0`` once the service has stopped;
+- every alert transition raised is in the store exactly once: as many ``alert_events`` rows
+  as transitions raised, each (rule, symbol) history gap-free and in order
+  (``firing #1, resolved #1, firing #2, ...`` with ``at`` never going back), no (rule,
+  symbol, fire count, state) twice, and ``rule_alerts`` agreeing with the last event.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from loadtest.exchange import ExchangeSettings, MockExchange
+from loadtest.generator import SPIKE_LEVEL, WIDE_SPREAD_BPS, LoadMarket
+from oraculo_trio.core.alerts import FIRING, RESOLVED
+from oraculo_trio.core.rules import CompiledRule, parse_rules
+from oraculo_trio.observe.metrics import ServiceMetrics
+from oraculo_trio.pipeline.service import ServiceHandle, run_service
+from oraculo_trio.settings import Settings, resolve_rule_class
+from oraculo_trio.store.base import open_store
+from oraculo_trio.testing import service_settings
+from tests.reliability.report import Figures
+
+SYMBOLS = ("BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT")
+
+RULE_ENTRIES: tuple[dict[str, Any], ...] = (
+    {"id": "flappy", "kind": "tests.e2e.flappy:EveryTenthTrade", "trigger": "every_time"},
+    {
+        "id": "wide-spread",
+        "kind": "spread_above_bps",
+        "params": {"bps": WIDE_SPREAD_BPS},
+        "trigger": "every_time",
+    },
+    {
+        "id": "price-spike",
+        "kind": "crossing",
+        "params": {"level": SPIKE_LEVEL},
+        "trigger": "every_time",
+    },
+)
+
+
+def load_rules(entries: Sequence[Mapping[str, Any]] = RULE_ENTRIES) -> list[CompiledRule]:
+    """The rules of the rig (none has ``for``, so histories alternate firing/resolved)."""
+    return parse_rules({"rule": [dict(e) for e in entries]}, resolve_rule_class)
+
+
+def sample(metrics: ServiceMetrics, name: str, **labels: str) -> float:
+    """One sample of the service's registry (0 when absent)."""
+    return metrics.inner.get_sample_value(name, labels) or 0.0
+
+
+def transitions_raised(metrics: ServiceMetrics) -> int:
+    """Alert transitions the service's rules raised (each goes to the store)."""
+    return int(
+        sum(
+            sample(metrics, "oraculo_alert_transitions_total", state=state)
+            for state in ("pending", "firing", "resolved", "inactive")
+        )
+    )
+
+
+def reconnects(metrics: ServiceMetrics, reason: str) -> int:
+    """Feed reconnects for ``reason`` over both streams."""
+    return int(
+        sum(
+            sample(metrics, "oraculo_feed_reconnects_total", stream=stream, reason=reason)
+            for stream in ("depth", "trade")
+        )
+    )
+
+
+@attrs.define(eq=False)
+class Rig:
+    """A running exchange and service (see :func:`loaded_service`)."""
+
+    exchange: MockExchange
+    market: LoadMarket
+    handle: ServiceHandle
+    settings: Settings
+    database_url: str
+    nursery: trio.Nursery
+
+    @property
+    def metrics(self) -> ServiceMetrics:
+        return self.handle.metrics
+
+    def received(self) -> int:
+        return self.metrics.accounting()["received"]
+
+    async def wait_received(self, more: int) -> None:
+        """Wait until ``more`` further frames were read (polled: counters have no event)."""
+        target = self.received() + more
+        while self.received() < target:
+            await trio.sleep(0.01)
+
+    async def wait_connected(self) -> None:
+        """Wait until every feed connection is up and subscribed at the exchange."""
+        await self.handle.wait_connected()
+        for symbol in self.market.symbols:
+            lower = symbol.lower()
+            await self.exchange.wait_for_subscribers(f"{lower}@trade")
+            await self.exchange.wait_for_subscribers(f"{lower}@depth20@100ms")
+
+    async def wait_reconnected(self, accepted_before: int) -> None:
+        """Wait until both feed connections were accepted again and data flows."""
+        await self.exchange.wait_for_accepted(accepted_before + len(self.handle.connections))
+        await self.handle.wait_connected()
+        await self.wait_received(10)
+
+    async def wait_transitions(self, more: int) -> None:
+        """Wait until ``more`` further alert transitions were raised."""
+        target = transitions_raised(self.metrics) + more
+        while transitions_raised(self.metrics) < target:
+            await trio.sleep(0.01)
+
+
+@asynccontextmanager
+async def loaded_service(
+    tmp_path: Path,
+    rate: float,
+    *,
+    database_url: str | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+    sinks: Sequence[Any] = (),
+    rules: Sequence[CompiledRule] | None = None,
+    symbols: Sequence[str] = SYMBOLS,
+    exchange_settings: ExchangeSettings | None = None,
+    feed_url: Any = None,
+    on_exchange: Any = None,
+    wait_connected: bool = True,
+) -> AsyncIterator[Rig]:
+    """The mock exchange publishing load at ``rate`` msg/s, and the service reading it.
+
+    Args:
+        database_url: the store (default: a SQLite file in ``tmp_path``).
+        overrides: configuration ``{section: {key: value}}`` on top of the test settings.
+        sinks: notification sinks.
+        rules: default :func:`load_rules`.
+        feed_url: ``feed_url(exchange)`` gives the URL the service reads (a proxy's).
+        on_exchange: ``on_exchange(exchange)`` is called before the service starts.
+        wait_connected: wait until the feeds are connected and subscribed before yielding.
+
+    On exit the service shuts down gracefully (drain, flush) and the exchange stops; the
+    service's metrics stay readable for the checks.
+    """
+    database_url = database_url or f"sqlite:///{tmp_path / 'alerts.db'}"
+    market = LoadMarket(symbols, trade_ratio=0.5, rate_per_s=rate, alert_period=0.5)
+    async with trio.open_nursery() as nursery:
+        settings_of_exchange = exchange_settings or ExchangeSettings(
+            tick=0.05, ping_interval=None
+        )
+        exchange = await nursery.start(MockExchange(market, settings_of_exchange).serve)
+        url = feed_url(exchange) if callable(feed_url) else exchange.ws_url
+        if on_exchange is not None:
+            on_exchange(exchange)
+        sections: dict[str, dict[str, Any]] = {
+            "feed": {"reconnect_initial": 0.05, "reconnect_max": 0.5},
+            "pipeline": {"shards": 2},
+        }
+        for section, values in (overrides or {}).items():
+            sections.setdefault(section, {}).update(values)
+        settings = service_settings(
+            database_url, url, symbols, sections, dump_dir=tmp_path / "dumps"
+        )
+        handle = await nursery.start(
+            functools.partial(
+                run_service,
+                settings,
+                load_rules() if rules is None else list(rules),
+                sinks=list(sinks),
+                handle_signals=False,
+            )
+        )
+        rig = Rig(exchange, market, handle, settings, database_url, nursery)
+        if wait_connected:
+            await rig.wait_connected()
+        try:
+            yield rig
+        finally:
+            handle.request_shutdown()
+            with trio.move_on_after(settings.service.shutdown_grace + 10):
+                await handle.stopped.wait()
+            nursery.cancel_scope.cancel()
+
+
+# ------------------------------------------------------------------------------------------
+# The checks
+
+
+@attrs.frozen
+class StoreCheck:
+    """What the store holds against what was raised.
+
+    Attributes:
+        raised: transitions raised (by every process that wrote to the store).
+        stored: ``alert_events`` rows.
+        gaps: transitions missing inside the stored histories (and rows disagreeing with
+            their last event).
+        duplicates: (rule, symbol, fire count, state) stored more than once.
+        out_of_order: events whose ``at`` goes back within their (rule, symbol).
+        events: the rows, ordered by id.
+    """
+
+    raised: int
+    stored: int
+    gaps: int
+    duplicates: int
+    out_of_order: int
+    events: list[dict[str, Any]]
+
+    @property
+    def lost(self) -> int:
+        return max(0, self.raised - self.stored) + self.gaps
+
+
+def _position(event: Mapping[str, Any]) -> int:
+    # firing #1 -> 0, resolved #1 -> 1, firing #2 -> 2, ...
+    return 2 * (event["fire_count"] - 1) + (1 if event["state"] == RESOLVED else 0)
+
+
+async def check_store(database_url: str, raised: int | None) -> StoreCheck:
+    """Read the store and judge its alert histories (see the module doc).
+
+    Args:
+        raised: transitions raised, or None to skip the count comparison (a process killed
+            before it could say).
+
+    Cancellation: abandons the reads.
+    """
+    async with open_store(database_url, statement_timeout=10.0) as store:
+        events = await store.fetch_alert_events()
+        rows = {(r.rule_id, r.symbol): r for r in await store.load_alert_states()}
+    seen: set[tuple[str, str, int, str, bool]] = set()
+    duplicates = gaps = out_of_order = 0
+    last: dict[tuple[str, str], Mapping[str, Any]] = {}
+    for event in events:
+        key = (event["rule_id"], event["symbol"])
+        identity = (*key, event["fire_count"], event["state"], bool(event["repeat"]))
+        if identity in seen:
+            duplicates += 1
+            continue
+        seen.add(identity)
+        if event["repeat"] or event["state"] not in (FIRING, RESOLVED):
+            continue
+        previous = last.get(key)
+        expected = 0 if previous is None else _position(previous) + 1
+        position = _position(event)
+        if position > expected:
+            gaps += position - expected
+        if previous is not None and event["at"] < previous["at"]:
+            out_of_order += 1
+        last[key] = event
+    for key, event in last.items():
+        row = rows.get(key)
+        if row is None or (row.state, row.fire_count) != (event["state"], event["fire_count"]):
+            gaps += 1
+    stored = len(events)
+    return StoreCheck(
+        raised=stored if raised is None else raised,
+        stored=stored,
+        gaps=gaps,
+        duplicates=duplicates + max(0, stored - (stored if raised is None else raised)),
+        out_of_order=out_of_order,
+        events=events,
+    )
+
+
+async def check(rig: Rig, figures: Figures, *, faults: int) -> StoreCheck:
+    """The two checks of an in-process scenario, after the service stopped; fills
+    ``figures`` (messages: frames read) and asserts nothing was lost or repeated."""
+    assert rig.handle.stopped.is_set(), "check() runs after the service has stopped"
+    terms = rig.metrics.accounting()
+    result = await check_store(rig.database_url, transitions_raised(rig.metrics))
+    return record(figures, terms, result, faults=faults)
+
+
+def record(
+    figures: Figures, terms: Mapping[str, int], result: StoreCheck, *, faults: int
+) -> StoreCheck:
+    """Fill ``figures`` from the accounting ``terms`` and the store check; assert both."""
+    figures.faults = faults
+    figures.messages = terms["received"]
+    figures.lost = abs(terms["unaccounted"]) + result.lost
+    figures.duplicates = result.duplicates
+    figures.detail.update(
+        accounting=dict(terms),
+        transitions_raised=result.raised,
+        transitions_stored=result.stored,
+    )
+    assert terms["unaccounted"] == 0, f"accounting does not balance: {dict(terms)}"
+    assert result.raised > 0, "the scenario raised no alert transition: nothing was checked"
+    assert result.lost == 0, (
+        f"transitions lost: raised {result.raised}, stored {result.stored}, gaps {result.gaps}"
+    )
+    assert result.duplicates == 0, f"{result.duplicates} transitions stored twice"
+    assert result.out_of_order == 0, f"{result.out_of_order} events stored out of order"
+    return result
+
+
+@attrs.define(eq=False)
+class Outages:
+    """Watches the feed connections (polled every ``interval`` s) and keeps how long each
+    was down: ``recovery_s`` is the longest time any connection spent down."""
+
+    handle: ServiceHandle
+    interval: float = 0.002
+    down_since: dict[str, float] = attrs.field(factory=dict)
+    outages: list[float] = attrs.field(factory=list)
+
+    async def run(self, *, task_status: trio.TaskStatus[Outages] = trio.TASK_STATUS_IGNORED):
+        task_status.started(self)
+        while True:
+            now = trio.current_time()
+            for status in self.handle.connections:
+                if not status.connected:
+                    self.down_since.setdefault(status.name, now)
+                elif status.name in self.down_since:
+                    self.outages.append(now - self.down_since.pop(status.name))
+            await trio.sleep(self.interval)
+
+    @property
+    def longest(self) -> float:
+        return max(self.outages, default=0.0)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of ``values`` by nearest rank; nan when empty."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]

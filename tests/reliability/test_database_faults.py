@@ -1,0 +1,304 @@
+"""Database faults under load: PostgreSQL (a private cluster, never the shared server)
+stopped, its connections killed, its statements slowed by a lock or failing; SQLite locked
+by another process and its file removed.
+
+In every case the writer keeps what it holds and retries, the bounded store channel fills
+and the pipeline waits for it (``oraculo_backpressure_waits_total{channel="store"}``),
+nothing is dropped, and once the database is back everything is written, in order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+import trio
+
+from tests.reliability.conftest import Mode
+from tests.reliability.rig import Rig, check, loaded_service, sample
+from tests.store.pg_cluster import PgCluster
+
+
+def store_overrides(mode: Mode) -> dict[str, dict[str, Any]]:
+    """A small store channel (so an outage fills it) and short statement timeouts."""
+    return {
+        "database": {
+            "statement_timeout": 1.0,
+            "channel_capacity": 16,
+            "batch_max": 16,
+            "batch_window_ms": 5.0,
+        },
+        # The trade feed waits while the store pushes back: that is not a stall.
+        "feed": {"stall_timeout": mode.pick(1.0, 5.0)},
+        "observe": {"store_check_interval": 0.5},
+    }
+
+
+def backpressure(rig: Rig) -> int:
+    return int(sample(rig.metrics, "oraculo_backpressure_waits_total", channel="store"))
+
+
+def pending(rig: Rig) -> int:
+    return int(sample(rig.metrics, "oraculo_store_pending_rows"))
+
+
+async def hold_for(seconds: float) -> None:
+    """Keep the fault on (and the load running) for ``seconds``: the sleep is the fault."""
+    await trio.sleep(seconds)
+
+
+async def wait_flushed(rig: Rig) -> None:
+    """Wait until the writer holds nothing and the store channel is empty."""
+    while True:
+        writes = sample(rig.metrics, "oraculo_stage_messages_out_total", stage="store")
+        taken = sample(rig.metrics, "oraculo_stage_messages_in_total", stage="store")
+        if pending(rig) == 0 and writes == taken and writes > 0:
+            return
+        await trio.sleep(0.01)
+
+
+async def outage(
+    rig: Rig, figures: Any, seconds: float, start: Callable, stop: Callable
+) -> None:
+    """Run ``start`` (blocking, in a thread), hold ``seconds``, ``stop``; fill figures."""
+    await rig.wait_transitions(4)
+    before = backpressure(rig)
+    await trio.to_thread.run_sync(start)
+    await hold_for(seconds)
+    held = pending(rig)
+    await trio.to_thread.run_sync(stop)
+    ended_at = trio.current_time()
+    await wait_flushed(rig)
+    figures.recovery_s = trio.current_time() - ended_at
+    figures.detail["held_rows_at_recovery"] = held
+    figures.detail["backpressure_waits"] = backpressure(rig) - before
+    await rig.wait_transitions(4)
+
+
+def admin(url: str, *statements: str, args: Sequence[Any] = ()) -> list[Any]:
+    """Run statements on their own connection (blocking: call it from a thread)."""
+
+    async def run() -> list[Any]:
+        conn = await asyncpg.connect(url, timeout=10)
+        try:
+            rows = []
+            for statement in statements:
+                rows = await conn.fetch(statement, *args)
+            return rows
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+def cluster_of(url: str) -> str:
+    """The private cluster's admin URL (its postgres database) for a database URL."""
+    return url.rsplit("/", 1)[0] + "/postgres"
+
+
+@pytest.mark.postgres
+async def test_postgres_stopped_under_load(
+    tmp_path: Path, mode: Mode, scenario, private_cluster: PgCluster, private_database: str
+) -> None:
+    figures = scenario("database/postgres-stopped")
+    seconds = mode.pick(3.0, 30.0)
+    with trio.fail_after(seconds + mode.pick(60, 120)):
+        async with loaded_service(
+            tmp_path, mode.rate, database_url=private_database, overrides=store_overrides(mode)
+        ) as rig:
+            await outage(rig, figures, seconds, private_cluster.stop, private_cluster.start)
+        await check(rig, figures, faults=1)
+    figures.detail["outage_s"] = seconds
+    assert figures.detail["backpressure_waits"] > 0
+    assert figures.detail["held_rows_at_recovery"] > 0
+
+
+@pytest.mark.postgres
+async def test_killed_connections_are_replaced(
+    tmp_path: Path, mode: Mode, scenario, private_database: str
+) -> None:
+    figures = scenario("database/connection-killed")
+    faults = mode.count(3, 30)
+    kill = (
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE application_name = 'oraculo-trio' AND datname = $1"
+    )
+    name = private_database.rsplit("/", 1)[1]
+    killed = 0
+    recoveries = []
+    with trio.fail_after(mode.pick(60, 240)):
+        async with loaded_service(
+            tmp_path, mode.rate, database_url=private_database, overrides=store_overrides(mode)
+        ) as rig:
+            for _ in range(faults):
+                await rig.wait_transitions(4)
+                written = sample(rig.metrics, "oraculo_stage_messages_out_total", stage="store")
+                rows = await trio.to_thread.run_sync(
+                    lambda: admin(cluster_of(private_database), kill, args=(name,))
+                )
+                killed += sum(1 for row in rows if row[0])
+                killed_at = trio.current_time()
+                while (
+                    sample(rig.metrics, "oraculo_stage_messages_out_total", stage="store")
+                    <= written
+                ):
+                    await trio.sleep(0.005)
+                recoveries.append(trio.current_time() - killed_at)
+            await rig.wait_transitions(4)
+        await check(rig, figures, faults=killed)
+    figures.recovery_s = max(recoveries)
+    assert killed >= faults
+
+
+def _hold_lock(url: str, seconds: float, locked: threading.Event) -> None:
+    async def run() -> None:
+        conn = await asyncpg.connect(url, timeout=10)
+        try:
+            async with conn.transaction():
+                await conn.execute("LOCK TABLE alert_events IN ACCESS EXCLUSIVE MODE")
+                locked.set()
+                await asyncio.sleep(seconds)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+@pytest.mark.postgres
+async def test_statements_slowed_by_a_held_lock(
+    tmp_path: Path, mode: Mode, scenario, private_database: str
+) -> None:
+    figures = scenario("database/slow-statements-lock")
+    seconds = mode.pick(3.0, 20.0)
+    with trio.fail_after(seconds + mode.pick(60, 120)):
+        async with loaded_service(
+            tmp_path, mode.rate, database_url=private_database, overrides=store_overrides(mode)
+        ) as rig:
+            await rig.wait_transitions(4)
+            before = backpressure(rig)
+            locked = threading.Event()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(
+                    trio.to_thread.run_sync, _hold_lock, private_database, seconds, locked
+                )
+                await trio.to_thread.run_sync(locked.wait)
+            released_at = trio.current_time()
+            await wait_flushed(rig)
+            figures.recovery_s = trio.current_time() - released_at
+            figures.detail["backpressure_waits"] = backpressure(rig) - before
+            await rig.wait_transitions(4)
+        await check(rig, figures, faults=1)
+    timeouts = sample(rig.metrics, "oraculo_db_timeouts_total", op="insert_alert_events")
+    figures.detail["statement_timeouts"] = int(timeouts)
+    assert timeouts > 0
+    assert figures.detail["backpressure_waits"] > 0
+
+
+FAILING_TRIGGER = (
+    "CREATE FUNCTION oraculo_fail() RETURNS trigger LANGUAGE plpgsql AS "
+    "$$ BEGIN RAISE EXCEPTION 'injected by the reliability suite'; END $$",
+    "CREATE TRIGGER oraculo_fail BEFORE INSERT ON alert_events "
+    "FOR EACH STATEMENT EXECUTE FUNCTION oraculo_fail()",
+)
+NO_TRIGGER = ("DROP TRIGGER oraculo_fail ON alert_events", "DROP FUNCTION oraculo_fail()")
+
+
+@pytest.mark.postgres
+async def test_failing_statements_are_retried(
+    tmp_path: Path, mode: Mode, scenario, private_database: str
+) -> None:
+    figures = scenario("database/statement-errors")
+    seconds = mode.pick(2.0, 15.0)
+    faults = [
+        # A trigger that raises (SQLSTATE P0001): every insert of events fails.
+        (FAILING_TRIGGER, NO_TRIGGER),
+        # The table gone (undefined_table, 42P01) until someone puts it back.
+        (
+            ("ALTER TABLE alert_events RENAME TO alert_events_away",),
+            ("ALTER TABLE alert_events_away RENAME TO alert_events",),
+        ),
+    ]
+    recoveries = []
+    with trio.fail_after(len(faults) * (seconds + mode.pick(30, 60))):
+        async with loaded_service(
+            tmp_path, mode.rate, database_url=private_database, overrides=store_overrides(mode)
+        ) as rig:
+            for on, off in faults:
+                await outage(
+                    rig,
+                    figures,
+                    seconds,
+                    lambda on=on: admin(private_database, *on),
+                    lambda off=off: admin(private_database, *off),
+                )
+                recoveries.append(figures.recovery_s)
+        await check(rig, figures, faults=len(faults))
+    figures.recovery_s = max(recoveries)
+    assert sample(rig.metrics, "oraculo_db_errors_total", op="insert_alert_events") > 0
+
+
+def _lock_sqlite(path: str, seconds: float, locked: threading.Event) -> None:
+    conn = sqlite3.connect(path, timeout=10, isolation_level=None)
+    try:
+        conn.execute("BEGIN EXCLUSIVE")
+        locked.set()
+        threading.Event().wait(seconds)
+        conn.execute("ROLLBACK")
+    finally:
+        conn.close()
+
+
+async def test_sqlite_locked_by_another_process(tmp_path: Path, mode: Mode, scenario) -> None:
+    figures = scenario("database/sqlite-locked")
+    seconds = mode.pick(3.0, 20.0)
+    path = tmp_path / "alerts.db"
+    with trio.fail_after(seconds + mode.pick(60, 120)):
+        async with loaded_service(
+            tmp_path, mode.rate, database_url=f"sqlite:///{path}", overrides=store_overrides(mode)
+        ) as rig:
+            await rig.wait_transitions(4)
+            before = backpressure(rig)
+            locked = threading.Event()
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(trio.to_thread.run_sync, _lock_sqlite, str(path), seconds, locked)
+                await trio.to_thread.run_sync(locked.wait)
+            released_at = trio.current_time()
+            await wait_flushed(rig)
+            figures.recovery_s = trio.current_time() - released_at
+            figures.detail["backpressure_waits"] = backpressure(rig) - before
+            await rig.wait_transitions(4)
+        await check(rig, figures, faults=1)
+    assert sample(rig.metrics, "oraculo_db_timeouts_total", op="insert_alert_events") + sample(
+        rig.metrics, "oraculo_db_timeouts_total", op="upsert_rule_alert"
+    ) > 0
+    assert figures.detail["backpressure_waits"] > 0
+
+
+async def test_sqlite_file_removed_while_running(tmp_path: Path, mode: Mode, scenario) -> None:
+    figures = scenario("database/sqlite-file-removed")
+    path = tmp_path / "alerts.db"
+    with trio.fail_after(mode.pick(60, 180)):
+        async with loaded_service(
+            tmp_path, mode.rate, database_url=f"sqlite:///{path}", overrides=store_overrides(mode)
+        ) as rig:
+            await rig.wait_transitions(10)
+            for suffix in ("", "-wal", "-shm"):
+                target = Path(f"{path}{suffix}")
+                if target.exists():
+                    os.remove(target)
+            removed_at = trio.current_time()
+            await rig.wait_transitions(4)
+            while not path.exists():
+                await trio.sleep(0.01)
+            figures.recovery_s = trio.current_time() - removed_at
+            await hold_for(mode.pick(1.0, 10.0))
+            await rig.wait_transitions(4)
+        # Everything is in the file at the path, from before the removal too.
+        await check(rig, figures, faults=1)

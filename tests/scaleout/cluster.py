@@ -1,0 +1,300 @@
+"""Running several oraculo-trio instances (real subprocesses) against one PostgreSQL and one
+mock exchange, and watching what each of them owns and processes."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import asyncpg
+import attrs
+import trio
+
+from loadtest.exchange import ExchangeSettings, MockExchange
+from oraculo_trio.core.sharding import PARTITIONS, partition_of
+from oraculo_trio.store import open_store
+from oraculo_trio.store.coordination import APPLICATION_PREFIX, namespace
+from tests.e2e.processes import clean_env, command, free_port, start_process
+from tests.pipeline.helpers import ManualMarket, trade_frame
+
+CLAIM_INTERVAL = 0.3
+
+# Only in the test's own database: other test runs may share the server.
+TERMINATE_CLAIMS = (
+    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+    " WHERE datname = current_database() AND application_name = $1"
+)
+GRACE = 4.0
+RULES = """
+[[rule]]
+id = "tenth"
+kind = "tests.e2e.flappy:EveryTenthTrade"
+symbols = "*"
+trigger = "every_time"
+"""
+
+
+def one_symbol_per_partition(partitions: int = PARTITIONS) -> list[str]:
+    """Symbols covering every partition once, so any share of them has symbols to process."""
+    found: dict[int, str] = {}
+    index = 0
+    while len(found) < partitions:
+        symbol = f"S{index}USDT"
+        found.setdefault(partition_of(symbol, partitions), symbol)
+        index += 1
+    return [found[p] for p in range(partitions)]
+
+
+def write_config(
+    directory: Path,
+    *,
+    ws_url: str,
+    database_url: str,
+    symbols: Sequence[str],
+    port: int,
+    instance_id: str = "",
+    mode: str = "postgres",
+) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "rules.toml").write_text(RULES)
+    path = directory / "oraculo.toml"
+    path.write_text(
+        f"""
+[service]
+shutdown_grace = {GRACE}
+[feed]
+url = "{ws_url}"
+symbols = {list(symbols)!r}
+depth_streams = []
+trade_streams = ["trade"]
+reconnect_initial = 0.05
+reconnect_max = 0.5
+[rules]
+file = "rules.toml"
+[database]
+url = "{database_url}"
+statement_timeout = 2.0
+batch_window_ms = 5
+[dispatch]
+sinks = ["stdout"]
+[http]
+port = {port}
+[observe]
+dump_dir = "{directory / "dumps"}"
+[cluster]
+mode = "{mode}"
+claim_interval = {CLAIM_INTERVAL}
+instance_id = "{instance_id}"
+"""
+    )
+    return path
+
+
+@attrs.define(eq=False)
+class Instance:
+    """One ``oraculo-trio run`` subprocess."""
+
+    name: str
+    port: int
+    process: trio.Process
+    directory: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log_tail(self) -> str:
+        return (self.directory / "stderr.log").read_text()[-4000:]
+
+
+async def start_instance(
+    nursery: trio.Nursery,
+    root: Path,
+    name: str,
+    *,
+    ws_url: str,
+    database_url: str,
+    symbols: Sequence[str],
+    extra_args: Sequence[str] = (),
+    mode: str = "postgres",
+) -> Instance:
+    """Start ``oraculo-trio run`` for instance ``name`` on a port of its own."""
+    directory = root / name
+    port = free_port()
+    config = write_config(
+        directory,
+        ws_url=ws_url,
+        database_url=database_url,
+        symbols=symbols,
+        port=port,
+        instance_id=name,
+        mode=mode,
+    )
+    with (
+        (directory / "stdout.log").open("wb") as stdout,
+        (directory / "stderr.log").open("wb") as stderr,
+    ):
+        # The child has its own copies of the descriptors.
+        process = await start_process(
+            nursery,
+            command("run", "--config", str(config), *extra_args),
+            cwd=directory,
+            env=clean_env(),
+            stdout=stdout,
+            stderr=stderr,
+        )
+    return Instance(name, port, process, directory)
+
+
+def query(url: str, sql: str, *args: object) -> list[asyncpg.Record]:
+    async def run() -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(url, timeout=5)
+        try:
+            return await conn.fetch(sql, *args)
+        finally:
+            await conn.close()
+
+    return asyncio.run(run())
+
+
+async def claims(database_url: str, cluster: str = "alerts") -> dict[str, set[int]]:
+    """Partitions held per instance, as PostgreSQL's pg_locks shows them to an outsider."""
+    rows = await trio.to_thread.run_sync(
+        query,
+        database_url,
+        """
+        SELECT a.application_name AS holder, l.objid::int8 AS partition
+        FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+        WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+          AND l.classid::int8 = $1
+          AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+        """,
+        namespace(cluster, "partitions"),
+    )
+    held: dict[str, set[int]] = {}
+    for row in rows:
+        held.setdefault(row["holder"].removeprefix(APPLICATION_PREFIX), set()).add(row["partition"])
+    return held
+
+
+def settled(held: dict[str, set[int]], names: Iterable[str], partitions: int = PARTITIONS) -> bool:
+    """Exactly ``names`` hold partitions, every partition once, in fair shares."""
+    names = set(names)
+    if set(held) != names:
+        return False
+    shares = [len(parts) for parts in held.values()]
+    floor = partitions // len(names)
+    return sum(shares) == partitions and all(floor - 1 <= s <= floor + 1 for s in shares)
+
+
+def each_stream_read_once(exchange: MockExchange, symbols: Iterable[str]) -> bool:
+    """Every symbol's trade stream has exactly one subscriber (complete and disjoint)."""
+    return all(exchange.subscribers(f"{s.lower()}@trade") == 1 for s in symbols)
+
+
+async def poll(predicate: Callable[[], object], *, interval: float = 0.05) -> None:
+    """Wait until ``predicate()`` (sync or async) is true; callers guard with fail_after.
+
+    Lock tables, subscriptions and stored rows have no event to wait on: they are polled.
+    """
+    while True:
+        result = predicate()
+        if hasattr(result, "__await__"):
+            result = await result
+        if result:
+            return
+        await trio.sleep(interval)
+
+
+async def wait_settled(
+    database_url: str, exchange: MockExchange, names: Iterable[str], symbols: Sequence[str]
+) -> dict[str, set[int]]:
+    names = set(names)
+    held: dict[str, set[int]] = {}
+
+    async def check() -> bool:
+        held.clear()
+        held.update(await claims(database_url))
+        return settled(held, names) and each_stream_read_once(exchange, symbols)
+
+    await poll(check)
+    return held
+
+
+def push_trades(market: ManualMarket, trade_id: int, price: float = 100.0) -> None:
+    """One trade with id ``trade_id`` for every symbol, stamped now."""
+    now_ms = int(time.time() * 1000)
+    market.push(trade_frame(s, trade_id, price, now_ms) for s in market.symbols)
+
+
+async def stored_events(database_url: str) -> list[dict]:
+    async with open_store(database_url, statement_timeout=5.0) as store:
+        return await store.fetch_alert_events()
+
+
+async def wait_events(database_url: str, count: int) -> list[dict]:
+    """Wait until at least ``count`` alert events are stored; return them all."""
+    events: list[dict] = []
+
+    async def enough() -> bool:
+        events[:] = await stored_events(database_url)
+        return len(events) >= count
+
+    await poll(enough, interval=0.1)
+    return events
+
+
+@attrs.define(eq=False)
+class Cluster:
+    """Instances of one test on one database, reading one mock exchange."""
+
+    root: Path
+    database_url: str
+    market: ManualMarket
+    exchange: MockExchange
+    nursery: trio.Nursery
+    instances: dict[str, Instance] = attrs.field(factory=dict)
+
+    async def start(self, *names: str) -> None:
+        for name in names:
+            self.instances[name] = await start_instance(
+                self.nursery,
+                self.root,
+                name,
+                ws_url=self.exchange.ws_url,
+                database_url=self.database_url,
+                symbols=self.market.symbols,
+            )
+
+    async def settled(self) -> dict[str, set[int]]:
+        """Wait until the live instances share the partitions fairly, each symbol read once."""
+        return await wait_settled(
+            self.database_url, self.exchange, self.instances, self.market.symbols
+        )
+
+    async def stop(self) -> None:
+        """SIGTERM every instance; each must drain and exit 0."""
+        for instance in self.instances.values():
+            instance.process.send_signal(signal.SIGTERM)
+        for instance in self.instances.values():
+            await instance.process.wait()
+            assert instance.process.returncode == 0, instance.log_tail()
+
+
+@asynccontextmanager
+async def running_cluster(root: Path, database_url: str, *names: str) -> AsyncIterator[Cluster]:
+    """A mock exchange publishing one symbol per partition, and instances ``names`` settled."""
+    market = ManualMarket(one_symbol_per_partition())
+    async with trio.open_nursery() as nursery:
+        exchange = await nursery.start(
+            MockExchange(market, ExchangeSettings(tick=0.02, ping_interval=None)).serve
+        )
+        cluster = Cluster(root, database_url, market, exchange, nursery)
+        await cluster.start(*names)
+        await cluster.settled()
+        yield cluster
+        nursery.cancel_scope.cancel()
