@@ -54,3 +54,11 @@ bench-workers *ARGS:
 # The generator alone at RATE against a discarding client: is the rate kept within 1 %?
 loadtest-calibrate RATE="20000" *ARGS:
     oraculo-trio loadtest calibrate {{RATE}} {{ARGS}}
+
+# `just reliability` runs every scenario of tests/reliability in full, under load (~20 min);
+# `just reliability quick` their short versions (~2 min; `just test` runs these too). Both
+# write artifacts/reliability/<UTC timestamp>/report.json and print the table. PostgreSQL
+# faults use a private cluster (initdb, a free port), never the shared server.
+# Faults and bad input, with figures (lost must be 0): MODE is full or quick.
+reliability MODE="full" *ARGS:
+    python -m pytest tests/reliability --reliability={{MODE}} {{ARGS}}

@@ -12,29 +12,15 @@ bucket deltas over the window, per stream.
 from __future__ import annotations
 
 import argparse
-import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
 
+from loadtest.runner import free_port, process_cpu
 from oraculo_trio.observe.report import histogram_buckets, histogram_quantile, parse_samples
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def process_cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as file:
-        fields = file.read().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
 
 
 def scrape(url: str) -> dict:
@@ -59,9 +45,9 @@ def main() -> None:
             if re.search(r"metrics at ", line):
                 break
         time.sleep(5.0)
-        before, cpu0, t0 = scrape(url), process_cpu_seconds(process.pid), time.monotonic()
+        before, cpu0, t0 = scrape(url), process_cpu(process.pid), time.monotonic()
         time.sleep(args.seconds)
-        after, cpu1, t1 = scrape(url), process_cpu_seconds(process.pid), time.monotonic()
+        after, cpu1, t1 = scrape(url), process_cpu(process.pid), time.monotonic()
         process.terminate()
         process.wait(timeout=30)
     wall = t1 - t0

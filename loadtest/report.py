@@ -792,7 +792,7 @@ def svg_chart(
         parts.append(
             f'<line x1="{left}" x2="{left + plot_w}" y1="{py(y):.1f}" y2="{py(y):.1f}" '
             'stroke="#e5e5e5"/>'
-            f'<text x="{left - 4}" y="{py(y) + 4:.1f}" text-anchor="end">{y:.3g}{unit}</text>'
+            f'<text x="{left - 4}" y="{py(y) + 4:.1f}" text-anchor="end">{_tick(y)}{unit}</text>'
         )
     for fraction in (0.0, 0.5, 1.0):
         x = x0 + (x1 - x0) * fraction
@@ -816,6 +816,10 @@ def svg_chart(
         )
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _tick(value: float) -> str:
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
 
 
 def render_html(document: dict[str, Any], summary: str, charts: Sequence[str] | None = None) -> str:

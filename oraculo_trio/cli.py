@@ -18,6 +18,7 @@ from oraculo_trio.errors import ConfigError, OraculoError
 from oraculo_trio.settings import (
     Settings,
     configuration_reference,
+    exposed_secrets,
     load_rule_file,
     load_settings,
     rules_path,
@@ -26,6 +27,8 @@ from oraculo_trio.settings import (
 LOGGER = logging.getLogger("oraculo_trio.cli")
 
 T = TypeVar("T")
+
+DEMO_DATABASE = "var/oraculo-demo.db"
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -75,7 +78,18 @@ def _settings_from(args: argparse.Namespace, extra: dict | None = None) -> Setti
     path = args.config
     if path is None and Path("oraculo.toml").exists():
         path = "oraculo.toml"
-    return load_settings(path, overrides=overrides)
+    settings = load_settings(path, overrides=overrides)
+    for key in exposed_secrets(path) if path is not None else ():
+        # Before logging is configured: Python's last-resort handler prints it to stderr.
+        LOGGER.warning(
+            "configuration file %s is readable by every user of this machine and %s holds a "
+            "secret: make the file private (chmod 600 %s) or set ORACULO_%s instead",
+            path,
+            key,
+            path,
+            key.upper().replace(".", "_"),
+        )
+    return settings
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -113,7 +127,11 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
     extra: dict[str, dict] = {}
     if args.database_url is None:
-        extra["database"] = {"url": "sqlite:///var/oraculo-demo.db"}
+        # A fresh demo store each run: alerts restored from an earlier run would otherwise
+        # open the demo with stale repeats.
+        for suffix in ("", "-wal", "-shm"):
+            Path(DEMO_DATABASE + suffix).unlink(missing_ok=True)
+        extra["database"] = {"url": f"sqlite:///{DEMO_DATABASE}"}
     settings = _settings_from(args, extra)
     _configure_logging(settings.service.log_level)
     trio.run(run_demo, settings, args.duration)
@@ -314,7 +332,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Start the bundled mock exchange on 127.0.0.1 with a scripted market "
         "and run the service against it; the demo rules fire within about 10 s and each "
         "transition prints as `ALERT <state> <rule_id> <symbol> value=<v>`. Needs no "
-        "internet. Alerts go to var/oraculo-demo.db unless --database-url is given.",
+        "internet. Alerts go to var/oraculo-demo.db (recreated each run) unless "
+        "--database-url is given.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_config_options(demo)

@@ -17,6 +17,7 @@ from loadtest.exchange import MockExchange
 from loadtest.markets import ScriptedMarket
 from oraculo_trio.pipeline.service import ServiceHandle, run_service
 from oraculo_trio.settings import Settings, load_rule_file
+from oraculo_trio.store.base import mask_dsn
 
 LOGGER = logging.getLogger("oraculo_trio.demo")
 
@@ -60,7 +61,7 @@ async def run_demo(settings: Settings, duration: float | None = None) -> None:
         )
         print(
             f"oraculo-trio demo: metrics at {handle.metrics_url} "
-            f"(also /healthz and /readyz); alerts stored in {settings.database.url}",
+            f"(also /healthz and /readyz); alerts stored in {mask_dsn(settings.database.url)}",
             flush=True,
         )
         if duration is not None:

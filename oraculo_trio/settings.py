@@ -8,12 +8,15 @@ it, so a typo never passes silently.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
+import stat
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import attrs
 
@@ -71,8 +74,102 @@ def _ws_url(value: Any) -> str | None:
 
 
 def _http_url(value: Any) -> str | None:
-    ok = value == "" or value.startswith(("http://", "https://"))
-    return None if ok else "an http:// or https:// URL, or empty to derive it from feed.url"
+    # Only http and https: file://, ftp://, gopher://... never reach httpx.
+    ok = value == "" or (value.startswith(("http://", "https://")) and _has_host(value))
+    return None if ok else "an http:// or https:// URL with a host, or empty (see the key)"
+
+
+def _has_host(url: str) -> bool:
+    try:
+        return bool(urlsplit(url).hostname)
+    except ValueError:
+        return False
+
+
+# Keys whose values may hold secrets (a password, a token in a webhook URL): masked in every
+# message, and a world-readable configuration file holding them draws a warning.
+SECRET_KEYS = ("database.url", "dispatch.webhook_url")
+
+
+def mask_url(url: str) -> str:
+    """``url`` for logs and messages: the password, the path and the query hidden (webhook
+    tokens live there), scheme, user, host and port kept."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "<unparseable url>"
+    if not parts.scheme or not parts.hostname:
+        return "***" if url else url
+    netloc = parts.hostname if port is None else f"{parts.hostname}:{port}"
+    if parts.username is not None:
+        netloc = (
+            f"{parts.username}:***@{netloc}" if parts.password else f"{parts.username}@{netloc}"
+        )
+    hidden = parts.path not in ("", "/") or parts.query or parts.fragment
+    return f"{parts.scheme}://{netloc}{'/***' if hidden else parts.path}"
+
+
+def _shown(where: str, value: Any) -> str:
+    """``repr(value)`` for a message about key ``where``; secrets masked."""
+    if where in SECRET_KEYS and isinstance(value, str):
+        if where == "database.url":
+            from oraculo_trio.store.base import mask_dsn
+
+            return repr(mask_dsn(value))
+        return repr(mask_url(value))
+    if where in SECRET_KEYS:
+        return "<hidden>"
+    return repr(value)
+
+
+def _holds_secret(where: str, value: Any) -> bool:
+    if not isinstance(value, str) or not value:
+        return False
+    if where == "database.url":
+        from oraculo_trio.store.base import mask_dsn
+
+        return mask_dsn(value) != value
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return True
+    # A password, a query (?token=...), or a path segment that looks like a token (Slack's
+    # /services/T0/B0/<24 characters>, Discord's /api/webhooks/<id>/<68 characters>).
+    tokens = [p for p in parts.path.split("/") if len(p) >= 16 and not p.isalpha()]
+    return bool(parts.password or parse_qsl(parts.query) or tokens)
+
+
+def exposed_secrets(path: str | os.PathLike[str]) -> list[str]:
+    """The keys of :data:`SECRET_KEYS` that configuration file ``path`` sets to a value
+    holding a secret, when any user of the machine may read the file; [] otherwise."""
+    try:
+        mode = os.stat(path).st_mode
+        if not mode & stat.S_IROTH:
+            return []
+        with open(path, "rb") as file:
+            document = tomllib.load(file)
+    except (OSError, tomllib.TOMLDecodeError):
+        return []
+    found = []
+    for where in SECRET_KEYS:
+        section, key = where.split(".")
+        values = document.get(section)
+        if isinstance(values, dict) and _holds_secret(where, values.get(key)):
+            found.append(where)
+    return found
+
+
+def _non_public_host(url: str) -> str | None:
+    """The host of ``url`` when it is a non-public IP address or localhost, else None."""
+    host = urlsplit(url).hostname or ""
+    if host == "localhost" or host.endswith(".localhost"):
+        return host
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None  # a name: checked at each delivery, once resolved
+    return None if address.is_global and not address.is_multicast else host
 
 
 def _database_url(value: Any) -> str | None:
@@ -311,7 +408,16 @@ class DispatchSettings:
         default=1000,
     )
     webhook_url: str = _key(
-        "Webhook receiver URL (Alertmanager payload shape).", _http_url, default=""
+        "Webhook receiver URL (Alertmanager payload shape), http:// or https:// only.",
+        _http_url,
+        default="",
+    )
+    webhook_block_private: bool = _key(
+        "Refuse a webhook URL whose host is, or resolves to, a loopback, private, link-local "
+        "or otherwise non-public address (checked at start-up, and at each delivery once the "
+        "name is resolved): a webhook pointed at internal services cannot reach them. Off by "
+        "default, since local receivers are common.",
+        default=False,
     )
     webhook_timeout: float = _key("Seconds per webhook attempt.", _positive, default=5.0)
     webhook_retries: int = _key(
@@ -483,7 +589,7 @@ def _coerce(where: str, field: attrs.Attribute, value: Any) -> Any:
     if kind is str:
         if isinstance(value, str):
             return value
-        raise ConfigError(f"{where} = {value!r}: expected a string")
+        raise ConfigError(f"{where} = {_shown(where, value)}: expected a string")
     if isinstance(value, str):
         return tuple(part.strip() for part in value.split(",") if part.strip())
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
@@ -508,7 +614,9 @@ def _build_section(name: str, values: Mapping[str, Any]) -> Any:
                 value = field.converter(value)
             problem = check(value)
             if problem:
-                raise ConfigError(f"{where} = {raw!r} is not allowed: expected {problem}")
+                raise ConfigError(
+                    f"{where} = {_shown(where, raw)} is not allowed: expected {problem}"
+                )
         kwargs[key] = value
     return section_cls(**kwargs)
 
@@ -623,13 +731,21 @@ def _check_across_sections(settings: Settings) -> None:
             "dispatch.sinks includes 'webhook' but dispatch.webhook_url is empty: "
             "expected an http:// or https:// URL"
         )
+    dispatch = settings.dispatch
+    private = dispatch.webhook_block_private and _non_public_host(dispatch.webhook_url)
+    if private:
+        raise ConfigError(
+            f"dispatch.webhook_url = {_shown('dispatch.webhook_url', dispatch.webhook_url)} is "
+            f"not allowed: its host {private!r} is not a public address and "
+            "dispatch.webhook_block_private is true"
+        )
     if settings.cluster.mode == "postgres" and not settings.database.url.startswith(
         ("postgresql://", "postgres://")
     ):
         raise ConfigError(
             "cluster.mode = 'postgres' needs PostgreSQL, but database.url is "
-            f"{settings.database.url!r}: SQLite serves one instance only. Use a "
-            "postgresql:// database.url, or cluster.mode = 'single'"
+            f"{_shown('database.url', settings.database.url)}: SQLite serves one instance "
+            "only. Use a postgresql:// database.url, or cluster.mode = 'single'"
         )
 
 

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import ipaddress
 import json
 import logging
 import math
 import sys
 from typing import Any, Protocol, TextIO
+from urllib.parse import urlsplit
 
 import attrs
 import httpx
@@ -170,13 +172,18 @@ class WebhookSink:
         timeout: seconds per attempt.
         policy: retries, backoff, concurrency and circuit breaker for the dispatcher.
         name: the ``sink`` label and ``dispatch_logs.sink``.
+        block_private: refuse (``DeliveryRejected``) when the URL's host resolves to a
+            non-public address (``dispatch.webhook_block_private``), checked before each
+            attempt.
     """
 
-    url: str
+    # Not in the repr: a webhook URL often carries a token.
+    url: str = attrs.field(repr=False)
     timeout: float = 5.0
     policy: SinkPolicy = attrs.field(factory=lambda: SinkPolicy(retries=3, breaker_failures=5))
     name: str = "webhook"
     receiver: str = "oraculo-trio"
+    block_private: bool = False
     _client: httpx.AsyncClient | None = attrs.field(default=None, init=False)
 
     async def __aenter__(self) -> WebhookSink:
@@ -206,6 +213,8 @@ class WebhookSink:
         client = self._client
         if client is None:
             raise DeliveryError(f"webhook {self.name} is not open (use async with)")
+        if self.block_private:
+            await self._check_public()
         body = json.dumps(alertmanager_payload(transition, receiver=self.receiver)).encode()
         try:
             with trio.fail_after(self.timeout):
@@ -222,3 +231,21 @@ class WebhookSink:
         if 400 <= status < 500 and status not in (408, 429):
             raise DeliveryRejected(f"HTTP {status}")
         raise DeliveryError(f"HTTP {status}")
+
+    async def _check_public(self) -> None:
+        # Resolved here, before httpx resolves the name again: a name that moves to a
+        # private address between the two is not caught (DNS rebinding needs more than this).
+        parts = urlsplit(self.url)
+        host = parts.hostname or ""
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            infos = await trio.socket.getaddrinfo(host, port, type=trio.socket.SOCK_STREAM)
+        except OSError as exc:
+            raise DeliveryError(f"cannot resolve the webhook host {host!r}: {exc}") from None
+        for *_, sockaddr in infos:
+            address = ipaddress.ip_address(sockaddr[0])
+            if not address.is_global or address.is_multicast:
+                raise DeliveryRejected(
+                    f"webhook host {host!r} resolves to the non-public address {address} "
+                    "(dispatch.webhook_block_private)"
+                )

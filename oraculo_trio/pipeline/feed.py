@@ -207,7 +207,10 @@ async def _read(
     async def watch_for_stall(cancel_scope: trio.CancelScope) -> None:
         nonlocal stalled
         while True:
-            idle = current_time() - last_frame
+            # Time spent waiting for room in a shard channel (our own backpressure) is not
+            # silence from the exchange.
+            quiet_since = max(last_frame, router.resumed_at)
+            idle = 0.0 if router.waiting else current_time() - quiet_since
             if idle >= settings.stall_timeout:
                 stalled = True
                 cancel_scope.cancel()

@@ -250,7 +250,7 @@ class PostgresClaims:
                     else:
                         LOGGER.info("claims session open again (%s)", self.instance_id)
                     await locks.lost.wait()
-                    self._log.warning("lost", "claims session lost: every partition is released")
+                    self._log.warning("lost", "claims session lost, and its locks with it")
             except StoreError as exc:
                 if first:
                     raise
@@ -343,7 +343,9 @@ async def run_partitions(
         try:
             while True:
                 owned = await _apply(handle, store, claims, owned, change)
-                if change.stop or handle.shutdown_requested.is_set():
+                # Before the first generation runs, whoever started us waits for it: a
+                # shutdown asked for meanwhile is served by that generation.
+                if change.stop or (started and handle.shutdown_requested.is_set()):
                     break
                 handle.connections = connections_for(
                     symbols_of(settings.feed.symbols, owned, settings.cluster.partitions)

@@ -6,7 +6,7 @@
     ├── http (thread), watchdog (thread)
     ├── monitors nursery: lag monitor + instrument, process stats, signals (SIGHUP too),
     │                     silences refresh, rules reload (file / rules table)
-    └── pipeline nursery
+    └── pipeline nursery: one generation per set of owned partitions (pipeline/partitions.py)
         ├── store writer            <- store channel (bounded; backpressure, never dropped)
         ├── dispatcher              <- dispatch channel (bounded; overflow dropped + counted)
         │                              └── one lane (bounded queue + workers) per sink
@@ -18,7 +18,8 @@ Graceful shutdown (first SIGINT/SIGTERM, or :meth:`ServiceHandle.request_shutdow
 the feeds scope is cancelled, the feed tasks close their channel ends, the consumers drain
 what is queued and close theirs, the writer flushes and returns, the dispatcher finishes;
 all within ``service.shutdown_grace``, after which the pipeline is cancelled (the writer
-still flushes under a shield). A second signal exits at once.
+still flushes under a shield). A second signal exits at once. A change of the owned
+partitions drains the pipeline the same way, then starts the next generation.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import attrs
 import trio
 
+from oraculo_trio.core.claims import symbols_of
 from oraculo_trio.core.engine import ShardEngine
 from oraculo_trio.core.events import DEPTH, TRADE
 from oraculo_trio.core.rules import CompiledRule
@@ -41,7 +43,9 @@ from oraculo_trio.core.silences import SilenceSet
 from oraculo_trio.core.sync import merge_depth
 from oraculo_trio.dispatch.dispatcher import run_dispatcher, run_silence_refresh
 from oraculo_trio.dispatch.policy import SinkPolicy
+from oraculo_trio.dispatch.redeliver import unconfirmed_notifications
 from oraculo_trio.dispatch.sinks import LogSink, Sink, StdoutSink, WebhookSink
+from oraculo_trio.errors import StoreError
 from oraculo_trio.feeds.binance import DEPTH_KINDS, KIND_DEPTH_DIFF, combined_urls, stream_name
 from oraculo_trio.observe.health import Readiness, run_store_check
 from oraculo_trio.observe.http import serve_http
@@ -165,7 +169,14 @@ def build_sinks(settings: Settings) -> list[Sink]:
                 breaker_failures=dispatch.webhook_breaker_failures,
                 breaker_cooldown=dispatch.webhook_breaker_cooldown,
             )
-            sinks.append(WebhookSink(dispatch.webhook_url, dispatch.webhook_timeout, policy))
+            sinks.append(
+                WebhookSink(
+                    dispatch.webhook_url,
+                    dispatch.webhook_timeout,
+                    policy,
+                    block_private=dispatch.webhook_block_private,
+                )
+            )
     return sinks
 
 
@@ -344,6 +355,21 @@ async def run_service(
                 handle.stopped.set()
     terms = " ".join(f"{key}={value}" for key, value in metrics.accounting().items())
     LOGGER.info("service stopped; accounting: %s", terms)
+    # What a shutdown did with the alerts: every transition raised goes to the store.
+    LOGGER.info("service stopped; alerts: %s", _alert_terms(metrics))
+
+
+def _alert_terms(metrics: ServiceMetrics) -> str:
+    def total(name: str, **labels: str) -> int:
+        return int(metrics.inner.get_sample_value(name, labels) or 0)
+
+    raised = sum(
+        total("oraculo_alert_transitions_total", state=state)
+        for state in ("pending", "firing", "resolved", "inactive")
+    )
+    taken = total("oraculo_stage_messages_in_total", stage="store")
+    written = total("oraculo_stage_messages_out_total", stage="store")
+    return f"transitions={raised} store_items_taken={taken} store_items_written={written}"
 
 
 async def _run_pipeline(
@@ -403,6 +429,8 @@ async def _run_pipeline(
             metrics,
             metrics=metrics,
         )
+        # Before any new notification: those a previous run left in flight (at-least-once).
+        await _redeliver(handle, store, sinks, dispatch_send)
         senders: dict[str, list[trio.MemorySendChannel]] = {DEPTH: [], TRADE: []}
         buffers = [ConflationBuffer(merge_depth) for _ in range(pipeline.shards)]
         requests = None
@@ -469,6 +497,32 @@ async def _run_pipeline(
         nursery.cancel_scope.deadline = trio.current_time() + settings.service.shutdown_grace
     if nursery.cancel_scope.cancelled_caught:
         LOGGER.warning("shutdown grace period ran out; the pipeline was cancelled")
+
+
+async def _redeliver(
+    handle: ServiceHandle,
+    store: object,
+    sinks: Sequence[Sink],
+    dispatch_send: trio.MemorySendChannel,
+) -> None:
+    # The owned alerts' latest notifications not recorded as delivered (dispatch/redeliver.py).
+    settings = handle.settings
+    owned = set(symbols_of(settings.feed.symbols, handle.partitions, settings.cluster.partitions))
+    try:
+        transitions = await unconfirmed_notifications(store, [s.name for s in sinks], owned)
+    except StoreError as exc:
+        LOGGER.warning("notifications in flight before the last stop not checked: %s", exc)
+        return
+    if transitions:
+        LOGGER.warning(
+            "sending again %d notifications not recorded as delivered before the last stop",
+            len(transitions),
+        )
+    for transition in transitions:
+        try:
+            dispatch_send.send_nowait(transition)
+        except trio.WouldBlock:
+            handle.metrics.dispatch_dropped.labels("overflow").inc()
 
 
 async def _run_in_scope(

@@ -77,6 +77,10 @@ class ShardRouter:
     buffers: Sequence[ConflationBuffer] | None
     metrics: ServiceMetrics
     _shard_cache: dict[str, int] = attrs.field(factory=dict)
+    # While a trade waits for room (backpressure), and when the last wait ended: the feed's
+    # stall detector does not count that time as silence from the exchange.
+    waiting: bool = False
+    resumed_at: float = -math.inf
 
     def shard(self, symbol: str) -> int:
         shard = self._shard_cache.get(symbol)
@@ -87,7 +91,8 @@ class ShardRouter:
     async def route(self, event: object) -> None:
         """Deliver ``event`` to its shard under the stream's overload policy.
 
-        Cancellation: a trade waiting for room (backpressure) is abandoned on cancel.
+        Cancellation: a trade waiting for room (backpressure) is never abandoned: it is
+        handed over first (the consumers drain meanwhile), then Cancelled is raised.
         """
         shard = self.shard(event.symbol)
         buffers = self.buffers
@@ -107,7 +112,23 @@ class ShardRouter:
             self.senders[shard].send_nowait(event)
         except trio.WouldBlock:
             self.metrics.backpressure.labels("trade_shard").inc()
-            await self.senders[shard].send(event)
+            await self._wait_for_room(self.senders[shard], event)
+
+    async def _wait_for_room(self, sender: trio.MemorySendChannel, event: object) -> None:
+        # The trade was read and counted: abandoning it to a cancellation (a stall or
+        # rotation of the connection, a shutdown) would lose it and leave it unaccounted.
+        # The wait is shielded; only a consumer gone for good (the shutdown grace ran out)
+        # ends it without delivery.
+        self.waiting = True
+        try:
+            with trio.CancelScope(shield=True):
+                await sender.send(event)
+        except trio.BrokenResourceError:
+            LOGGER.error("trade for %s not delivered: its consumer has stopped", event.symbol)
+        finally:
+            self.waiting = False
+            self.resumed_at = trio.current_time()
+        await trio.lowlevel.checkpoint_if_cancelled()
 
     def close(self) -> None:
         # Synchronous on purpose: it runs while the feed is being cancelled, where an

@@ -138,8 +138,8 @@ class Store(Protocol):
         ``after_id``), ordered by id."""
         ...
 
-    async def fetch_dispatch_logs(self) -> list[dict[str, Any]]:
-        """Every ``dispatch_logs`` row, ordered by id."""
+    async def fetch_dispatch_logs(self, since: float | None = None) -> list[dict[str, Any]]:
+        """Every ``dispatch_logs`` row (or those with ``at >= since``), ordered by id."""
         ...
 
     async def fetch_rules(self) -> list[dict[str, Any]]:

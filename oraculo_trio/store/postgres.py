@@ -173,7 +173,7 @@ WHERE id = $1 AND ends_at > $2
 
 _SELECT_DISPATCH_LOGS = """
 SELECT id, rule_id, symbol, sink, status, attempt, latency_ms, error, at, state
-FROM dispatch_logs ORDER BY id
+FROM dispatch_logs WHERE $1::float8 IS NULL OR at >= $1 ORDER BY id
 """
 
 
@@ -430,13 +430,15 @@ class PostgresStore:
             events.append(event)
         return events
 
-    async def fetch_dispatch_logs(self) -> list[dict[str, Any]]:
-        """``dispatch_logs`` rows as dicts, ordered by id.
+    async def fetch_dispatch_logs(self, since: float | None = None) -> list[dict[str, Any]]:
+        """``dispatch_logs`` rows as dicts (only ``at >= since`` when given), ordered by id.
 
         Cancellation: aborts the query.
         """
         records = await self._run(
-            None, lambda conn: conn.fetch(_SELECT_DISPATCH_LOGS), what="fetch_dispatch_logs"
+            None,
+            lambda conn: conn.fetch(_SELECT_DISPATCH_LOGS, since),
+            what="fetch_dispatch_logs",
         )
         return [dict(record.items()) for record in records]
 

@@ -101,7 +101,7 @@ ORDER BY id
 
 _SELECT_DISPATCH_LOGS = """
 SELECT id, rule_id, symbol, sink, status, attempt, latency_ms, error, at, state
-FROM dispatch_logs ORDER BY id
+FROM dispatch_logs WHERE ?1 IS NULL OR at >= ?1 ORDER BY id
 """
 
 _SELECT_RULES = """
@@ -168,6 +168,8 @@ class SqliteStore:
         self.limiter = trio.CapacityLimiter(1)
         self._meter = StatementMeter(metrics)
         self._conn: sqlite3.Connection | None = None
+        # (st_dev, st_ino) of the file the connection writes to; None in memory.
+        self._file_id: tuple[int, int] | None = None
         # Read by the progress handler in the worker thread; written only under the limiter.
         self._deadline = math.inf
 
@@ -185,6 +187,54 @@ class SqliteStore:
         if self.path != ":memory:":
             parent = os.path.dirname(os.path.abspath(self.path))
             os.makedirs(parent, exist_ok=True)
+        conn = self._open_sync()
+        self._file_id = self._stat_file()
+        return conn
+
+    def _stat_file(self) -> tuple[int, int] | None:
+        if self.path == ":memory:":
+            return None
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            return None
+        return stat.st_dev, stat.st_ino
+
+    def _same_file(self, conn: sqlite3.Connection) -> sqlite3.Connection:
+        """``conn``, or a new connection if the database file was removed or replaced.
+
+        An open SQLite file that is removed (``rm``, a clean-up job) keeps taking writes,
+        into a file nobody will ever open again: every alert stored since would be lost at
+        the next start. Checked before each statement (one ``stat``): a removed file is
+        recreated with everything the old one holds (SQLite's backup API copies it from the
+        open connection); a file put in its place is used from now on.
+        """
+        if self._file_id is None or self._stat_file() == self._file_id:
+            return conn
+        replaced = os.path.exists(self.path)
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        fresh = self._open_sync()
+        try:
+            if not replaced:
+                conn.backup(fresh)
+        except BaseException:
+            fresh.close()
+            raise
+        with suppress(sqlite3.Error):
+            conn.close()
+        self._conn = fresh
+        self._file_id = self._stat_file()
+        LOGGER.error(
+            "SQLite database %s was %s while open: %s",
+            self.path,
+            "replaced" if replaced else "removed",
+            "writing to the new file from now on"
+            if replaced
+            else "recreated it with everything stored so far",
+        )
+        return fresh
+
+    def _open_sync(self) -> sqlite3.Connection:
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per batch.
         conn = sqlite3.connect(
             self.path,
@@ -232,10 +282,11 @@ class SqliteStore:
         conn = self._conn
 
         def in_thread() -> tuple[T, float]:
+            current = self._same_file(conn)
             self._deadline = time.monotonic() + timeout
             started = time.perf_counter()
             try:
-                return work(conn), (time.perf_counter() - started) * 1000.0
+                return work(current), (time.perf_counter() - started) * 1000.0
             finally:
                 self._deadline = math.inf
 
@@ -406,12 +457,14 @@ class SqliteStore:
             events.append(event)
         return events
 
-    async def fetch_dispatch_logs(self) -> list[dict[str, Any]]:
-        """``dispatch_logs`` rows as dicts, ordered by id.
+    async def fetch_dispatch_logs(self, since: float | None = None) -> list[dict[str, Any]]:
+        """``dispatch_logs`` rows as dicts (only ``at >= since`` when given), ordered by id.
 
         Cancellation: the query runs to completion (at most ``statement_timeout``).
         """
-        rows = await self._run(None, lambda conn: conn.execute(_SELECT_DISPATCH_LOGS).fetchall())
+        rows = await self._run(
+            None, lambda conn: conn.execute(_SELECT_DISPATCH_LOGS, (since,)).fetchall()
+        )
         return [dict(zip(_LOG_COLUMNS, row, strict=True)) for row in rows]
 
     async def fetch_rules(self) -> list[dict[str, Any]]:

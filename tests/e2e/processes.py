@@ -6,7 +6,6 @@ import functools
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -15,13 +14,10 @@ from pathlib import Path
 import pytest
 import trio
 
+from loadtest.runner import LineReader as ChildLines
+from loadtest.runner import free_port as free_port  # re-exported for the tests
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def require_tool(name: str) -> str:
@@ -62,23 +58,17 @@ async def http_get(url: str) -> tuple[int, str]:
     return await trio.to_thread.run_sync(fetch)
 
 
-class LineReader:
+class LineReader(ChildLines):
     """Reads a subprocess's output line by line, keeping every line."""
 
     def __init__(self, stream: trio.abc.ReceiveStream) -> None:
-        self._stream = stream
-        self._buffer = b""
+        super().__init__(stream)
         self.lines: list[str] = []
 
     async def next_line(self) -> str | None:
-        while b"\n" not in self._buffer:
-            chunk = await self._stream.receive_some(65536)
-            if not chunk:
-                return None
-            self._buffer += chunk
-        line, self._buffer = self._buffer.split(b"\n", 1)
-        text = line.decode()
-        self.lines.append(text)
+        text = await super().next_line()
+        if text is not None:
+            self.lines.append(text)
         return text
 
     async def until(self, pattern: str) -> re.Match[str]:

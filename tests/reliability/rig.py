@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,19 @@ RULE_ENTRIES: tuple[dict[str, Any], ...] = (
         "trigger": "every_time",
     },
 )
+
+
+async def until(predicate: Callable[[], bool], interval: float = 0.01) -> None:
+    """Return once ``predicate()`` holds. Metrics counters, the store and the other side of a
+    socket have no event to wait on, so they are polled (the caller's fail_after bounds it)."""
+    while not predicate():  # noqa: ASYNC110
+        await trio.sleep(interval)
+
+
+async def until_async(predicate: Callable[[], Awaitable[bool]], interval: float = 0.01) -> None:
+    """Like :func:`until`, for a predicate that must be awaited (an HTTP request)."""
+    while not await predicate():  # noqa: ASYNC110
+        await trio.sleep(interval)
 
 
 def load_rules(entries: Sequence[Mapping[str, Any]] = RULE_ENTRIES) -> list[CompiledRule]:
@@ -110,8 +123,7 @@ class Rig:
     async def wait_received(self, more: int) -> None:
         """Wait until ``more`` further frames were read (polled: counters have no event)."""
         target = self.received() + more
-        while self.received() < target:
-            await trio.sleep(0.01)
+        await until(lambda: self.received() >= target)
 
     async def wait_connected(self) -> None:
         """Wait until every feed connection is up and subscribed at the exchange."""
@@ -130,8 +142,7 @@ class Rig:
     async def wait_transitions(self, more: int) -> None:
         """Wait until ``more`` further alert transitions were raised."""
         target = transitions_raised(self.metrics) + more
-        while transitions_raised(self.metrics) < target:
-            await trio.sleep(0.01)
+        await until(lambda: transitions_raised(self.metrics) >= target)
 
 
 @asynccontextmanager
@@ -141,7 +152,7 @@ async def loaded_service(
     *,
     database_url: str | None = None,
     overrides: Mapping[str, Mapping[str, Any]] | None = None,
-    sinks: Sequence[Any] = (),
+    sinks: Sequence[Any] | None = None,
     rules: Sequence[CompiledRule] | None = None,
     symbols: Sequence[str] = SYMBOLS,
     exchange_settings: ExchangeSettings | None = None,
@@ -154,7 +165,7 @@ async def loaded_service(
     Args:
         database_url: the store (default: a SQLite file in ``tmp_path``).
         overrides: configuration ``{section: {key: value}}`` on top of the test settings.
-        sinks: notification sinks.
+        sinks: notification sinks (default: those of ``dispatch.sinks``, none unless set).
         rules: default :func:`load_rules`.
         feed_url: ``feed_url(exchange)`` gives the URL the service reads (a proxy's).
         on_exchange: ``on_exchange(exchange)`` is called before the service starts.
@@ -166,9 +177,7 @@ async def loaded_service(
     database_url = database_url or f"sqlite:///{tmp_path / 'alerts.db'}"
     market = LoadMarket(symbols, trade_ratio=0.5, rate_per_s=rate, alert_period=0.5)
     async with trio.open_nursery() as nursery:
-        settings_of_exchange = exchange_settings or ExchangeSettings(
-            tick=0.05, ping_interval=None
-        )
+        settings_of_exchange = exchange_settings or ExchangeSettings(tick=0.05, ping_interval=None)
         exchange = await nursery.start(MockExchange(market, settings_of_exchange).serve)
         url = feed_url(exchange) if callable(feed_url) else exchange.ws_url
         if on_exchange is not None:
@@ -187,7 +196,7 @@ async def loaded_service(
                 run_service,
                 settings,
                 load_rules() if rules is None else list(rules),
-                sinks=list(sinks),
+                sinks=None if sinks is None else list(sinks),
                 handle_signals=False,
             )
         )

@@ -14,7 +14,7 @@ import trio
 from loadtest.markets import trade_payload
 from oraculo_trio.observe.metrics import BAD_FRAME_REASONS
 from tests.reliability.conftest import Mode
-from tests.reliability.rig import Rig, check, loaded_service, reconnects, sample
+from tests.reliability.rig import Rig, check, loaded_service, reconnects, sample, until
 
 MAX_MESSAGE = 65536
 
@@ -76,11 +76,12 @@ async def send_all(rig: Rig, frames: Sequence[str | bytes]) -> None:
 
 async def wait_counted(rig: Rig, before: Mapping[str, int], expected: Mapping[str, int]) -> None:
     """Wait until the bad-frame counters grew by at least ``expected``."""
-    while True:
+
+    def counted() -> bool:
         now = bad_counts(rig)
-        if all(now[reason] - before[reason] >= n for reason, n in expected.items()):
-            return
-        await trio.sleep(0.01)
+        return all(now[reason] - before[reason] >= n for reason, n in expected.items())
+
+    await until(counted)
 
 
 def grown(rig: Rig, before: Mapping[str, int]) -> dict[str, int]:
@@ -214,8 +215,7 @@ async def test_duplicates_disorder_and_odd_times_are_counted(
                 ]
                 await send_all(rig, frames)
             # Each stale frame once on its own connection (the other calls it unknown).
-            while drops(rig, "stale_drop") - stale_before < 3 * repeat:
-                await trio.sleep(0.01)
+            await until(lambda: drops(rig, "stale_drop") - stale_before >= 3 * repeat)
             await rig.wait_transitions(2)
         await check(rig, figures, faults=2 * repeat * 10)
     assert drops(rig, "stale_drop") - stale_before == 3 * repeat

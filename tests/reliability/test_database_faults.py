@@ -10,6 +10,7 @@ nothing is dropped, and once the database is back everything is written, in orde
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import threading
@@ -22,7 +23,7 @@ import pytest
 import trio
 
 from tests.reliability.conftest import Mode
-from tests.reliability.rig import Rig, check, loaded_service, sample
+from tests.reliability.rig import Rig, check, loaded_service, reconnects, sample, until
 from tests.store.pg_cluster import PgCluster
 
 
@@ -35,7 +36,9 @@ def store_overrides(mode: Mode) -> dict[str, dict[str, Any]]:
             "batch_max": 16,
             "batch_window_ms": 5.0,
         },
-        # The trade feed waits while the store pushes back: that is not a stall.
+        # Small shard channels, so the push-back reaches the trade feed within the outage;
+        # the feed waiting for room is not a stall (it must not reconnect).
+        "pipeline": {"channel_capacity": 64},
         "feed": {"stall_timeout": mode.pick(1.0, 5.0)},
         "observe": {"store_check_interval": 0.5},
     }
@@ -43,6 +46,13 @@ def store_overrides(mode: Mode) -> dict[str, dict[str, Any]]:
 
 def backpressure(rig: Rig) -> int:
     return int(sample(rig.metrics, "oraculo_backpressure_waits_total", channel="store"))
+
+
+def pushed_back(rig: Rig, figures: Any) -> None:
+    """The push-back went all the way to the trade feed, which waited (no reconnect)."""
+    waits = int(sample(rig.metrics, "oraculo_backpressure_waits_total", channel="trade_shard"))
+    figures.detail["trade_feed_waits"] = waits
+    assert reconnects(rig.metrics, "stall") == 0
 
 
 def pending(rig: Rig) -> int:
@@ -54,19 +64,21 @@ async def hold_for(seconds: float) -> None:
     await trio.sleep(seconds)
 
 
+def written(rig: Rig) -> float:
+    return sample(rig.metrics, "oraculo_stage_messages_out_total", stage="store")
+
+
 async def wait_flushed(rig: Rig) -> None:
     """Wait until the writer holds nothing and the store channel is empty."""
-    while True:
-        writes = sample(rig.metrics, "oraculo_stage_messages_out_total", stage="store")
+
+    def flushed() -> bool:
         taken = sample(rig.metrics, "oraculo_stage_messages_in_total", stage="store")
-        if pending(rig) == 0 and writes == taken and writes > 0:
-            return
-        await trio.sleep(0.01)
+        return pending(rig) == 0 and written(rig) == taken > 0
+
+    await until(flushed)
 
 
-async def outage(
-    rig: Rig, figures: Any, seconds: float, start: Callable, stop: Callable
-) -> None:
+async def outage(rig: Rig, figures: Any, seconds: float, start: Callable, stop: Callable) -> None:
     """Run ``start`` (blocking, in a thread), hold ``seconds``, ``stop``; fill figures."""
     await rig.wait_transitions(4)
     before = backpressure(rig)
@@ -115,6 +127,7 @@ async def test_postgres_stopped_under_load(
         ) as rig:
             await outage(rig, figures, seconds, private_cluster.stop, private_cluster.start)
         await check(rig, figures, faults=1)
+    pushed_back(rig, figures)
     figures.detail["outage_s"] = seconds
     assert figures.detail["backpressure_waits"] > 0
     assert figures.detail["held_rows_at_recovery"] > 0
@@ -139,17 +152,13 @@ async def test_killed_connections_are_replaced(
         ) as rig:
             for _ in range(faults):
                 await rig.wait_transitions(4)
-                written = sample(rig.metrics, "oraculo_stage_messages_out_total", stage="store")
+                before = written(rig)
                 rows = await trio.to_thread.run_sync(
                     lambda: admin(cluster_of(private_database), kill, args=(name,))
                 )
                 killed += sum(1 for row in rows if row[0])
                 killed_at = trio.current_time()
-                while (
-                    sample(rig.metrics, "oraculo_stage_messages_out_total", stage="store")
-                    <= written
-                ):
-                    await trio.sleep(0.005)
+                await until(lambda before=before: written(rig) > before, 0.005)
                 recoveries.append(trio.current_time() - killed_at)
             await rig.wait_transitions(4)
         await check(rig, figures, faults=killed)
@@ -195,6 +204,7 @@ async def test_statements_slowed_by_a_held_lock(
             figures.detail["backpressure_waits"] = backpressure(rig) - before
             await rig.wait_transitions(4)
         await check(rig, figures, faults=1)
+    pushed_back(rig, figures)
     timeouts = sample(rig.metrics, "oraculo_db_timeouts_total", op="insert_alert_events")
     figures.detail["statement_timeouts"] = int(timeouts)
     assert timeouts > 0
@@ -240,6 +250,7 @@ async def test_failing_statements_are_retried(
                 )
                 recoveries.append(figures.recovery_s)
         await check(rig, figures, faults=len(faults))
+    pushed_back(rig, figures)
     figures.recovery_s = max(recoveries)
     assert sample(rig.metrics, "oraculo_db_errors_total", op="insert_alert_events") > 0
 
@@ -267,7 +278,9 @@ async def test_sqlite_locked_by_another_process(tmp_path: Path, mode: Mode, scen
             before = backpressure(rig)
             locked = threading.Event()
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(trio.to_thread.run_sync, _lock_sqlite, str(path), seconds, locked)
+                nursery.start_soon(
+                    trio.to_thread.run_sync, _lock_sqlite, str(path), seconds, locked
+                )
                 await trio.to_thread.run_sync(locked.wait)
             released_at = trio.current_time()
             await wait_flushed(rig)
@@ -275,9 +288,12 @@ async def test_sqlite_locked_by_another_process(tmp_path: Path, mode: Mode, scen
             figures.detail["backpressure_waits"] = backpressure(rig) - before
             await rig.wait_transitions(4)
         await check(rig, figures, faults=1)
-    assert sample(rig.metrics, "oraculo_db_timeouts_total", op="insert_alert_events") + sample(
-        rig.metrics, "oraculo_db_timeouts_total", op="upsert_rule_alert"
-    ) > 0
+    pushed_back(rig, figures)
+    assert (
+        sample(rig.metrics, "oraculo_db_timeouts_total", op="insert_alert_events")
+        + sample(rig.metrics, "oraculo_db_timeouts_total", op="upsert_rule_alert")
+        > 0
+    )
     assert figures.detail["backpressure_waits"] > 0
 
 
@@ -290,13 +306,11 @@ async def test_sqlite_file_removed_while_running(tmp_path: Path, mode: Mode, sce
         ) as rig:
             await rig.wait_transitions(10)
             for suffix in ("", "-wal", "-shm"):
-                target = Path(f"{path}{suffix}")
-                if target.exists():
-                    os.remove(target)
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(f"{path}{suffix}")
             removed_at = trio.current_time()
             await rig.wait_transitions(4)
-            while not path.exists():
-                await trio.sleep(0.01)
+            await until(path.exists)
             figures.recovery_s = trio.current_time() - removed_at
             await hold_for(mode.pick(1.0, 10.0))
             await rig.wait_transitions(4)

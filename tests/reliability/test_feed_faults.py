@@ -12,7 +12,11 @@ from loadtest.exchange import MockExchange
 from tests.e2e.processes import http_get
 from tests.reliability.conftest import Mode
 from tests.reliability.proxy import TcpProxy
-from tests.reliability.rig import Outages, check, loaded_service, reconnects
+from tests.reliability.rig import Outages, check, loaded_service, reconnects, until, until_async
+
+
+async def ready(url: str) -> bool:
+    return (await http_get(url))[0] == 200
 
 
 @pytest.mark.parametrize(
@@ -56,8 +60,7 @@ async def test_a_silent_stall_is_detected_and_the_feed_reconnects(
                 await rig.wait_received(mode.count(60, 1000))
                 rig.exchange.pause()  # connections stay open, nothing arrives
                 paused_at = trio.current_time()
-                while reconnects(rig.metrics, "stall") < 2 * (i + 1):
-                    await trio.sleep(0.01)
+                await until(lambda i=i: reconnects(rig.metrics, "stall") >= 2 * (i + 1))
                 detections.append(trio.current_time() - paused_at)
                 rig.exchange.resume()
                 await rig.handle.wait_connected()
@@ -127,14 +130,12 @@ async def test_a_slow_server_is_read_to_the_last_frame(
             proxy.trickle(None)
             fast_at = trio.current_time()
             # Recovered once the exchange holds no backlog for us any more.
-            while any(c.queued for c in rig.exchange.statistics().connections):
-                await trio.sleep(0.01)
+            await until(lambda: not any(c.queued for c in rig.exchange.statistics().connections))
             figures.recovery_s = trio.current_time() - fast_at
             await rig.wait_transitions(2)
             # Nothing is lost on a slow path: every frame written reaches the service.
             rig.exchange.pause()
-            while rig.received() < rig.exchange.frames_sent:
-                await trio.sleep(0.01)
+            await until(lambda: rig.received() >= rig.exchange.frames_sent)
             assert rig.received() == rig.exchange.frames_sent
         await check(rig, figures, faults=1)
     figures.detail["frames_sent"] = rig.exchange.frames_sent
@@ -152,8 +153,7 @@ async def test_connections_rotate_one_at_a_time(tmp_path: Path, mode: Mode, scen
         ) as rig:
             outages = await rig.nursery.start(Outages(rig.handle).run)
             await rig.wait_transitions(2)
-            while reconnects(rig.metrics, "lifetime") < mode.count(6, 40):
-                await trio.sleep(0.05)
+            await until(lambda: reconnects(rig.metrics, "lifetime") >= mode.count(6, 40))
             await rig.wait_transitions(2)
         rotations = reconnects(rig.metrics, "lifetime")
         await check(rig, figures, faults=rotations)
@@ -205,8 +205,7 @@ async def test_refused_at_start_up_keeps_retrying_and_is_not_ready(
             assert rig.received() == 0
             rig.exchange.refuse_connections(False)
             accepted_at = trio.current_time()
-            while (await http_get(readyz))[0] != 200:
-                await trio.sleep(0.01)
+            await until_async(lambda: ready(readyz))
             figures.recovery_s = trio.current_time() - accepted_at
             await rig.wait_connected()
             await rig.wait_transitions(4)

@@ -1,5 +1,6 @@
 """Property and fuzz tests (hypothesis) on the decoder and the books: no input crashes them,
-and every case is counted.
+and every case is counted. In the report, ``faults`` is the number of cases (examples) and
+``messages`` what they held (frames, book operations, diffs).
 
 Cases: 100,000 in the full suite, 5,000 in the quick one (:data:`CASES`). The decoder must
 turn anything into an event, a control message or a :class:`BadFrame` with one of the
@@ -76,8 +77,9 @@ JSON = st.recursive(
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=12)
     | QUIRKS,
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=3), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=3), children, max_size=4)
+    ),
     max_leaves=12,
 )
 
@@ -141,7 +143,7 @@ def test_the_decoder_counts_any_bytes(mode: Mode, scenario) -> None:
         counts[kind] = counts.get(kind, 0) + 1
 
     decode_anything()
-    figures.messages = sum(counts.values())
+    figures.faults = figures.messages = sum(counts.values())
     figures.detail["counted"] = counts
     assert figures.messages >= CASES["decoder-bytes"][mode.full] * 0.9
 
@@ -192,7 +194,7 @@ def test_the_decoder_checks_every_field_of_every_stream(mode: Mode, scenario) ->
         counts[kind] = counts.get(kind, 0) + 1
 
     decode_payload()
-    figures.messages = sum(counts.values())
+    figures.faults = figures.messages = sum(counts.values())
     figures.detail["counted"] = counts
     assert counts.get("event", 0) > 0
     assert counts.get("invalid_value", 0) > 0
@@ -200,9 +202,7 @@ def test_the_decoder_checks_every_field_of_every_stream(mode: Mode, scenario) ->
 
 
 PRICES = st.sampled_from([19.5, 19.9, 19.99, 20.0, 20.01, 20.1, 20.5, 21.0, 1e-8, 1e9])
-LEVELS = st.lists(
-    st.tuples(PRICES, st.sampled_from([0.0, 0.0, 1.0, 2.5, 1e-8, 1e12])), max_size=6
-)
+LEVELS = st.lists(st.tuples(PRICES, st.sampled_from([0.0, 0.0, 1.0, 2.5, 1e-8, 1e12])), max_size=6)
 BOOK_OPS = st.lists(
     st.tuples(st.sampled_from(["snapshot", "diff", "clear"]), LEVELS, LEVELS), max_size=12
 )
@@ -210,12 +210,13 @@ BOOK_OPS = st.lists(
 
 def test_the_order_book_matches_a_plain_model(mode: Mode, scenario) -> None:
     figures = scenario("fuzz/order-book")
-    operations = 0
+    operations = examples = 0
 
     @_settings(mode, "order-book")
     @given(BOOK_OPS)
     def apply_ops(ops: list[tuple[str, list, list]]) -> None:
-        nonlocal operations
+        nonlocal operations, examples
+        examples += 1
         book = OrderBook("BTCUSDT")
         model: dict[str, dict[float, float]] = {"bid": {}, "ask": {}}
         for kind, bids, asks in ops:
@@ -251,6 +252,7 @@ def test_the_order_book_matches_a_plain_model(mode: Mode, scenario) -> None:
             book.notional_within_bps(50.0)
 
     apply_ops()
+    figures.faults = examples
     figures.messages = operations
     assert operations > 0
 
@@ -281,7 +283,7 @@ DIFFS = st.lists(
 def test_diff_books_account_for_every_diff(mode: Mode, scenario) -> None:
     figures = scenario("fuzz/diff-books")
     metrics = ServiceMetrics(shards=1)
-    diffs_fed = 0
+    diffs_fed = examples = 0
 
     # The three counters a diff can end in (read directly: collecting the whole registry
     # per example would cost more than the example).
@@ -297,7 +299,8 @@ def test_diff_books_account_for_every_diff(mode: Mode, scenario) -> None:
     @_settings(mode, "diff-books")
     @given(DIFFS)
     def feed(ops: list[tuple]) -> None:
-        nonlocal diffs_fed
+        nonlocal diffs_fed, examples
+        examples += 1
         books = ShardBooks(0, ShardEngine(), SnapshotRequests(), metrics, 5.0, max_buffered=8)
         before = counted()
         fed = 0
@@ -325,6 +328,7 @@ def test_diff_books_account_for_every_diff(mode: Mode, scenario) -> None:
         diffs_fed += fed
 
     feed()
+    figures.faults = examples
     figures.messages = diffs_fed
     assert diffs_fed > 0
     assert metrics.accounting()["superseded"] > 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
+import yaml
 
 from oraculo_trio.pipeline.workers import STOP_MARGIN
 from oraculo_trio.settings import load_rule_file, load_settings
@@ -15,7 +15,6 @@ DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
 
 def load_yaml(path: Path) -> list:
-    yaml = pytest.importorskip("yaml", reason="PyYAML (pip install pyyaml) reads the manifests")
     return list(yaml.safe_load_all(path.read_text()))
 
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
+
+from loadtest.runner import free_port
 
 
 class ClusterUnavailable(Exception):
@@ -31,13 +32,6 @@ def find_bin_dir() -> Path:
     if not candidates:
         raise ClusterUnavailable("no initdb under /usr/lib/postgresql/*/bin")
     return max(candidates)[1]
-
-
-def free_port() -> int:
-    """A TCP port of 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class PgCluster:

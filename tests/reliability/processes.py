@@ -1,0 +1,162 @@
+"""The service as a real process (``oraculo-trio run --config``), for the scenarios that
+signal or kill it, or measure it from outside (RSS, logs)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+import signal
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import trio
+
+from loadtest.runner import toml_document
+from tests.e2e.processes import (
+    LineReader,
+    clean_env,
+    command,
+    free_port,
+    http_get,
+    parse_accounting,
+)
+
+
+def rules_toml(entries: Sequence[Mapping[str, Any]]) -> str:
+    """A rule file of ``entries`` (scalars, lists of strings, one level of tables)."""
+
+    def value(v: Any) -> str:
+        if isinstance(v, Mapping):
+            return "{ " + ", ".join(f"{k} = {value(x)}" for k, x in v.items()) + " }"
+        if isinstance(v, list | tuple):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, int | float):
+            return repr(v)
+        return json.dumps(v)
+
+    blocks = []
+    for entry in entries:
+        lines = ["[[rule]]", *(f"{k} = {value(v)}" for k, v in entry.items())]
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n"
+
+
+def write_config(
+    directory: Path,
+    *,
+    exchange_url: str,
+    symbols: Sequence[str],
+    database_url: str,
+    rules: Sequence[Mapping[str, Any]],
+    http_port: int,
+    extra: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Path:
+    """``oraculo.toml`` (and ``rules.toml``) for a service process; returns its path."""
+    (directory / "rules.toml").write_text(rules_toml(rules))
+    sections: dict[str, dict[str, Any]] = {
+        "service": {"shutdown_grace": 10.0},
+        "feed": {
+            "url": exchange_url,
+            "symbols": list(symbols),
+            "depth_streams": ["depth20"],
+            "trade_streams": ["trade"],
+            "reconnect_initial": 0.05,
+            "reconnect_max": 0.5,
+        },
+        "rules": {"file": str(directory / "rules.toml"), "reload_interval": 0.0},
+        "database": {"url": database_url, "batch_window_ms": 5.0},
+        "dispatch": {"sinks": []},
+        "http": {"host": "127.0.0.1", "port": http_port},
+        "observe": {"dump_dir": str(directory / "dumps")},
+    }
+    for section, values in (extra or {}).items():
+        sections.setdefault(section, {}).update(values)
+    path = directory / "oraculo.toml"
+    path.write_text(toml_document(sections))
+    return path
+
+
+@attrs.define(eq=False)
+class ServiceProcess:
+    """One ``oraculo-trio run`` child; its stderr is read (and kept) as it comes.
+
+    Start it with ``service = await ServiceProcess.start(nursery, config, port)``.
+    """
+
+    process: trio.Process
+    http_port: int
+    reader: LineReader
+    ended: trio.Event = attrs.field(factory=trio.Event)
+
+    @classmethod
+    async def start(
+        cls, nursery: trio.Nursery, config: Path, http_port: int, *args: str
+    ) -> ServiceProcess:
+        process = await _start(nursery, config, args)
+        service = cls(process, http_port, LineReader(process.stderr))
+        nursery.start_soon(service._drain)
+        return service
+
+    async def _drain(self) -> None:
+        # Reading all the time: a full pipe would block the service's logging.
+        await self.reader.rest()
+        self.ended.set()
+
+    @property
+    def lines(self) -> list[str]:
+        return self.reader.lines
+
+    async def wait_ready(self) -> None:
+        """Wait until ``/readyz`` answers 200 (polled)."""
+        url = f"http://127.0.0.1:{self.http_port}/readyz"
+        while True:
+            if self.process.returncode is not None:
+                raise AssertionError(f"the service exited: {self.lines[-20:]}")
+            try:
+                status, _ = await http_get(url)
+            except OSError:
+                status = 0
+            if status == 200:
+                return
+            await trio.sleep(0.05)  # /readyz has no push: polled
+
+    async def metrics(self) -> str:
+        _, body = await http_get(f"http://127.0.0.1:{self.http_port}/metrics")
+        return body
+
+    async def stop(self, signum: int = signal.SIGTERM) -> int:
+        """Send ``signum`` and wait for the exit; returns the exit code."""
+        self.process.send_signal(signum)
+        await self.process.wait()
+        await self.ended.wait()
+        return self.process.returncode
+
+    def final_terms(self, what: str = "accounting") -> dict[str, int]:
+        """The ``service stopped; <what>: k=v ...`` line's numbers."""
+        pattern = re.compile(rf"service stopped; {what}: (.*)$")
+        for line in reversed(self.lines):
+            match = pattern.search(line)
+            if match:
+                return parse_accounting(match.group(1))
+        raise AssertionError(f"no 'service stopped; {what}' line in {self.lines[-20:]}")
+
+
+async def _start(nursery: trio.Nursery, config: Path, args: Sequence[str]) -> trio.Process:
+    run = functools.partial(
+        trio.run_process,
+        command("run", "--config", str(config), *args),
+        check=False,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=clean_env(),
+    )
+    return await nursery.start(run)
+
+
+__all__ = ["ServiceProcess", "free_port", "rules_toml", "write_config"]
