@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from loadtest.generator import GeneratorSpec  # noqa: E402
-from loadtest.runner import free_port, load_rules_text, toml_document  # noqa: E402
+from loadtest.runner import LineReader, free_port, load_rules_text, toml_document  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
 KEEP_UP = 0.97
@@ -111,25 +111,19 @@ def quantile(before: dict[float, float], after: dict[float, float], q: float) ->
 
 
 async def read_events(stream: trio.abc.ReceiveStream, events: dict[str, Any], changed: list):
-    buffer = b""
-    while True:
-        chunk = await stream.receive_some(65536)
-        if not chunk:
-            return
-        buffer += chunk
-        while b"\n" in buffer:
-            line, buffer = buffer.split(b"\n", 1)
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            kind = event.get("event")
-            if kind in ("ready", "done", "drained") or (
-                kind == "phase" and event.get("phase") == "measure"
-            ):
-                events[kind if kind != "phase" else "measure"] = (event, time.monotonic())
-                changed[0].set()
-                changed[0] = trio.Event()
+    lines = LineReader(stream)
+    while (line := await lines.next_line()) is not None:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        kind = event.get("event")
+        if kind in ("ready", "done", "drained") or (
+            kind == "phase" and event.get("phase") == "measure"
+        ):
+            events[kind if kind != "phase" else "measure"] = (event, time.monotonic())
+            changed[0].set()
+            changed[0] = trio.Event()
 
 
 async def wait_for(events: dict[str, Any], changed: list, kind: str, within: float) -> Any:

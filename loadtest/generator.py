@@ -50,12 +50,14 @@ import trio
 
 from loadtest.markets import (
     PARTIAL_DEPTHS,
+    WALK_RANGE,
     Frame,
     Market,
     Payload,
-    format_units,
+    WalkSymbol,
+    quantity_pool,
+    start_walks,
     synthetic_symbols,
-    to_units,
 )
 
 LOGGER = logging.getLogger("oraculo_trio.loadtest.generator")
@@ -235,11 +237,10 @@ class FrameSource(Protocol):
         ...
 
 
-# Walk range in price ticks (0.01), the level quantities pool, and the wide spread (in
-# ticks) of an alert frame: prices are 10-50, so a normal spread (1-2 ticks) is 2-20 bps
+# Walk range in price ticks (0.01, the ladders of markets.start_walks), and the wide spread
+# (in ticks) of an alert frame: prices are 10-50, so a normal spread (1-2 ticks) is 2-20 bps
 # and the alert's 60 ticks is 120-600 bps (the load rules alert above 100 bps).
-_RANGE = 512
-_POOL = 256
+_RANGE = WALK_RANGE
 _WIDE_TICKS = 60
 _SPIKE_PRICE = "2000.00000000"
 
@@ -250,19 +251,9 @@ WIDE_SPREAD_BPS = 100.0
 
 
 @attrs.define(eq=False, slots=True)
-class _Walk:
-    symbol: str
-    depth_stream: str
-    trade_stream: str
-    ladder: list[str]
-    ladder_desc: list[str]
-    mid: int
-    update_id: int
-    trade_id: int
+class _Walk(WalkSymbol):
     depth_seq: int = 0
     trade_seq: int = 0
-    best_bid: int = 0
-    best_ask: int = 0
 
 
 @attrs.define(eq=False)
@@ -310,30 +301,8 @@ class LoadMarket:
             raise ValueError(f"LoadMarket: trade_ratio must be in [0, 1], got {self.trade_ratio}")
         exponent = parse_distribution(self.distribution)
         self._rng = rng = random.Random(self.seed)
-        tick_units = to_units(0.01)
-        self._walks = []
-        for index, symbol in enumerate(self.symbols):
-            lower = symbol.lower()
-            base = round(rng.uniform(10.0, 50.0) * 100) - _RANGE // 2
-            ladder = [format_units((base + i) * tick_units) for i in range(_RANGE)]
-            ids = 1_000_000_000 * (index + 1)
-            mid = _RANGE // 2
-            self._walks.append(
-                _Walk(
-                    symbol,
-                    f"{lower}@depth{self.levels}@100ms",
-                    f"{lower}@trade",
-                    ladder,
-                    ladder[::-1],
-                    mid,
-                    ids,
-                    ids,
-                    best_bid=mid - 1,
-                    best_ask=mid + 1,
-                )
-            )
-        pool = [format_units(to_units(rng.uniform(0.001, 50.0))) for _ in range(_POOL)]
-        self._pool = pool + pool  # doubled: any window of 2 x 20 levels is one slice
+        self._walks = start_walks(_Walk, self.symbols, self.levels, rng, 50.0)
+        self._pool = quantity_pool(rng)
         self._depth_picker = _Picker(len(self.symbols), exponent, rng)
         self._trade_picker = _Picker(len(self.symbols), exponent, rng)
 

@@ -26,7 +26,7 @@ import math
 import random
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import attrs
 
@@ -647,7 +647,9 @@ def synthetic_symbols(count: int) -> list[str]:
 
 
 @attrs.define(eq=False)
-class _WalkSymbol:
+class WalkSymbol:
+    """One symbol's random walk: streams, price ladder, mid and ids (:func:`start_walks`)."""
+
     symbol: str
     depth_stream: str
     trade_stream: str
@@ -661,10 +663,59 @@ class _WalkSymbol:
     best_ask: int = 0
 
 
-# Ticks a walk may range over (it reflects at the edges), and the quantity pool size.
-_WALK_RANGE = 512
+#: Ticks a walk may range over (it reflects at the edges).
+WALK_RANGE = 512
 _QTY_POOL_SIZE = 256
 _STEPS = (-1, 0, 0, 1)
+
+WalkT = TypeVar("WalkT", bound=WalkSymbol)
+
+
+def start_walks(
+    make: type[WalkT], symbols: Sequence[str], levels: int, rng: random.Random, top: float
+) -> list[WalkT]:
+    """One walk per symbol, at the middle of a :data:`WALK_RANGE` ladder of 0.01 ticks.
+
+    Args:
+        make: the walk type, :class:`WalkSymbol` or a subclass.
+        symbols: upper-case symbols.
+        levels: partial book depth (names the depth stream).
+        rng: draws each ladder's base price, uniform in [10, ``top``].
+        top: highest base price.
+
+    Returns:
+        The walks, in the order of ``symbols``.
+    """
+    tick_units = to_units(0.01)
+    walks = []
+    for index, symbol in enumerate(symbols):
+        lower = symbol.lower()
+        base = round(rng.uniform(10.0, top) * 100) - WALK_RANGE // 2
+        ladder = [format_units((base + i) * tick_units) for i in range(WALK_RANGE)]
+        ids = 1_000_000_000 * (index + 1)
+        mid = WALK_RANGE // 2
+        walks.append(
+            make(
+                symbol,
+                f"{lower}@depth{levels}@100ms",
+                f"{lower}@trade",
+                ladder,
+                ladder[::-1],
+                mid,
+                ids,
+                ids,
+                best_bid=mid - 1,
+                best_ask=mid + 1,
+            )
+        )
+    return walks
+
+
+def quantity_pool(rng: random.Random) -> list[str]:
+    """Level quantities drawn from ``rng``, doubled so any window of up to 2 x 20 levels is
+    one slice."""
+    pool = [format_units(to_units(rng.uniform(0.001, 50.0))) for _ in range(_QTY_POOL_SIZE)]
+    return pool + pool
 
 
 @attrs.define(eq=False)
@@ -696,7 +747,7 @@ class RandomWalkMarket:
     trade_ratio: float = attrs.field(default=0.2)
     seed: int = 0
     _rng: random.Random = attrs.field(init=False)
-    _walks: list[_WalkSymbol] = attrs.field(init=False)
+    _walks: list[WalkSymbol] = attrs.field(init=False)
     _qty_pool: list[str] = attrs.field(init=False)
     _carry: float = attrs.field(init=False, default=0.0)
     _trade_carry: float = attrs.field(init=False, default=0.0)
@@ -712,31 +763,8 @@ class RandomWalkMarket:
         if not self.symbols:
             raise ValueError("RandomWalkMarket: symbols must not be empty")
         self._rng = rng = random.Random(self.seed)
-        tick_units = to_units(0.01)
-        self._walks = []
-        for index, symbol in enumerate(self.symbols):
-            lower = symbol.lower()
-            base = round(rng.uniform(10.0, 1_000.0) * 100) - _WALK_RANGE // 2
-            ladder = [format_units((base + i) * tick_units) for i in range(_WALK_RANGE)]
-            ids = 1_000_000_000 * (index + 1)
-            mid = _WALK_RANGE // 2
-            self._walks.append(
-                _WalkSymbol(
-                    symbol,
-                    f"{lower}@depth{self.levels}@100ms",
-                    f"{lower}@trade",
-                    ladder,
-                    ladder[::-1],
-                    mid,
-                    ids,
-                    ids,
-                    best_bid=mid - 1,
-                    best_ask=mid + 1,
-                )
-            )
-        pool = [format_units(to_units(rng.uniform(0.001, 50.0))) for _ in range(_QTY_POOL_SIZE)]
-        # Doubled so any window of up to 2 x 20 levels is one slice.
-        self._qty_pool = pool + pool
+        self._walks = start_walks(WalkSymbol, self.symbols, self.levels, rng, 1_000.0)
+        self._qty_pool = quantity_pool(rng)
 
     def tick(self, now: float, dt: float) -> Iterator[Frame]:
         """Return this tick's share of the rate: depth snapshots first, then trades.
@@ -788,11 +816,11 @@ class RandomWalkMarket:
                 trade_payload(walk.symbol, walk.trade_id, price, pool[draw & 255], now_ms, not buy),
             )
 
-    def _snapshot(self, walk: _WalkSymbol) -> Payload:
+    def _snapshot(self, walk: WalkSymbol) -> Payload:
         levels = self.levels
         draw = self._rng.getrandbits(11)
         mid = walk.mid + _STEPS[draw & 3]
-        if not levels + 2 <= mid < _WALK_RANGE - levels - 2:
+        if not levels + 2 <= mid < WALK_RANGE - levels - 2:
             mid = walk.mid - _STEPS[draw & 3]  # reflect at the edge of the range
         walk.mid = mid
         spread = 1 + ((draw >> 2) & 1)
@@ -801,7 +829,7 @@ class RandomWalkMarket:
         walk.update_id += 1
         start = draw >> 3
         pool = self._qty_pool
-        top = _WALK_RANGE - 1 - bid
+        top = WALK_RANGE - 1 - bid
         bid_prices = walk.ladder_desc[top : top + levels]
         ask_prices = walk.ladder[ask : ask + levels]
         bid_qtys = pool[start : start + levels]

@@ -361,12 +361,19 @@ def tail(path: Path, lines: int = 15) -> str:
 # The store
 
 
-def _admin_sql(url: str, *statements: str) -> None:
+def admin_sql(url: str, *statements: str, timeout: float = 10.0) -> None:
+    """Run ``statements`` on the PostgreSQL server at ``url`` (CREATE/DROP DATABASE...).
+
+    Blocking: asyncpg on its own asyncio loop, so call it from a worker thread (the runner)
+    or outside any Trio run (sync test fixtures).
+
+    Raises:
+        OSError, asyncpg.PostgresError, asyncpg.InterfaceError: as asyncpg raises them.
+    """
     import asyncpg
 
-    # asyncpg on its own asyncio loop, in a worker thread (the runner is Trio).
     async def run() -> None:
-        conn = await asyncpg.connect(url, timeout=10)
+        conn = await asyncpg.connect(url, timeout=timeout)
         try:
             for statement in statements:
                 await conn.execute(statement)
@@ -401,7 +408,7 @@ async def fresh_store(database_url: str | None, run_dir: Path) -> AsyncIterator[
     parts = urlsplit(database_url)
     url = urlunsplit(parts._replace(path=f"/{name}"))
     try:
-        await trio.to_thread.run_sync(_admin_sql, database_url, f'CREATE DATABASE "{name}"')
+        await trio.to_thread.run_sync(admin_sql, database_url, f'CREATE DATABASE "{name}"')
     except Exception as exc:  # asyncpg's errors and OSError: all mean "cannot create"
         raise LoadTestError(
             f"cannot create a database on {parts.hostname}:{parts.port}: {exc}"
@@ -412,7 +419,7 @@ async def fresh_store(database_url: str | None, run_dir: Path) -> AsyncIterator[
         with trio.CancelScope(shield=True), trio.move_on_after(15):
             try:
                 await trio.to_thread.run_sync(
-                    _admin_sql, database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+                    admin_sql, database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
                 )
             except Exception:
                 LOGGER.warning("could not drop database %s", name, exc_info=True)

@@ -691,14 +691,11 @@ class BookImbalance(RuleBase):
         return Signal(active, ratio)
 
 
-class LiquidityWall(RuleBase):
-    """Holds while one book level within ``bps`` of the mid has a notional >= ``notional``
-    (``side``: ``any``, ``bid`` or ``ask``). Value: the largest such level's notional.
+class _NotionalNearMid(RuleBase):
+    """A kind comparing the notional within ``bps`` of the mid (``side``: ``any``, ``bid``
+    or ``ask``) with ``notional``, once per micro-batch and symbol (``per_batch``): the
+    query costs per level."""
 
-    Evaluated once per micro-batch and symbol (``per_batch``): the query costs per level.
-    """
-
-    kind: ClassVar[str] = "liquidity_wall"
     streams: ClassVar[frozenset[str]] = frozenset({DEPTH})
     per_batch: ClassVar[bool] = True
 
@@ -707,6 +704,16 @@ class LiquidityWall(RuleBase):
         self.notional = _number(params, "notional", above=0)
         self.bps = _number(params, "bps", above=0)
         self.side = _choice(params, "side", SIDES_BOOK, "any")
+
+
+class LiquidityWall(_NotionalNearMid):
+    """Holds while one book level within ``bps`` of the mid has a notional >= ``notional``
+    (``side``: ``any``, ``bid`` or ``ask``). Value: the largest such level's notional.
+
+    Evaluated once per micro-batch and symbol (``per_batch``): the query costs per level.
+    """
+
+    kind: ClassVar[str] = "liquidity_wall"
 
     def evaluate(self, event: Any, state: RuleState, now: float) -> Signal | None:
         book = state.market.book
@@ -718,7 +725,7 @@ class LiquidityWall(RuleBase):
         return Signal(wall.notional >= self.notional, wall.notional)
 
 
-class ThinBook(RuleBase):
+class ThinBook(_NotionalNearMid):
     """Holds while the notional resting within ``bps`` of the mid is below ``notional``
     (``side``: ``any`` for both sides together, ``bid`` or ``ask``). Value: that notional.
 
@@ -726,14 +733,6 @@ class ThinBook(RuleBase):
     """
 
     kind: ClassVar[str] = "thin_book"
-    streams: ClassVar[frozenset[str]] = frozenset({DEPTH})
-    per_batch: ClassVar[bool] = True
-
-    def __init__(self, params: Mapping[str, Any]) -> None:
-        _no_extra(params, "notional", "bps", "side")
-        self.notional = _number(params, "notional", above=0)
-        self.bps = _number(params, "bps", above=0)
-        self.side = _choice(params, "side", SIDES_BOOK, "any")
 
     def evaluate(self, event: Any, state: RuleState, now: float) -> Signal | None:
         book = state.market.book

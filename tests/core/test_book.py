@@ -406,8 +406,6 @@ def replay_cases() -> list:
     ]
 
 
-
-
 @pytest.mark.parametrize("pair", PAIRS)
 def test_diffs_are_continuous_within_each_session(pair: str) -> None:
     for (session, symbol), diffs in streams(PAIRS[pair][0]).items():

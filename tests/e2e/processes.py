@@ -10,14 +10,37 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
 
 from loadtest.runner import LineReader as ChildLines
 from loadtest.runner import free_port as free_port  # re-exported for the tests
+from loadtest.runner import toml_document
 
 ROOT = Path(__file__).resolve().parents[2]
+
+#: One rule alerting on every tenth trade of any symbol (tests/e2e/flappy.py).
+TENTH_TRADE_RULES = """
+[[rule]]
+id = "tenth"
+kind = "tests.e2e.flappy:EveryTenthTrade"
+symbols = "*"
+trigger = "every_time"
+"""
+
+
+def write_service_config(
+    directory: Path, sections: dict[str, dict[str, Any]], rules: str = TENTH_TRADE_RULES
+) -> Path:
+    """Write ``rules`` as ``rules.toml`` and ``sections`` (plus ``rules.file``) as
+    ``oraculo.toml`` in ``directory`` (created if missing); return the config's path."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "rules.toml").write_text(rules)
+    path = directory / "oraculo.toml"
+    path.write_text(toml_document({**sections, "rules": {"file": "rules.toml"}}))
+    return path
 
 
 def require_tool(name: str) -> str:

@@ -19,43 +19,29 @@ from tests.e2e.processes import (
     free_port,
     http_get,
     start_process,
+    write_service_config,
 )
 
 GRACE = 5.0
-RULES = """
-[[rule]]
-id = "tenth"
-kind = "tests.e2e.flappy:EveryTenthTrade"
-symbols = "*"
-trigger = "every_time"
-"""
 
 
 def config(tmp_path: Path, ws_url: str, symbols: list[str], port: int) -> Path:
-    (tmp_path / "rules.toml").write_text(RULES)
-    path = tmp_path / "oraculo.toml"
-    path.write_text(
-        f"""
-[service]
-shutdown_grace = {GRACE}
-[feed]
-url = "{ws_url}"
-symbols = {symbols!r}
-depth_streams = ["depth20"]
-trade_streams = ["trade"]
-[rules]
-file = "rules.toml"
-[database]
-url = "sqlite:///{tmp_path / "alerts.db"}"
-[dispatch]
-sinks = ["stdout"]
-[http]
-port = {port}
-[observe]
-dump_dir = "{tmp_path / "dumps"}"
-"""
+    return write_service_config(
+        tmp_path,
+        {
+            "service": {"shutdown_grace": GRACE},
+            "feed": {
+                "url": ws_url,
+                "symbols": symbols,
+                "depth_streams": ["depth20"],
+                "trade_streams": ["trade"],
+            },
+            "database": {"url": f"sqlite:///{tmp_path / 'alerts.db'}"},
+            "dispatch": {"sinks": ["stdout"]},
+            "http": {"port": port},
+            "observe": {"dump_dir": str(tmp_path / "dumps")},
+        },
     )
-    return path
 
 
 async def test_sigterm_under_load_drains_and_persists(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from loadtest.exchange import ExchangeSettings, MockExchange
 from oraculo_trio.core.sharding import PARTITIONS, partition_of
 from oraculo_trio.store import open_store
 from oraculo_trio.store.coordination import APPLICATION_PREFIX, namespace
-from tests.e2e.processes import clean_env, command, free_port, start_process
+from tests.e2e.processes import clean_env, command, free_port, start_process, write_service_config
 from tests.pipeline.helpers import ManualMarket, trade_frame
 
 CLAIM_INTERVAL = 0.3
@@ -29,13 +29,6 @@ TERMINATE_CLAIMS = (
     " WHERE datname = current_database() AND application_name = $1"
 )
 GRACE = 4.0
-RULES = """
-[[rule]]
-id = "tenth"
-kind = "tests.e2e.flappy:EveryTenthTrade"
-symbols = "*"
-trigger = "every_time"
-"""
 
 
 def one_symbol_per_partition(partitions: int = PARTITIONS) -> list[str]:
@@ -59,39 +52,29 @@ def write_config(
     instance_id: str = "",
     mode: str = "postgres",
 ) -> Path:
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "rules.toml").write_text(RULES)
-    path = directory / "oraculo.toml"
-    path.write_text(
-        f"""
-[service]
-shutdown_grace = {GRACE}
-[feed]
-url = "{ws_url}"
-symbols = {list(symbols)!r}
-depth_streams = []
-trade_streams = ["trade"]
-reconnect_initial = 0.05
-reconnect_max = 0.5
-[rules]
-file = "rules.toml"
-[database]
-url = "{database_url}"
-statement_timeout = 2.0
-batch_window_ms = 5
-[dispatch]
-sinks = ["stdout"]
-[http]
-port = {port}
-[observe]
-dump_dir = "{directory / "dumps"}"
-[cluster]
-mode = "{mode}"
-claim_interval = {CLAIM_INTERVAL}
-instance_id = "{instance_id}"
-"""
+    return write_service_config(
+        directory,
+        {
+            "service": {"shutdown_grace": GRACE},
+            "feed": {
+                "url": ws_url,
+                "symbols": list(symbols),
+                "depth_streams": [],
+                "trade_streams": ["trade"],
+                "reconnect_initial": 0.05,
+                "reconnect_max": 0.5,
+            },
+            "database": {"url": database_url, "statement_timeout": 2.0, "batch_window_ms": 5},
+            "dispatch": {"sinks": ["stdout"]},
+            "http": {"port": port},
+            "observe": {"dump_dir": str(directory / "dumps")},
+            "cluster": {
+                "mode": mode,
+                "claim_interval": CLAIM_INTERVAL,
+                "instance_id": instance_id,
+            },
+        },
     )
-    return path
 
 
 @attrs.define(eq=False)

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import re
 import secrets
@@ -22,6 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
+from loadtest.runner import admin_sql
 from oraculo_trio.observe.metrics import ServiceMetrics
 from oraculo_trio.store import Store, open_store
 from tests.store.pg_cluster import ClusterUnavailable, PgCluster
@@ -47,15 +47,7 @@ def unavailable(reason: str) -> None:
 
 def _admin(url: str, *statements: str) -> None:
     # Admin work runs on plain asyncio, outside any Trio run (sync fixtures).
-    async def run() -> None:
-        conn = await asyncpg.connect(url, timeout=5)
-        try:
-            for statement in statements:
-                await conn.execute(statement)
-        finally:
-            await conn.close()
-
-    asyncio.run(run())
+    admin_sql(url, *statements, timeout=5)
 
 
 @pytest.fixture(scope="session")
