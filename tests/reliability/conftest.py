@@ -47,8 +47,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--overload-rate",
         type=float,
         default=None,
-        help="messages per second of the full overload scenario (default: 2 x 25,000, "
+        help="messages per second of the overload/generator-max scenario (default: 50,000, "
         "twice DESIGN.md's saturation target; the generator sends what it can)",
+    )
+    group.addoption(
+        "--rss-bound-mb",
+        type=float,
+        default=256.0,
+        help="the RSS the service must stay under in the overload scenarios (its queues are "
+        "bounded: ~60 MB measured)",
     )
 
 

@@ -15,7 +15,6 @@ from typing import Any
 import attrs
 import trio
 
-from loadtest.runner import toml_document
 from tests.e2e.processes import (
     LineReader,
     clean_env,
@@ -23,6 +22,7 @@ from tests.e2e.processes import (
     free_port,
     http_get,
     parse_accounting,
+    write_service_config,
 )
 
 
@@ -58,7 +58,6 @@ def write_config(
     extra: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Path:
     """``oraculo.toml`` (and ``rules.toml``) for a service process; returns its path."""
-    (directory / "rules.toml").write_text(rules_toml(rules))
     sections: dict[str, dict[str, Any]] = {
         "service": {"shutdown_grace": 10.0},
         "feed": {
@@ -69,7 +68,6 @@ def write_config(
             "reconnect_initial": 0.05,
             "reconnect_max": 0.5,
         },
-        "rules": {"file": str(directory / "rules.toml"), "reload_interval": 0.0},
         "database": {"url": database_url, "batch_window_ms": 5.0},
         "dispatch": {"sinks": []},
         "http": {"host": "127.0.0.1", "port": http_port},
@@ -77,9 +75,7 @@ def write_config(
     }
     for section, values in (extra or {}).items():
         sections.setdefault(section, {}).update(values)
-    path = directory / "oraculo.toml"
-    path.write_text(toml_document(sections))
-    return path
+    return write_service_config(directory, sections, rules_toml(rules))
 
 
 @attrs.define(eq=False)

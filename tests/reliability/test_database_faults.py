@@ -22,9 +22,15 @@ import asyncpg
 import pytest
 import trio
 
+from loadtest.exchange import ExchangeSettings
 from tests.reliability.conftest import Mode
 from tests.reliability.rig import Rig, check, loaded_service, reconnects, sample, until
 from tests.store.pg_cluster import PgCluster
+
+# While our trade feed waits (backpressure), the exchange keeps publishing to the other
+# connections (a blocking mock exchange would starve the depth feed until it stalls) and
+# drops what our trade connection cannot take, as a real exchange eventually would.
+EXCHANGE = ExchangeSettings(tick=0.05, ping_interval=None, overflow="drop")
 
 
 def store_overrides(mode: Mode) -> dict[str, dict[str, Any]]:
@@ -49,7 +55,7 @@ def backpressure(rig: Rig) -> int:
 
 
 def pushed_back(rig: Rig, figures: Any) -> None:
-    """The push-back went all the way to the trade feed, which waited (no reconnect)."""
+    """The push-back went all the way to the trade feed, which waited: no feed reconnected."""
     waits = int(sample(rig.metrics, "oraculo_backpressure_waits_total", channel="trade_shard"))
     figures.detail["trade_feed_waits"] = waits
     assert reconnects(rig.metrics, "stall") == 0
@@ -123,7 +129,11 @@ async def test_postgres_stopped_under_load(
     seconds = mode.pick(3.0, 30.0)
     with trio.fail_after(seconds + mode.pick(60, 120)):
         async with loaded_service(
-            tmp_path, mode.rate, database_url=private_database, overrides=store_overrides(mode)
+            tmp_path,
+            mode.rate,
+            database_url=private_database,
+            overrides=store_overrides(mode),
+            exchange_settings=EXCHANGE,
         ) as rig:
             await outage(rig, figures, seconds, private_cluster.stop, private_cluster.start)
         await check(rig, figures, faults=1)
@@ -148,7 +158,11 @@ async def test_killed_connections_are_replaced(
     recoveries = []
     with trio.fail_after(mode.pick(60, 240)):
         async with loaded_service(
-            tmp_path, mode.rate, database_url=private_database, overrides=store_overrides(mode)
+            tmp_path,
+            mode.rate,
+            database_url=private_database,
+            overrides=store_overrides(mode),
+            exchange_settings=EXCHANGE,
         ) as rig:
             for _ in range(faults):
                 await rig.wait_transitions(4)
@@ -188,7 +202,11 @@ async def test_statements_slowed_by_a_held_lock(
     seconds = mode.pick(3.0, 20.0)
     with trio.fail_after(seconds + mode.pick(60, 120)):
         async with loaded_service(
-            tmp_path, mode.rate, database_url=private_database, overrides=store_overrides(mode)
+            tmp_path,
+            mode.rate,
+            database_url=private_database,
+            overrides=store_overrides(mode),
+            exchange_settings=EXCHANGE,
         ) as rig:
             await rig.wait_transitions(4)
             before = backpressure(rig)
@@ -238,7 +256,11 @@ async def test_failing_statements_are_retried(
     recoveries = []
     with trio.fail_after(len(faults) * (seconds + mode.pick(30, 60))):
         async with loaded_service(
-            tmp_path, mode.rate, database_url=private_database, overrides=store_overrides(mode)
+            tmp_path,
+            mode.rate,
+            database_url=private_database,
+            overrides=store_overrides(mode),
+            exchange_settings=EXCHANGE,
         ) as rig:
             for on, off in faults:
                 await outage(
@@ -272,7 +294,11 @@ async def test_sqlite_locked_by_another_process(tmp_path: Path, mode: Mode, scen
     path = tmp_path / "alerts.db"
     with trio.fail_after(seconds + mode.pick(60, 120)):
         async with loaded_service(
-            tmp_path, mode.rate, database_url=f"sqlite:///{path}", overrides=store_overrides(mode)
+            tmp_path,
+            mode.rate,
+            database_url=f"sqlite:///{path}",
+            overrides=store_overrides(mode),
+            exchange_settings=EXCHANGE,
         ) as rig:
             await rig.wait_transitions(4)
             before = backpressure(rig)
@@ -302,7 +328,11 @@ async def test_sqlite_file_removed_while_running(tmp_path: Path, mode: Mode, sce
     path = tmp_path / "alerts.db"
     with trio.fail_after(mode.pick(60, 180)):
         async with loaded_service(
-            tmp_path, mode.rate, database_url=f"sqlite:///{path}", overrides=store_overrides(mode)
+            tmp_path,
+            mode.rate,
+            database_url=f"sqlite:///{path}",
+            overrides=store_overrides(mode),
+            exchange_settings=EXCHANGE,
         ) as rig:
             await rig.wait_transitions(10)
             for suffix in ("", "-wal", "-shm"):

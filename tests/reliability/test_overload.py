@@ -1,14 +1,18 @@
 """Overload: the load generator (``oraculo-trio loadtest``'s runner: generator and service as
 processes) sends more than the service can take, for 60 s in full (5 s quick). RSS stays
-under a bound, no trade is lost (the trade feed waits: TCP backpressure), depth is conflated,
-the scheduler lag stays bounded, and once the burst ends the service catches up within
-seconds (measured).
+under a bound (``--rss-bound-mb``, 256 by default), no trade is lost (the trade feed waits:
+TCP backpressure), depth is conflated, the scheduler lag stays bounded, and once the burst
+ends the service catches up within seconds (measured).
 
 On this 2-core machine the real service keeps up with the most the generator can send
-(~50,000 msg/s), so two rows: ``overload/generator-max`` (the service as it is, at the
-generator's ceiling) and ``overload/2x-saturation`` (its consumers slowed with
-``pipeline.debug_batch_delay_ms`` to about half of what arrives, so that the overload policy
-is what is exercised: conflation and backpressure).
+(~50,000 msg/s, twice DESIGN.md's saturation target), so two rows: ``overload/generator-max``
+(the service as it is, at the generator's ceiling) and ``overload/2x-saturation`` (its
+consumers slowed with ``pipeline.debug_batch_delay_ms`` to 6,400 msg/s a stream, 12,800 in
+all, and sent 25,000 msg/s: the depth stream three times what its consumer takes, so the
+overload policy is what is exercised). Trades stay under their consumer's capacity there: a
+trade stream beyond it for a minute would build a backlog at the exchange (the feed waits,
+never drops) whose drain time is the backlog's, not a recovery; the database scenarios show
+that push-back reaching the trade feed.
 """
 
 from __future__ import annotations
@@ -26,9 +30,6 @@ from tests.e2e.processes import parse_accounting
 from tests.reliability.conftest import Mode
 from tests.reliability.rig import check_store, record
 
-RSS_BOUND_MB = 256.0
-"""The RSS the service must stay under (its queues are bounded: ~60 MB measured)."""
-
 LAG_BOUND_S = 1.0
 """The scheduler lag the service must stay under at any sample."""
 
@@ -41,13 +42,14 @@ def final_terms(log: Path, what: str) -> dict[str, int]:
     raise AssertionError(f"no 'service stopped; {what}' line in {log}")
 
 
-def recovery(samples: list[dict[str, Any]], marks: dict[str, int]) -> float:
-    """Seconds from the end of the burst until every frame sent was accounted for."""
-    end = samples[marks["measure_end"]]
+def recovery(samples: list[dict[str, Any]], marks: dict[str, int], duration: float) -> float:
+    """Seconds from the scheduled end of the burst until every frame sent was accounted for
+    (a generator running late is part of it: its backlog is the service's too)."""
+    end = samples[marks["measure_start"]]["t"] + duration
     sent = samples[-1]["sent"]
-    for sample in samples[marks["measure_end"] :]:
-        if accounted(sample) >= sent:
-            return max(0.0, sample["t"] - end["t"])
+    for sample in samples[marks["measure_start"] :]:
+        if sample["t"] >= end and accounted(sample) >= sent:
+            return sample["t"] - end
     return float("inf")
 
 
@@ -61,7 +63,7 @@ async def test_overload_keeps_memory_flat_and_loses_no_trade(
     figures = scenario(name)
     database = tmp_path / "overload.db"
     settings = [f"database.url=sqlite:///{database}"]
-    rate = pytestconfig.getoption("overload_rate", default=None) or 100_000.0
+    rate = pytestconfig.getoption("overload_rate", default=None) or 50_000.0
     if slowed:
         # One shard; each consumer takes at most 32 messages per 5 ms: 6,400 msg/s a stream.
         settings += [
@@ -69,7 +71,7 @@ async def test_overload_keeps_memory_flat_and_loses_no_trade(
             "pipeline.batch_max=32",
             "pipeline.debug_batch_delay_ms=5",
         ]
-        rate = pytestconfig.getoption("overload_rate", default=None) or 50_000.0
+        rate = 25_000.0
     duration = mode.pick(5.0, 60.0)
     config = RunConfig(
         stream="mixed",
@@ -99,7 +101,7 @@ async def test_overload_keeps_memory_flat_and_loses_no_trade(
     record(figures, terms, result, faults=1)
     figures.messages = sent
     figures.lost = max(0, sent - int(accounted(final))) + result.lost
-    figures.recovery_s = recovery(samples, marks)
+    figures.recovery_s = recovery(samples, marks, duration)
     trade_backlog = final["received"]["trade"] - final["evaluated"]["trade"]
     figures.detail.update(
         requested_rate=rate,
@@ -114,7 +116,9 @@ async def test_overload_keeps_memory_flat_and_loses_no_trade(
     )
     assert output.service_exit == 0
     assert figures.lost == 0
-    assert max(rss) / 1e6 < RSS_BOUND_MB
+    bound = pytestconfig.getoption("rss_bound_mb", default=256.0)
+    figures.detail["rss_bound_mb"] = bound
+    assert max(rss) / 1e6 < bound
     assert figures.detail["lag_max_s"] < LAG_BOUND_S
     # Trades are never conflated (nor shed): a trade not evaluated was only stale, and
     # stale ones still updated the rules' state.

@@ -14,12 +14,16 @@ from oraculo_trio.store.base import DispatchLog, Store, open_store
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    # Synchronous: the database is created outside the Trio run (plain asyncio).
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'alerts.db'}"
-    else:
-        url = request.getfixturevalue("private_database")
-    async with open_store(url, statement_timeout=5.0) as opened:
+        return f"sqlite:///{tmp_path / 'alerts.db'}"
+    return request.getfixturevalue("private_database")
+
+
+@pytest.fixture
+async def store(store_url: str) -> AsyncIterator[Store]:
+    async with open_store(store_url, statement_timeout=5.0) as opened:
         yield opened
 
 
