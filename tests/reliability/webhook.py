@@ -1,7 +1,7 @@
 """A webhook receiver on 127.0.0.1 whose behaviour a scenario switches at any time:
 ``ok`` (200), ``error`` (500), ``slow`` (200 after ``slow_delay`` seconds), ``hang`` (never
 answers), ``drop`` (closes the connection without answering) and ``refuse`` (nothing listens
-on the port: connections are refused)."""
+on the port: new connections are refused, open ones are closed at their next request)."""
 
 from __future__ import annotations
 
@@ -62,14 +62,16 @@ class Webhook:
         while self.answered < count:
             await self._changed.wait()
 
-    async def _listen(self, *, task_status: trio.TaskStatus[None]) -> None:
+    async def _listen(self, *, task_status: trio.TaskStatus[Any]) -> None:
         with trio.CancelScope() as scope:
             self._listening = scope
             listeners = await trio.open_tcp_listeners(self.port, host="127.0.0.1")
             self.port = listeners[0].socket.getsockname()[1]
-            async with trio.open_nursery() as nursery:
-                await nursery.start(trio.serve_listeners, self._handle, listeners)
-                task_status.started()
+            # Handlers live in the outer nursery: refusing closes the listener, not the
+            # connections, which finish their request first (see _handle).
+            await trio.serve_listeners(
+                self._handle, listeners, handler_nursery=self._nursery, task_status=task_status
+            )
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         conn = h11.Connection(h11.SERVER)
@@ -92,7 +94,9 @@ class Webhook:
                 self.requests += 1
                 self.requested.append(json.loads(body))
                 mode = self.mode
-                if mode == "drop":
+                if mode in ("drop", "refuse"):
+                    # Closed once the whole request was read: a client never has its request
+                    # cut short (httpx would leave its body's generator unfinished).
                     return
                 if mode == "hang":
                     await trio.sleep_forever()
