@@ -15,6 +15,8 @@ from typing import Any
 import attrs
 import trio
 
+from loadtest.exchange import ExchangeSettings, MockExchange
+from loadtest.generator import LoadMarket
 from tests.e2e.processes import (
     LineReader,
     clean_env,
@@ -24,6 +26,7 @@ from tests.e2e.processes import (
     parse_accounting,
     write_service_config,
 )
+from tests.reliability.rig import RULE_ENTRIES, SYMBOLS
 
 
 def rules_toml(entries: Sequence[Mapping[str, Any]]) -> str:
@@ -155,4 +158,51 @@ async def _start(nursery: trio.Nursery, config: Path, args: Sequence[str]) -> tr
     return await nursery.start(run)
 
 
-__all__ = ["ServiceProcess", "free_port", "rules_toml", "write_config"]
+async def start_exchange(nursery: trio.Nursery, rate: float) -> MockExchange:
+    """The mock exchange on 127.0.0.1 publishing the rig's load at ``rate`` msg/s."""
+    market = LoadMarket(SYMBOLS, trade_ratio=0.5, rate_per_s=rate, alert_period=0.5)
+    settings = ExchangeSettings(tick=0.05, ping_interval=None)
+    return await nursery.start(MockExchange(market, settings).serve)
+
+
+@attrs.frozen
+class Deployment:
+    """A mock exchange under load and a service configuration that reads it."""
+
+    exchange: MockExchange
+    config: Path
+    http_port: int
+
+    async def start(self, nursery: trio.Nursery) -> ServiceProcess:
+        """Start a service process on this configuration and wait until it is ready."""
+        service = await ServiceProcess.start(nursery, self.config, self.http_port)
+        await service.wait_ready()
+        return service
+
+
+async def deploy(
+    nursery: trio.Nursery,
+    directory: Path,
+    *,
+    rate: float,
+    database_url: str,
+    rules: Sequence[Mapping[str, Any]] = RULE_ENTRIES,
+    extra: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Deployment:
+    """Start the mock exchange (load at ``rate``) and write the service's configuration
+    (``rules``, ``extra`` sections, a free HTTP port) into ``directory``."""
+    exchange = await start_exchange(nursery, rate)
+    port = free_port()
+    config = write_config(
+        directory,
+        exchange_url=exchange.ws_url,
+        symbols=SYMBOLS,
+        database_url=database_url,
+        rules=rules,
+        http_port=port,
+        extra=extra,
+    )
+    return Deployment(exchange, config, port)
+
+
+__all__ = ["Deployment", "ServiceProcess", "deploy", "free_port", "rules_toml", "write_config"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import sqlite3
 import threading
@@ -48,6 +49,17 @@ def store_overrides(mode: Mode) -> dict[str, dict[str, Any]]:
         "feed": {"stall_timeout": mode.pick(1.0, 5.0)},
         "observe": {"store_check_interval": 0.5},
     }
+
+
+def db_service(tmp_path: Path, mode: Mode, database_url: str) -> Any:
+    """The loaded service (rig.py) on ``database_url``, set up as these scenarios need."""
+    return loaded_service(
+        tmp_path,
+        mode.rate,
+        database_url=database_url,
+        overrides=store_overrides(mode),
+        exchange_settings=EXCHANGE,
+    )
 
 
 def backpressure(rig: Rig) -> int:
@@ -100,6 +112,22 @@ async def outage(rig: Rig, figures: Any, seconds: float, start: Callable, stop: 
     await rig.wait_transitions(4)
 
 
+async def while_locked(rig: Rig, figures: Any, hold: Callable[[threading.Event], None]) -> None:
+    """Under load, run ``hold(locked)`` in a thread (it takes a lock, sets ``locked``, keeps
+    it a while, lets go); then measure the recovery and the push-back into ``figures``."""
+    await rig.wait_transitions(4)
+    before = backpressure(rig)
+    locked = threading.Event()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.to_thread.run_sync, hold, locked)
+        await trio.to_thread.run_sync(locked.wait)
+    released_at = trio.current_time()
+    await wait_flushed(rig)
+    figures.recovery_s = trio.current_time() - released_at
+    figures.detail["backpressure_waits"] = backpressure(rig) - before
+    await rig.wait_transitions(4)
+
+
 def admin(url: str, *statements: str, args: Sequence[Any] = ()) -> list[Any]:
     """Run statements on their own connection (blocking: call it from a thread)."""
 
@@ -128,13 +156,7 @@ async def test_postgres_stopped_under_load(
     figures = scenario("database/postgres-stopped")
     seconds = mode.pick(3.0, 30.0)
     with trio.fail_after(seconds + mode.pick(60, 120)):
-        async with loaded_service(
-            tmp_path,
-            mode.rate,
-            database_url=private_database,
-            overrides=store_overrides(mode),
-            exchange_settings=EXCHANGE,
-        ) as rig:
+        async with db_service(tmp_path, mode, private_database) as rig:
             await outage(rig, figures, seconds, private_cluster.stop, private_cluster.start)
         await check(rig, figures, faults=1)
     pushed_back(rig, figures)
@@ -157,13 +179,7 @@ async def test_killed_connections_are_replaced(
     killed = 0
     recoveries = []
     with trio.fail_after(mode.pick(60, 240)):
-        async with loaded_service(
-            tmp_path,
-            mode.rate,
-            database_url=private_database,
-            overrides=store_overrides(mode),
-            exchange_settings=EXCHANGE,
-        ) as rig:
+        async with db_service(tmp_path, mode, private_database) as rig:
             for _ in range(faults):
                 await rig.wait_transitions(4)
                 before = written(rig)
@@ -201,26 +217,10 @@ async def test_statements_slowed_by_a_held_lock(
     figures = scenario("database/slow-statements-lock")
     seconds = mode.pick(3.0, 20.0)
     with trio.fail_after(seconds + mode.pick(60, 120)):
-        async with loaded_service(
-            tmp_path,
-            mode.rate,
-            database_url=private_database,
-            overrides=store_overrides(mode),
-            exchange_settings=EXCHANGE,
-        ) as rig:
-            await rig.wait_transitions(4)
-            before = backpressure(rig)
-            locked = threading.Event()
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(
-                    trio.to_thread.run_sync, _hold_lock, private_database, seconds, locked
-                )
-                await trio.to_thread.run_sync(locked.wait)
-            released_at = trio.current_time()
-            await wait_flushed(rig)
-            figures.recovery_s = trio.current_time() - released_at
-            figures.detail["backpressure_waits"] = backpressure(rig) - before
-            await rig.wait_transitions(4)
+        async with db_service(tmp_path, mode, private_database) as rig:
+            await while_locked(
+                rig, figures, functools.partial(_hold_lock, private_database, seconds)
+            )
         await check(rig, figures, faults=1)
     pushed_back(rig, figures)
     timeouts = sample(rig.metrics, "oraculo_db_timeouts_total", op="insert_alert_events")
@@ -255,13 +255,7 @@ async def test_failing_statements_are_retried(
     ]
     recoveries = []
     with trio.fail_after(len(faults) * (seconds + mode.pick(30, 60))):
-        async with loaded_service(
-            tmp_path,
-            mode.rate,
-            database_url=private_database,
-            overrides=store_overrides(mode),
-            exchange_settings=EXCHANGE,
-        ) as rig:
+        async with db_service(tmp_path, mode, private_database) as rig:
             for on, off in faults:
                 await outage(
                     rig,
@@ -293,26 +287,8 @@ async def test_sqlite_locked_by_another_process(tmp_path: Path, mode: Mode, scen
     seconds = mode.pick(3.0, 20.0)
     path = tmp_path / "alerts.db"
     with trio.fail_after(seconds + mode.pick(60, 120)):
-        async with loaded_service(
-            tmp_path,
-            mode.rate,
-            database_url=f"sqlite:///{path}",
-            overrides=store_overrides(mode),
-            exchange_settings=EXCHANGE,
-        ) as rig:
-            await rig.wait_transitions(4)
-            before = backpressure(rig)
-            locked = threading.Event()
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(
-                    trio.to_thread.run_sync, _lock_sqlite, str(path), seconds, locked
-                )
-                await trio.to_thread.run_sync(locked.wait)
-            released_at = trio.current_time()
-            await wait_flushed(rig)
-            figures.recovery_s = trio.current_time() - released_at
-            figures.detail["backpressure_waits"] = backpressure(rig) - before
-            await rig.wait_transitions(4)
+        async with db_service(tmp_path, mode, f"sqlite:///{path}") as rig:
+            await while_locked(rig, figures, functools.partial(_lock_sqlite, str(path), seconds))
         await check(rig, figures, faults=1)
     pushed_back(rig, figures)
     assert (
@@ -327,13 +303,7 @@ async def test_sqlite_file_removed_while_running(tmp_path: Path, mode: Mode, sce
     figures = scenario("database/sqlite-file-removed")
     path = tmp_path / "alerts.db"
     with trio.fail_after(mode.pick(60, 180)):
-        async with loaded_service(
-            tmp_path,
-            mode.rate,
-            database_url=f"sqlite:///{path}",
-            overrides=store_overrides(mode),
-            exchange_settings=EXCHANGE,
-        ) as rig:
+        async with db_service(tmp_path, mode, f"sqlite:///{path}") as rig:
             await rig.wait_transitions(10)
             for suffix in ("", "-wal", "-shm"):
                 with contextlib.suppress(FileNotFoundError):

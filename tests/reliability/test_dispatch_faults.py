@@ -87,7 +87,7 @@ async def test_a_failing_webhook_never_slows_evaluation(
     phase_seconds = mode.pick(1.5, 20.0)
     with trio.fail_after(mode.pick(40, 240)):
         async with loaded_service(tmp_path, mode.rate, overrides=overrides) as rig:
-            await webhook.wait_answered(4)
+            await webhook.wait_delivered(4)
             baseline = Phase(rig)
             await trio.sleep(phase_seconds)  # the healthy phase: its length is the point
             healthy = baseline.end()
@@ -96,9 +96,9 @@ async def test_a_failing_webhook_never_slows_evaluation(
             await trio.sleep(phase_seconds)  # the fault lasts this long
             faulty = failing.end()
             await webhook.set_mode("ok")
-            answered = webhook.answered
+            delivered = len(webhook.delivered)
             recovered_at = trio.current_time()
-            await webhook.wait_answered(answered + 1)
+            await webhook.wait_delivered(delivered + 1)
             figures.recovery_s = trio.current_time() - recovered_at
             await rig.wait_transitions(4)
         result = await check(rig, figures, faults=0)

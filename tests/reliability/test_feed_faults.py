@@ -3,6 +3,7 @@ to go away, or is refused; the service reconnects by itself and loses nothing it
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -12,11 +13,35 @@ from loadtest.exchange import MockExchange
 from tests.e2e.processes import http_get
 from tests.reliability.conftest import Mode
 from tests.reliability.proxy import TcpProxy
-from tests.reliability.rig import Outages, check, loaded_service, reconnects, until, until_async
+from tests.reliability.rig import (
+    Outages,
+    Rig,
+    check,
+    loaded_service,
+    reconnects,
+    until,
+    until_async,
+)
 
 
 async def ready(url: str) -> bool:
     return (await http_get(url))[0] == 200
+
+
+async def reconnections(
+    rig: Rig, mode: Mode, faults: int, fault: Callable[[], Awaitable[object]]
+) -> list[float]:
+    """Inject ``await fault()`` ``faults`` times, each after some load has gone through;
+    returns the seconds from each fault until both connections were back and reading."""
+    recoveries = []
+    for _ in range(faults):
+        await rig.wait_received(mode.count(60, 1000))
+        accepted = rig.exchange.connections_accepted
+        faulted_at = trio.current_time()
+        await fault()
+        await rig.wait_reconnected(accepted)
+        recoveries.append(trio.current_time() - faulted_at)
+    return recoveries
 
 
 @pytest.mark.parametrize(
@@ -27,17 +52,12 @@ async def test_closed_connections_reconnect(
 ) -> None:
     figures = scenario(name)
     faults = mode.count(2, 20)
-    recoveries = []
     with trio.fail_after(mode.pick(30, 240)):
         async with loaded_service(tmp_path, mode.rate) as rig:
             await rig.wait_transitions(2)
-            for _ in range(faults):
-                await rig.wait_received(mode.count(60, 1000))
-                accepted = rig.exchange.connections_accepted
-                closed_at = trio.current_time()
-                await rig.exchange.drop_connections(code)
-                await rig.wait_reconnected(accepted)
-                recoveries.append(trio.current_time() - closed_at)
+            recoveries = await reconnections(
+                rig, mode, faults, lambda: rig.exchange.drop_connections(code)
+            )
             await rig.wait_transitions(2)
         await check(rig, figures, faults=faults)
     figures.recovery_s = max(recoveries)
@@ -87,7 +107,9 @@ async def test_a_half_open_connection_is_replaced(
         proxy.target_port = exchange.port
         return proxy.url_for(exchange.ws_url)
 
-    recoveries = []
+    async def cut() -> None:
+        assert proxy.blackhole() >= 2
+
     with trio.fail_after(mode.pick(30, 240)):
         async with loaded_service(
             tmp_path,
@@ -96,13 +118,7 @@ async def test_a_half_open_connection_is_replaced(
             feed_url=through_proxy,
         ) as rig:
             await rig.wait_transitions(2)
-            for _ in range(faults):
-                await rig.wait_received(mode.count(60, 1000))
-                accepted = rig.exchange.connections_accepted
-                assert proxy.blackhole() >= 2
-                cut_at = trio.current_time()
-                await rig.wait_reconnected(accepted)
-                recoveries.append(trio.current_time() - cut_at)
+            recoveries = await reconnections(rig, mode, faults, cut)
             await rig.wait_transitions(2)
         await check(rig, figures, faults=faults)
     figures.recovery_s = max(recoveries)
@@ -166,20 +182,17 @@ async def test_server_shutdown_events_move_the_feed_at_once(
 ) -> None:
     figures = scenario("feed/server-shutdown")
     faults = mode.count(2, 20)
-    recoveries = []
+
+    async def tell() -> None:
+        assert await rig.exchange.server_shutdown() == 2
+
     with trio.fail_after(mode.pick(30, 240)):
         async with loaded_service(tmp_path, mode.rate) as rig:
             await rig.wait_transitions(2)
-            for i in range(faults):
-                await rig.wait_received(mode.count(60, 1000))
-                accepted = rig.exchange.connections_accepted
-                told_at = trio.current_time()
-                assert await rig.exchange.server_shutdown() == 2
-                await rig.wait_reconnected(accepted)
-                recoveries.append(trio.current_time() - told_at)
-                assert reconnects(rig.metrics, "server_shutdown") == 2 * (i + 1)
+            recoveries = await reconnections(rig, mode, faults, tell)
             await rig.wait_transitions(2)
         await check(rig, figures, faults=faults)
+    assert reconnects(rig.metrics, "server_shutdown") == 2 * faults
     figures.recovery_s = max(recoveries)
 
 

@@ -13,18 +13,10 @@ from typing import Any
 
 import trio
 
-from loadtest.exchange import ExchangeSettings, MockExchange
-from loadtest.generator import LoadMarket
 from tests.reliability.conftest import Mode
-from tests.reliability.processes import ServiceProcess, free_port, write_config
-from tests.reliability.rig import RULE_ENTRIES, SYMBOLS, check_store, record, until
+from tests.reliability.processes import deploy
+from tests.reliability.rig import RULE_ENTRIES, check_store, record, until
 from tests.reliability.webhook import Webhook
-
-
-async def start_exchange(nursery: trio.Nursery, rate: float) -> MockExchange:
-    market = LoadMarket(SYMBOLS, trade_ratio=0.5, rate_per_s=rate, alert_period=0.5)
-    settings = ExchangeSettings(tick=0.05, ping_interval=None)
-    return await nursery.start(MockExchange(market, settings).serve)
 
 
 async def test_sigterm_under_load_drains_and_persists_everything(
@@ -33,18 +25,10 @@ async def test_sigterm_under_load_drains_and_persists_everything(
     figures = scenario("process/sigterm-under-load")
     url = f"sqlite:///{tmp_path / 'alerts.db'}"
     with trio.fail_after(mode.pick(60, 180)):
-        exchange = await start_exchange(nursery, mode.pick(1000.0, 5000.0))
-        port = free_port()
-        config = write_config(
-            tmp_path,
-            exchange_url=exchange.ws_url,
-            symbols=SYMBOLS,
-            database_url=url,
-            rules=RULE_ENTRIES,
-            http_port=port,
+        deployment = await deploy(
+            nursery, tmp_path, rate=mode.pick(1000.0, 5000.0), database_url=url
         )
-        service = await ServiceProcess.start(nursery, config, port)
-        await service.wait_ready()
+        service = await deployment.start(nursery)
         await trio.sleep(mode.pick(2.0, 30.0))  # under load for this long
         signalled = trio.current_time()
         assert await service.stop(signal.SIGTERM) == 0
@@ -72,7 +56,7 @@ def events_of(database: Path, rule_id: str) -> list[tuple[str, int]]:
 
 
 def bodies_of(webhook: Webhook, rule_id: str) -> list[dict[str, Any]]:
-    return [body for body in webhook.bodies if body["groupLabels"]["alertname"] == rule_id]
+    return [body for body in webhook.delivered if body["groupLabels"]["alertname"] == rule_id]
 
 
 STICKY = {  # fires on the first BTCUSDT trade and stays firing (every price is above 1)
@@ -100,15 +84,12 @@ async def test_sigkill_then_restart_restores_alerts_and_redelivers_in_flight(
     url = f"sqlite:///{database}"
     webhook = await nursery.start(Webhook().serve)
     with trio.fail_after(mode.pick(90, 240)):
-        exchange = await start_exchange(nursery, mode.rate)
-        port = free_port()
-        config = write_config(
+        deployment = await deploy(
+            nursery,
             tmp_path,
-            exchange_url=exchange.ws_url,
-            symbols=SYMBOLS,
+            rate=mode.rate,
             database_url=url,
             rules=[*RULE_ENTRIES, STICKY, HELD],
-            http_port=port,
             extra={
                 "dispatch": {
                     "sinks": ["webhook"],
@@ -120,8 +101,8 @@ async def test_sigkill_then_restart_restores_alerts_and_redelivers_in_flight(
                 }
             },
         )
-        first = await ServiceProcess.start(nursery, config, port)
-        await first.wait_ready()
+        exchange = deployment.exchange
+        first = await deployment.start(nursery)
         # The sticky alert fired, was delivered, and its delivery is recorded.
         await until(lambda: ("firing", "delivered") in dispatch_rows(database, "sticky"))
         await trio.sleep(mode.pick(1.0, 10.0))  # under load, many flappy transitions
@@ -133,13 +114,12 @@ async def test_sigkill_then_restart_restores_alerts_and_redelivers_in_flight(
         await exchange.send_raw(json.dumps({"stream": "ethusdt@trade", "data": payload}))
         await until(lambda: events_of(database, "held") == [("firing", 1)])
         await until(lambda: any(
-            b["groupLabels"]["alertname"] == "held" for b in webhook.requested
+            b["groupLabels"]["alertname"] == "held" for b in webhook.bodies
         ))  # fmt: skip
         killed_at = trio.current_time()
         assert await first.stop(signal.SIGKILL) == -signal.SIGKILL
         await webhook.set_mode("ok")
-        second = await ServiceProcess.start(nursery, config, port)
-        await second.wait_ready()
+        second = await deployment.start(nursery)
         # The notification in flight at the kill is delivered by the new process.
         await until(lambda: bodies_of(webhook, "held"))
         figures.recovery_s = trio.current_time() - killed_at
@@ -155,5 +135,5 @@ async def test_sigkill_then_restart_restores_alerts_and_redelivers_in_flight(
     assert len(bodies_of(webhook, "sticky")) == 1
     # In flight at the kill: sent again (delivered once here; the first try hung).
     assert len(bodies_of(webhook, "held")) == 1
-    assert sum(1 for b in webhook.requested if b["groupLabels"]["alertname"] == "held") == 2
+    assert sum(1 for b in webhook.bodies if b["groupLabels"]["alertname"] == "held") == 2
     figures.detail["restored"] = second.final_terms("alerts")
