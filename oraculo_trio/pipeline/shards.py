@@ -31,6 +31,7 @@ from oraculo_trio.core.events import DepthDiff
 from oraculo_trio.core.sharding import shard_of
 from oraculo_trio.core.sync import BookSnapshot
 from oraculo_trio.observe.metrics import ServiceMetrics
+from oraculo_trio.observe.ratelimit import RateLimitedLog
 from oraculo_trio.pipeline.diffbooks import ShardBooks
 
 LOGGER = logging.getLogger("oraculo_trio.pipeline.shards")
@@ -159,6 +160,8 @@ class AlertOutlet:
     store: trio.MemorySendChannel
     dispatch: trio.MemorySendChannel
     metrics: ServiceMetrics
+    # A full dispatch channel drops many notifications in a row: log them, but not each one.
+    _overflow_log: RateLimitedLog = attrs.field(factory=lambda: RateLimitedLog(LOGGER))
 
     async def emit(self, transitions: list[AlertTransition]) -> None:
         metrics = self.metrics
@@ -179,7 +182,8 @@ class AlertOutlet:
                     self.dispatch.send_nowait(transition)
                 except trio.WouldBlock:
                     metrics.dispatch_dropped.labels("overflow").inc()
-                    LOGGER.warning(
+                    self._overflow_log.warning(
+                        "dispatch_overflow",
                         "dispatch channel full: notification for %s %s %s dropped "
                         "(the alert is still stored)",
                         transition.rule_id,
