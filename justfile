@@ -16,8 +16,8 @@ test *ARGS:
 
 # Lint and format check.
 lint:
-    ruff check oraculo_trio loadtest tests benchmarks grafana
-    ruff format --check oraculo_trio loadtest tests benchmarks grafana
+    ruff check oraculo_trio tests benchmarks grafana
+    ruff format --check oraculo_trio tests benchmarks grafana
 
 # Open-loop load test with a KPI verdict, e.g. `just loadtest depth 1500`.
 loadtest STREAM="depth" RATE="1500" *ARGS:

@@ -28,8 +28,8 @@ import trio
 # The sibling script's helpers (run as `python benchmarks/...`, this folder is on sys.path).
 from measure_demo import free_port, process_cpu_seconds, scrape
 
-from loadtest.exchange import MockExchange
-from loadtest.markets import RandomWalkMarket, synthetic_symbols
+from oraculo_trio.mockexchange.exchange import MockExchange
+from oraculo_trio.mockexchange.markets import RandomWalkMarket, synthetic_symbols
 from oraculo_trio.observe.report import histogram_buckets, histogram_quantile
 
 RULES = """

@@ -1,7 +1,7 @@
 """Throughput and CPU per message of ``oraculo-trio run --workers N`` (N = 1, 2, ...).
 
 For each worker count and each offered rate, this starts the load generator (the mock
-exchange in its own process, ``python -m loadtest.generator``), the service with
+exchange in its own process, ``python -m oraculo_trio.loadtest.generator``), the service with
 ``--workers N`` (a fresh SQLite store, the load test's rules), waits for ``/readyz``, lets
 the generator warm up, then measures one window:
 
@@ -44,8 +44,8 @@ from prometheus_client.parser import text_string_to_metric_families
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from loadtest.generator import GeneratorSpec  # noqa: E402
-from loadtest.runner import LineReader, free_port, load_rules_text, toml_document  # noqa: E402
+from oraculo_trio.loadtest.generator import GeneratorSpec  # noqa: E402
+from oraculo_trio.loadtest.runner import LineReader, free_port, load_rules_text, toml_document  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
 KEEP_UP = 0.97
@@ -148,7 +148,7 @@ async def one_run(workers: int, rate: float, args: argparse.Namespace) -> dict[s
         changed = [trio.Event()]
         async with trio.open_nursery() as nursery, httpx.AsyncClient(timeout=10) as client:
             generator = await trio.lowlevel.open_process(
-                [sys.executable, "-m", "loadtest.generator", "--spec", spec.to_json()],
+                [sys.executable, "-m", "oraculo_trio.loadtest.generator", "--spec", spec.to_json()],
                 cwd=ROOT,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,

@@ -281,13 +281,13 @@ def _cmd_health(args: argparse.Namespace) -> int:
 
 
 def _cmd_loadtest(args: argparse.Namespace) -> int:
-    from loadtest.cli import main as loadtest_main
+    from oraculo_trio.loadtest.cli import main as loadtest_main
 
     return loadtest_main(args.args)
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from loadtest.cli import compare_main
+    from oraculo_trio.loadtest.cli import compare_main
 
     return compare_main(args.args)
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import attrs
 import trio
 
-from loadtest.exchange import MockExchange
-from loadtest.markets import ScriptedMarket
+from oraculo_trio.mockexchange.exchange import MockExchange
+from oraculo_trio.mockexchange.markets import ScriptedMarket
 from oraculo_trio.pipeline.service import ServiceHandle, run_service
 from oraculo_trio.settings import Settings, load_rule_file
 from oraculo_trio.store.base import mask_dsn

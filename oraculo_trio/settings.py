@@ -21,6 +21,7 @@ from urllib.parse import parse_qsl, urlsplit
 import attrs
 
 from oraculo_trio.errors import ConfigError
+from oraculo_trio.feeds.binance_rest import snapshot_weight
 
 ENV_PREFIX = "ORACULO_"
 # Environment variables of ours that are not configuration keys.
@@ -717,7 +718,6 @@ def _check_across_sections(settings: Settings) -> None:
             f"feed.depth_streams = {list(feed.depth_streams)} is not allowed: the diff stream "
             "'depth' keeps the symbol's one book, so it goes alone"
         )
-    from oraculo_trio.pipeline.snapshots import snapshot_weight
 
     least = 2 * snapshot_weight(feed.snapshot_limit)
     if "depth" in feed.depth_streams and feed.rest_weight_budget < least:

@@ -45,10 +45,10 @@ import attrs
 import pytest
 import trio
 
-from loadtest.exchange import ExchangeSettings, MockExchange
-from loadtest.markets import Frame, format_units, to_units, trade_payload
 from oraculo_trio.core.alerts import AlertTransition
 from oraculo_trio.core.rules import parse_rules
+from oraculo_trio.mockexchange.exchange import ExchangeSettings, MockExchange
+from oraculo_trio.mockexchange.markets import Frame, format_units, to_units, trade_payload
 from oraculo_trio.pipeline.service import ServiceHandle, run_service
 from oraculo_trio.settings import Settings, load_settings, resolve_rule_class
 from oraculo_trio.store.base import Store, open_store

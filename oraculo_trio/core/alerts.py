@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 import attrs
 
-from oraculo_trio.errors import IllegalTransition
+from oraculo_trio.core.errors import IllegalTransition
 
 INACTIVE = "inactive"
 PENDING = "pending"

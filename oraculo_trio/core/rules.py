@@ -55,9 +55,9 @@ import attrs
 import numpy as np
 
 from oraculo_trio.core.book import ASK, BID, Book, OrderBook, PartialBook
+from oraculo_trio.core.errors import ConfigError
 from oraculo_trio.core.events import DEPTH, TRADE, BookTicker, DepthDiff, DepthSnapshot, Trade
 from oraculo_trio.core.windows import Extremum, RingBuffer, RollingSum, SplitSum
-from oraculo_trio.errors import ConfigError
 
 TRIGGERS = ("once", "every_time", "once_per_interval")
 SEVERITIES = ("info", "warning", "critical")

@@ -34,8 +34,8 @@ from collections.abc import Mapping
 import attrs
 
 from oraculo_trio.core.book import OrderBook
+from oraculo_trio.core.errors import IllegalTransition
 from oraculo_trio.core.events import DEPTH, DepthDiff, Level
-from oraculo_trio.errors import IllegalTransition
 
 SYNCING = "syncing"
 LIVE = "live"

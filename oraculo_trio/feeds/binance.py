@@ -39,6 +39,7 @@ from typing import Annotated, Any
 import attrs
 import msgspec
 
+from oraculo_trio.core.errors import FeedError
 from oraculo_trio.core.events import (
     DEPTH,
     TRADE,
@@ -49,7 +50,6 @@ from oraculo_trio.core.events import (
     MarketEvent,
     Trade,
 )
-from oraculo_trio.errors import FeedError
 
 DEFAULT_BASE_URL = "wss://stream.binance.com:9443"
 """Binance spot WebSocket base; Binance.US is ``wss://stream.binance.us:9443``."""

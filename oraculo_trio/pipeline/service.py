@@ -47,6 +47,7 @@ from oraculo_trio.dispatch.redeliver import unconfirmed_notifications
 from oraculo_trio.dispatch.sinks import LogSink, Sink, StdoutSink, WebhookSink
 from oraculo_trio.errors import StoreError
 from oraculo_trio.feeds.binance import DEPTH_KINDS, KIND_DEPTH_DIFF, combined_urls, stream_name
+from oraculo_trio.feeds.binance_rest import rest_base_url
 from oraculo_trio.observe.health import Readiness, run_store_check
 from oraculo_trio.observe.http import serve_http
 from oraculo_trio.observe.instrument import LagInstrument, LagMonitor
@@ -74,7 +75,6 @@ from oraculo_trio.pipeline.snapshots import (
     FetcherSettings,
     SnapshotFetcher,
     SnapshotRequests,
-    rest_base_url,
 )
 from oraculo_trio.rules_source import RuleReloader
 from oraculo_trio.settings import Settings

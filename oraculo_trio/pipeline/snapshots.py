@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from urllib.parse import urlsplit, urlunsplit
 
 import attrs
 import httpx
@@ -30,48 +29,15 @@ import trio
 
 from oraculo_trio.core.sync import BookSnapshot
 from oraculo_trio.feeds.binance import BadSnapshot, decode_rest_snapshot
+from oraculo_trio.feeds.binance_rest import (
+    DEFAULT_RETRY_AFTER,
+    DEPTH_PATH,
+    snapshot_weight,
+)
 from oraculo_trio.observe.metrics import ServiceMetrics
 from oraculo_trio.observe.ratelimit import RateLimitedLog
 
 LOGGER = logging.getLogger("oraculo_trio.pipeline.snapshots")
-
-DEPTH_PATH = "/api/v3/depth"
-MAX_SNAPSHOT_LIMIT = 5000
-
-# (largest limit, weight), Binance spot's GET /api/v3/depth.
-_WEIGHTS = ((100, 5), (500, 25), (1000, 50), (MAX_SNAPSHOT_LIMIT, 250))
-
-# Seconds to stop for when a 429 or 418 comes without Retry-After (Binance bans for 2 min
-# at least).
-DEFAULT_RETRY_AFTER = {429: 60.0, 418: 120.0}
-
-
-def snapshot_weight(limit: int) -> int:
-    """Binance's request weight of ``GET /api/v3/depth`` with ``limit`` levels per side.
-
-    Raises:
-        ValueError: ``limit`` is not in 1..5000.
-    """
-    for most, weight in _WEIGHTS:
-        if 1 <= limit <= most:
-            return weight
-    raise ValueError(f"limit={limit!r}: allowed 1..{MAX_SNAPSHOT_LIMIT}")
-
-
-def rest_base_url(rest_url: str, ws_url: str) -> str:
-    """The REST base URL: ``rest_url`` when set, else derived from the WebSocket URL.
-
-    ``wss://stream.binance.com:9443`` gives ``https://api.binance.com`` (likewise
-    ``binance.us``); any other ``ws(s)://host:port`` gives ``http(s)://host:port``.
-    """
-    if rest_url:
-        return rest_url.rstrip("/")
-    parts = urlsplit(ws_url)
-    scheme = "https" if parts.scheme == "wss" else "http"
-    host = parts.hostname or ""
-    if host.startswith("stream."):
-        return f"{scheme}://api.{host[len('stream.') :]}"
-    return urlunsplit((scheme, parts.netloc, "", "", "")).rstrip("/")
 
 
 @attrs.define(eq=False)

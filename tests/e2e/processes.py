@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 import trio
 
-from loadtest.runner import LineReader as ChildLines
-from loadtest.runner import free_port as free_port  # re-exported for the tests
-from loadtest.runner import toml_document
+from oraculo_trio.loadtest.runner import LineReader as ChildLines
+from oraculo_trio.loadtest.runner import free_port as free_port  # re-exported for the tests
+from oraculo_trio.loadtest.runner import toml_document
 
 ROOT = Path(__file__).resolve().parents[2]
 

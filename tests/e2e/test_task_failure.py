@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 import trio
 
-from loadtest.exchange import ExchangeSettings, MockExchange
-from loadtest.markets import RandomWalkMarket, synthetic_symbols
 from oraculo_trio.errors import StoreError
+from oraculo_trio.mockexchange.exchange import ExchangeSettings, MockExchange
+from oraculo_trio.mockexchange.markets import RandomWalkMarket, synthetic_symbols
 from oraculo_trio.pipeline.service import run_service
 from oraculo_trio.settings import load_rule_file, load_settings
 from oraculo_trio.store.base import open_store

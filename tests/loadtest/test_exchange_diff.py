@@ -9,10 +9,16 @@ import httpx
 import pytest
 import trio
 
-from loadtest.diffbook import FAULT_KINDS, DiffBookMarket, FaultPlan, RecordedBooks, book_section
-from loadtest.exchange import ExchangeSettings, MockExchange
-from loadtest.rest import RestFault, RestServer
 from oraculo_trio.core.book import OrderBook
+from oraculo_trio.mockexchange.diffbook import (
+    FAULT_KINDS,
+    DiffBookMarket,
+    FaultPlan,
+    RecordedBooks,
+    book_section,
+)
+from oraculo_trio.mockexchange.exchange import ExchangeSettings, MockExchange
+from oraculo_trio.mockexchange.rest import RestFault, RestServer
 from oraculo_trio.observe.metrics import ServiceMetrics
 from oraculo_trio.observe.report import parse_samples
 from tests.data import BINANCE_DATA
@@ -293,9 +299,9 @@ def test_book_section_reads_the_services_metrics() -> None:
 
 
 def test_depthdiff_is_a_load_test_stream_with_its_faults() -> None:
-    from loadtest.cli import build_parser, config_from
-    from loadtest.generator import build_source
     from oraculo_trio.errors import ConfigError
+    from oraculo_trio.loadtest.cli import build_parser, config_from
+    from oraculo_trio.loadtest.generator import build_source
 
     parser = build_parser()
     config = config_from(parser.parse_args(["depthdiff", "1500", "--faults", "gaps,dups"]))
@@ -312,7 +318,7 @@ def test_depthdiff_is_a_load_test_stream_with_its_faults() -> None:
 
 
 def test_the_runner_applies_the_sources_settings_under_set(tmp_path) -> None:
-    from loadtest.runner import RunConfig, service_sections
+    from oraculo_trio.loadtest.runner import RunConfig, service_sections
 
     def sections(*settings: str) -> dict:
         return service_sections(

@@ -11,7 +11,9 @@ import pytest
 import trio
 import trio.testing
 
-from loadtest.generator import (
+from oraculo_trio.core.events import DepthSnapshot, Trade
+from oraculo_trio.feeds.binance import BinanceDecoder
+from oraculo_trio.loadtest.generator import (
     SPIKE_LEVEL,
     WIDE_SPREAD_BPS,
     Generator,
@@ -22,9 +24,7 @@ from loadtest.generator import (
     build_source,
     parse_distribution,
 )
-from loadtest.markets import Frame, RandomWalkMarket, synthetic_symbols
-from oraculo_trio.core.events import DepthSnapshot, Trade
-from oraculo_trio.feeds.binance import BinanceDecoder
+from oraculo_trio.mockexchange.markets import Frame, RandomWalkMarket, synthetic_symbols
 
 WALL = 1_700_000_000.0
 

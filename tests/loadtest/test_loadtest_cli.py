@@ -1,4 +1,4 @@
-"""``python -m loadtest``: arguments, and a real process serving until SIGTERM."""
+"""``python -m oraculo_trio.mockexchange``: arguments, and a real process serving until SIGTERM."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import sys
 import pytest
 import trio
 
-from loadtest.__main__ import build_market, build_parser
-from loadtest.markets import RandomWalkMarket, ScriptedMarket
+from oraculo_trio.mockexchange.__main__ import build_market, build_parser
+from oraculo_trio.mockexchange.markets import RandomWalkMarket, ScriptedMarket
 
 
 def test_build_market() -> None:
@@ -31,7 +31,7 @@ async def test_standalone_exchange_prints_its_url_and_stops_on_sigterm(connect, 
     command = [
         sys.executable,
         "-m",
-        "loadtest",
+        "oraculo_trio.mockexchange",
         "--port",
         "0",
         "--market",

@@ -9,8 +9,13 @@ import pytest
 import trio
 from trio_websocket import CloseReason, ConnectionClosed
 
-from loadtest.exchange import ExchangeSettings, MockExchange, parse_path, parse_stream_name
-from loadtest.markets import RandomWalkMarket, ScriptedMarket, synthetic_symbols
+from oraculo_trio.mockexchange.exchange import (
+    ExchangeSettings,
+    MockExchange,
+    parse_path,
+    parse_stream_name,
+)
+from oraculo_trio.mockexchange.markets import RandomWalkMarket, ScriptedMarket, synthetic_symbols
 
 # Fast ticks keep the tests short; no request limit unless a test is about it.
 FAST = ExchangeSettings(tick=0.02, max_requests_per_s=None)

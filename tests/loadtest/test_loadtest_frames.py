@@ -10,8 +10,13 @@ from typing import Any
 import attrs
 import trio
 
-from loadtest.exchange import ExchangeSettings, MockExchange
-from loadtest.markets import RandomWalkMarket, ScriptedMarket, demo_script, synthetic_symbols
+from oraculo_trio.mockexchange.exchange import ExchangeSettings, MockExchange
+from oraculo_trio.mockexchange.markets import (
+    RandomWalkMarket,
+    ScriptedMarket,
+    demo_script,
+    synthetic_symbols,
+)
 
 DECIMAL = re.compile(r"^[0-9]+\.[0-9]{8}$")
 

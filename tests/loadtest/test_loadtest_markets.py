@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from loadtest.markets import (
+from oraculo_trio.mockexchange.markets import (
     DEMO_PERIOD,
     Instrument,
     Phase,

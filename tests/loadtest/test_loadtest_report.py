@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from loadtest.bench import summarize_profile
-from loadtest.report import (
+from oraculo_trio.errors import ConfigError
+from oraculo_trio.loadtest.bench import summarize_profile
+from oraculo_trio.loadtest.report import (
     Accounting,
     check_thresholds,
     compare,
@@ -23,7 +24,6 @@ from loadtest.report import (
     thresholds_for,
     write_json,
 )
-from oraculo_trio.errors import ConfigError
 
 BOUNDS = [0.001, 0.01, 0.1, float("inf")]
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from loadtest.runner import RUN_TOKEN_ENV, LineReader
+from oraculo_trio.loadtest.runner import RUN_TOKEN_ENV, LineReader
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import trio
 
-from loadtest.diffbook import DiffBookMarket, FaultPlan, RecordedBooks
-from loadtest.exchange import MockExchange
 from oraculo_trio.core.book import OrderBook
 from oraculo_trio.core.sync import LIVE
+from oraculo_trio.mockexchange.diffbook import DiffBookMarket, FaultPlan, RecordedBooks
+from oraculo_trio.mockexchange.exchange import MockExchange
 from oraculo_trio.pipeline.service import ServiceHandle
 from tests.data import BINANCE_DATA
 from tests.pipeline.diffbook_testing import (

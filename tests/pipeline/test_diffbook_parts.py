@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 import trio
 
-from loadtest.diffbook import DiffBookMarket
 from oraculo_trio.core.engine import ShardEngine
 from oraculo_trio.core.events import DepthDiff
 from oraculo_trio.core.sync import LIVE, SYNCING, BookSnapshot
 from oraculo_trio.errors import ConfigError
+from oraculo_trio.feeds.binance_rest import rest_base_url, snapshot_weight
+from oraculo_trio.mockexchange.diffbook import DiffBookMarket
 from oraculo_trio.observe.metrics import ServiceMetrics
 from oraculo_trio.pipeline.diffbooks import ShardBooks
 from oraculo_trio.pipeline.feed import RotationGate
@@ -22,8 +23,6 @@ from oraculo_trio.pipeline.snapshots import (
     SnapshotRequest,
     SnapshotRequests,
     WeightBucket,
-    rest_base_url,
-    snapshot_weight,
 )
 from oraculo_trio.settings import load_settings
 from tests.pipeline.diffbook_testing import diffbook_service, wait_for

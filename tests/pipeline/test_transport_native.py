@@ -12,9 +12,9 @@ from collections.abc import Awaitable, Callable
 import pytest
 import trio
 
-from loadtest.exchange import ExchangeSettings, MockExchange
-from loadtest.markets import trade_payload
 from oraculo_trio.errors import FeedError
+from oraculo_trio.mockexchange.exchange import ExchangeSettings, MockExchange
+from oraculo_trio.mockexchange.markets import trade_payload
 from oraculo_trio.pipeline.transport import (
     CHECKPOINT_EVERY,
     CLOSE_TOO_LARGE,

@@ -15,8 +15,8 @@ from typing import Any
 import attrs
 import trio
 
-from loadtest.exchange import ExchangeSettings, MockExchange
-from loadtest.generator import LoadMarket
+from oraculo_trio.loadtest.generator import LoadMarket
+from oraculo_trio.mockexchange.exchange import ExchangeSettings, MockExchange
 from tests.e2e.processes import (
     LineReader,
     clean_env,

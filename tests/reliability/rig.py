@@ -29,10 +29,10 @@ from typing import Any
 import attrs
 import trio
 
-from loadtest.exchange import ExchangeSettings, MockExchange
-from loadtest.generator import SPIKE_LEVEL, WIDE_SPREAD_BPS, LoadMarket
 from oraculo_trio.core.alerts import FIRING, RESOLVED
 from oraculo_trio.core.rules import CompiledRule, parse_rules
+from oraculo_trio.loadtest.generator import SPIKE_LEVEL, WIDE_SPREAD_BPS, LoadMarket
+from oraculo_trio.mockexchange.exchange import ExchangeSettings, MockExchange
 from oraculo_trio.observe.metrics import ServiceMetrics
 from oraculo_trio.pipeline.service import ServiceHandle, run_service
 from oraculo_trio.settings import Settings, resolve_rule_class

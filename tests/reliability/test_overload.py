@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 import trio
 
-from loadtest.report import accounted
-from loadtest.runner import RunConfig, run_load_test
+from oraculo_trio.loadtest.report import accounted
+from oraculo_trio.loadtest.runner import RunConfig, run_load_test
 from tests.e2e.processes import parse_accounting
 from tests.reliability.conftest import Mode
 from tests.reliability.rig import check_store, record

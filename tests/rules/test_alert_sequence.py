@@ -10,9 +10,9 @@ from pathlib import Path
 
 import trio
 
-from loadtest.exchange import ExchangeSettings, MockExchange
-from loadtest.markets import Instrument, Phase, Script, ScriptedMarket
 from oraculo_trio.core.rules import parse_rules
+from oraculo_trio.mockexchange.exchange import ExchangeSettings, MockExchange
+from oraculo_trio.mockexchange.markets import Instrument, Phase, Script, ScriptedMarket
 from oraculo_trio.pipeline.service import run_service
 from oraculo_trio.store.base import open_store
 from oraculo_trio.testing import AlertService, RecordingSink, service_settings

@@ -14,8 +14,8 @@ import asyncpg
 import attrs
 import trio
 
-from loadtest.exchange import ExchangeSettings, MockExchange
 from oraculo_trio.core.sharding import PARTITIONS, partition_of
+from oraculo_trio.mockexchange.exchange import ExchangeSettings, MockExchange
 from oraculo_trio.store import open_store
 from oraculo_trio.store.coordination import APPLICATION_PREFIX, namespace
 from tests.e2e.processes import clean_env, command, free_port, start_process, write_service_config

@@ -23,7 +23,7 @@ from typing import Any
 
 import attrs
 
-from loadtest.report import (
+from oraculo_trio.loadtest.report import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
     EXIT_PASS,
@@ -34,7 +34,7 @@ from loadtest.report import (
     svg_chart,
     write_json,
 )
-from loadtest.runner import RunConfig, default_out, run_load_test
+from oraculo_trio.loadtest.runner import RunConfig, default_out, run_load_test
 
 BENCH_THRESHOLDS = ("queue_time_p99 <= 100ms", "unaccounted == 0", "sent_rate_error <= 1%")
 """What a step must hold to count as sustained."""
@@ -267,7 +267,7 @@ async def run_bench(
 
     Cancellation: stops the running step's processes.
     """
-    from loadtest.cli import conclude
+    from oraculo_trio.loadtest.cli import conclude
 
     thresholds = [parse_threshold(text) for text in BENCH_THRESHOLDS]
     steps: list[dict[str, Any]] = []
@@ -328,8 +328,8 @@ async def run_bench(
 def bench_main(argv: Sequence[str]) -> int:
     """``oraculo-trio loadtest bench [options]``; returns the exit code (0 when a saturation
     throughput was found)."""
-    from loadtest.cli import Console, _run, add_load_options
     from oraculo_trio.errors import OraculoError
+    from oraculo_trio.loadtest.cli import Console, _run, add_load_options
 
     parser = argparse.ArgumentParser(
         prog="oraculo-trio loadtest bench",

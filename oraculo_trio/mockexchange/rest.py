@@ -36,7 +36,12 @@ import attrs
 import h11
 import trio
 
-from oraculo_trio.pipeline.snapshots import DEPTH_PATH, snapshot_weight
+from oraculo_trio.feeds.binance_rest import (
+    DEPTH_PATH,
+    IP_WEIGHT_LIMIT,
+    IP_WEIGHT_WINDOW,
+    snapshot_weight,
+)
 
 LOGGER = logging.getLogger("oraculo_trio.loadtest.rest")
 
@@ -92,8 +97,8 @@ class RestServer:
     """
 
     source: SnapshotSource
-    weight_limit: int = 6000
-    window: float = 60.0
+    weight_limit: int = IP_WEIGHT_LIMIT
+    window: float = IP_WEIGHT_WINDOW
     ban_after: int = 2
     ban_seconds: float = 120.0
     delay: float = 0.0

@@ -21,9 +21,9 @@ Pieces, each usable alone:
 - :class:`Generator` (Trio): drives a schedule in real time through a :class:`Publisher`
   (``MockExchange.publish``), records lateness per phase, and counts what the exchange
   actually wrote to sockets inside the measured window.
-- ``python -m loadtest.generator --spec JSON``: the generator's own process, hosting the mock
-  exchange; JSON lines on stdout (``ready``, ``phase``, ``stats``, ``done``), commands on
-  stdin (``start``; end of input stops it). The runner (loadtest/runner.py) drives it.
+- ``python -m oraculo_trio.loadtest.generator --spec JSON``: the generator's own process,
+  hosting the mock exchange; JSON lines on stdout (``ready``, ``phase``, ``stats``, ``done``),
+  commands on stdin (``start``; end of input stops it). The runner (loadtest/runner.py) drives it.
 
 Other frame sources plug in through :data:`SOURCES` (``register_source``): anything with
 ``symbols``, ``depth_kinds``, ``trade_kinds`` and ``frames(count, now_ms)``. A tick-based
@@ -48,7 +48,7 @@ from typing import Any, Protocol
 import attrs
 import trio
 
-from loadtest.markets import (
+from oraculo_trio.mockexchange.markets import (
     PARTIAL_DEPTHS,
     WALK_RANGE,
     Frame,
@@ -578,8 +578,8 @@ def _load_market(spec: GeneratorSpec, trade_ratio: float) -> LoadMarket:
 
 
 def _diff_books(spec: GeneratorSpec) -> FrameSource:
-    # Diff streams from true books, with their REST snapshots and faults (loadtest/diffbook.py).
-    from loadtest.diffbook import depthdiff_source
+    # Diff streams from true books, with their REST snapshots and faults (mockexchange/diffbook.py).
+    from oraculo_trio.mockexchange.diffbook import depthdiff_source
 
     return depthdiff_source(spec)
 
@@ -834,7 +834,7 @@ async def serve_generator(
 
     Cancellation: stops the exchange and the schedule.
     """
-    from loadtest.exchange import ExchangeSettings, MockExchange
+    from oraculo_trio.mockexchange.exchange import ExchangeSettings, MockExchange
 
     source = build_source(spec)
     exchange = MockExchange(
@@ -922,8 +922,8 @@ async def _run_schedule(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m loadtest.generator --spec JSON``: the generator process (see module doc)."""
-    parser = argparse.ArgumentParser(prog="python -m loadtest.generator")
+    """``python -m oraculo_trio.loadtest.generator --spec JSON``: the generator process."""
+    parser = argparse.ArgumentParser(prog="python -m oraculo_trio.loadtest.generator")
     parser.add_argument("--spec", required=True, help="GeneratorSpec as JSON")
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(argv)

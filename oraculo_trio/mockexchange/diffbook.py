@@ -39,8 +39,8 @@ from typing import Any
 
 import attrs
 
-from loadtest.markets import Frame, Payload, format_units, synthetic_symbols
-from loadtest.rest import RestFault
+from oraculo_trio.mockexchange.markets import Frame, Payload, format_units, synthetic_symbols
+from oraculo_trio.mockexchange.rest import RestFault
 from oraculo_trio.observe.report import histogram_buckets, histogram_quantile
 
 MARKET_FAULTS = ("gaps", "dups", "reorder", "crossed")

@@ -65,8 +65,8 @@ from trio_websocket import (
     WebSocketServer,
 )
 
-from loadtest.markets import Frame, Market
-from loadtest.rest import RestServer, SnapshotSource
+from oraculo_trio.mockexchange.markets import Frame, Market
+from oraculo_trio.mockexchange.rest import RestServer, SnapshotSource
 
 LOGGER = logging.getLogger("oraculo_trio.loadtest.exchange")
 
@@ -316,7 +316,7 @@ class MockExchange:
         market: what to publish.
         settings: behaviour (tick, pings, queue and overflow policy, limits).
         clock: epoch-seconds clock anchoring the tick schedule (the frames' ``E``).
-        snapshots: REST depth snapshots to serve (``GET /api/v3/depth``, loadtest/rest.py);
+        snapshots: REST depth snapshots to serve (``GET /api/v3/depth``, mockexchange/rest.py);
             by default the market's own when it has ``snapshot()``. Then ``rest`` is the
             REST server (faults, requests seen) and ``rest_url`` its base URL.
     """

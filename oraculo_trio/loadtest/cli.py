@@ -17,8 +17,9 @@ from typing import Any
 import attrs
 import trio
 
-from loadtest.generator import SOURCES, parse_distribution
-from loadtest.report import (
+from oraculo_trio.errors import OraculoError
+from oraculo_trio.loadtest.generator import SOURCES, parse_distribution
+from oraculo_trio.loadtest.report import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
     EXIT_PASS,
@@ -36,7 +37,7 @@ from loadtest.report import (
     thresholds_for,
     write_json,
 )
-from loadtest.runner import (
+from oraculo_trio.loadtest.runner import (
     WEBHOOK_MODES,
     RunConfig,
     RunOutput,
@@ -46,7 +47,6 @@ from loadtest.runner import (
     run_load_test,
     with_signals,
 )
-from oraculo_trio.errors import OraculoError
 
 
 def _number(minimum: float, *, inclusive: bool) -> Callable[[str], float]:
@@ -456,7 +456,7 @@ def _book(output: RunOutput) -> dict[str, Any] | None:
 
 
 def _series(output: RunOutput) -> list[dict[str, Any]]:
-    from loadtest.report import derive_series
+    from oraculo_trio.loadtest.report import derive_series
 
     return derive_series(output.samples)
 
@@ -588,7 +588,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ``calibrate``."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "bench":
-        from loadtest.bench import bench_main
+        from oraculo_trio.loadtest.bench import bench_main
 
         return bench_main(argv[1:])
     if argv and argv[0] == "calibrate":

@@ -1,4 +1,4 @@
-"""Run a standalone mock exchange: ``python -m loadtest --port 9443 --market demo``.
+"""A standalone mock exchange: ``python -m oraculo_trio.mockexchange --port 9443 --market demo``.
 
 Prints the exchange's base URL (``ws://127.0.0.1:PORT``) on stdout, then serves until SIGINT
 (Ctrl-C) or SIGTERM. Connect to ``<url>/stream?streams=btcusdt@trade/...`` or ``<url>/ws/...``.
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 
 import trio
 
-from loadtest.exchange import ExchangeSettings, MockExchange
-from loadtest.markets import (
+from oraculo_trio.mockexchange.exchange import ExchangeSettings, MockExchange
+from oraculo_trio.mockexchange.markets import (
     Market,
     RandomWalkMarket,
     ReplayMarket,
@@ -27,9 +27,9 @@ LOGGER = logging.getLogger("oraculo_trio.loadtest.main")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The command line of ``python -m loadtest``."""
+    """The command line of ``python -m oraculo_trio.mockexchange``."""
     parser = argparse.ArgumentParser(
-        prog="python -m loadtest", description="Binance-compatible mock exchange."
+        prog="python -m oraculo_trio.mockexchange", description="Binance-compatible mock exchange."
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="TCP port (default 0: any free)")
@@ -110,7 +110,7 @@ async def _run(exchange: MockExchange, host: str, port: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of ``python -m loadtest``.
+    """Entry point of ``python -m oraculo_trio.mockexchange``.
 
     Args:
         argv: arguments (default ``sys.argv[1:]``).

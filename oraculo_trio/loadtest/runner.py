@@ -3,7 +3,8 @@
 ::
 
     run_load_test(config)
-    ├── generator process   python -m loadtest.generator (mock exchange + open-loop schedule)
+    ├── generator process   python -m oraculo_trio.loadtest.generator
+    │                       (mock exchange + open-loop schedule)
     ├── service process     oraculo-trio run --config <run dir>/oraculo.toml (fresh store)
     ├── prometheus process  with --prometheus: scrapes the service every second
     ├── webhook receiver    with --webhook: answers 200 / 500 / never (in this process)
@@ -44,17 +45,17 @@ import attrs
 import httpx
 import trio
 
-from loadtest.diffbook import book_section
-from loadtest.generator import GeneratorSpec, build_source
-from loadtest.report import accounted
 from oraculo_trio.errors import ConfigError, OraculoError
+from oraculo_trio.loadtest.generator import GeneratorSpec, build_source
+from oraculo_trio.loadtest.report import accounted
+from oraculo_trio.mockexchange.diffbook import book_section
 from oraculo_trio.observe.metrics import BAD_FRAME_REASONS, DROP_REASONS
 from oraculo_trio.observe.process import read_thread_cpu
 from oraculo_trio.observe.report import histogram_buckets, parse_samples
 
 LOGGER = logging.getLogger("oraculo_trio.loadtest.runner")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 STREAMS = ("depth", "trade")
 
@@ -435,7 +436,7 @@ def load_rules_text() -> str:
     Every alert frame fires an alert that the next normal message resolves, so the store
     writes about ``2 / alert_period`` transitions a second whatever the rate.
     """
-    from loadtest.generator import SPIKE_LEVEL, WIDE_SPREAD_BPS
+    from oraculo_trio.loadtest.generator import SPIKE_LEVEL, WIDE_SPREAD_BPS
 
     return (
         "# Written by oraculo-trio loadtest: alert on the generator's alert frames.\n"
@@ -1062,7 +1063,7 @@ async def _start_generator(
     """
     generator = await children.start(
         "generator",
-        [sys.executable, "-m", "loadtest.generator", "--spec", spec.to_json()],
+        [sys.executable, "-m", "oraculo_trio.loadtest.generator", "--spec", spec.to_json()],
         cwd=run_dir,
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
