@@ -1,67 +1,43 @@
-"""The list of every metric a service exports: name, type, labels and meaning.
+"""The list of every metric a service exports: name, type, unit, labels and meaning.
 
 The README's "Metrics" table is this module's output: ``python -m
 oraculo_trio.observe.catalog --readme README.md`` rewrites the table between the README's
-``<!-- metrics-table -->`` markers (without ``--readme`` it is printed). A test checks that
-the README names every metric, so the table cannot fall behind
-:class:`~oraculo_trio.observe.metrics.ServiceMetrics`.
+``<!-- metrics-table -->`` markers (without ``--readme`` it is printed). Both read
+:data:`~oraculo_trio.observe.metric_table.SERVICE_METRICS`, the table the service's metrics
+are built from, and a test checks that the README lists every row, so the README cannot fall
+behind the service.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
-import attrs
-from prometheus_client import CollectorRegistry
-
-from oraculo_trio.observe.metrics import ServiceMetrics
+from oraculo_trio.observe.metric_spec import MetricSpec
+from oraculo_trio.observe.metric_table import SERVICE_METRICS
 
 
-@attrs.frozen
-class MetricInfo:
-    """One metric as a scrape shows it (besides the ``service`` label every metric carries)."""
-
-    name: str
-    """The exported name: counters end in ``_total``; histograms add ``_bucket``, ``_sum``
-    and ``_count`` to it."""
-    type: str
-    labels: tuple[str, ...]
-    meaning: str
-
-
-def _collectors(registry: CollectorRegistry) -> list[object]:
-    # prometheus_client has no public way to list a registry's collectors, and a labelled
-    # metric with no series yet shows no label names in collect(); read them off the
-    # collectors instead (every one of ours has _name, _labelnames and _documentation).
-    return list(registry._collector_to_names)
-
-
-def metric_catalog(metrics: ServiceMetrics | None = None) -> list[MetricInfo]:
-    """Every metric of ``metrics`` (a fresh :class:`ServiceMetrics` when None), by name.
+def metric_catalog(table: Iterable[MetricSpec] = SERVICE_METRICS) -> list[MetricSpec]:
+    """Every metric of ``table`` (the service's by default), by exported name.
 
     Returns:
-        One :class:`MetricInfo` per metric, sorted by exported name.
+        The rows sorted by :attr:`~oraculo_trio.observe.metric_spec.MetricSpec.name`.
     """
-    metrics = metrics if metrics is not None else ServiceMetrics()
-    types = {family.name: family.type for family in metrics.inner.collect()}
-    found = []
-    for collector in _collectors(metrics.inner):
-        base = collector._name
-        kind = types[base]
-        name = base + "_total" if kind == "counter" else base
-        documentation = " ".join(collector._documentation.split())
-        found.append(MetricInfo(name, kind, tuple(collector._labelnames), documentation))
-    return sorted(found, key=lambda info: info.name)
+    return sorted(table, key=lambda spec: spec.name)
 
 
-def markdown_table(catalog: list[MetricInfo]) -> str:
+def markdown_row(spec: MetricSpec) -> str:
+    """One metric as a row of the README's Markdown table."""
+    labels = ", ".join(f"`{label}`" for label in spec.labels) or "-"
+    return f"| `{spec.name}` | {spec.type} | {spec.unit} | {labels} | {spec.help} |"
+
+
+def markdown_table(catalog: Iterable[MetricSpec]) -> str:
     """The catalog as the README's Markdown table."""
-    lines = ["| metric | type | labels | meaning |", "|---|---|---|---|"]
-    for info in catalog:
-        labels = ", ".join(f"`{label}`" for label in info.labels) or "-"
-        lines.append(f"| `{info.name}` | {info.type} | {labels} | {info.meaning} |")
+    lines = ["| metric | type | unit | labels | meaning |", "|---|---|---|---|---|"]
+    lines.extend(markdown_row(spec) for spec in catalog)
     return "\n".join(lines)
 
 

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from oraculo_trio.observe.catalog import TABLE_END, TABLE_START, metric_catalog, replace_table
+from oraculo_trio.observe.catalog import (
+    TABLE_END,
+    TABLE_START,
+    markdown_row,
+    markdown_table,
+    metric_catalog,
+    replace_table,
+)
 from tests.observe.prometheus_testing import REPO, plan_queries
 
 README = REPO / "README.md"
@@ -12,16 +19,13 @@ def section(text: str, title: str) -> str:
     return text.split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
 
 
-def test_the_readme_lists_every_metric_with_its_type_and_labels() -> None:
+def test_the_readme_table_is_the_generated_one() -> None:
     text = README.read_text(encoding="utf-8")
-    table = text.split(TABLE_START, 1)[1].split(TABLE_END, 1)[0]
-    missing = []
-    for info in metric_catalog():
-        labels = ", ".join(f"`{label}`" for label in info.labels) or "-"
-        if f"| `{info.name}` | {info.type} | {labels} |" not in table:
-            missing.append(info.name)
-    assert not missing, (
-        f"README.md does not list {missing}: run python -m oraculo_trio.observe.catalog "
+    table = text.split(TABLE_START, 1)[1].split(TABLE_END, 1)[0].strip()
+    missing = [spec.name for spec in metric_catalog() if markdown_row(spec) not in table]
+    assert not missing, f"README.md lists {missing} otherwise or not at all"
+    assert table == markdown_table(metric_catalog()), (
+        "README.md's metrics table is stale: run python -m oraculo_trio.observe.catalog "
         "--readme README.md"
     )
 

@@ -1,0 +1,98 @@
+"""What one row of the metric table says: :class:`MetricSpec` and its vocabulary.
+
+The rows themselves are in :mod:`oraculo_trio.observe.metric_table`; the builder that turns
+them into collectors is :class:`oraculo_trio.observe.metrics.MetricSet`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import attrs
+
+# What the ``# TYPE`` line says; every histogram is a FastHistogram.
+COUNTER = "counter"
+GAUGE = "gauge"
+HISTOGRAM = "histogram"
+TYPES = (COUNTER, GAUGE, HISTOGRAM)
+
+# What a dashboard panel showing the metric is measured in.
+SECONDS = "seconds"
+MILLISECONDS = "milliseconds"
+COUNT = "count"
+"""A number of things: messages, rows, tasks, requests, weight units."""
+CORES = "cores"
+"""CPU seconds per second."""
+BOOLEAN = "boolean"
+"""0 or 1."""
+TIMESTAMP = "timestamp"
+"""Unix time, seconds."""
+UNITS = (SECONDS, MILLISECONDS, COUNT, CORES, BOOLEAN, TIMESTAMP)
+
+
+@attrs.frozen
+class Given:
+    """Label values the owner of the metrics supplies: at start-up (``ServiceMetrics(shards=4)``
+    makes shards 0 to 3) or later (``register_sink``, ``register_limiter``)."""
+
+    name: str
+
+
+InitialValues = Sequence[str] | Given
+
+
+def _check_row(spec: MetricSpec) -> None:
+    if spec.type not in TYPES:
+        raise ValueError(f"{spec.name}: type {spec.type!r} is not one of {TYPES}")
+    if spec.unit not in UNITS:
+        raise ValueError(f"{spec.name}: unit {spec.unit!r} is not one of {UNITS}")
+    if spec.type == COUNTER and not spec.name.endswith("_total"):
+        raise ValueError(f"{spec.name}: a counter's exported name ends in _total")
+    if (spec.type == HISTOGRAM) != bool(spec.buckets):
+        raise ValueError(f"{spec.name}: a histogram, and only a histogram, has buckets")
+    if spec.children and not spec.labels:
+        raise ValueError(f"{spec.name}: children of a metric without labels")
+    if spec.initial and len(spec.initial) != len(spec.labels):
+        raise ValueError(f"{spec.name}: initial values for {len(spec.initial)} of {spec.labels}")
+
+
+@attrs.frozen
+class MetricSpec:
+    """One metric: what a scrape shows of it, and how the code holds it.
+
+    The builder (:class:`~oraculo_trio.observe.metrics.MetricSet`) sets the attribute
+    ``attribute`` of the metric set to:
+
+    - without labels, the one series (a ``Gauge`` or ``Counter``, or the child of a
+      ``FastHistogram``): ``metrics.db_up.set(1)``;
+    - with labels and ``children``, a dict of bound children keyed by the label value (one
+      label) or the tuple of values (several): ``metrics.dropped[stream, reason].inc()``, the
+      hot path's way, with no label lookup per message;
+    - with labels otherwise, the metric itself: ``metrics.dumps.labels(reason).inc()``.
+    """
+
+    attribute: str
+    """The attribute of :class:`~oraculo_trio.observe.metrics.ServiceMetrics` (or
+    ``SupervisorMetrics``) that holds the metric."""
+    name: str
+    """The exported name: counters end in ``_total``; histograms add ``_bucket``, ``_sum`` and
+    ``_count`` to it."""
+    type: str
+    """One of :data:`TYPES`, as a scrape's ``# TYPE`` line says it."""
+    unit: str
+    """One of :data:`UNITS`: what a dashboard panel showing the metric is measured in."""
+    help: str
+    """The ``# HELP`` text."""
+    labels: tuple[str, ...] = ()
+    """Label names, in the order ``.labels(...)`` takes them (``service`` excluded)."""
+    buckets: tuple[float, ...] = ()
+    """A histogram's upper bounds (``+Inf`` is added)."""
+    initial: tuple[InitialValues, ...] = ()
+    """Values of each label whose series exist at zero from start-up (every combination);
+    empty when series appear only as they are used. Values are turned into label strings;
+    the children's keys keep them as given (shards are ints)."""
+    children: bool = False
+    """Hold the metric as a dict of bound children (the hot path's way), not the metric."""
+
+    def __attrs_post_init__(self) -> None:
+        _check_row(self)
