@@ -6,10 +6,10 @@
 and :data:`SUPERVISOR_METRICS`; the README's metrics table is generated from them by
 ``python -m oraculo_trio.observe.catalog --readme README.md``. Adding a metric is adding a row.
 
-Names, types, label names and help texts are a contract: dashboards, alerting rules and
-PromQL use them, so a row is never renamed. That is why two names keep what ``promtool check
-metrics`` flags: ``oraculo_db_insert_ms`` (an abbreviated unit) and ``oraculo_threads_total``
-(a gauge ending in ``_total``).
+Names, types and label names are a contract: dashboards, alerting rules and PromQL use them,
+so a row is never renamed. That is why two names keep what ``promtool check metrics``
+flags: ``oraculo_db_insert_ms`` (an abbreviated unit) and ``oraculo_threads_total`` (a gauge
+ending in ``_total``).
 
 The ``service`` label is declared on no row: the registry adds it (and any other constant
 label, such as ``worker``) to every sample at scrape time.
@@ -290,7 +290,7 @@ SERVICE_METRICS: tuple[MetricSpec, ...] = (
         "oraculo_db_insert_ms",
         HISTOGRAM,
         MILLISECONDS,
-        "Latency of a store batch statement, milliseconds (the plan's name).",
+        "Latency of a store batch statement, milliseconds.",
         labels=("op",),
         buckets=DB_MS_BUCKETS,
         initial=(DB_OPS,),
@@ -506,14 +506,14 @@ SERVICE_METRICS: tuple[MetricSpec, ...] = (
         "oraculo_threads_total",
         GAUGE,
         COUNT,
-        "Threads in the process (the plan's name).",
+        "Threads in the process.",
     ),
     MetricSpec(
         "thread_cpu_seconds",
         "oraculo_thread_cpu_seconds",
         GAUGE,
         SECONDS,
-        "Cumulative CPU seconds of each thread (a gauge, so rate() works on the plan's name).",
+        "Cumulative CPU seconds of each thread (a gauge whose rate() is the thread's CPU use).",
         labels=("thread_name", "native_id"),
     ),
     MetricSpec(
