@@ -130,3 +130,7 @@ class ThinBook(_NotionalNearMid):
         side = self.side
         value = within.bid if side == BID else within.ask if side == ASK else within.total
         return Signal(value < self.notional, value)
+
+
+KINDS = (SpreadAboveBps, BookImbalance, LiquidityWall, ThinBook)
+"""The kinds of this family, in the order ``RULE_KINDS`` lists them."""

@@ -194,3 +194,19 @@ class MovingDownPct(MovingUpPct):
 
     kind: ClassVar[str] = "moving_down_pct"
     up: ClassVar[bool] = False
+
+
+KINDS = (
+    Crossing,
+    CrossingUp,
+    CrossingDown,
+    GreaterThan,
+    LessThan,
+    EnteringChannel,
+    ExitingChannel,
+    InsideChannel,
+    OutsideChannel,
+    MovingUpPct,
+    MovingDownPct,
+)
+"""The kinds of this family, in the order ``RULE_KINDS`` lists them."""

@@ -2,47 +2,12 @@
 
 from __future__ import annotations
 
-from oraculo_trio.core.rules.depth import BookImbalance, LiquidityWall, SpreadAboveBps, ThinBook
-from oraculo_trio.core.rules.price import (
-    Crossing,
-    CrossingDown,
-    CrossingUp,
-    EnteringChannel,
-    ExitingChannel,
-    GreaterThan,
-    InsideChannel,
-    LessThan,
-    MovingDownPct,
-    MovingUpPct,
-    OutsideChannel,
-)
-from oraculo_trio.core.rules.stats import ZScore
-from oraculo_trio.core.rules.timing import NoData
-from oraculo_trio.core.rules.trades import BuySellImbalance, LargeTrade, TradeRate, VolumeSpike
+from oraculo_trio.core.rules.depth import KINDS as DEPTH_KINDS
+from oraculo_trio.core.rules.price import KINDS as PRICE_KINDS
+from oraculo_trio.core.rules.stats import KINDS as STATS_KINDS
+from oraculo_trio.core.rules.timing import KINDS as TIMING_KINDS
+from oraculo_trio.core.rules.trades import KINDS as TRADE_KINDS
 
 RULE_KINDS: dict[str, type] = {
-    cls.kind: cls
-    for cls in (
-        Crossing,
-        CrossingUp,
-        CrossingDown,
-        GreaterThan,
-        LessThan,
-        EnteringChannel,
-        ExitingChannel,
-        InsideChannel,
-        OutsideChannel,
-        MovingUpPct,
-        MovingDownPct,
-        LargeTrade,
-        VolumeSpike,
-        TradeRate,
-        BuySellImbalance,
-        SpreadAboveBps,
-        BookImbalance,
-        LiquidityWall,
-        ThinBook,
-        NoData,
-        ZScore,
-    )
+    cls.kind: cls for cls in (*PRICE_KINDS, *TRADE_KINDS, *DEPTH_KINDS, *TIMING_KINDS, *STATS_KINDS)
 }

@@ -68,3 +68,7 @@ class ZScore(RuleBase):
             return Signal(False, 0.0)
         z = (float(prices[-1]) - mean) / std
         return Signal(abs(z) >= self.threshold, z)
+
+
+KINDS = (ZScore,)
+"""The kinds of this family, in the order ``RULE_KINDS`` lists them."""

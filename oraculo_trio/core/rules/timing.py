@@ -44,3 +44,7 @@ class NoData(RuleBase):
                 return None
         silence = now - last
         return Signal(silence >= self.seconds, silence)
+
+
+KINDS = (NoData,)
+"""The kinds of this family, in the order ``RULE_KINDS`` lists them."""

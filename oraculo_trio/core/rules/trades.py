@@ -172,3 +172,7 @@ class BuySellImbalance(RuleBase):
         else:
             active = abs(imbalance) >= self.threshold
         return Signal(active and total >= self.min_volume, imbalance)
+
+
+KINDS = (LargeTrade, VolumeSpike, TradeRate, BuySellImbalance)
+"""The kinds of this family, in the order ``RULE_KINDS`` lists them."""
