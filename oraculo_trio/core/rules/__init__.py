@@ -41,8 +41,8 @@ with ``keep_firing_for = 0`` they resolve right after firing.
 
 Everything here is pure: no trio, no I/O, ``now`` is passed in. One module per family:
 
-- :mod:`~oraculo_trio.core.rules.base`: the :class:`Rule` protocol, :class:`RuleBase`, and the
-  state kinds read (:class:`MarketState`, :class:`RuleState`, :class:`Signal`);
+- :mod:`~oraculo_trio.core.rules.base`: the :class:`Rule` protocol, :class:`RuleBase`, and what a
+  kind reads and returns (:class:`MarketState`, :class:`RuleState`, :class:`Signal`);
 - :mod:`~oraculo_trio.core.rules.params`: parameter checks and durations;
 - :mod:`~oraculo_trio.core.rules.price`, :mod:`~oraculo_trio.core.rules.trades`,
   :mod:`~oraculo_trio.core.rules.depth`, :mod:`~oraculo_trio.core.rules.timing`,
