@@ -21,7 +21,7 @@ spread_bps and imbalance(10)):
 workload                       list+bisect   SortedDict  tuples
                                (OrderBook)               (PartialBook)
 =============================  ============  ==========  ===========
-(a) 20+20 snapshot replace       3.9           14.0        0.9
+(a) 20+20 snapshot replace       3.9           14.0        1.0
 (b) 10+10 diff, 1000-level book  5.5           14.4        -
 (b) recorded diffs (7.2 levels)  2.8            8.7        -
 1000+1000 REST snapshot load      89           139         -
