@@ -3,8 +3,8 @@
 Run: ``python benchmarks/bench_book.py [--rounds N]``
 
 Variants:
-  list+bisect  ``oraculo_trio.core.book.OrderBook``: per side a sorted price list and a
-               ``{price: qty}`` dict (what the service uses)
+  list+bisect  ``oraculo_trio.core.book.OrderBook``: per side a sorted price list and the
+               quantities at the same indexes (what the service uses)
   SortedDict   ``sortedcontainers.SortedDict`` per side (the asyncio pipeline's choice)
   tuples       ``oraculo_trio.core.book.PartialBook``: the partial book's level tuples kept
                as the decoder built them (snapshots only: no diffs)

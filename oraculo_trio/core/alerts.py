@@ -2,7 +2,8 @@
 
 States: ``inactive`` -> ``pending`` (condition holds, waiting for ``for``) -> ``firing`` ->
 ``resolved`` (condition false for ``keep_firing_for``) -> ``inactive``. Like h11's
-``_state.py``, every legal move is one entry of :data:`TRANSITIONS`; anything else raises
+``_state.py``, every legal move is one entry of :data:`TRANSITIONS`, looked up by the
+:class:`~oraculo_trio.core.machines.Machine` shared with the book sync; anything else raises
 :class:`~oraculo_trio.errors.IllegalTransition` naming the state and the signal.
 """
 
@@ -12,7 +13,7 @@ from collections.abc import Mapping
 
 import attrs
 
-from oraculo_trio.core.errors import IllegalTransition
+from oraculo_trio.core.machines import Machine
 
 INACTIVE = "inactive"
 PENDING = "pending"
@@ -46,19 +47,8 @@ TRANSITIONS: Mapping[tuple[str, str], str] = {
     (RESOLVED, CLEARED): INACTIVE,
 }
 
-
-def next_state(state: str, signal: str) -> str:
-    """Look up the move for ``signal`` in ``state``.
-
-    Raises:
-        IllegalTransition: the pair is not in the table (an unknown state or signal).
-    """
-    try:
-        return TRANSITIONS[state, signal]
-    except KeyError:
-        raise IllegalTransition(
-            f"no transition from state {state!r} on signal {signal!r}"
-        ) from None
+ALERT_LIFECYCLE = Machine("alert", INACTIVE, STATES, SIGNALS, TRANSITIONS)
+"""The lifecycle of one (rule, symbol) alert; :meth:`Machine.next_state` moves it."""
 
 
 @attrs.frozen(slots=True)
@@ -159,7 +149,7 @@ class AlertTracker:
                 self.clear_since = now
             signal = CLEARED if now - self.clear_since >= spec.keep_firing_for else FALSE
         previous = self.state
-        state = next_state(previous, signal)
+        state = ALERT_LIFECYCLE.next_state(previous, signal)
         if state == previous:
             if state == FIRING and self._repeat_due(now, spec):
                 self.last_notified_at = now

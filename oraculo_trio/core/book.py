@@ -9,6 +9,10 @@ Two books with the same queries, one per workload, each the faster one measured:
 - :class:`PartialBook` for partial books (``@depthN``), replaced whole every 100 ms: it keeps
   the decoder's level tuples as they are, so a replace is two assignments.
 
+Each book defines its updates and the reads of its own layout (best bid and ask, read per
+message, directly); the queries over them (mid, spread, crossed, depth, ratios, levels, the
+liquidity wall's checks) are written once, in :class:`_BookQueries`.
+
 Measured on the recorded Binance data (``python benchmarks/bench_book.py``, Python 3.11,
 2-core Xeon VM; µs per op, best of 30 rounds; each op also reads best bid, best ask,
 spread_bps and imbalance(10)):
@@ -17,7 +21,7 @@ spread_bps and imbalance(10)):
 workload                       list+bisect   SortedDict  tuples
                                (OrderBook)               (PartialBook)
 =============================  ============  ==========  ===========
-(a) 20+20 snapshot replace       3.9           14.0        0.9
+(a) 20+20 snapshot replace       3.9           14.0        1.0
 (b) 10+10 diff, 1000-level book  5.5           14.4        -
 (b) recorded diffs (7.2 levels)  2.8            8.7        -
 1000+1000 REST snapshot load      89           139         -
@@ -108,8 +112,117 @@ def _side(levels: Iterable[Level]) -> tuple[list[float], list[float]]:
     return prices, list(map(by_price.__getitem__, prices))
 
 
+class _BookQueries:
+    """The queries both books answer, written once over what each book's layout gives.
+
+    A book defines its updates, :attr:`best_bid` and :attr:`best_ask` (read per message,
+    so each reads its own layout directly), and the primitives here: ``_top()`` (best bid
+    and best ask prices, None when a side is empty), ``_sides()`` (one entry per level a
+    side), ``_top_quantities(n)``, ``_best_levels(side, n)`` and ``_largest_within(bps,
+    side)``.
+    """
+
+    __slots__ = ()
+
+    # -- top of book ----------------------------------------------------------------------
+
+    @property
+    def mid(self) -> float | None:
+        """Mean of best bid and best ask prices, None when a side is empty."""
+        top = self._top()
+        if top is None:
+            return None
+        return (top[0] + top[1]) * 0.5
+
+    @property
+    def spread_bps(self) -> float | None:
+        """Best ask minus best bid in basis points of the mid, None when a side is empty.
+
+        Negative when the book is crossed.
+        """
+        top = self._top()
+        if top is None:
+            return None
+        bid, ask = top
+        return (ask - bid) / ((ask + bid) * 0.5) * 1e4
+
+    def is_crossed(self) -> bool:
+        """True when the best bid is at or above the best ask (a locked book counts too)."""
+        top = self._top()
+        return top is not None and top[0] >= top[1]
+
+    @property
+    def depth(self) -> tuple[int, int]:
+        """Number of ``(bid, ask)`` levels held."""
+        bids, asks = self._sides()
+        return len(bids), len(asks)
+
+    def levels(self, side: str, n: int | None = None) -> tuple[Level, ...]:
+        """The best ``n`` levels of ``side`` (all when None), best first.
+
+        Raises:
+            ValueError: ``side`` is not ``"bid"`` or ``"ask"``, or ``n`` is negative.
+        """
+        if n is not None and n < 0:
+            raise ValueError(f"n={n!r}: must be >= 0")
+        if side not in SIDES:
+            raise ValueError(f"side={side!r}: allowed {BID!r} or {ASK!r}")
+        return self._best_levels(side, n)
+
+    # -- depth ratios ---------------------------------------------------------------------
+
+    def imbalance(self, n: int = 10) -> float | None:
+        """Share of bids in the top ``n`` levels: ``bid_qty / (bid_qty + ask_qty)``, 0 to 1.
+
+        0.5 is balanced, 1.0 means no asks. None when both sides are empty.
+
+        Raises:
+            ValueError: ``n`` < 1.
+        """
+        if n < 1:
+            raise _top_n_error(n)
+        bid, ask = self._top_quantities(n)
+        total = bid + ask
+        return bid / total if total else None
+
+    def bid_ask_ratio(self, n: int = 10) -> float | None:
+        """Top-``n`` bid quantity over top-``n`` ask quantity, None when there are no asks.
+
+        Raises:
+            ValueError: ``n`` < 1.
+        """
+        if n < 1:
+            raise _top_n_error(n)
+        bid, ask = self._top_quantities(n)
+        return bid / ask if ask else None
+
+    # -- liquidity near the mid -----------------------------------------------------------
+
+    def largest_level_within_bps(self, bps: float, side: str | None = None) -> Wall | None:
+        """The level with the largest notional within ``bps`` of the mid (a liquidity wall).
+
+        Args:
+            bps: Distance from the mid in basis points, as :meth:`notional_within_bps`.
+            side: ``"bid"`` or ``"ask"`` to look at one side only; both when None.
+
+        Returns:
+            The largest level (on a tie, the one nearer the mid; bids before asks), or None
+            when a side is empty (no mid) or no level of ``side`` lies within ``bps``.
+
+        Raises:
+            ValueError: ``side`` is not ``"bid"``, ``"ask"`` or None.
+        """
+        if side is not None and side not in SIDES:
+            raise ValueError(f"side={side!r}: allowed {BID!r}, {ASK!r} or None")
+        return self._largest_within(bps, side)
+
+
+def _top_n_error(n: int) -> ValueError:
+    return ValueError(f"n={n!r}: must be >= 1")
+
+
 @attrs.define(eq=False)
-class OrderBook:
+class OrderBook(_BookQueries):
     """The book of one symbol: both sides, and queries over their best levels.
 
     Prices are the exchange's decimal strings parsed to float: one price string always
@@ -173,7 +286,7 @@ class OrderBook:
         self._ask_prices, self._ask_qty = [], []
         self.last_update_id = None
 
-    # -- top of book ----------------------------------------------------------------------
+    # -- the layout's reads ---------------------------------------------------------------
 
     @property
     def best_bid(self) -> Level | None:
@@ -189,79 +302,31 @@ class OrderBook:
             return self._ask_prices[0], self._ask_qty[0]
         return None
 
-    @property
-    def mid(self) -> float | None:
-        """Mean of best bid and best ask prices, None when a side is empty."""
-        if self._bid_prices and self._ask_prices:
-            return (self._bid_prices[-1] + self._ask_prices[0]) * 0.5
-        return None
-
-    @property
-    def spread_bps(self) -> float | None:
-        """Best ask minus best bid in basis points of the mid, None when a side is empty.
-
-        Negative when the book is crossed.
-        """
-        if self._bid_prices and self._ask_prices:
-            bid = self._bid_prices[-1]
-            ask = self._ask_prices[0]
-            return (ask - bid) / ((ask + bid) * 0.5) * 1e4
-        return None
-
-    @property
-    def depth(self) -> tuple[int, int]:
-        """Number of ``(bid, ask)`` levels held."""
-        return len(self._bid_prices), len(self._ask_prices)
-
     def is_crossed(self) -> bool:
-        """True when the best bid is at or above the best ask (a locked book counts too)."""
+        """As :meth:`_BookQueries.is_crossed`, reading the lists directly.
+
+        The sync asks it after every diff (``core/sync.py``): no call through ``_top()``.
+        """
         bids, asks = self._bid_prices, self._ask_prices
         return bool(bids and asks and bids[-1] >= asks[0])
 
-    def levels(self, side: str, n: int | None = None) -> tuple[Level, ...]:
-        """The best ``n`` levels of ``side`` (all when None), best first.
+    def _top(self) -> tuple[float, float] | None:
+        bids, asks = self._bid_prices, self._ask_prices
+        if bids and asks:
+            return bids[-1], asks[0]
+        return None
 
-        Raises:
-            ValueError: ``side`` is not ``"bid"`` or ``"ask"``, or ``n`` is negative.
-        """
-        if n is not None and n < 0:
-            raise ValueError(f"n={n!r}: must be >= 0")
+    def _sides(self) -> tuple[list[float], list[float]]:
+        return self._bid_prices, self._ask_prices
+
+    def _best_levels(self, side: str, n: int | None) -> tuple[Level, ...]:
         if side == BID:
             stop = None if n is None else -n - 1
             return tuple(zip(self._bid_prices[:stop:-1], self._bid_qty[:stop:-1], strict=True))
-        if side == ASK:
-            return tuple(zip(self._ask_prices[:n], self._ask_qty[:n], strict=True))
-        raise ValueError(f"side={side!r}: allowed {BID!r} or {ASK!r}")
-
-    # -- depth ratios ---------------------------------------------------------------------
+        return tuple(zip(self._ask_prices[:n], self._ask_qty[:n], strict=True))
 
     def _top_quantities(self, n: int) -> tuple[float, float]:
-        if n < 1:
-            raise ValueError(f"n={n!r}: must be >= 1")
         return sum(self._bid_qty[-n:], 0.0), sum(self._ask_qty[:n], 0.0)
-
-    def imbalance(self, n: int = 10) -> float | None:
-        """Share of bids in the top ``n`` levels: ``bid_qty / (bid_qty + ask_qty)``, 0 to 1.
-
-        0.5 is balanced, 1.0 means no asks. None when both sides are empty.
-
-        Raises:
-            ValueError: ``n`` < 1.
-        """
-        bid, ask = self._top_quantities(n)
-        total = bid + ask
-        return bid / total if total else None
-
-    def bid_ask_ratio(self, n: int = 10) -> float | None:
-        """Top-``n`` bid quantity over top-``n`` ask quantity, None when there are no asks.
-
-        Raises:
-            ValueError: ``n`` < 1.
-        """
-        bid, ask = self._top_quantities(n)
-        return bid / ask if ask else None
-
-    # -- liquidity near the mid -----------------------------------------------------------
 
     def _within(self, bps: float) -> tuple[int, int] | None:
         """Index of the first bid and end index of the asks within ``bps`` of the mid."""
@@ -286,22 +351,7 @@ class OrderBook:
         ask = sum(map(mul, self._ask_prices[:end_ask], self._ask_qty[:end_ask]), 0.0)
         return Notional(bid, ask, bid + ask)
 
-    def largest_level_within_bps(self, bps: float, side: str | None = None) -> Wall | None:
-        """The level with the largest notional within ``bps`` of the mid (a liquidity wall).
-
-        Args:
-            bps: Distance from the mid in basis points, as :meth:`notional_within_bps`.
-            side: ``"bid"`` or ``"ask"`` to look at one side only; both when None.
-
-        Returns:
-            The largest level (on a tie, the one nearer the mid; bids before asks), or None
-            when a side is empty (no mid) or no level of ``side`` lies within ``bps``.
-
-        Raises:
-            ValueError: ``side`` is not ``"bid"``, ``"ask"`` or None.
-        """
-        if side is not None and side not in SIDES:
-            raise ValueError(f"side={side!r}: allowed {BID!r}, {ASK!r} or None")
+    def _largest_within(self, bps: float, side: str | None) -> Wall | None:
         within = self._within(bps)
         if within is None:
             return None
@@ -322,7 +372,7 @@ class OrderBook:
 
 
 @attrs.define(eq=False)
-class PartialBook:
+class PartialBook(_BookQueries):
     """The top levels of one symbol, replaced whole by each partial book (``@depthN``).
 
     Keeps the decoder's level tuples as they are (best first, as Binance orders them), so
@@ -354,6 +404,8 @@ class PartialBook:
         self._bids = self._asks = ()
         self.last_update_id = None
 
+    # -- the layout's reads ---------------------------------------------------------------
+
     @property
     def best_bid(self) -> Level | None:
         """Highest bid as ``(price, quantity)``, None when there are no bids."""
@@ -364,60 +416,20 @@ class PartialBook:
         """Lowest ask as ``(price, quantity)``, None when there are no asks."""
         return self._asks[0] if self._asks else None
 
-    @property
-    def mid(self) -> float | None:
-        """Mean of best bid and best ask prices, None when a side is empty."""
-        if self._bids and self._asks:
-            return (self._bids[0][0] + self._asks[0][0]) * 0.5
+    def _top(self) -> tuple[float, float] | None:
+        bids, asks = self._bids, self._asks
+        if bids and asks:
+            return bids[0][0], asks[0][0]
         return None
 
-    @property
-    def spread_bps(self) -> float | None:
-        """Best ask minus best bid in basis points of the mid, None when a side is empty."""
-        if self._bids and self._asks:
-            bid = self._bids[0][0]
-            ask = self._asks[0][0]
-            return (ask - bid) / ((ask + bid) * 0.5) * 1e4
-        return None
+    def _sides(self) -> tuple[tuple[Level, ...], tuple[Level, ...]]:
+        return self._bids, self._asks
 
-    @property
-    def depth(self) -> tuple[int, int]:
-        """Number of ``(bid, ask)`` levels held."""
-        return len(self._bids), len(self._asks)
-
-    def is_crossed(self) -> bool:
-        """True when the best bid is at or above the best ask (a locked book counts too)."""
-        return bool(self._bids and self._asks and self._bids[0][0] >= self._asks[0][0])
-
-    def levels(self, side: str, n: int | None = None) -> tuple[Level, ...]:
-        """The best ``n`` levels of ``side`` (all when None), best first.
-
-        Raises:
-            ValueError: ``side`` is not ``"bid"`` or ``"ask"``, or ``n`` is negative.
-        """
-        if n is not None and n < 0:
-            raise ValueError(f"n={n!r}: must be >= 0")
-        if side == BID:
-            return self._bids[:n]
-        if side == ASK:
-            return self._asks[:n]
-        raise ValueError(f"side={side!r}: allowed {BID!r} or {ASK!r}")
+    def _best_levels(self, side: str, n: int | None) -> tuple[Level, ...]:
+        return self._bids[:n] if side == BID else self._asks[:n]
 
     def _top_quantities(self, n: int) -> tuple[float, float]:
-        if n < 1:
-            raise ValueError(f"n={n!r}: must be >= 1")
         return sum(map(_QTY, self._bids[:n]), 0.0), sum(map(_QTY, self._asks[:n]), 0.0)
-
-    def imbalance(self, n: int = 10) -> float | None:
-        """As :meth:`OrderBook.imbalance`."""
-        bid, ask = self._top_quantities(n)
-        total = bid + ask
-        return bid / total if total else None
-
-    def bid_ask_ratio(self, n: int = 10) -> float | None:
-        """As :meth:`OrderBook.bid_ask_ratio`."""
-        bid, ask = self._top_quantities(n)
-        return bid / ask if ask else None
 
     def _within(self, bps: float) -> tuple[tuple[Level, ...], tuple[Level, ...]] | None:
         bids, asks = self._bids, self._asks
@@ -447,14 +459,7 @@ class PartialBook:
         ask = sum([price * qty for price, qty in within[1]], 0.0)
         return Notional(bid, ask, bid + ask)
 
-    def largest_level_within_bps(self, bps: float, side: str | None = None) -> Wall | None:
-        """As :meth:`OrderBook.largest_level_within_bps`.
-
-        Raises:
-            ValueError: ``side`` is not ``"bid"``, ``"ask"`` or None.
-        """
-        if side is not None and side not in SIDES:
-            raise ValueError(f"side={side!r}: allowed {BID!r}, {ASK!r} or None")
+    def _largest_within(self, bps: float, side: str | None) -> Wall | None:
         within = self._within(bps)
         if within is None:
             return None

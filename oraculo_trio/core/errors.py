@@ -21,7 +21,8 @@ class ConfigError(OraculoError):
 
 
 class IllegalTransition(OraculoError):
-    """Raised when the alert state machine is asked for a move its table does not hold."""
+    """Raised when a state machine (an alert's lifecycle, a book's sync) is asked for a move
+    its table does not hold."""
 
 
 class StoreError(OraculoError):

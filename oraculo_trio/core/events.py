@@ -97,15 +97,3 @@ class BookTicker:
 
 
 MarketEvent = Trade | DepthSnapshot | DepthDiff | BookTicker
-
-
-def age_seconds(event: MarketEvent, now_monotonic: float, now_wall: float) -> float:
-    """Age of ``event`` as DESIGN.md defines it.
-
-    ``now - E`` where the payload carries an exchange event time, otherwise the time since
-    the frame was read.
-    """
-    event_time_ms = event.event_time_ms
-    if event_time_ms is None:
-        return now_monotonic - event.received_at
-    return now_wall - event_time_ms / 1000.0

@@ -12,16 +12,17 @@ Binance's procedure for a local book from a diff stream (``@depth``/``@depth@100
 7. otherwise set each level (quantity 0 removes it) and make ``u`` the local id.
 
 :class:`BookSync` is that procedure for one symbol, as a table (:data:`TRANSITIONS`) of
-``(state, signal) -> state``, like the alert lifecycle. It never does I/O: it says when a
-snapshot is wanted (:attr:`Step.request`) and takes it when the caller brings it. Two checks
-of ours come on top: a book left crossed (best bid >= best ask) by a diff resyncs too, and
-while syncing a diff that does not follow the buffer's last one restarts the buffer at it
-(no snapshot could use the older ones with it).
+``(state, signal) -> state`` driven by the same :class:`~oraculo_trio.core.machines.Machine`
+as the alert lifecycle. It never does I/O: it says when a snapshot is wanted
+(:attr:`Step.request`) and takes it when the caller brings it. Two checks of ours come on
+top: a book left crossed (best bid >= best ask) by a diff resyncs too, and while syncing a
+diff that does not follow the buffer's last one restarts the buffer at it (no snapshot could
+use the older ones with it).
 
-Every diff handed to a sync ends exactly once in the accounting (DESIGN.md): applied to a
-book that is live afterwards (:attr:`Step.applied`, or the diff itself for ``apply``), or
-``superseded`` (:attr:`Step.superseded`): the book, the buffer or the snapshot to come holds
-it already. Until then it waits in the buffer.
+Every diff handed to a sync ends exactly once in the accounting (``docs/architecture.md``):
+applied to a book that is live afterwards (:attr:`Step.applied`, or the diff itself for
+``apply``), or ``superseded`` (:attr:`Step.superseded`): the book, the buffer or the snapshot
+to come holds it already. Until then it waits in the buffer.
 
 The book cannot see levels deeper than the snapshot's ``limit`` until a diff touches them.
 """
@@ -34,8 +35,8 @@ from collections.abc import Mapping
 import attrs
 
 from oraculo_trio.core.book import OrderBook
-from oraculo_trio.core.errors import IllegalTransition
 from oraculo_trio.core.events import DEPTH, DepthDiff, Level
+from oraculo_trio.core.machines import Machine
 
 SYNCING = "syncing"
 LIVE = "live"
@@ -53,6 +54,10 @@ CROSSED = "crossed"  # live: the book is crossed after it
 SNAPSHOT_STALE = "snapshot_stale"  # lastUpdateId < first buffered U: fetch again
 SNAPSHOT_APPLIED = "snapshot_applied"  # the book is the snapshot plus the buffer's later diffs
 SNAPSHOT_IGNORED = "snapshot_ignored"  # not the snapshot this sync is waiting for
+SIGNALS = (
+    BUFFER, BUFFER_RESTART, OLD, APPLY, GAP, CROSSED,
+    SNAPSHOT_STALE, SNAPSHOT_APPLIED, SNAPSHOT_IGNORED,
+)  # fmt: skip
 
 RESYNC_REASONS = (GAP, CROSSED, SNAPSHOT_STALE)
 """Why a snapshot is fetched again (the ``reason`` label of ``oraculo_book_resyncs_total``)."""
@@ -71,23 +76,12 @@ TRANSITIONS: Mapping[tuple[str, str], str] = {
     (LIVE, SNAPSHOT_IGNORED): LIVE,
 }
 
+BOOK_SYNC = Machine("book-sync", SYNCING, BOOK_STATES, SIGNALS, TRANSITIONS)
+"""One symbol's sync; :meth:`Machine.next_state` moves it (as it does the alert lifecycle)."""
+
 MAX_BUFFERED = 1000
 """Diffs a syncing symbol holds at most (100 s of ``@depth@100ms``); beyond it the oldest is
 superseded: a snapshot requested while they were buffered is newer than they are."""
-
-
-def next_state(state: str, signal: str) -> str:
-    """Look up the move for ``signal`` in ``state``.
-
-    Raises:
-        IllegalTransition: the pair is not in the table.
-    """
-    try:
-        return TRANSITIONS[state, signal]
-    except KeyError:
-        raise IllegalTransition(
-            f"no book-sync transition from state {state!r} on signal {signal!r}"
-        ) from None
 
 
 @attrs.frozen(slots=True)
@@ -219,11 +213,11 @@ class BookSync:
             applied and superseded (and a new resync if one of them gapped or crossed).
         """
         if self.state != SYNCING or not self.requested or request_id != self.request_id:
-            return Step(SNAPSHOT_IGNORED, next_state(self.state, SNAPSHOT_IGNORED))
+            return Step(SNAPSHOT_IGNORED, BOOK_SYNC.next_state(self.state, SNAPSHOT_IGNORED))
         self.requested = False
         buffer = self.buffer
         if buffer and last_update_id < self.first_update_id:
-            self.state = next_state(self.state, SNAPSHOT_STALE)
+            self.state = BOOK_SYNC.next_state(self.state, SNAPSHOT_STALE)
             self.resyncs += 1
             return Step(SNAPSHOT_STALE, self.state, resync=SNAPSHOT_STALE, request=self._request())
         superseded = 0
@@ -231,7 +225,7 @@ class BookSync:
             buffer.popleft()
             superseded += 1
         self.book.apply_snapshot(bids, asks, last_update_id)
-        self.state = next_state(self.state, SNAPSHOT_APPLIED)
+        self.state = BOOK_SYNC.next_state(self.state, SNAPSHOT_APPLIED)
         if self.book.is_crossed():
             step = self._resync(CROSSED, now, None)
             return Step(
@@ -292,10 +286,10 @@ class BookSync:
         if buffer:
             last = buffer[-1].final_update_id
             if diff.final_update_id <= last:
-                self.state = next_state(self.state, OLD)
+                self.state = BOOK_SYNC.next_state(self.state, OLD)
                 return _OLD_SYNCING
             if diff.first_update_id > last + 1:
-                self.state = next_state(self.state, BUFFER_RESTART)
+                self.state = BOOK_SYNC.next_state(self.state, BUFFER_RESTART)
                 dropped = len(buffer)
                 buffer.clear()
                 buffer.append(diff)
@@ -307,7 +301,7 @@ class BookSync:
                 self.first_update_id = buffer[0].first_update_id
                 return _BUFFERED_DROPPING_OLDEST
             return _BUFFERED
-        self.state = next_state(self.state, BUFFER)
+        self.state = BOOK_SYNC.next_state(self.state, BUFFER)
         buffer.append(diff)
         self.first_update_id = diff.first_update_id
         if self.requested:
@@ -316,7 +310,7 @@ class BookSync:
 
     def _resync(self, reason: str, now: float, keep: DepthDiff | None, superseded: int = 0) -> Step:
         """Drop the book; start buffering at ``keep`` (the diff after the gap) if given."""
-        self.state = next_state(self.state, reason)
+        self.state = BOOK_SYNC.next_state(self.state, reason)
         self.resyncs += 1
         self.book.clear()
         if self.syncing_since is None:

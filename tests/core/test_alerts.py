@@ -1,59 +1,14 @@
-import itertools
-
-import pytest
+"""The alert tracker: timers, notification policy and messages (its table: test_machines)."""
 
 from oraculo_trio.core.alerts import (
-    CLEARED,
-    FALSE,
     FIRING,
-    HELD,
     INACTIVE,
     PENDING,
     RESOLVED,
-    SIGNALS,
-    STATES,
-    TRANSITIONS,
-    TRUE,
     AlertTracker,
-    next_state,
     render_message,
 )
 from oraculo_trio.core.rules import RuleSpec
-from oraculo_trio.errors import IllegalTransition
-
-EXPECTED = {
-    (INACTIVE, TRUE): PENDING,
-    (INACTIVE, HELD): FIRING,
-    (INACTIVE, FALSE): INACTIVE,
-    (INACTIVE, CLEARED): INACTIVE,
-    (PENDING, TRUE): PENDING,
-    (PENDING, HELD): FIRING,
-    (PENDING, FALSE): INACTIVE,
-    (PENDING, CLEARED): INACTIVE,
-    (FIRING, TRUE): FIRING,
-    (FIRING, HELD): FIRING,
-    (FIRING, FALSE): FIRING,
-    (FIRING, CLEARED): RESOLVED,
-    (RESOLVED, TRUE): PENDING,
-    (RESOLVED, HELD): FIRING,
-    (RESOLVED, FALSE): INACTIVE,
-    (RESOLVED, CLEARED): INACTIVE,
-}
-
-
-@pytest.mark.parametrize(("state", "signal"), list(itertools.product(STATES, SIGNALS)))
-def test_every_state_signal_pair(state: str, signal: str) -> None:
-    assert next_state(state, signal) == EXPECTED[state, signal]
-
-
-def test_table_is_complete() -> None:
-    assert set(TRANSITIONS) == set(itertools.product(STATES, SIGNALS))
-
-
-@pytest.mark.parametrize(("state", "signal"), [("firing", "bogus"), ("dead", TRUE)])
-def test_illegal_move_names_state_and_signal(state: str, signal: str) -> None:
-    with pytest.raises(IllegalTransition, match=f"{state!r}.*{signal!r}"):
-        next_state(state, signal)
 
 
 def spec(**overrides: object) -> RuleSpec:

@@ -172,7 +172,7 @@ def test_replace_rules_keeps_state_of_unchanged_rules() -> None:
 
 def test_a_class_can_be_the_kind() -> None:
     rule = parse_rule({"id": "c", "kind": Crossing, "params": {"level": 5}})
-    assert rule.spec.kind == "oraculo_trio.core.rules:Crossing"
+    assert rule.spec.kind == "oraculo_trio.core.rules.price:Crossing"
     assert isinstance(rule.rule, Crossing)
 
 

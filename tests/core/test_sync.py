@@ -19,12 +19,9 @@ from oraculo_trio.core.sync import (
     SNAPSHOT_IGNORED,
     SNAPSHOT_STALE,
     SYNCING,
-    TRANSITIONS,
     BookSync,
     merge_depth,
-    next_state,
 )
-from oraculo_trio.errors import IllegalTransition
 
 BIDS = ((100.0, 1.0), (99.0, 2.0))
 ASKS = ((101.0, 1.0), (102.0, 2.0))
@@ -224,13 +221,6 @@ def test_sync_time_is_reported_for_a_resync_not_the_first_sync() -> None:
     done = feed(sync, [snap(21)], now=13.0)
     assert (done.state, done.synced_after, done.initial) == (LIVE, 3.0, False)
     assert [d.first_update_id for d in done.applied] == [22]
-
-
-def test_every_state_and_signal_pair_not_in_the_table_is_illegal() -> None:
-    assert next_state(LIVE, GAP) == SYNCING
-    with pytest.raises(IllegalTransition, match=r"'live'.*'buffer'"):
-        next_state(LIVE, BUFFER)
-    assert set(TRANSITIONS.values()) == {SYNCING, LIVE}
 
 
 def test_discard_forgets_the_buffer() -> None:

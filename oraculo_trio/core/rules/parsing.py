@@ -1,0 +1,281 @@
+"""The rule file: ``[[rule]]`` entries validated into :class:`RuleSpec` and compiled kinds."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import attrs
+
+from oraculo_trio.core.errors import ConfigError
+from oraculo_trio.core.events import DEPTH, TRADE
+from oraculo_trio.core.rules.params import seconds_or_none
+from oraculo_trio.core.rules.registry import RULE_KINDS
+
+TRIGGERS = ("once", "every_time", "once_per_interval")
+SEVERITIES = ("info", "warning", "critical")
+OFFLOADS = ("thread", "process")
+
+
+@attrs.frozen
+class RuleSpec:
+    """One ``[[rule]]`` entry of the rule file, validated and normalised.
+
+    ``inhibits``: label matchers; while this rule fires for a symbol, notifications of the
+    symbol's other alerts whose labels (their ``labels`` plus ``severity`` and ``rule_id``)
+    match every pair are inhibited.
+    """
+
+    id: str
+    kind: str
+    symbols: tuple[str, ...]
+    params: Mapping[str, Any]
+    severity: str = "warning"
+    labels: Mapping[str, str] = attrs.field(factory=dict)
+    message: str = ""
+    for_: float = 0.0
+    keep_firing_for: float = 0.0
+    repeat_interval: float = 300.0
+    trigger: str = "once_per_interval"
+    expires_at: float | None = None
+    enabled: bool = True
+    inhibits: Mapping[str, str] = attrs.field(factory=dict)
+
+    def matches(self, symbol: str) -> bool:
+        return any(fnmatch.fnmatchcase(symbol, pattern) for pattern in self.symbols)
+
+    def match_labels(self) -> dict[str, str]:
+        """The labels inhibition matchers see: ``labels`` plus ``severity`` and ``rule_id``."""
+        return {**self.labels, "severity": self.severity, "rule_id": self.id}
+
+    def to_entry(self) -> dict[str, Any]:
+        """The spec as a rule-file entry (durations in seconds), the inverse of parse_rule."""
+        entry: dict[str, Any] = {
+            "id": self.id,
+            "kind": self.kind,
+            "symbols": list(self.symbols),
+            "params": dict(self.params),
+            "severity": self.severity,
+            "labels": dict(self.labels),
+            "message": self.message,
+            "for": self.for_,
+            "keep_firing_for": self.keep_firing_for,
+            "repeat_interval": self.repeat_interval,
+            "trigger": self.trigger,
+            "enabled": self.enabled,
+            "inhibits": dict(self.inhibits),
+        }
+        if self.expires_at is not None:
+            entry["expires_at"] = self.expires_at
+        return entry
+
+
+@attrs.frozen(eq=False)
+class CompiledRule:
+    """A rule spec with its kind instantiated."""
+
+    spec: RuleSpec
+    rule: Any
+
+
+RULE_KEYS = (
+    "id", "kind", "symbols", "params", "severity", "labels", "message", "for",
+    "keep_firing_for", "repeat_interval", "trigger", "expires_at", "enabled", "inhibits",
+)  # fmt: skip
+
+
+def _duration(rule_id: str, key: str, value: Any) -> float:
+    seconds = seconds_or_none(value)
+    if seconds is None:
+        raise ConfigError(
+            f"rule {rule_id!r}: {key} = {value!r} is not allowed: expected seconds >= 0 "
+            'or a duration such as "30s", "5m", "1h"'
+        )
+    return seconds
+
+
+def _string_table(rule_id: str, key: str, value: Any) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ConfigError(f"rule {rule_id!r}: {key} must be a table of strings")
+    return dict(value)
+
+
+def _kind_class(rule_id: str, kind: Any, resolve: Callable[[str], type] | None) -> tuple[str, type]:
+    if isinstance(kind, type):
+        # A class given directly (tests, embedding code): named as module:Class.
+        return f"{kind.__module__}:{kind.__qualname__}", kind
+    if not isinstance(kind, str):
+        raise ConfigError(f"rule {rule_id!r}: kind is required")
+    if kind in RULE_KINDS:
+        return kind, RULE_KINDS[kind]
+    if ":" in kind and resolve is not None:
+        try:
+            return kind, resolve(kind)
+        except Exception as exc:
+            raise ConfigError(
+                f"rule {rule_id!r}: kind = {kind!r} cannot be loaded: {exc}"
+            ) from None
+    allowed = ", ".join(sorted(RULE_KINDS))
+    raise ConfigError(
+        f"rule {rule_id!r}: kind = {kind!r} is not allowed: expected one of {allowed}, "
+        "or module:Class"
+    )
+
+
+def _check_kind_class(rule_id: str, kind: str, rule: Any) -> None:
+    streams = getattr(rule, "streams", None)
+    if not isinstance(streams, frozenset | set) or not streams or not streams <= {DEPTH, TRADE}:
+        raise ConfigError(
+            f"rule {rule_id!r}: kind = {kind!r} has streams = {streams!r}: expected a "
+            f"non-empty set of {DEPTH!r} and/or {TRADE!r}"
+        )
+    if not callable(getattr(rule, "evaluate", None)) or not callable(
+        getattr(rule, "initial_data", None)
+    ):
+        raise ConfigError(
+            f"rule {rule_id!r}: kind = {kind!r} does not implement the Rule protocol "
+            "(initial_data and evaluate)"
+        )
+    offload = getattr(rule, "offload", None)
+    if offload is not None and (
+        offload not in OFFLOADS
+        or not callable(getattr(rule, "snapshot", None))
+        or not callable(getattr(rule, "compute", None))
+    ):
+        raise ConfigError(
+            f"rule {rule_id!r}: kind = {kind!r} has offload = {offload!r}: expected one of "
+            f"{OFFLOADS} with snapshot() and compute() methods"
+        )
+
+
+def parse_rule(
+    entry: Mapping[str, Any], resolve: Callable[[str], type] | None = None
+) -> CompiledRule:
+    """Validate one rule entry and build its kind.
+
+    Args:
+        entry: the ``[[rule]]`` table. ``kind`` is a built-in name, ``module:Class``, or a
+            class object (named ``module:Class`` in the spec).
+        resolve: turns ``module:Class`` into a class, for custom kinds (I/O lives with the
+            caller); None means built-in kinds only.
+
+    Raises:
+        ConfigError: naming the rule id and the key that is wrong.
+    """
+    rule_id = entry.get("id")
+    if not isinstance(rule_id, str) or not rule_id:
+        raise ConfigError(f"rule {entry!r}: id is required (a non-empty string)")
+    for key in entry:
+        if key not in RULE_KEYS:
+            raise ConfigError(
+                f"rule {rule_id!r}: unknown key {key!r}; keys: {', '.join(RULE_KEYS)}"
+            )
+    kind, kind_cls = _kind_class(rule_id, entry.get("kind"), resolve)
+    symbols = entry.get("symbols", "*")
+    if isinstance(symbols, str):
+        symbols = [symbols]
+    if (
+        not isinstance(symbols, list | tuple)
+        or not symbols
+        or not all(isinstance(s, str) and s for s in symbols)
+    ):
+        raise ConfigError(
+            f'rule {rule_id!r}: symbols = {symbols!r} is not allowed: expected "*", a glob '
+            "or a list of symbols"
+        )
+    params = entry.get("params", {})
+    if not isinstance(params, dict):
+        raise ConfigError(f"rule {rule_id!r}: params must be a table")
+    try:
+        rule = kind_cls(params)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"rule {rule_id!r}: {exc}") from None
+    _check_kind_class(rule_id, kind, rule)
+    severity = entry.get("severity", "warning")
+    if severity not in SEVERITIES:
+        raise ConfigError(
+            f"rule {rule_id!r}: severity = {severity!r} is not allowed: "
+            f"expected one of {SEVERITIES}"
+        )
+    trigger = entry.get("trigger", "once_per_interval")
+    if trigger not in TRIGGERS:
+        raise ConfigError(
+            f"rule {rule_id!r}: trigger = {trigger!r} is not allowed: expected one of {TRIGGERS}"
+        )
+    labels = _string_table(rule_id, "labels", entry.get("labels", {}))
+    inhibits = _string_table(rule_id, "inhibits", entry.get("inhibits", {}))
+    message = entry.get("message", "")
+    if not isinstance(message, str):
+        raise ConfigError(f"rule {rule_id!r}: message must be a string")
+    enabled = entry.get("enabled", True)
+    if not isinstance(enabled, bool):
+        raise ConfigError(f"rule {rule_id!r}: enabled = {enabled!r}: expected true or false")
+    expires_at = entry.get("expires_at")
+    if expires_at is not None:
+        if hasattr(expires_at, "timestamp") and getattr(expires_at, "tzinfo", None) is not None:
+            expires_at = expires_at.timestamp()
+        elif not isinstance(expires_at, int | float) or isinstance(expires_at, bool):
+            raise ConfigError(
+                f"rule {rule_id!r}: expires_at = {expires_at!r}: expected a TOML offset "
+                "date-time (2030-01-01T00:00:00Z) or Unix seconds"
+            )
+    spec = RuleSpec(
+        id=rule_id,
+        kind=kind,
+        symbols=tuple(s.upper() if s != "*" else s for s in symbols),
+        params=dict(params),
+        severity=severity,
+        labels=labels,
+        message=message,
+        for_=_duration(rule_id, "for", entry.get("for", 0)),
+        keep_firing_for=_duration(rule_id, "keep_firing_for", entry.get("keep_firing_for", 0)),
+        repeat_interval=_duration(rule_id, "repeat_interval", entry.get("repeat_interval", 300)),
+        trigger=trigger,
+        expires_at=float(expires_at) if expires_at is not None else None,
+        enabled=enabled,
+        inhibits=inhibits,
+    )
+    return CompiledRule(spec, rule)
+
+
+def parse_rules(
+    document: Mapping[str, Any], resolve: Callable[[str], type] | None = None
+) -> list[CompiledRule]:
+    """Validate a whole rule document (``{"rule": [...]}``); ids must be unique.
+
+    Raises:
+        ConfigError: naming the rule id and the key that is wrong.
+    """
+    extra = sorted(set(document) - {"rule"})
+    if extra:
+        raise ConfigError(
+            f"unknown top-level key {extra[0]!r} in the rule file (expected [[rule]])"
+        )
+    entries = document.get("rule", [])
+    if not isinstance(entries, list):
+        raise ConfigError("the rule file must hold [[rule]] tables")
+    compiled: list[CompiledRule] = []
+    seen: set[str] = set()
+    for entry in entries:
+        if not isinstance(entry, dict):
+            raise ConfigError(f"the rule file must hold [[rule]] tables, got {entry!r}")
+        rule = parse_rule(entry, resolve)
+        if rule.spec.id in seen:
+            raise ConfigError(f"rule {rule.spec.id!r}: id is used twice")
+        seen.add(rule.spec.id)
+        compiled.append(rule)
+    return compiled
+
+
+def rules_for(symbol: str, rules: Iterable[CompiledRule], now: float | None) -> list[CompiledRule]:
+    """The enabled, unexpired (at ``now``; None: ignore expiry) rules matching ``symbol``."""
+    return [
+        r
+        for r in rules
+        if r.spec.enabled
+        and (now is None or r.spec.expires_at is None or r.spec.expires_at > now)
+        and r.spec.matches(symbol)
+    ]
