@@ -23,7 +23,7 @@ lint:
 loadtest STREAM="depth" RATE="1500" *ARGS:
     oraculo-trio loadtest {{STREAM}} {{RATE}} {{ARGS}}
 
-# The plan's acceptance soak: 900 s at 120 % of 1,500 msg/s.
+# The acceptance soak: 900 s at 120 % of 1,500 msg/s.
 loadtest-soak *ARGS:
     oraculo-trio loadtest depth 1800 --duration 900 {{ARGS}}
 

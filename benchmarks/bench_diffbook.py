@@ -14,7 +14,7 @@ from oraculo_trio.core.book import OrderBook
 from oraculo_trio.core.engine import ShardEngine
 from oraculo_trio.core.events import DepthDiff
 from oraculo_trio.core.sync import BookSnapshot
-from oraculo_trio.mockexchange.diffbook import DiffBookMarket
+from oraculo_trio.mockexchange import DiffBookMarket
 from oraculo_trio.observe.metrics import ServiceMetrics
 from oraculo_trio.pipeline.diffbooks import ShardBooks
 from oraculo_trio.pipeline.snapshots import SnapshotRequests

@@ -8,7 +8,7 @@ Two shapes of pipeline:
 
 * ``per-message``: every hop is an ``await send`` and every consumer an ``async for``, so each
   message costs several task steps (the worst case for an instrument, which pays per step);
-* ``batched``: the service's shape (DESIGN.md): the source hands a whole burst over with
+* ``batched``: the service's shape: the source hands a whole burst over with
   ``send_nowait`` and consumers drain micro-batches with ``receive_nowait``.
 
 Usage::

@@ -28,8 +28,7 @@ import trio
 # The sibling script's helpers (run as `python benchmarks/...`, this folder is on sys.path).
 from measure_demo import free_port, process_cpu_seconds, scrape
 
-from oraculo_trio.mockexchange.exchange import MockExchange
-from oraculo_trio.mockexchange.markets import RandomWalkMarket, synthetic_symbols
+from oraculo_trio.mockexchange import MockExchange, RandomWalkMarket, synthetic_symbols
 from oraculo_trio.observe.report import histogram_buckets, histogram_quantile
 
 RULES = """

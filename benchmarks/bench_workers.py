@@ -44,8 +44,9 @@ from prometheus_client.parser import text_string_to_metric_families
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from oraculo_trio.loadtest.generator import GeneratorSpec  # noqa: E402
-from oraculo_trio.loadtest.runner import LineReader, free_port, load_rules_text, toml_document  # noqa: E402
+from oraculo_trio.loadtest.configuration import load_rules_text, toml_document  # noqa: E402
+from oraculo_trio.loadtest.processes import LineReader, free_port  # noqa: E402
+from oraculo_trio.loadtest.shape import GeneratorSpec, LoadShape  # noqa: E402
 
 TICKS = os.sysconf("SC_CLK_TCK")
 KEEP_UP = 0.97
@@ -135,12 +136,14 @@ async def wait_for(events: dict[str, Any], changed: list, kind: str, within: flo
 
 async def one_run(workers: int, rate: float, args: argparse.Namespace) -> dict[str, Any]:
     spec = GeneratorSpec(
-        stream=args.stream,
-        rate=rate,
-        duration=args.duration,
-        warmup=args.warmup,
-        symbols=args.symbols,
-        alert_period=0.5,
+        LoadShape(
+            stream=args.stream,
+            rate=rate,
+            duration=args.duration,
+            warmup=args.warmup,
+            symbols=args.symbols,
+            alert_period=0.5,
+        )
     )
     with tempfile.TemporaryDirectory(prefix="bench-workers-") as scratch:
         scratch = Path(scratch)

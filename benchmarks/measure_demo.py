@@ -19,7 +19,7 @@ import tempfile
 import time
 import urllib.request
 
-from oraculo_trio.loadtest.runner import free_port, process_cpu
+from oraculo_trio.loadtest.processes import free_port, process_cpu
 from oraculo_trio.observe.report import histogram_buckets, histogram_quantile, parse_samples
 
 

@@ -1,6 +1,6 @@
 """``oraculo-trio demo``: the service against the bundled mock exchange, offline.
 
-The mock exchange (``loadtest.exchange``) plays a scripted market on 127.0.0.1 whose
+The mock exchange (``oraculo_trio.mockexchange``) plays a scripted market on 127.0.0.1 whose
 20 s cycle makes every demo rule (``oraculo_trio/data/demo_rules.toml``) fire and resolve.
 """
 
@@ -13,8 +13,7 @@ from pathlib import Path
 import attrs
 import trio
 
-from oraculo_trio.mockexchange.exchange import MockExchange
-from oraculo_trio.mockexchange.markets import ScriptedMarket
+from oraculo_trio.mockexchange import MockExchange, ScriptedMarket
 from oraculo_trio.pipeline.service import ServiceHandle, run_service
 from oraculo_trio.settings import Settings, load_rule_file
 from oraculo_trio.store.base import mask_dsn

@@ -13,7 +13,7 @@ Fixtures:
 - ``market_script``: a :class:`MarketScript` to send trades and books, published on the
   mock exchange's next tick (every 20 ms).
 - ``mock_exchange``: the Binance-compatible mock exchange
-  (:class:`loadtest.exchange.MockExchange`) publishing ``market_script``.
+  (:class:`~oraculo_trio.mockexchange.MockExchange`) publishing ``market_script``.
 - ``alert_rules``: the rules under test, as rule-file entries (override it; ``kind`` may be
   a built-in name, ``"module:Class"`` or the class itself). Default: none.
 - ``alert_service_config``: configuration overrides ``{section: {key: value}}``.
@@ -47,8 +47,14 @@ import trio
 
 from oraculo_trio.core.alerts import AlertTransition
 from oraculo_trio.core.rules import parse_rules
-from oraculo_trio.mockexchange.exchange import ExchangeSettings, MockExchange
-from oraculo_trio.mockexchange.markets import Frame, format_units, to_units, trade_payload
+from oraculo_trio.mockexchange import (
+    ExchangeSettings,
+    Frame,
+    MockExchange,
+    format_units,
+    to_units,
+    trade_payload,
+)
 from oraculo_trio.pipeline.service import ServiceHandle, run_service
 from oraculo_trio.settings import Settings, load_settings, resolve_rule_class
 from oraculo_trio.store.base import Store, open_store
@@ -158,7 +164,7 @@ class MarketScript:
         return len(self._queued)
 
     def tick(self, now: float, dt: float) -> list[Frame]:
-        """The :class:`loadtest.markets.Market` protocol: every queued frame, stamped now."""
+        """The ``Market`` protocol of the mock exchange: every queued frame, stamped now."""
         now_ms = int(now * 1000)
         frames = [build(now_ms) for build in self._queued]
         self._queued = []

@@ -1,7 +1,28 @@
-"""Load-test tooling: a Binance-compatible mock exchange and the market models it serves.
+"""The load tool: ``oraculo-trio loadtest`` (a measured run with a KPI verdict), ``loadtest
+bench`` (the saturation search), ``loadtest calibrate`` and ``oraculo-trio compare``.
 
-``loadtest.exchange.MockExchange`` is the WebSocket server the demo, the tests and the load
-test connect to; ``loadtest.markets`` holds the models that decide what it publishes
-(``ScriptedMarket`` for the demo, ``RandomWalkMarket`` for load, ``ReplayMarket`` for recorded
-frames). ``python -m oraculo_trio.mockexchange --market demo`` runs a standalone exchange.
+It runs the service against the mock exchange (``oraculo_trio.mockexchange``) in separate
+processes; the product never imports it (``oraculo_trio.cli`` only dispatches to it).
+
+- ``shape``: ``LoadShape``, what is sent; ``schedule`` and ``generator``: the open-loop
+  schedule and the generator process;
+- ``run``, with ``processes``, ``configuration`` and ``sampling``: one measured run;
+- ``measure``, ``thresholds``, ``summary``, ``html_report``, ``artifacts``, ``compare``:
+  the KPIs, the verdict and the artifacts;
+- ``cli``, ``bench``, ``options``, ``console``: the commands.
 """
+
+from oraculo_trio.loadtest.configuration import RunConfig
+from oraculo_trio.loadtest.errors import LoadTestError
+from oraculo_trio.loadtest.run import RunOutput, calibrate, run_load_test
+from oraculo_trio.loadtest.shape import GeneratorSpec, LoadShape
+
+__all__ = [
+    "GeneratorSpec",
+    "LoadShape",
+    "LoadTestError",
+    "RunConfig",
+    "RunOutput",
+    "calibrate",
+    "run_load_test",
+]

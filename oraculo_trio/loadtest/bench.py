@@ -23,18 +23,24 @@ from typing import Any
 
 import attrs
 
-from oraculo_trio.loadtest.report import (
+from oraculo_trio.errors import OraculoError
+from oraculo_trio.loadtest.artifacts import conclude, environment, write_json
+from oraculo_trio.loadtest.configuration import RunConfig
+from oraculo_trio.loadtest.console import (
     EXIT_ERROR,
     EXIT_INTERRUPTED,
     EXIT_PASS,
-    environment,
-    format_value,
-    parse_threshold,
-    render_html,
-    svg_chart,
-    write_json,
+    Console,
+    default_out,
+    run_trio,
 )
-from oraculo_trio.loadtest.runner import RunConfig, default_out, run_load_test
+from oraculo_trio.loadtest.html_report import render_html, svg_chart
+from oraculo_trio.loadtest.options import add_load_options, shape_from
+from oraculo_trio.loadtest.processes import ROOT
+from oraculo_trio.loadtest.run import run_load_test
+from oraculo_trio.loadtest.shape import LoadShape
+from oraculo_trio.loadtest.summary import format_value
+from oraculo_trio.loadtest.thresholds import parse_threshold
 
 BENCH_THRESHOLDS = ("queue_time_p99 <= 100ms", "unaccounted == 0", "sent_rate_error <= 1%")
 """What a step must hold to count as sustained."""
@@ -45,49 +51,36 @@ class BenchConfig:
     """The saturation search.
 
     Attributes:
-        stream: what to send (``depth``, ``trade``, ``mixed``...).
-        start: the first step's rate, messages per second.
+        shape: the first step's load: its ``rate`` is where the search starts, its
+            ``duration`` and ``warmup`` are every step's.
         factor: rate multiplier per step.
         max_rate: stop stepping above this rate.
-        step_duration: measured seconds per step.
-        warmup: warm-up seconds per step.
-        symbols, levels, trade_ratio, tick_ms, distribution, seed: the load's shape.
         database_url: PostgreSQL server for fresh databases (default SQLite).
         settings: service ``section.key=value`` overrides.
         profile_seconds: seconds of py-spy at 80 % of saturation (0: no profile run).
     """
 
-    stream: str = "depth"
-    start: float = 5000.0
+    shape: LoadShape = attrs.field(
+        factory=lambda: LoadShape(rate=5000.0, duration=10.0, warmup=3.0)
+    )
     factor: float = 1.25
     max_rate: float = 200_000.0
-    step_duration: float = 10.0
-    warmup: float = 3.0
-    symbols: int = 50
-    levels: int = 20
-    trade_ratio: float = 0.2
-    tick_ms: float = 100.0
-    distribution: str = "uniform"
-    seed: int = 0
     database_url: str | None = None
     settings: tuple[str, ...] = ()
     profile_seconds: float = 10.0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The search as one flat mapping (the first step's shape, then the search's own)."""
+        search = attrs.asdict(self, filter=lambda attribute, _value: attribute.name != "shape")
+        return {**attrs.asdict(self.shape), **search}
 
     def step(
         self, rate: float, *, duration: float | None = None, profile: float = 0.0
     ) -> RunConfig:
         """The load test of one step."""
+        shape = attrs.evolve(self.shape, rate=rate, duration=duration or self.shape.duration)
         return RunConfig(
-            stream=self.stream,
-            rate=rate,
-            duration=duration or self.step_duration,
-            warmup=self.warmup,
-            symbols=self.symbols,
-            levels=self.levels,
-            trade_ratio=self.trade_ratio,
-            tick_ms=self.tick_ms,
-            distribution=self.distribution,
-            seed=self.seed,
+            shape,
             database_url=self.database_url,
             settings=self.settings,
             thresholds=BENCH_THRESHOLDS,
@@ -143,9 +136,9 @@ def _frame(frame: str) -> tuple[str, str]:
     # py-spy raw frames: "function (path/to/file.py:123)"; keep the function and a short path.
     name, _, where = frame.partition(" (")
     file = where.rstrip(")").rsplit(":", 1)[0]
-    for marker in ("site-packages/", "lib/python3", "/work/main/", "oraculo_trio/", "loadtest/"):
+    for marker in ("site-packages/", f"{ROOT}/", "oraculo_trio/", "loadtest/"):
         if marker in file:
-            file = file.split(marker, 1)[1] if marker.endswith("/") else file
+            file = file.split(marker, 1)[1]
     short = file.rsplit("/", 2)
     file = "/".join(short[-2:]) if len(short) > 1 else file
     return f"{name} ({file})", file
@@ -201,10 +194,11 @@ def limited_by(row: dict[str, Any]) -> str:
 
 def render_bench(config: BenchConfig, steps: list[dict[str, Any]], result: dict[str, Any]) -> str:
     """The bench summary: one line per step, the saturation, the profile's top entries."""
+    shape = config.shape
     lines = [
-        f"  oraculo-trio loadtest bench · {config.stream} · {config.symbols} symbols · "
-        f"{config.step_duration:g} s steps (+{config.warmup:g} s warm-up) · x{config.factor:g} "
-        f"from {config.start:,.0f} msg/s",
+        f"  oraculo-trio loadtest bench · {shape.stream} · {shape.symbols} symbols · "
+        f"{shape.duration:g} s steps (+{shape.warmup:g} s warm-up) · x{config.factor:g} "
+        f"from {shape.rate:,.0f} msg/s",
         f"  a step holds when: {', '.join(BENCH_THRESHOLDS)}",
         "",
         f"  {'target/s':>10} {'sent/s':>10} {'processed/s':>12} {'q p99':>9} {'lag p99':>9} "
@@ -222,7 +216,7 @@ def render_bench(config: BenchConfig, steps: list[dict[str, Any]], result: dict[
     lines.append("")
     saturation = result.get("saturation")
     if saturation is None:
-        lines.append(f"  saturation: below the first step ({config.start:,.0f} msg/s)")
+        lines.append(f"  saturation: below the first step ({shape.rate:,.0f} msg/s)")
     else:
         lines.append(
             f"  saturation: {saturation['throughput']:,.0f} msg/s processed (step target "
@@ -267,12 +261,10 @@ async def run_bench(
 
     Cancellation: stops the running step's processes.
     """
-    from oraculo_trio.loadtest.cli import conclude
-
     thresholds = [parse_threshold(text) for text in BENCH_THRESHOLDS]
     steps: list[dict[str, Any]] = []
     saturation = None
-    rate = config.start
+    rate = config.shape.rate
     index = 0
     while rate <= config.max_rate:
         index += 1
@@ -328,9 +320,6 @@ async def run_bench(
 def bench_main(argv: Sequence[str]) -> int:
     """``oraculo-trio loadtest bench [options]``; returns the exit code (0 when a saturation
     throughput was found)."""
-    from oraculo_trio.errors import OraculoError
-    from oraculo_trio.loadtest.cli import Console, _run, add_load_options
-
     parser = argparse.ArgumentParser(
         prog="oraculo-trio loadtest bench",
         description="Saturation search: load tests at rising rates (x1.25 a step) until "
@@ -349,19 +338,17 @@ def bench_main(argv: Sequence[str]) -> int:
     )
     add_load_options(parser, single_run=False)
     args = parser.parse_args(argv)
-    config = BenchConfig(
+    shape = shape_from(
+        args,
         stream=args.stream,
-        start=args.start,
+        rate=args.start,
+        duration=args.step_duration,
+        warmup=args.warmup,
+    )
+    config = BenchConfig(
+        shape,
         factor=args.factor,
         max_rate=args.max_rate,
-        step_duration=args.step_duration,
-        warmup=args.warmup,
-        symbols=args.symbols,
-        levels=args.levels,
-        trade_ratio=args.trade_ratio,
-        tick_ms=args.tick_ms,
-        distribution=args.distribution,
-        seed=args.seed,
         database_url=args.database_url,
         settings=tuple(args.settings),
         profile_seconds=args.profile_seconds,
@@ -369,8 +356,8 @@ def bench_main(argv: Sequence[str]) -> int:
     out = Path(args.out).absolute() if args.out else default_out("bench")
     console = Console()
     try:
-        config.step(config.start).check()
-        result, interrupted = _run(lambda: run_bench(config, out, say=console.say))
+        config.step(shape.rate).check()
+        result, interrupted = run_trio(lambda: run_bench(config, out, say=console.say))
     except OraculoError as exc:
         print(f"oraculo-trio loadtest bench: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
@@ -378,7 +365,7 @@ def bench_main(argv: Sequence[str]) -> int:
         return EXIT_INTERRUPTED
     summary = render_bench(config, result["steps"], result)
     document = {
-        "config": attrs.asdict(config),
+        "config": config.as_dict(),
         "environment": environment(),
         **result,
     }

@@ -14,16 +14,14 @@ from collections.abc import Sequence
 
 import trio
 
-from oraculo_trio.mockexchange.exchange import ExchangeSettings, MockExchange
-from oraculo_trio.mockexchange.markets import (
-    Market,
-    RandomWalkMarket,
-    ReplayMarket,
-    ScriptedMarket,
-    synthetic_symbols,
-)
+from oraculo_trio.mockexchange.config import ExchangeSettings
+from oraculo_trio.mockexchange.exchange import MockExchange
+from oraculo_trio.mockexchange.markets.payloads import Market, synthetic_symbols
+from oraculo_trio.mockexchange.markets.replay import ReplayMarket
+from oraculo_trio.mockexchange.markets.scripted import ScriptedMarket
+from oraculo_trio.mockexchange.markets.walk import RandomWalkMarket
 
-LOGGER = logging.getLogger("oraculo_trio.loadtest.main")
+LOGGER = logging.getLogger("oraculo_trio.mockexchange.main")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -43,7 +43,7 @@ from oraculo_trio.feeds.binance_rest import (
     snapshot_weight,
 )
 
-LOGGER = logging.getLogger("oraculo_trio.loadtest.rest")
+LOGGER = logging.getLogger("oraculo_trio.mockexchange.rest")
 
 _MAX_REQUEST_BYTES = 64 * 1024
 

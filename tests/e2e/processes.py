@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 import trio
 
-from oraculo_trio.loadtest.runner import LineReader as ChildLines
-from oraculo_trio.loadtest.runner import free_port as free_port  # re-exported for the tests
-from oraculo_trio.loadtest.runner import toml_document
+from oraculo_trio.loadtest.configuration import toml_document
+from oraculo_trio.loadtest.processes import LineReader as ChildLines
+from oraculo_trio.loadtest.processes import free_port as free_port  # re-exported for the tests
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,8 +9,12 @@ from pathlib import Path
 
 import trio
 
-from oraculo_trio.mockexchange.exchange import ExchangeSettings, MockExchange
-from oraculo_trio.mockexchange.markets import RandomWalkMarket, synthetic_symbols
+from oraculo_trio.mockexchange import (
+    ExchangeSettings,
+    MockExchange,
+    RandomWalkMarket,
+    synthetic_symbols,
+)
 from oraculo_trio.store.base import open_store
 from tests.e2e.processes import (
     LineReader,

@@ -17,8 +17,12 @@ import pytest
 import trio
 
 from oraculo_trio.errors import StoreError
-from oraculo_trio.mockexchange.exchange import ExchangeSettings, MockExchange
-from oraculo_trio.mockexchange.markets import RandomWalkMarket, synthetic_symbols
+from oraculo_trio.mockexchange import (
+    ExchangeSettings,
+    MockExchange,
+    RandomWalkMarket,
+    synthetic_symbols,
+)
 from oraculo_trio.pipeline.service import run_service
 from oraculo_trio.settings import load_rule_file, load_settings
 from oraculo_trio.store.base import open_store

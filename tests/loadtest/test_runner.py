@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from oraculo_trio.loadtest.runner import RUN_TOKEN_ENV, LineReader
+from oraculo_trio.loadtest.processes import RUN_TOKEN_ENV, LineReader
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -155,3 +155,23 @@ async def test_ctrl_c_during_a_run_leaves_no_process_behind(tmp_path: Path) -> N
             os.killpg(process.pid, signal.SIGKILL)
             await process.wait()
         await process.stderr.aclose()
+
+
+async def test_calibrate_runs_the_generator_alone_and_writes_its_result(tmp_path: Path) -> None:
+    out = tmp_path / "cal"
+    args = ["calibrate", "2000", "--duration", "2", "--warmup", "0.5", "--out", str(out)]
+    with trio.fail_after(60):
+        result = await trio.run_process(
+            loadtest_command(*args),
+            cwd=tmp_path,
+            env=environment(),
+            capture_stdout=True,
+            capture_stderr=True,
+            check=False,
+        )
+    stdout = result.stdout.decode()
+    assert result.returncode == 0, stdout + result.stderr.decode()
+    assert "generator alone, depth 2,000 msg/s for 2 s" in stdout
+    document = json.loads((out / "calibrate.json").read_text())
+    assert document["config"]["rate"] == 2000
+    assert document["window_sent"] == document["expected"] == 4000

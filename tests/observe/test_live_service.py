@@ -14,8 +14,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from oraculo_trio.core.events import STREAMS
 from oraculo_trio.core.rules import parse_rules
-from oraculo_trio.mockexchange.exchange import ExchangeSettings, MockExchange
-from oraculo_trio.mockexchange.markets import RandomWalkMarket, synthetic_symbols
+from oraculo_trio.mockexchange import (
+    ExchangeSettings,
+    MockExchange,
+    RandomWalkMarket,
+    synthetic_symbols,
+)
 from oraculo_trio.observe.metrics import DB_OPS, DROP_REASONS, LAG_SPIKE_THRESHOLDS
 from oraculo_trio.pipeline.service import TASK_NAMES, ServiceHandle, run_service
 from tests.e2e.processes import clean_env, command

@@ -19,7 +19,7 @@ import pytest
 import trio
 
 from oraculo_trio.core.rules import parse_rules
-from oraculo_trio.mockexchange.markets import Frame, RandomWalkMarket, synthetic_symbols
+from oraculo_trio.mockexchange import Frame, RandomWalkMarket, synthetic_symbols
 from oraculo_trio.pipeline.service import ServiceHandle
 from tests.e2e.processes import EXPECTED_PROMTOOL_FINDINGS, promtool_findings, require_tool
 from tests.observe.helpers import fetch

@@ -14,7 +14,7 @@ import trio
 from oraculo_trio.core.events import DEPTH
 from oraculo_trio.core.rules import CompiledRule, RuleSpec, Signal
 from oraculo_trio.core.sync import LIVE, BookSync
-from oraculo_trio.mockexchange.exchange import ExchangeSettings, MockExchange
+from oraculo_trio.mockexchange import ExchangeSettings, MockExchange
 from oraculo_trio.pipeline.service import ServiceHandle, run_service
 from tests.pipeline.helpers import service_settings
 

@@ -15,8 +15,7 @@ import trio
 
 from oraculo_trio.core.events import TRADE
 from oraculo_trio.core.rules import CompiledRule, RuleSpec, Signal
-from oraculo_trio.mockexchange.exchange import ExchangeSettings, MockExchange
-from oraculo_trio.mockexchange.markets import Frame, trade_payload
+from oraculo_trio.mockexchange import ExchangeSettings, Frame, MockExchange, trade_payload
 from oraculo_trio.pipeline.service import ServiceHandle, run_service
 from oraculo_trio.settings import Settings, load_settings
 from oraculo_trio.testing import RecordingSink  # noqa: F401 (the pipeline tests import it here)

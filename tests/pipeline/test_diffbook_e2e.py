@@ -10,8 +10,7 @@ import trio
 
 from oraculo_trio.core.book import OrderBook
 from oraculo_trio.core.sync import LIVE
-from oraculo_trio.mockexchange.diffbook import DiffBookMarket, FaultPlan, RecordedBooks
-from oraculo_trio.mockexchange.exchange import MockExchange
+from oraculo_trio.mockexchange import DiffBookMarket, FaultPlan, MockExchange, RecordedBooks
 from oraculo_trio.pipeline.service import ServiceHandle
 from tests.data import BINANCE_DATA
 from tests.pipeline.diffbook_testing import (

@@ -15,7 +15,7 @@ from oraculo_trio.core.events import DepthDiff
 from oraculo_trio.core.sync import LIVE, SYNCING, BookSnapshot
 from oraculo_trio.errors import ConfigError
 from oraculo_trio.feeds.binance_rest import rest_base_url, snapshot_weight
-from oraculo_trio.mockexchange.diffbook import DiffBookMarket
+from oraculo_trio.mockexchange import DiffBookMarket
 from oraculo_trio.observe.metrics import ServiceMetrics
 from oraculo_trio.pipeline.diffbooks import ShardBooks
 from oraculo_trio.pipeline.feed import RotationGate

@@ -13,8 +13,7 @@ import pytest
 import trio
 
 from oraculo_trio.errors import FeedError
-from oraculo_trio.mockexchange.exchange import ExchangeSettings, MockExchange
-from oraculo_trio.mockexchange.markets import trade_payload
+from oraculo_trio.mockexchange import ExchangeSettings, MockExchange, trade_payload
 from oraculo_trio.pipeline.transport import (
     CHECKPOINT_EVERY,
     CLOSE_TOO_LARGE,

@@ -15,7 +15,7 @@ from typing import Any
 import attrs
 import trio
 
-from oraculo_trio.loadtest.generator import LoadMarket
+from oraculo_trio.mockexchange import LoadMarket
 from oraculo_trio.mockexchange.exchange import ExchangeSettings, MockExchange
 from tests.e2e.processes import (
     LineReader,

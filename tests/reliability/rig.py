@@ -1,8 +1,8 @@
 """The scenarios' test rig: the whole service in this process, under load from the load
 generator's market, and the two checks every scenario ends with.
 
-:func:`loaded_service` starts a :class:`~loadtest.exchange.MockExchange` publishing a
-:class:`~loadtest.generator.LoadMarket` (partial books and trades at ``rate`` messages per
+:func:`loaded_service` starts a :class:`~oraculo_trio.mockexchange.MockExchange` publishing a
+:class:`~oraculo_trio.mockexchange.LoadMarket` (partial books and trades at ``rate`` messages per
 second, with the generator's alert frames) and the service reading it with rules that keep
 the store busy: ``flappy`` (fires on every tenth trade of a symbol, resolves on the next)
 and the load test's own (wide spread, price spike).
@@ -31,8 +31,13 @@ import trio
 
 from oraculo_trio.core.alerts import FIRING, RESOLVED
 from oraculo_trio.core.rules import CompiledRule, parse_rules
-from oraculo_trio.loadtest.generator import SPIKE_LEVEL, WIDE_SPREAD_BPS, LoadMarket
-from oraculo_trio.mockexchange.exchange import ExchangeSettings, MockExchange
+from oraculo_trio.mockexchange import (
+    SPIKE_LEVEL,
+    WIDE_SPREAD_BPS,
+    ExchangeSettings,
+    LoadMarket,
+    MockExchange,
+)
 from oraculo_trio.observe.metrics import ServiceMetrics
 from oraculo_trio.pipeline.service import ServiceHandle, run_service
 from oraculo_trio.settings import Settings, resolve_rule_class

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import trio
 
-from oraculo_trio.mockexchange.markets import trade_payload
+from oraculo_trio.mockexchange import trade_payload
 from oraculo_trio.observe.metrics import BAD_FRAME_REASONS
 from tests.reliability.conftest import Mode
 from tests.reliability.rig import Rig, check, loaded_service, reconnects, sample, until

@@ -23,7 +23,7 @@ import asyncpg
 import pytest
 import trio
 
-from oraculo_trio.mockexchange.exchange import ExchangeSettings
+from oraculo_trio.mockexchange import ExchangeSettings
 from tests.reliability.conftest import Mode
 from tests.reliability.rig import Rig, check, loaded_service, reconnects, sample, until
 from tests.store.pg_cluster import PgCluster

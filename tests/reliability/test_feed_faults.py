@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from oraculo_trio.mockexchange.exchange import MockExchange
+from oraculo_trio.mockexchange import MockExchange
 from tests.e2e.processes import http_get
 from tests.reliability.conftest import Mode
 from tests.reliability.proxy import TcpProxy

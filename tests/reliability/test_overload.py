@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 import trio
 
-from oraculo_trio.loadtest.report import accounted
-from oraculo_trio.loadtest.runner import RunConfig, run_load_test
+from oraculo_trio.loadtest import LoadShape, RunConfig, run_load_test
+from oraculo_trio.loadtest.measure import accounted
 from tests.e2e.processes import parse_accounting
 from tests.reliability.conftest import Mode
 from tests.reliability.rig import check_store, record
@@ -74,12 +74,9 @@ async def test_overload_keeps_memory_flat_and_loses_no_trade(
         rate = 25_000.0
     duration = mode.pick(5.0, 60.0)
     config = RunConfig(
-        stream="mixed",
-        rate=rate,
-        duration=duration,
-        warmup=1.0,
-        symbols=50,
-        trade_ratio=0.2,
+        LoadShape(
+            stream="mixed", rate=rate, duration=duration, warmup=1.0, symbols=50, trade_ratio=0.2
+        ),
         progress=False,
         settings=tuple(settings),
         drain_timeout=120.0,

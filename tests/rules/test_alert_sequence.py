@@ -11,8 +11,14 @@ from pathlib import Path
 import trio
 
 from oraculo_trio.core.rules import parse_rules
-from oraculo_trio.mockexchange.exchange import ExchangeSettings, MockExchange
-from oraculo_trio.mockexchange.markets import Instrument, Phase, Script, ScriptedMarket
+from oraculo_trio.mockexchange import (
+    ExchangeSettings,
+    Instrument,
+    MockExchange,
+    Phase,
+    Script,
+    ScriptedMarket,
+)
 from oraculo_trio.pipeline.service import run_service
 from oraculo_trio.store.base import open_store
 from oraculo_trio.testing import AlertService, RecordingSink, service_settings

@@ -14,7 +14,7 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from oraculo_trio.core.sharding import partition_of
-from oraculo_trio.mockexchange.exchange import ExchangeSettings, MockExchange
+from oraculo_trio.mockexchange import ExchangeSettings, MockExchange
 from oraculo_trio.store import open_store
 from tests.e2e.processes import (
     EXPECTED_PROMTOOL_FINDINGS,

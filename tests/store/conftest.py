@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import asyncpg
 import pytest
 
-from oraculo_trio.loadtest.runner import admin_sql
+from oraculo_trio.loadtest.configuration import admin_sql
 from oraculo_trio.observe.metrics import ServiceMetrics
 from oraculo_trio.store import Store, open_store
 from tests.store.pg_cluster import ClusterUnavailable, PgCluster

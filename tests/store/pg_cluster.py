@@ -15,7 +15,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from oraculo_trio.loadtest.runner import free_port
+from oraculo_trio.loadtest.processes import free_port
 
 
 class ClusterUnavailable(Exception):

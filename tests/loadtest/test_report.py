@@ -9,21 +9,13 @@ from typing import Any
 import pytest
 
 from oraculo_trio.errors import ConfigError
+from oraculo_trio.loadtest.artifacts import metrics_document, write_json
 from oraculo_trio.loadtest.bench import summarize_profile
-from oraculo_trio.loadtest.report import (
-    Accounting,
-    check_thresholds,
-    compare,
-    derive_series,
-    measure,
-    metrics_document,
-    parse_threshold,
-    render_html,
-    render_summary,
-    series_charts,
-    thresholds_for,
-    write_json,
-)
+from oraculo_trio.loadtest.compare import compare
+from oraculo_trio.loadtest.html_report import render_html, series_charts
+from oraculo_trio.loadtest.measure import Accounting, derive_series, measure
+from oraculo_trio.loadtest.summary import render_summary
+from oraculo_trio.loadtest.thresholds import check_thresholds, parse_threshold, thresholds_for
 
 BOUNDS = [0.001, 0.01, 0.1, float("inf")]
 

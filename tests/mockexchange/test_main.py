@@ -10,8 +10,8 @@ import sys
 import pytest
 import trio
 
+from oraculo_trio.mockexchange import RandomWalkMarket, ScriptedMarket
 from oraculo_trio.mockexchange.__main__ import build_market, build_parser
-from oraculo_trio.mockexchange.markets import RandomWalkMarket, ScriptedMarket
 
 
 def test_build_market() -> None:

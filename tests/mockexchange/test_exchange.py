@@ -9,13 +9,15 @@ import pytest
 import trio
 from trio_websocket import CloseReason, ConnectionClosed
 
-from oraculo_trio.mockexchange.exchange import (
+from oraculo_trio.mockexchange import (
     ExchangeSettings,
     MockExchange,
+    RandomWalkMarket,
+    ScriptedMarket,
     parse_path,
     parse_stream_name,
+    synthetic_symbols,
 )
-from oraculo_trio.mockexchange.markets import RandomWalkMarket, ScriptedMarket, synthetic_symbols
 
 # Fast ticks keep the tests short; no request limit unless a test is about it.
 FAST = ExchangeSettings(tick=0.02, max_requests_per_s=None)

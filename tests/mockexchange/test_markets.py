@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from oraculo_trio.mockexchange.markets import (
+from oraculo_trio.mockexchange import (
     DEMO_PERIOD,
     Instrument,
     Phase,

@@ -10,8 +10,9 @@ from typing import Any
 import attrs
 import trio
 
-from oraculo_trio.mockexchange.exchange import ExchangeSettings, MockExchange
-from oraculo_trio.mockexchange.markets import (
+from oraculo_trio.mockexchange import (
+    ExchangeSettings,
+    MockExchange,
     RandomWalkMarket,
     ScriptedMarket,
     demo_script,

@@ -10,17 +10,16 @@ import pytest
 import trio
 
 from oraculo_trio.core.book import OrderBook
-from oraculo_trio.mockexchange.diffbook import (
+from oraculo_trio.mockexchange import (
     FAULT_KINDS,
     DiffBookMarket,
+    ExchangeSettings,
     FaultPlan,
+    MockExchange,
     RecordedBooks,
-    book_section,
+    RestFault,
+    RestServer,
 )
-from oraculo_trio.mockexchange.exchange import ExchangeSettings, MockExchange
-from oraculo_trio.mockexchange.rest import RestFault, RestServer
-from oraculo_trio.observe.metrics import ServiceMetrics
-from oraculo_trio.observe.report import parse_samples
 from tests.data import BINANCE_DATA
 
 SYMBOLS = ("AAAUSDT", "BBBUSDT", "CCCUSDT")
@@ -280,62 +279,3 @@ def test_recorded_books_play_once_and_serve_their_sessions_snapshots() -> None:
         assert served["lastUpdateId"] == snapshot["lastUpdateId"]
         assert served["bids"] == snapshot["bids"][:5]
     assert recorded.snapshot("NOPE", 5) is None
-
-
-def test_book_section_reads_the_services_metrics() -> None:
-    metrics = ServiceMetrics()
-    metrics.book_resyncs["gap"].inc(3)
-    metrics.book_resyncs["crossed"].inc()
-    for seconds in (0.2, 0.3, 0.4, 3.0):
-        metrics.book_resync_seconds.observe(seconds)
-    metrics.rest_weight_used.inc(250)
-    section = book_section(parse_samples(metrics.exposition().decode()))
-    assert section["resyncs"] == 4
-    assert section["resyncs_by_reason"] == {"gap": 3, "crossed": 1, "snapshot_stale": 0}
-    assert 0.25 <= section["resync_seconds"]["p50"] <= 0.5
-    assert 2.0 <= section["resync_seconds"]["p99"] <= 5.0
-    assert section["rest_weight_used"] == 250
-    assert section["symbols"] == {"syncing": 0, "live": 0}
-
-
-def test_depthdiff_is_a_load_test_stream_with_its_faults() -> None:
-    from oraculo_trio.errors import ConfigError
-    from oraculo_trio.loadtest.cli import build_parser, config_from
-    from oraculo_trio.loadtest.generator import build_source
-
-    parser = build_parser()
-    config = config_from(parser.parse_args(["depthdiff", "1500", "--faults", "gaps,dups"]))
-    config.check()
-    source = build_source(config.generator_spec())
-    assert isinstance(source, DiffBookMarket)
-    assert source.faults is not None
-    assert source.faults.kinds == {"gaps", "dups"}
-    assert source.depth_kinds == ("depth",)
-    # The service is told to fetch snapshots deep enough for the whole true book.
-    assert source.service_settings == {"feed": {"snapshot_limit": 100}}
-    with pytest.raises(ConfigError, match="fault 'lag'"):
-        config_from(parser.parse_args(["depthdiff", "10", "--faults", "lag"])).check()
-
-
-def test_the_runner_applies_the_sources_settings_under_set(tmp_path) -> None:
-    from oraculo_trio.loadtest.runner import RunConfig, service_sections
-
-    def sections(*settings: str) -> dict:
-        return service_sections(
-            RunConfig(stream="depthdiff", settings=settings),
-            exchange_url="ws://127.0.0.1:1",
-            symbols=["AAAUSDT"],
-            depth_kinds=["depth"],
-            trade_kinds=[],
-            database_url="sqlite:///x.db",
-            http_port=1,
-            rules_file="rules.toml",
-            webhook_url=None,
-            scratch=tmp_path,
-            rest_url="http://127.0.0.1:2",
-            source_settings={"feed": {"snapshot_limit": 100}},
-        )
-
-    assert sections()["feed"]["snapshot_limit"] == 100
-    assert sections()["feed"]["rest_url"] == "http://127.0.0.1:2"
-    assert sections("feed.snapshot_limit=500")["feed"]["snapshot_limit"] == "500"

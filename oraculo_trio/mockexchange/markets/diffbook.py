@@ -1,5 +1,5 @@
-"""Diff books for the mock exchange: a true book per symbol, its diff streams and REST snapshots,
-and the faults that test a client's sync (``oraculo-trio loadtest depthdiff --faults ...``).
+"""Diff books: a true book per symbol, its diff streams and REST snapshots, and the faults
+that test a client's sync (``oraculo-trio loadtest depthdiff --faults ...``).
 
 :class:`DiffBookMarket` keeps each symbol's true book (at most ``depth`` levels a side around
 a mid that walks) and publishes every change as Binance diffs: ``<symbol>@depth@100ms`` at
@@ -9,8 +9,9 @@ consecutive ``U``/``u`` (``U`` = previous ``u`` + 1), and, with ``slow_stream``,
 serves ``GET /api/v3/depth`` from the same books (``MockExchange`` starts its REST server
 for it), with ``lastUpdateId`` = the last update made, published or not yet.
 
-It is both a tick-based :class:`~loadtest.markets.Market` and a generator frame source
-(``frames(count, now_ms)``, ``depth_kinds``), so the load test publishes it as it is.
+It is both a tick-based :class:`~oraculo_trio.mockexchange.markets.payloads.Market` and a
+frame source for open-loop load (``frames(count, now_ms)``, ``depth_kinds``), so the load
+test publishes it as it is.
 
 Faults, on the ``@depth@100ms`` stream (the 1000 ms stream stays faithful):
 
@@ -23,25 +24,19 @@ Faults, on the ``@depth@100ms`` stream (the 1000 ms stream stays faithful):
 and at the REST server: ``429`` (a request refused with ``Retry-After``) and ``slow``
 (a snapshot answered late). :meth:`DiffBookMarket.inject` queues one on command;
 a :class:`FaultPlan` makes them happen at random, ``per_second`` of each kind.
-
-:func:`book_section` reads a run's ``book`` summary (resyncs, resync seconds) from the
-service's ``/metrics``.
 """
 
 from __future__ import annotations
 
-import json
 import random
 from collections import deque
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
-from oraculo_trio.mockexchange.markets import Frame, Payload, format_units, synthetic_symbols
+from oraculo_trio.mockexchange.markets.payloads import Frame, Payload, RateCarry, format_units
 from oraculo_trio.mockexchange.rest import RestFault
-from oraculo_trio.observe.report import histogram_buckets, histogram_quantile
 
 MARKET_FAULTS = ("gaps", "dups", "reorder", "crossed")
 REST_FAULTS = ("429", "slow")
@@ -136,7 +131,7 @@ class DiffBookMarket:
     _books: dict[str, _Book] = attrs.field(init=False, factory=dict)
     _order: list[_Book] = attrs.field(init=False, factory=list)
     _cursor: int = attrs.field(init=False, default=0)
-    _carry: float = attrs.field(init=False, default=0.0)
+    _carry: RateCarry = attrs.field(init=False, factory=RateCarry)
     _fault_carry: dict[str, float] = attrs.field(init=False, factory=dict)
     _rest_faults: deque[RestFault] = attrs.field(init=False, factory=deque)
     _last_slow: float | None = attrs.field(init=False, default=None)
@@ -196,7 +191,7 @@ class DiffBookMarket:
             book.faults.append(fault)
 
     def calm(self) -> None:
-        """No more faults: the plan stops and queued faults are forgotten (a diff held back
+        """No more faults: the fault plan stops and queued faults are forgotten (a diff held back
         for ``reorder`` still goes out after the next one)."""
         self.faults = None
         self._rest_faults.clear()
@@ -245,9 +240,7 @@ class DiffBookMarket:
             now: exchange time of the tick, epoch seconds (the diffs' ``E``).
             dt: tick length in seconds.
         """
-        self._carry += self.rate_per_s * dt
-        count = int(self._carry + 1e-9)
-        self._carry -= count
+        count = self._carry.take(self.rate_per_s * dt)
         self._plan_faults(dt)
         now_ms = int(now * 1000)
         frames: list[Frame] = []
@@ -403,166 +396,9 @@ class DiffBookMarket:
         book.slow_asks = {}
 
 
-def depthdiff_source(spec: Any) -> DiffBookMarket:
-    """The load generator's ``depthdiff`` source: ``spec.symbols`` synthetic symbols,
-    ``spec.rate`` diffs a second, the faults of ``spec.faults`` (``gaps,dups,429``...).
-
-    Raises:
-        ValueError: an unknown fault.
-    """
-    faults = getattr(spec, "faults", "")
-    return DiffBookMarket(
-        synthetic_symbols(spec.symbols),
-        rate_per_s=spec.rate,
-        faults=FaultPlan.parse(faults) if faults else None,
-        seed=spec.seed,
-    )
-
-
 def _set(side: dict[int, int], changes: dict[int, int], index: int, quantity: int) -> None:
     if quantity:
         side[index] = quantity
     else:
         side.pop(index, None)
     changes[index] = quantity
-
-
-def book_section(
-    samples: Mapping[str, Sequence[tuple[Mapping[str, str], float]]],
-) -> dict[str, Any]:
-    """The ``book`` section of a load test's metrics.json, from the service's ``/metrics``.
-
-    Args:
-        samples: ``oraculo_trio.observe.report.parse_samples`` of an exposition.
-
-    Returns:
-        ``{"resyncs": int, "resyncs_by_reason": {reason: int}, "resync_seconds": {"p50",
-        "p99"}, "snapshots": {outcome: int}, "rest_weight_used": int, "symbols": {state:
-        int}}``; the quantiles are interpolated in the histogram's buckets (None when no
-        resync finished).
-    """
-
-    def by(name: str, label: str) -> dict[str, int]:
-        return {labels[label]: int(value) for labels, value in samples.get(name, ())}
-
-    resyncs = by("oraculo_book_resyncs_total", "reason")
-    buckets = histogram_buckets(samples, "oraculo_book_resync_seconds")  # type: ignore[arg-type]
-    weight = sum(value for _, value in samples.get("oraculo_rest_weight_used_total", ()))
-    return {
-        "resyncs": sum(resyncs.values()),
-        "resyncs_by_reason": resyncs,
-        "resync_seconds": {
-            "p50": histogram_quantile(0.5, buckets),
-            "p99": histogram_quantile(0.99, buckets),
-        },
-        "snapshots": by("oraculo_book_snapshot_requests_total", "outcome"),
-        "rest_weight_used": int(weight),
-        "symbols": by("oraculo_book_symbols", "state"),
-    }
-
-
-# --------------------------------------------------------------------------------------------
-# Recorded sessions
-
-
-#: A capture session ends where the event time jumps by more than this (ms).
-SESSION_GAP_MS = 60_000
-
-
-def _load_jsonl(path: str | Path) -> list[Any]:
-    with open(path, encoding="utf-8") as lines:
-        return [json.loads(line) for line in lines if line.strip()]
-
-
-@attrs.define(eq=False)
-class RecordedBooks:
-    """Recorded diff sessions replayed once, with the REST snapshots recorded alongside.
-
-    A file may hold several capture sessions (split where ``E`` jumps by over a minute); a
-    snapshot belongs to the session and symbol whose diffs span its ``lastUpdateId + 1``, and
-    the REST server answers with the snapshot of the session being replayed. Only symbols
-    with a snapshot are played. Frames go out in file order, ``rate_per_s`` of them a second;
-    then nothing (``done``): a loop would be a gap the recording does not have.
-
-    Attributes:
-        diff_paths: ``{"stream", "data"}`` lines of ``@depth`` diffs.
-        snapshot_paths: ``GET /api/v3/depth`` bodies, one a line.
-        rate_per_s: frames per second.
-        retime: give each frame the tick's time as ``E`` (so a service finds it fresh).
-    """
-
-    diff_paths: Sequence[str | Path]
-    snapshot_paths: Sequence[str | Path]
-    rate_per_s: float = 200.0
-    retime: bool = True
-    frames: list[tuple[int, Frame]] = attrs.field(init=False, factory=list)
-    snapshots: dict[tuple[int, str], dict[str, Any]] = attrs.field(init=False, factory=dict)
-    _symbols: list[str] = attrs.field(init=False, factory=list)
-    _session: dict[str, int] = attrs.field(init=False, factory=dict)
-    _cursor: int = attrs.field(init=False, default=0)
-    _carry: float = attrs.field(init=False, default=0.0)
-
-    def __attrs_post_init__(self) -> None:
-        sessions: dict[tuple[int, str], list[dict[str, Any]]] = {}
-        recorded: list[tuple[int, Frame]] = []
-        session, previous = -1, None
-        for path in self.diff_paths:
-            for record in _load_jsonl(path):
-                data = record["data"]
-                if previous is None or abs(data["E"] - previous) > SESSION_GAP_MS:
-                    session += 1
-                previous = data["E"]
-                sessions.setdefault((session, data["s"]), []).append(data)
-                recorded.append((session, (record["stream"], data)))
-        for path in self.snapshot_paths:
-            for snapshot in _load_jsonl(path):
-                after = snapshot["lastUpdateId"] + 1
-                for key, diffs in sessions.items():
-                    if diffs[0]["U"] <= after <= diffs[-1]["u"]:
-                        self.snapshots[key] = snapshot
-        played = {symbol for _, symbol in self.snapshots}
-        self.frames = [(s, frame) for s, frame in recorded if frame[1]["s"] in played]
-        self._symbols = list(dict.fromkeys(frame[1]["s"] for _, frame in self.frames))
-
-    @property
-    def symbols(self) -> list[str]:
-        """The symbols played (those with a recorded snapshot), in first-seen order."""
-        return self._symbols
-
-    @property
-    def done(self) -> bool:
-        """Every frame has been played."""
-        return self._cursor >= len(self.frames)
-
-    def last_diffs(self) -> dict[str, dict[str, Any]]:
-        """The last recorded diff of each symbol played."""
-        return {frame[1]["s"]: frame[1] for _, frame in self.frames}
-
-    def tick(self, now: float, dt: float) -> list[Frame]:
-        """The next ``rate_per_s * dt`` recorded frames (fractions carried), none at the end."""
-        self._carry += self.rate_per_s * dt
-        count = int(self._carry + 1e-9)
-        self._carry -= count
-        out: list[Frame] = []
-        now_ms = int(now * 1000)
-        while count and self._cursor < len(self.frames):
-            session, (stream, data) = self.frames[self._cursor]
-            self._cursor += 1
-            count -= 1
-            self._session[data["s"]] = session
-            if self.retime:
-                data = {**data, "E": now_ms}
-            out.append((stream, data))
-        return out
-
-    def snapshot(self, symbol: str, limit: int) -> dict[str, Any] | None:
-        """The recorded snapshot of the session ``symbol`` is in (``limit`` levels a side)."""
-        session = self._session.get(symbol)
-        for (recorded_session, recorded_symbol), snapshot in self.snapshots.items():
-            if recorded_symbol == symbol and session in (None, recorded_session):
-                return {
-                    "lastUpdateId": snapshot["lastUpdateId"],
-                    "bids": snapshot["bids"][:limit],
-                    "asks": snapshot["asks"][:limit],
-                }
-        return None

@@ -1,0 +1,562 @@
+"""One measured run: the generator, the service and Prometheus as processes.
+
+::
+
+    run_load_test(config)
+    ├── generator process   python -m oraculo_trio.loadtest.generator
+    │                       (mock exchange + open-loop schedule)
+    ├── service process     oraculo-trio run --config <run dir>/oraculo.toml (fresh store)
+    ├── prometheus process  with --prometheus: scrapes the service every second
+    ├── webhook receiver    with --webhook: answers 200 / 500 / never (in this process)
+    └── sampler             /metrics + /proc every second; the generator's JSON events
+
+Steps: start the generator (it prints its URL), the service pointed at it, wait for
+``/readyz``, tell the generator to ``start``: ramp, warm-up, measured phase (the generator
+marks the phases; the runner snapshots the service's counters at each mark), then drain (wait
+until the service has accounted for every frame the exchange wrote) and stop everything
+(``processes.py``: every child in its own process group, stopped on every exit path). The
+generator also stops when its stdin (the runner's pipe) closes.
+
+:func:`calibrate` runs the generator alone, against a client that discards everything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import attrs
+import httpx
+import trio
+
+from oraculo_trio.loadtest.configuration import (
+    RunConfig,
+    check_webhook_sink,
+    fresh_store,
+    load_rules_text,
+    scratch_dir,
+    service_env,
+    service_sections,
+    toml_document,
+    write_text,
+)
+from oraculo_trio.loadtest.errors import LoadTestError
+from oraculo_trio.loadtest.measure import accounted
+from oraculo_trio.loadtest.processes import (
+    Child,
+    Children,
+    LineReader,
+    free_port,
+    open_children,
+    open_logs,
+    tail,
+)
+from oraculo_trio.loadtest.sampling import (
+    RunState,
+    Sampler,
+    query_prometheus,
+    read_generator,
+    start_prometheus,
+    wait_ready,
+)
+from oraculo_trio.loadtest.shape import GeneratorSpec
+from oraculo_trio.settings import load_settings
+
+LOGGER = logging.getLogger("oraculo_trio.loadtest.run")
+
+OnSample = Callable[[dict[str, Any], RunConfig], None]
+"""Called with each per-second sample (the live progress line)."""
+
+
+@attrs.define(eq=False)
+class WebhookReceiver:
+    """A local HTTP endpoint that answers 200 (``ok``), 500 (``fail``) or never (``hang``)."""
+
+    mode: str
+    url: str = ""
+    requests: int = 0
+
+    async def serve(self, *, task_status: trio.TaskStatus[WebhookReceiver]) -> None:
+        """Listen on 127.0.0.1 (a free port) until cancelled.
+
+        Cancellation: closes the listener and every connection.
+        """
+        listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+        port = listeners[0].socket.getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}/alerts"
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(trio.serve_listeners, self._handle, listeners)
+            task_status.started(self)
+
+    def result(self, final: dict[str, Any]) -> dict[str, Any]:
+        """What it saw, beside what the service's last sample says it sent."""
+        return {
+            "mode": self.mode,
+            "url": self.url,
+            "requests": self.requests,
+            "dispatch": final["dispatch"],
+            "dispatch_dropped": final["dispatch_dropped"],
+        }
+
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        buffer = b""
+        async with stream:
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                while True:
+                    while b"\r\n\r\n" not in buffer:
+                        chunk = await stream.receive_some(65536)
+                        if not chunk:
+                            return
+                        buffer += chunk
+                    head, buffer = buffer.split(b"\r\n\r\n", 1)
+                    length = 0
+                    for line in head.split(b"\r\n")[1:]:
+                        name, _, value = line.partition(b":")
+                        if name.strip().lower() == b"content-length":
+                            length = int(value.strip() or 0)
+                    while len(buffer) < length:
+                        chunk = await stream.receive_some(65536)
+                        if not chunk:
+                            return
+                        buffer += chunk
+                    buffer = buffer[length:]
+                    self.requests += 1
+                    if self.mode == "hang":
+                        await trio.sleep_forever()
+                    status = b"200 OK" if self.mode == "ok" else b"500 Internal Server Error"
+                    await stream.send_all(b"HTTP/1.1 " + status + b"\r\nContent-Length: 0\r\n\r\n")
+
+
+@attrs.frozen
+class RunOutput:
+    """Everything a run produced, for the report."""
+
+    config: RunConfig
+    run_dir: Path
+    store: str
+    samples: list[dict[str, Any]]
+    marks: dict[str, int]
+    generator_ready: dict[str, Any]
+    generator_done: dict[str, Any] | None
+    prometheus: dict[str, float | None] | None
+    webhook: dict[str, Any] | None
+    profile: Path | None
+    notes: list[str]
+    load_before: tuple[float, float, float]
+    load_after: tuple[float, float, float]
+    service_exit: int | None
+
+
+async def run_load_test(
+    config: RunConfig,
+    run_dir: Path,
+    *,
+    on_sample: OnSample | None = None,
+    say: Callable[[str], None] = lambda _text: None,
+) -> RunOutput:
+    """Run one load test; every process it started is stopped when it returns or raises.
+
+    Args:
+        config: the test.
+        run_dir: where the run's files go (service config and logs, profiles).
+        on_sample: called with each per-second sample (the live progress line).
+        say: one-line status messages (starting, ready, draining).
+
+    Returns:
+        The samples and marks the report is computed from.
+
+    Raises:
+        LoadTestError: a process would not start, become ready or keep running.
+        ConfigError: an option or ``--set`` value the service refuses.
+
+    Cancellation: stops every process (SIGTERM, then SIGKILL after a short grace).
+    """
+    config.check()
+    logs = open_logs(run_dir, ("service", "generator", "prometheus"))
+    notes: list[str] = []
+    load_before = os.getloadavg()
+    state = RunState()
+    shape = config.shape
+    prometheus_result: dict[str, float | None] | None = None
+    webhook_result: dict[str, Any] | None = None
+    try:
+        # Children stop before the store is dropped and the scratch directory removed.
+        async with (
+            scratch_dir() as scratch,
+            fresh_store(config.database_url, scratch) as (database_url, store_kind),
+            open_children() as children,
+            httpx.AsyncClient(timeout=5.0) as client,
+            trio.open_nursery() as nursery,
+        ):
+            say(f"starting the generator ({shape.stream} {shape.rate:g} msg/s)")
+            generator = await _start_generator(
+                children, nursery, config.generator_spec(), state, run_dir, logs["generator"]
+            )
+            receiver = None
+            if config.webhook is not None:
+                receiver = await nursery.start(WebhookReceiver(config.webhook).serve)
+            http_port = free_port()
+            config_path = _configure_service(
+                config,
+                run_dir,
+                scratch,
+                state.ready,
+                database_url=database_url,
+                http_port=http_port,
+                webhook_url=receiver.url if receiver is not None else None,
+            )
+            env, passed = service_env(children.env)
+            if passed:
+                notes.append("service environment overrides passed through: " + ", ".join(passed))
+            say(f"starting the service (store {store_kind})")
+            service = await _start_service(
+                children, client, config, run_dir, config_path, http_port, logs["service"], env
+            )
+            prometheus_url = None
+            if config.prometheus:
+                _, prometheus_url = await start_prometheus(
+                    children, scratch, http_port, logs["prometheus"]
+                )
+            sampler = Sampler(
+                client, f"http://127.0.0.1:{http_port}/metrics", service, generator, state
+            )
+            await sampler.sample("start")
+            say("service ready: load starts")
+            await generator.process.stdin.send_all(b"start\n")
+            profile_path = await _measure(
+                config, state, sampler, service, run_dir, children, on_sample
+            )
+            say("draining")
+            await _drain(config, state, sampler, on_sample)
+            final = await sampler.sample("final")
+            if prometheus_url is not None:
+                prometheus_result = await _query_measured(prometheus_url, state)
+            if receiver is not None:
+                webhook_result = receiver.result(final)
+            say("stopping the service")
+            service_exit = await service.stop(grace=15.0)
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await generator.process.stdin.send_all(b"quit\n")
+            await generator.stop(grace=5.0)
+            nursery.cancel_scope.cancel()
+    finally:
+        for log in logs.values():
+            log.close()
+    return RunOutput(
+        config=config,
+        run_dir=run_dir,
+        store=store_kind,
+        samples=state.samples,
+        marks=state.marks,
+        generator_ready=state.ready,
+        generator_done=state.done,
+        prometheus=prometheus_result,
+        webhook=webhook_result,
+        profile=profile_path,
+        notes=notes,
+        load_before=load_before,
+        load_after=os.getloadavg(),
+        service_exit=service_exit,
+    )
+
+
+def _configure_service(
+    config: RunConfig,
+    run_dir: Path,
+    scratch: Path,
+    ready: dict[str, Any],
+    *,
+    database_url: str,
+    http_port: int,
+    webhook_url: str | None,
+) -> Path:
+    """Write the service's ``oraculo.toml`` for the generator that said ``ready``.
+
+    Raises:
+        ConfigError: a ``--set`` value the service refuses (named).
+        LoadTestError: ``--webhook`` and the service cannot build a webhook sink.
+    """
+    rules_file = config.rules or write_text(run_dir / "rules.toml", load_rules_text())
+    sections = service_sections(
+        config,
+        exchange_url=ready["url"],
+        symbols=ready["symbols"],
+        depth_kinds=ready["depth_kinds"],
+        trade_kinds=ready["trade_kinds"],
+        database_url=database_url,
+        http_port=http_port,
+        rules_file=rules_file,
+        webhook_url=webhook_url,
+        scratch=scratch,
+        rest_url=ready.get("rest_url", ""),
+        source_settings=ready.get("service"),
+    )
+    config_path = Path(write_text(run_dir / "oraculo.toml", toml_document(sections)))
+    load_settings(config_path, environ={})  # a bad --set fails here, named
+    if webhook_url is not None:
+        check_webhook_sink(config_path)
+    return config_path
+
+
+async def _start_service(
+    children: Children,
+    client: httpx.AsyncClient,
+    config: RunConfig,
+    run_dir: Path,
+    config_path: Path,
+    http_port: int,
+    log: Any,
+    env: dict[str, str],
+) -> Child:
+    """Start the service and wait for its ``/readyz``.
+
+    Raises:
+        LoadTestError: it exited or was not ready in time (with its log's tail).
+    """
+    service = await children.start(
+        "service",
+        [sys.executable, "-m", "oraculo_trio.cli", "run", "--config", str(config_path)],
+        cwd=run_dir,
+        stdout=log,
+        stderr=log,
+        env=env,
+    )
+    url = f"http://127.0.0.1:{http_port}/readyz"
+    try:
+        await wait_ready(client, url, service, config.ready_timeout)
+    except LoadTestError as exc:
+        raise LoadTestError(f"{exc}\n{tail(run_dir / 'service.log')}") from None
+    return service
+
+
+async def _query_measured(prometheus_url: str, state: RunState) -> dict[str, float | None]:
+    """Prometheus's answers over the measured phase."""
+    start = state.samples[state.marks["measure_start"]]["wall"]
+    end = state.samples[state.marks.get("measure_end", len(state.samples) - 1)]["wall"]
+    await trio.sleep(1.5)  # one more scrape lands
+    return await query_prometheus(prometheus_url, end - start, end)
+
+
+async def _start_generator(
+    children: Children,
+    nursery: trio.Nursery,
+    spec: GeneratorSpec,
+    state: RunState,
+    run_dir: Path,
+    log: Any,
+) -> Child:
+    """Start the generator process and its event reader; return once it is ready.
+
+    Raises:
+        LoadTestError: it did not say ``ready`` within 30 s.
+    """
+    generator = await children.start(
+        "generator",
+        [sys.executable, "-m", "oraculo_trio.loadtest.generator", "--spec", spec.to_json()],
+        cwd=run_dir,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=log,
+    )
+    assert generator.process.stdout is not None
+    ready = trio.Event()
+    nursery.start_soon(read_generator, LineReader(generator.process.stdout), state, ready)
+    with trio.move_on_after(30):
+        await ready.wait()
+    if not ready.is_set():
+        raise LoadTestError(
+            "the generator did not start within 30 s:\n" + tail(run_dir / "generator.log")
+        )
+    return generator
+
+
+async def _measure(
+    config: RunConfig,
+    state: RunState,
+    sampler: Sampler,
+    service: Child,
+    run_dir: Path,
+    children: Children,
+    on_sample: OnSample | None,
+) -> Path | None:
+    """Sample every second until the generator is done; mark the measured phase."""
+    profile_path = None
+    next_sample = trio.current_time() + 1.0
+    seen_phase = state.phase
+    while "measure_end" not in state.marks:
+        # A phase change that came while we were scraping is handled at once, not a second
+        # later (the mark must be taken as close to the generator's phase change as we can).
+        if state.done is None and state.phase == seen_phase:
+            changed = state.phase_changed
+            with trio.move_on_at(next_sample):
+                await changed.wait()
+        seen_phase = state.phase
+        if state.generator_ended.is_set() and state.done is None:
+            raise LoadTestError(
+                f"the generator exited with {sampler.generator.process.poll()}:\n"
+                + tail(run_dir / "generator.log")
+            )
+        if service.process.poll() is not None:
+            raise LoadTestError(
+                f"the service exited with {service.process.returncode} during the run:\n"
+                + tail(run_dir / "service.log")
+            )
+        mark = None
+        if state.phase in ("measure", "done") and "measure_start" not in state.marks:
+            mark = "measure_start"
+            if config.profile > 0:
+                profile_path = await _start_profile(children, service, run_dir, config.profile)
+        elif state.done is not None:
+            mark = "measure_end"
+        sample = await sampler.sample(mark)
+        if on_sample is not None:
+            on_sample(sample, config)
+        if trio.current_time() >= next_sample:
+            next_sample += 1.0
+            if next_sample < trio.current_time():
+                next_sample = trio.current_time() + 1.0
+    return profile_path
+
+
+async def _drain(
+    config: RunConfig,
+    state: RunState,
+    sampler: Sampler,
+    on_sample: OnSample | None,
+) -> None:
+    """Wait until the exchange wrote everything and the service accounted for all of it."""
+    with trio.move_on_after(config.drain_timeout):
+        while state.drained is None and not state.generator_ended.is_set():
+            changed = state.phase_changed
+            await changed.wait()
+        sent = state.drained["sent"] if state.drained is not None else state.generator["sent"]
+        while True:
+            sample = await sampler.sample()
+            if on_sample is not None and len(state.samples) % 5 == 0:
+                on_sample(sample, config)
+            if accounted(sample) >= sent:
+                return
+            await trio.sleep(0.2)
+
+
+async def _start_profile(
+    children: Children, service: Child, run_dir: Path, seconds: float
+) -> Path | None:
+    """py-spy on the service for ``seconds`` (raw collapsed stacks); None without py-spy."""
+    binary = shutil.which("py-spy")
+    if binary is None:
+        LOGGER.warning("py-spy not found (pip install py-spy): no profile")
+        return None
+    path = run_dir / "profile.txt"
+    log = open_logs(run_dir, ("py-spy",))["py-spy"]
+    try:
+        await children.start(
+            "py-spy",
+            [
+                binary,
+                "record",
+                "--pid",
+                str(service.pid),
+                "--duration",
+                str(max(1, int(seconds))),
+                "--rate",
+                "250",
+                "--format",
+                "raw",
+                "--nonblocking",
+                "--output",
+                str(path),
+            ],
+            cwd=run_dir,
+            stdout=log,
+            stderr=log,
+        )
+    finally:
+        log.close()
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# Calibration: the generator alone, against a client that discards everything
+
+
+async def _discard(
+    url: str, counter: list[int], *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """A WebSocket client that reads and discards: handshake by hand, then count bytes."""
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None
+    stream = await trio.open_tcp_stream(parts.hostname, parts.port)
+    async with stream:
+        resource = parts.path + (f"?{parts.query}" if parts.query else "")
+        await stream.send_all(
+            (
+                f"GET {resource} HTTP/1.1\r\nHost: {parts.hostname}:{parts.port}\r\n"
+                "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
+        response = b""
+        while b"\r\n\r\n" not in response:
+            chunk = await stream.receive_some(65536)
+            if not chunk:
+                raise LoadTestError("calibration: the exchange closed during the handshake")
+            response += chunk
+        if not response.startswith(b"HTTP/1.1 101"):
+            raise LoadTestError(f"calibration: handshake refused: {response[:80]!r}")
+        task_status.started()
+        while True:
+            chunk = await stream.receive_some(1 << 20)
+            if not chunk:
+                return
+            counter[0] += len(chunk)
+
+
+async def calibrate(
+    spec: GeneratorSpec, run_dir: Path, say: Callable[[str], None] = lambda _t: None
+) -> dict[str, Any]:
+    """Run only the generator, against a client that reads and discards the bytes.
+
+    Measures what the generator alone can do: its rate accuracy over the measured phase,
+    its lateness and its CPU.
+
+    Returns:
+        The generator's ``done`` event plus ``bytes`` read and ``rate_error``.
+
+    Raises:
+        LoadTestError: the generator did not start or finish.
+
+    Cancellation: stops the generator.
+    """
+    state = RunState()
+    counter = [0]
+    with open_logs(run_dir, ("generator",))["generator"] as log:
+        async with open_children() as children, trio.open_nursery() as nursery:
+            generator = await _start_generator(children, nursery, spec, state, run_dir, log)
+            assert generator.process.stdin is not None
+            streams = state.ready["streams"]
+            url = f"{state.ready['url']}/stream?streams={'/'.join(streams)}"
+            await nursery.start(_discard, url, counter)
+            say(f"calibrating: {spec.shape.rate:g} msg/s for {spec.shape.duration:g} s")
+            await generator.process.stdin.send_all(b"start\n")
+            while state.drained is None and not state.generator_ended.is_set():
+                changed = state.phase_changed
+                await changed.wait()
+            if state.done is None:
+                raise LoadTestError(
+                    "the generator ended early:\n" + tail(run_dir / "generator.log")
+                )
+            nursery.cancel_scope.cancel()
+    done = dict(state.done)
+    expected = done["expected"] or 1
+    done["bytes"] = counter[0]
+    done["rate_error"] = abs(done["window_sent"] - expected) / expected
+    return done

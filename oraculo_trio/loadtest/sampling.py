@@ -1,0 +1,322 @@
+"""Sampling a run: the service's ``/metrics`` and /proc once a second, the generator's events,
+and Prometheus when it scrapes the service too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import shutil
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import httpx
+import trio
+
+from oraculo_trio.core.events import STREAMS
+from oraculo_trio.loadtest.errors import LoadTestError
+from oraculo_trio.loadtest.processes import (
+    Child,
+    Children,
+    LineReader,
+    free_port,
+    process_cpu,
+    process_rss,
+)
+from oraculo_trio.observe.metrics import BAD_FRAME_REASONS, DROP_REASONS
+from oraculo_trio.observe.report import histogram_buckets, histogram_quantile, parse_samples
+
+
+def _total(samples: dict, name: str, **match: str) -> float:
+    return sum(
+        value
+        for labels, value in samples.get(name, [])
+        if all(labels.get(k) == v for k, v in match.items())
+    )
+
+
+def _histogram(samples: dict, name: str, match: dict[str, str] | None = None) -> dict[str, Any]:
+    buckets = histogram_buckets(samples, name, match)
+    return {
+        "buckets": [[bound, count] for bound, count in buckets],
+        "sum": _total(samples, name + "_sum", **(match or {})),
+        "count": _total(samples, name + "_count", **(match or {})),
+    }
+
+
+def extract_metrics(text: str) -> dict[str, Any]:
+    """The numbers a load test needs from one ``/metrics`` exposition."""
+    samples = parse_samples(text)
+    depths = [value for _, value in samples.get("oraculo_alerts_queue_depth", [])]
+    dropped = {
+        reason: _total(samples, "oraculo_alerts_queue_dropped_total", reason=reason)
+        for reason in DROP_REASONS
+    }
+    dispatch: dict[str, float] = {}
+    for labels, value in samples.get("oraculo_dispatch_attempts_total", []):
+        dispatch[f"{labels.get('sink')}/{labels.get('outcome')}"] = value
+
+    def per_stream(name: str) -> dict[str, float]:
+        return {stream: _total(samples, name, stream=stream) for stream in STREAMS}
+
+    def histograms(name: str) -> dict[str, dict[str, Any]]:
+        return {stream: _histogram(samples, name, {"stream": stream}) for stream in STREAMS}
+
+    bad = "oraculo_feed_bad_frames_total"
+    return {
+        "received": per_stream("oraculo_feed_messages_received_total"),
+        "evaluated": per_stream("oraculo_alerts_messages_evaluated_total"),
+        "dropped": dropped,
+        "bad_frames": sum(_total(samples, bad, reason=r) for r in BAD_FRAME_REASONS),
+        "queue_time": histograms("oraculo_alerts_queue_time_seconds"),
+        "queue_time_latest": per_stream("oraculo_alerts_queue_time_latest_seconds"),
+        "queue_depth_max": max(depths, default=0.0),
+        "queue_depth_sum": sum(depths),
+        "lag": _total(samples, "oraculo_event_loop_lag_seconds"),
+        "scheduler_delay": _histogram(samples, "oraculo_scheduler_delay_seconds"),
+        "feed_lag": per_stream("oraculo_feed_lag_seconds"),
+        "db_upsert": _histogram(samples, "oraculo_db_insert_ms", {"op": "upsert_rule_alert"}),
+        "db_timeouts": _total(samples, "oraculo_db_timeouts_total"),
+        "db_errors": _total(samples, "oraculo_db_errors_total"),
+        "alert_transitions": _total(samples, "oraculo_alert_transitions_total"),
+        "cpu_cores": _total(samples, "oraculo_cpu_process_cores"),
+        "reconnects": _total(samples, "oraculo_feed_reconnects_total"),
+        "dispatch": dispatch,
+        "dispatch_dropped": _total(samples, "oraculo_dispatch_dropped_total"),
+        "book": book_section(samples),
+    }
+
+
+def book_section(
+    samples: Mapping[str, Sequence[tuple[Mapping[str, str], float]]],
+) -> dict[str, Any]:
+    """The ``book`` section of a load test's metrics.json, from the service's ``/metrics``.
+
+    Args:
+        samples: ``oraculo_trio.observe.report.parse_samples`` of an exposition.
+
+    Returns:
+        ``{"resyncs": int, "resyncs_by_reason": {reason: int}, "resync_seconds": {"p50",
+        "p99"}, "snapshots": {outcome: int}, "rest_weight_used": int, "symbols": {state:
+        int}}``; the quantiles are interpolated in the histogram's buckets (None when no
+        resync finished).
+    """
+
+    def by(name: str, label: str) -> dict[str, int]:
+        return {labels[label]: int(value) for labels, value in samples.get(name, ())}
+
+    resyncs = by("oraculo_book_resyncs_total", "reason")
+    buckets = histogram_buckets(samples, "oraculo_book_resync_seconds")  # type: ignore[arg-type]
+    weight = sum(value for _, value in samples.get("oraculo_rest_weight_used_total", ()))
+    return {
+        "resyncs": sum(resyncs.values()),
+        "resyncs_by_reason": resyncs,
+        "resync_seconds": {
+            "p50": histogram_quantile(0.5, buckets),
+            "p99": histogram_quantile(0.99, buckets),
+        },
+        "snapshots": by("oraculo_book_snapshot_requests_total", "outcome"),
+        "rest_weight_used": int(weight),
+        "symbols": by("oraculo_book_symbols", "state"),
+    }
+
+
+@attrs.define(eq=False)
+class RunState:
+    """What the run has seen so far (filled by the reader and the sampler)."""
+
+    generator: dict[str, Any] = attrs.field(factory=dict)  # the last stats event
+    ready: dict[str, Any] = attrs.field(factory=dict)
+    done: dict[str, Any] | None = None
+    drained: dict[str, Any] | None = None
+    phase: str = "starting"
+    phase_changed: trio.Event = attrs.field(factory=trio.Event)
+    generator_ended: trio.Event = attrs.field(factory=trio.Event)
+    samples: list[dict[str, Any]] = attrs.field(factory=list)
+    marks: dict[str, int] = attrs.field(factory=dict)
+    started: float = attrs.field(factory=time.monotonic)
+
+
+async def read_generator(reader: LineReader, state: RunState, ready: trio.Event) -> None:
+    """Read the generator's JSON events into ``state`` until its stdout ends; set ``ready`` at
+    its ``ready`` event."""
+    while True:
+        line = await reader.next_line()
+        if line is None:
+            state.generator_ended.set()
+            state.phase_changed.set()
+            return
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        kind = event.get("event")
+        if kind == "ready":
+            state.ready = event
+            ready.set()
+        elif kind == "stats":
+            state.generator = event
+        elif kind == "phase":
+            state.phase = event["phase"]
+            state.generator = {**state.generator, "sent": event["sent"]}
+            state.phase_changed.set()
+            state.phase_changed = trio.Event()
+        elif kind in ("done", "drained"):
+            setattr(state, kind, event)
+            state.generator = {**state.generator, "sent": event["sent"]}
+            state.phase_changed.set()
+            state.phase_changed = trio.Event()
+
+
+@attrs.define(eq=False)
+class Sampler:
+    """Takes one sample of the service (metrics + /proc) and of the generator."""
+
+    client: httpx.AsyncClient
+    metrics_url: str
+    service: Child
+    generator: Child
+    state: RunState
+
+    async def sample(self, mark: str | None = None) -> dict[str, Any]:
+        """Scrape ``/metrics`` and read /proc; append the sample (with ``mark``) and return it.
+
+        Raises:
+            LoadTestError: the service stopped answering (it died).
+        """
+        try:
+            response = await self.client.get(self.metrics_url)
+            response.raise_for_status()
+        except httpx.HTTPError as exc:
+            code = self.service.process.poll()
+            detail = f"exited with {code}" if code is not None else f"{exc!r}"
+            raise LoadTestError(f"the service's /metrics failed: {detail}") from None
+        metrics = extract_metrics(response.text)
+        generator = self.state.generator
+        sample = {
+            "t": time.monotonic() - self.state.started,
+            "wall": time.time(),
+            "phase": self.state.phase,
+            "mark": mark,
+            "sent": generator.get("sent", 0),
+            "generated": generator.get("generated", 0),
+            "queued": generator.get("queued", 0),
+            "generator_late_max": generator.get("late_max", 0.0),
+            "generator_cpu": process_cpu(self.generator.pid),
+            "service_cpu": process_cpu(self.service.pid),
+            "service_rss": process_rss(self.service.pid),
+            **metrics,
+        }
+        self.state.samples.append(sample)
+        if mark is not None:
+            self.state.marks[mark] = len(self.state.samples) - 1
+        return sample
+
+
+async def wait_ready(client: httpx.AsyncClient, url: str, service: Child, within: float) -> None:
+    """Wait for ``/readyz`` to answer 200.
+
+    Raises:
+        LoadTestError: the service exited, or was not ready within ``within`` seconds.
+    """
+    last = "no answer"
+    with trio.move_on_after(within):
+        while True:
+            if service.process.poll() is not None:
+                raise LoadTestError(f"the service exited with {service.process.returncode}")
+            try:
+                response = await client.get(url)
+                if response.status_code == 200:
+                    return
+                last = f"{response.status_code} {response.text.strip()[:200]}"
+            except httpx.HTTPError as exc:
+                last = repr(exc)
+            await trio.sleep(0.1)
+    raise LoadTestError(f"the service was not ready within {within:g} s (last /readyz: {last})")
+
+
+PROMETHEUS_QUERIES = {
+    "queue_time_p99": "histogram_quantile(0.99, sum by (le) "
+    "(increase(oraculo_alerts_queue_time_seconds_bucket[{window}s])))",
+    "queue_time_p95": "histogram_quantile(0.95, sum by (le) "
+    "(increase(oraculo_alerts_queue_time_seconds_bucket[{window}s])))",
+    "lag_p95": "quantile_over_time(0.95, oraculo_event_loop_lag_seconds[{window}s])",
+    "lag_max": "max_over_time(oraculo_event_loop_lag_seconds[{window}s])",
+    "queue_depth_peak": "max(max_over_time(oraculo_alerts_queue_depth[{window}s]))",
+    "processed_rate": "sum(rate(oraculo_alerts_messages_evaluated_total[{window}s]))",
+    "cpu_cores_avg": "avg_over_time(oraculo_cpu_process_cores[{window}s])",
+}
+
+
+async def start_prometheus(
+    children: Children, run_dir: Path, target_port: int, log: Any
+) -> tuple[Child, str]:
+    """A Prometheus scraping ``127.0.0.1:target_port`` every second.
+
+    Returns:
+        The child and its base URL, once ``/-/ready`` answers.
+
+    Raises:
+        LoadTestError: ``prometheus`` is not installed, or not ready within 30 s.
+    """
+    binary = shutil.which("prometheus")
+    if binary is None:
+        raise LoadTestError("--prometheus: `prometheus` not found (Debian package: prometheus)")
+    port = free_port()
+    config = run_dir / "prometheus.yml"
+    config.write_text(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+        "scrape_configs:\n  - job_name: oraculo\n    static_configs:\n"
+        f"      - targets: ['127.0.0.1:{target_port}']\n"
+    )
+    child = await children.start(
+        "prometheus",
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={run_dir / 'prometheus-data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        cwd=run_dir,
+        stdout=log,
+        stderr=log,
+    )
+    url = f"http://127.0.0.1:{port}"
+    async with httpx.AsyncClient(timeout=2.0) as client:
+        with trio.move_on_after(30) as waiting:
+            while True:
+                if child.process.poll() is not None:
+                    raise LoadTestError(f"prometheus exited with {child.process.returncode}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(url + "/-/ready")).status_code == 200:
+                        break
+                await trio.sleep(0.2)
+    if waiting.cancelled_caught:
+        raise LoadTestError("prometheus was not ready within 30 s")
+    return child, url
+
+
+async def query_prometheus(url: str, window: float, at: float) -> dict[str, float | None]:
+    """Evaluate :data:`PROMETHEUS_QUERIES` over the ``window`` seconds ending at ``at``."""
+    results: dict[str, float | None] = {}
+    seconds = max(1, math.ceil(window))
+    async with httpx.AsyncClient(timeout=5.0) as client:
+        for name, template in PROMETHEUS_QUERIES.items():
+            value = None
+            with contextlib.suppress(httpx.HTTPError, ValueError, KeyError, IndexError):
+                response = await client.get(
+                    url + "/api/v1/query",
+                    params={"query": template.format(window=seconds), "time": f"{at:.3f}"},
+                )
+                result = response.json()["data"]["result"]
+                if result:
+                    value = float(result[0]["value"][1])
+                    if not math.isfinite(value):
+                        value = None
+            results[name] = value
+    return results
