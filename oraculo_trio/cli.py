@@ -15,13 +15,12 @@ import trio
 
 from oraculo_trio import __version__
 from oraculo_trio.errors import ConfigError, OraculoError
+from oraculo_trio.pipeline.rules_source import load_rule_file, rules_path
 from oraculo_trio.settings import (
     Settings,
     configuration_reference,
     exposed_secrets,
-    load_rule_file,
     load_settings,
-    rules_path,
 )
 
 LOGGER = logging.getLogger("oraculo_trio.cli")

@@ -49,8 +49,9 @@ from oraculo_trio.core.alerts import AlertTransition
 from oraculo_trio.core.rules import parse_rules
 from oraculo_trio.mockexchange.exchange import ExchangeSettings, MockExchange
 from oraculo_trio.mockexchange.markets import Frame, format_units, to_units, trade_payload
+from oraculo_trio.pipeline.rules_source import resolve_rule_class
 from oraculo_trio.pipeline.service import ServiceHandle, run_service
-from oraculo_trio.settings import Settings, load_settings, resolve_rule_class
+from oraculo_trio.settings import Settings, load_settings
 from oraculo_trio.store.base import Store, open_store
 
 __all__ = [

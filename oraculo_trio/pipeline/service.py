@@ -64,6 +64,7 @@ from oraculo_trio.pipeline.feed import (
 )
 from oraculo_trio.pipeline.partitions import Placement, claims_for, run_partitions
 from oraculo_trio.pipeline.rule_clock import RuleLimiters, run_rule_clock
+from oraculo_trio.pipeline.rules_source import RuleReloader
 from oraculo_trio.pipeline.shards import (
     AlertOutlet,
     ConflationBuffer,
@@ -76,7 +77,6 @@ from oraculo_trio.pipeline.snapshots import (
     SnapshotFetcher,
     SnapshotRequests,
 )
-from oraculo_trio.rules_source import RuleReloader
 from oraculo_trio.settings import Settings
 from oraculo_trio.store.base import open_store
 from oraculo_trio.store.writer import run_store_writer
@@ -218,8 +218,8 @@ async def run_service(
 
     Args:
         settings: validated configuration.
-        rules: compiled rules (see :func:`oraculo_trio.settings.load_rule_file`), or None
-            to read them from ``rules.source``; with ``rules.source = "db"`` the rules
+        rules: compiled rules (see :func:`~oraculo_trio.pipeline.rules_source.load_rule_file`),
+            or None to read them from ``rules.source``; with ``rules.source = "db"`` the rules
             table is read in any case. Either way they reload while running (SIGHUP, or a
             change of the source seen every ``rules.reload_interval``).
         sinks: notification sinks; built from ``settings.dispatch`` when None.
