@@ -47,7 +47,6 @@ from oraculo_trio.dispatch.redeliver import unconfirmed_notifications
 from oraculo_trio.dispatch.sinks import LogSink, Sink, StdoutSink, WebhookSink
 from oraculo_trio.errors import StoreError
 from oraculo_trio.feeds.binance import DEPTH_KINDS, KIND_DEPTH_DIFF, combined_urls, stream_name
-from oraculo_trio.feeds.binance_rest import rest_base_url
 from oraculo_trio.observe.health import Readiness, run_store_check
 from oraculo_trio.observe.http import serve_http
 from oraculo_trio.observe.instrument import LagInstrument, LagMonitor
@@ -387,22 +386,8 @@ async def _run_pipeline(
     metrics = handle.metrics
     pipeline = settings.pipeline
     database = settings.database
-    consumer_settings = ConsumerSettings(
-        batch_max=pipeline.batch_max,
-        batch_budget=pipeline.batch_budget_ms / 1000.0,
-        stale_after=pipeline.stale_after,
-        debug_batch_delay=pipeline.debug_batch_delay_ms / 1000.0,
-    )
-    feed = settings.feed
-    connection_settings = FeedConnectionSettings(
-        receive_buffer_size=feed.receive_buffer_size,
-        max_message_size=feed.max_message_size,
-        client=feed.client,
-        reconnect_initial=feed.reconnect_initial,
-        reconnect_max=feed.reconnect_max,
-        connection_lifetime=feed.connection_lifetime,
-        stall_timeout=feed.stall_timeout,
-    )
+    consumer_settings = ConsumerSettings.from_settings(settings)
+    connection_settings = FeedConnectionSettings.from_settings(settings)
     async with trio.open_nursery() as nursery:
         store_send, store_receive = trio.open_memory_channel(database.channel_capacity)
         dispatch_send, dispatch_receive = trio.open_memory_channel(
@@ -553,14 +538,7 @@ async def _run_feeds(
             if requests is not None:
                 # Snapshots are fetched in their own task, never in a read loop or a consumer.
                 fetcher = SnapshotFetcher(
-                    FetcherSettings(
-                        rest_base_url(feed.rest_url, feed.url),
-                        limit=feed.snapshot_limit,
-                        weight_budget=feed.rest_weight_budget,
-                        weight_window=feed.rest_weight_window,
-                        stagger=feed.snapshot_stagger,
-                        timeout=feed.snapshot_timeout,
-                    ),
+                    FetcherSettings.from_settings(handle.settings),
                     requests,
                     fetcher_senders,
                     metrics,

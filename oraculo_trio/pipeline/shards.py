@@ -2,7 +2,7 @@
 
 Each shard has one depth channel and one trade channel (capacity ``pipeline.channel_capacity``).
 The feed routes each message with ``send_nowait``; when a channel is full the stream's policy
-applies (DESIGN.md):
+applies (the overload policy, docs/architecture.md):
 
 - trades: the reader awaits ``send`` (TCP backpressure); a trade is never dropped;
 - depth snapshots and book tickers: the newest message per symbol waits in the shard's
@@ -33,6 +33,7 @@ from oraculo_trio.core.sync import BookSnapshot
 from oraculo_trio.observe.metrics import ServiceMetrics
 from oraculo_trio.observe.ratelimit import RateLimitedLog
 from oraculo_trio.pipeline.diffbooks import ShardBooks
+from oraculo_trio.settings import Settings
 
 LOGGER = logging.getLogger("oraculo_trio.pipeline.shards")
 
@@ -146,10 +147,22 @@ class ShardRouter:
 
 @attrs.frozen
 class ConsumerSettings:
-    batch_max: int = 256
-    batch_budget: float = 0.020
-    stale_after: float = 5.0
-    debug_batch_delay: float = 0.0
+    """A shard consumer's limits (``pipeline.*`` keys, in seconds); no defaults of its own."""
+
+    batch_max: int
+    batch_budget: float
+    stale_after: float
+    debug_batch_delay: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ConsumerSettings:
+        pipeline = settings.pipeline
+        return cls(
+            batch_max=pipeline.batch_max,
+            batch_budget=pipeline.batch_budget_ms / 1000.0,
+            stale_after=pipeline.stale_after,
+            debug_batch_delay=pipeline.debug_batch_delay_ms / 1000.0,
+        )
 
 
 @attrs.define(eq=False)
