@@ -19,6 +19,7 @@ from oraculo_trio.settings.loading import (
 )
 from oraculo_trio.settings.schema import (
     DEPTH_STREAM_KINDS,
+    LOG_LEVELS,
     SECTIONS,
     TRADE_STREAM_KINDS,
     ClusterSettings,
@@ -38,6 +39,7 @@ __all__ = [
     "DEPTH_STREAM_KINDS",
     "ENV_NOT_CONFIG",
     "ENV_PREFIX",
+    "LOG_LEVELS",
     "SECRET_KEYS",
     "SECTIONS",
     "TRADE_STREAM_KINDS",

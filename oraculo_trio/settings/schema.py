@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 DEPTH_STREAM_KINDS = ("depth5", "depth10", "depth20", "bookTicker", "depth")
 TRADE_STREAM_KINDS = ("trade", "aggTrade")
 
@@ -89,9 +90,7 @@ class ServiceSettings:
         _positive,
         default=10.0,
     )
-    log_level: str = _key(
-        "Log level.", _one_of("DEBUG", "INFO", "WARNING", "ERROR"), default="INFO"
-    )
+    log_level: str = _key("Log level.", _one_of(*LOG_LEVELS), default="INFO")
 
 
 @attrs.frozen
