@@ -40,15 +40,9 @@ class FeedConnectionSettings:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FeedConnectionSettings:
-        feed = settings.feed
+        # Every field is the ``feed`` key of the same name.
         return cls(
-            receive_buffer_size=feed.receive_buffer_size,
-            max_message_size=feed.max_message_size,
-            client=feed.client,
-            reconnect_initial=feed.reconnect_initial,
-            reconnect_max=feed.reconnect_max,
-            connection_lifetime=feed.connection_lifetime,
-            stall_timeout=feed.stall_timeout,
+            **{field.name: getattr(settings.feed, field.name) for field in attrs.fields(cls)}
         )
 
 

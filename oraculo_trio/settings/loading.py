@@ -42,24 +42,17 @@ def _coerce(where: str, field: attrs.Attribute, value: Any) -> Any:
         if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false"):
             return value.lower() in ("1", "true", "yes", "on")
         raise ConfigError(f"{where} = {value!r}: expected true or false")
-    if kind is int:
+    if kind is int or kind is float:
         if isinstance(value, str):
             try:
-                return int(value)
+                return kind(value)
             except ValueError:
                 pass
-        elif isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{where} = {value!r}: expected an integer")
-    if kind is float:
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        raise ConfigError(f"{where} = {value!r}: expected a number")
+        # An integer is a number too, never a boolean; a float is not an integer.
+        elif isinstance(value, int | kind) and not isinstance(value, bool):
+            return kind(value)
+        expected = "an integer" if kind is int else "a number"
+        raise ConfigError(f"{where} = {value!r}: expected {expected}")
     if kind is str:
         if isinstance(value, str):
             return value

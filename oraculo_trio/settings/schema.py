@@ -48,6 +48,15 @@ def _subset_of(*allowed: str) -> Callable[[Any], str | None]:
     return check
 
 
+def _integer(low: int, high: int | None = None) -> Callable[[Any], str | None]:
+    allowed = f"an integer >= {low}" if high is None else f"an integer {low}..{high}"
+
+    def check(value: Any) -> str | None:
+        return None if low <= value and (high is None or value <= high) else allowed
+
+    return check
+
+
 def _port(value: Any) -> str | None:
     return None if 0 <= value <= 65535 else "a TCP port 0..65535 (0 picks a free one)"
 
@@ -127,7 +136,7 @@ class FeedSettings:
     )
     max_streams_per_connection: int = _key(
         "Streams per WebSocket connection (Binance allows at most 1024).",
-        lambda v: None if 1 <= v <= 1024 else "an integer 1..1024",
+        _integer(1, 1024),
         default=1024,
     )
     reconnect_initial: float = _key(
@@ -170,13 +179,13 @@ class FeedSettings:
         "Levels per side of the REST snapshot a diff book starts from (1..5000). Its request "
         "weight grows with it (5/25/50/250 up to 100/500/1000/5000); the book cannot see "
         "levels beyond it until a diff touches them.",
-        lambda v: None if 1 <= v <= 5000 else "an integer 1..5000",
+        _integer(1, 5000),
         default=1000,
     )
     rest_weight_budget: int = _key(
         "REST request weight the snapshot fetcher may spend in any rest_weight_window "
         "(Binance allows an IP 6000 per minute for everything it sends).",
-        lambda v: None if v >= 1 else "an integer >= 1",
+        _integer(1),
         default=3000,
     )
     rest_weight_window: float = _key(
@@ -207,17 +216,17 @@ class FeedSettings:
 class PipelineSettings:
     shards: int = _key(
         "Shards per stream: each has a depth and a trade consumer with its own state.",
-        lambda v: None if 1 <= v <= 256 else "an integer 1..256",
+        _integer(1, 256),
         default=4,
     )
     channel_capacity: int = _key(
         "Capacity of each shard channel, messages.",
-        lambda v: None if 1 <= v <= 1_000_000 else "an integer 1..1000000",
+        _integer(1, 1_000_000),
         default=1024,
     )
     batch_max: int = _key(
         "Most messages a consumer takes before it yields to the scheduler.",
-        lambda v: None if v >= 1 else "an integer >= 1",
+        _integer(1),
         default=256,
     )
     batch_budget_ms: float = _key(
@@ -260,7 +269,7 @@ class RulesSettings:
     offload_threads: int = _key(
         "Worker threads (limiter `rules`) and processes (limiter `rules_process`) for "
         "CPU-heavy rules such as zscore.",
-        lambda v: None if 1 <= v <= 64 else "an integer 1..64",
+        _integer(1, 64),
         default=2,
     )
 
@@ -279,7 +288,7 @@ class DatabaseSettings:
     )
     batch_max: int = _key(
         "Most rows per store write.",
-        lambda v: None if v >= 1 else "an integer >= 1",
+        _integer(1),
         default=500,
     )
     batch_window_ms: float = _key(
@@ -290,7 +299,7 @@ class DatabaseSettings:
     channel_capacity: int = _key(
         "Rows that may wait for the writer; when full, the rule evaluators wait "
         "(backpressure, counted), nothing is dropped.",
-        lambda v: None if v >= 1 else "an integer >= 1",
+        _integer(1),
         default=10_000,
     )
 
@@ -306,7 +315,7 @@ class DispatchSettings:
     channel_capacity: int = _key(
         "Notifications that may wait for delivery; beyond it they are dropped and counted "
         "(the alert state is still stored).",
-        lambda v: None if v >= 1 else "an integer >= 1",
+        _integer(1),
         default=1000,
     )
     webhook_url: str = _key(
@@ -324,7 +333,7 @@ class DispatchSettings:
     webhook_timeout: float = _key("Seconds per webhook attempt.", _positive, default=5.0)
     webhook_retries: int = _key(
         "Extra attempts after a failed webhook delivery.",
-        lambda v: None if v >= 0 else "an integer >= 0",
+        _integer(0),
         default=3,
     )
     webhook_backoff: float = _key(
@@ -334,13 +343,13 @@ class DispatchSettings:
     )
     webhook_concurrency: int = _key(
         "Webhook deliveries in flight at once.",
-        lambda v: None if 1 <= v <= 256 else "an integer 1..256",
+        _integer(1, 256),
         default=4,
     )
     webhook_breaker_failures: int = _key(
         "Consecutive failed webhook attempts that open its circuit breaker (notifications "
         "are then dropped and counted until a trial succeeds); 0 never opens it.",
-        lambda v: None if v >= 0 else "an integer >= 0",
+        _integer(0),
         default=5,
     )
     webhook_breaker_cooldown: float = _key(
@@ -404,7 +413,7 @@ class ClusterSettings:
     partitions: int = _key(
         "Partitions symbols are spread over (partition = crc32(symbol) % partitions); the "
         "same value on every instance.",
-        lambda v: None if 1 <= v <= 64 else "an integer 1..64",
+        _integer(1, 64),
         default=64,
     )
     claim_interval: float = _key(
