@@ -312,12 +312,9 @@ class ShardConsumer:
         observe_queue_time = self._queue_time.observe
         process = self.engine.process
         books = self.books
-        settings = self.settings
-        batch_max, budget, stale_after = (
-            settings.batch_max,
-            settings.batch_budget,
-            settings.stale_after,
-        )
+        batch_max = self.settings.batch_max
+        budget = self.settings.batch_budget
+        stale_after = self.settings.stale_after
         current_time = trio.current_time
         wall_time = time.time
         perf_counter = time.perf_counter
