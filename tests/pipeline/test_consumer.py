@@ -16,6 +16,7 @@ from oraculo_trio.pipeline.shards import (
     AlertOutlet,
     ConflationBuffer,
     ConsumerSettings,
+    ShardConsumer,
     run_consumer,
 )
 from oraculo_trio.settings import PipelineSettings, Settings
@@ -124,3 +125,28 @@ async def test_conflated_depth_is_taken_after_the_channel_and_in_order() -> None
     # 1 and 2 from the channel first, then the buffer's newest (4): the book ends at 4.
     assert engine.markets["ETHUSDT"].book.last_update_id == 4
     assert metrics.accounting()["evaluated"] == 3
+
+
+async def test_take_reads_the_channel_first_then_the_buffer_then_ends() -> None:
+    metrics = ServiceMetrics(shards=1)
+    send, receive = trio.open_memory_channel(10)
+    buffer = ConflationBuffer()
+    store_send, _ = trio.open_memory_channel(10)
+    dispatch_send, _ = trio.open_memory_channel(10)
+    consumer = ShardConsumer(
+        "trade", 0, receive, buffer, ShardEngine([]),
+        AlertOutlet(store_send, dispatch_send, metrics), metrics, consumer_settings(),
+    )  # fmt: skip
+    now = trio.current_time()
+    first, second, waiting = trade(1, 99.0, now), trade(2, 99.0, now), trade(3, 99.0, now)
+    send.send_nowait(first)
+    send.send_nowait(second)
+    buffer.put(waiting)
+    with trio.fail_after(5):
+        assert await consumer.take() == [first]  # one message from the channel
+        assert await consumer.take() == [second]
+        assert await consumer.take() == [waiting]  # the channel is empty: the buffer
+        send.send_nowait(first)
+        send.close()
+        assert await consumer.take() == [first]  # what the channel held before it ended
+        assert await consumer.take() == []  # ended, and nothing waits in the buffer
