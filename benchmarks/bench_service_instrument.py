@@ -26,7 +26,7 @@ from pathlib import Path
 import trio
 
 # The sibling script's helpers (run as `python benchmarks/...`, this folder is on sys.path).
-from measure_demo import free_port, process_cpu_seconds, scrape
+from measure_demo import free_port, process_cpu, scrape
 
 from oraculo_trio.mockexchange import MockExchange, RandomWalkMarket, synthetic_symbols
 from oraculo_trio.observe.report import histogram_buckets, histogram_quantile
@@ -101,10 +101,10 @@ async def measure(
                 await trio.sleep(0.2)  # the subprocess is starting: poll its endpoint
         await trio.sleep(warmup)
         before = await trio.to_thread.run_sync(scrape, url)
-        cpu0, t0 = process_cpu_seconds(process.pid), trio.current_time()
+        cpu0, t0 = process_cpu(process.pid), trio.current_time()
         await trio.sleep(seconds)
         after = await trio.to_thread.run_sync(scrape, url)
-        cpu1, t1 = process_cpu_seconds(process.pid), trio.current_time()
+        cpu1, t1 = process_cpu(process.pid), trio.current_time()
         process.terminate()
         await process.wait()
     messages = received(after) - received(before)

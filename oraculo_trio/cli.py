@@ -15,13 +15,14 @@ import trio
 
 from oraculo_trio import __version__
 from oraculo_trio.errors import ConfigError, OraculoError
+from oraculo_trio.pipeline.rules_source import load_rule_file, rules_path
 from oraculo_trio.settings import (
+    LOG_LEVELS,
+    HttpSettings,
     Settings,
     configuration_reference,
     exposed_secrets,
-    load_rule_file,
     load_settings,
-    rules_path,
 )
 
 LOGGER = logging.getLogger("oraculo_trio.cli")
@@ -60,7 +61,7 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--log-level",
-        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        choices=LOG_LEVELS,
         help="override service.log_level",
     )
 
@@ -301,7 +302,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"oraculo-trio {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_service_commands(commands)
+    _add_rules_commands(commands)
+    _add_silence_commands(commands)
+    _add_load_test_commands(commands)
+    return parser
 
+
+def _add_service_commands(commands: argparse._SubParsersAction) -> None:
+    """``run``, ``demo``, ``health`` and ``migrate``."""
     run = commands.add_parser(
         "run",
         help="run the service against the configured exchange",
@@ -349,8 +358,12 @@ def build_parser() -> argparse.ArgumentParser:
         "health",
         help="print a running service's health and exit non-zero when unhealthy",
     )
+    # The endpoint of a service run with the default http.host and http.port.
+    http = HttpSettings()
     health.add_argument(
-        "--url", default="http://127.0.0.1:9108", help="base URL of the service's HTTP endpoint"
+        "--url",
+        default=f"http://{http.host}:{http.port}",
+        help="base URL of the service's HTTP endpoint",
     )
     health.add_argument("--timeout", type=float, default=5.0, help="seconds per request")
     health.set_defaults(handler=_cmd_health)
@@ -359,6 +372,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(migrate)
     migrate.set_defaults(handler=_cmd_migrate)
 
+
+def _add_rules_commands(commands: argparse._SubParsersAction) -> None:
+    """``rules check`` and ``rules push``."""
     rules = commands.add_parser("rules", help="rule file tools")
     rules_commands = rules.add_subparsers(dest="rules_command", required=True, metavar="ACTION")
     check = rules_commands.add_parser(
@@ -375,6 +391,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(push)
     push.set_defaults(handler=_cmd_rules_push)
 
+
+def _add_silence_commands(commands: argparse._SubParsersAction) -> None:
+    """``silence add``, ``silence list`` and ``silence expire``."""
     silence = commands.add_parser(
         "silence",
         help="mute notifications of a rule and/or symbol for a while (stored in the database; "
@@ -402,6 +421,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(expire)
     expire.set_defaults(handler=_cmd_silence_expire)
 
+
+def _add_load_test_commands(commands: argparse._SubParsersAction) -> None:
+    """``loadtest`` and ``compare``: their arguments go, unparsed, to the load-test tool."""
     loadtest = commands.add_parser(
         "loadtest",
         help="open-loop load test with a KPI verdict (STREAM RATE | bench | calibrate RATE); "
@@ -420,7 +442,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("args", nargs=argparse.REMAINDER)
     compare.set_defaults(handler=_cmd_compare)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

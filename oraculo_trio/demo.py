@@ -14,8 +14,9 @@ import attrs
 import trio
 
 from oraculo_trio.mockexchange import MockExchange, ScriptedMarket
+from oraculo_trio.pipeline.rules_source import load_rule_file
 from oraculo_trio.pipeline.service import ServiceHandle, run_service
-from oraculo_trio.settings import Settings, load_rule_file
+from oraculo_trio.settings import Settings
 from oraculo_trio.store.base import mask_dsn
 
 LOGGER = logging.getLogger("oraculo_trio.demo")

@@ -55,8 +55,9 @@ from oraculo_trio.mockexchange import (
     to_units,
     trade_payload,
 )
+from oraculo_trio.pipeline.rules_source import resolve_rule_class
 from oraculo_trio.pipeline.service import ServiceHandle, run_service
-from oraculo_trio.settings import Settings, load_settings, resolve_rule_class
+from oraculo_trio.settings import Settings, load_settings
 from oraculo_trio.store.base import Store, open_store
 
 __all__ = [

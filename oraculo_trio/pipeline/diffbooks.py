@@ -9,11 +9,12 @@ sync's buffer, and its rules pause, while every other symbol of the shard runs o
 snapshot makes the book live again, the buffered diffs are applied and the rules run once on
 the book they made.
 
-Accounting (DESIGN.md): the books count the diffs themselves, because a diff's fate may be
-decided later than its turn in the batch: ``evaluated`` or ``stale_drop`` (by its own age)
-once applied to a live book, ``superseded`` once discarded because the book, the buffer or a
-snapshot holds it. The consumer adds the counts up once per batch (:meth:`ShardBooks.flush`);
-at its end, diffs still buffered by books that never synced are superseded too.
+Accounting (the accounting formula, docs/architecture.md): the books count the diffs
+themselves, because a diff's fate may be decided later than its turn in the batch:
+``evaluated`` or ``stale_drop`` (by its own age) once applied to a live book, ``superseded``
+once discarded because the book, the buffer or a snapshot holds it. The consumer adds the
+counts up once per batch (:meth:`ShardBooks.flush`); at its end, diffs still buffered by books
+that never synced are superseded too.
 """
 
 from __future__ import annotations

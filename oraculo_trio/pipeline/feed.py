@@ -21,19 +21,29 @@ from oraculo_trio.observe.metrics import ServiceMetrics
 from oraculo_trio.observe.ratelimit import RateLimitedLog
 from oraculo_trio.pipeline.shards import ShardRouter
 from oraculo_trio.pipeline.transport import CLOSE_TOO_LARGE, ConnectionClosed, open_feed_socket
+from oraculo_trio.settings import Settings
 
 LOGGER = logging.getLogger("oraculo_trio.pipeline.feed")
 
 
 @attrs.frozen
 class FeedConnectionSettings:
-    receive_buffer_size: int = 65536
-    max_message_size: int = 1024 * 1024
-    client: str = "native"
-    reconnect_initial: float = 0.5
-    reconnect_max: float = 30.0
-    connection_lifetime: float = 23.5 * 3600
-    stall_timeout: float = 30.0
+    """How a feed connection reads and reconnects (``feed.*`` keys); no defaults of its own."""
+
+    receive_buffer_size: int
+    max_message_size: int
+    client: str
+    reconnect_initial: float
+    reconnect_max: float
+    connection_lifetime: float
+    stall_timeout: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FeedConnectionSettings:
+        # Every field is the ``feed`` key of the same name.
+        return cls(
+            **{field.name: getattr(settings.feed, field.name) for field in attrs.fields(cls)}
+        )
 
 
 @attrs.define(eq=False)

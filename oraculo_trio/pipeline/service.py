@@ -47,7 +47,6 @@ from oraculo_trio.dispatch.redeliver import unconfirmed_notifications
 from oraculo_trio.dispatch.sinks import LogSink, Sink, StdoutSink, WebhookSink
 from oraculo_trio.errors import StoreError
 from oraculo_trio.feeds.binance import DEPTH_KINDS, KIND_DEPTH_DIFF, combined_urls, stream_name
-from oraculo_trio.feeds.binance_rest import rest_base_url
 from oraculo_trio.observe.health import Readiness, run_store_check
 from oraculo_trio.observe.http import serve_http
 from oraculo_trio.observe.instrument import LagInstrument, LagMonitor
@@ -64,6 +63,7 @@ from oraculo_trio.pipeline.feed import (
 )
 from oraculo_trio.pipeline.partitions import Placement, claims_for, run_partitions
 from oraculo_trio.pipeline.rule_clock import RuleLimiters, run_rule_clock
+from oraculo_trio.pipeline.rules_source import RuleReloader
 from oraculo_trio.pipeline.shards import (
     AlertOutlet,
     ConflationBuffer,
@@ -76,9 +76,8 @@ from oraculo_trio.pipeline.snapshots import (
     SnapshotFetcher,
     SnapshotRequests,
 )
-from oraculo_trio.rules_source import RuleReloader
 from oraculo_trio.settings import Settings
-from oraculo_trio.store.base import open_store
+from oraculo_trio.store.base import Store, open_store
 from oraculo_trio.store.writer import run_store_writer
 
 LOGGER = logging.getLogger("oraculo_trio.pipeline.service")
@@ -218,8 +217,8 @@ async def run_service(
 
     Args:
         settings: validated configuration.
-        rules: compiled rules (see :func:`oraculo_trio.settings.load_rule_file`), or None
-            to read them from ``rules.source``; with ``rules.source = "db"`` the rules
+        rules: compiled rules (see :func:`~oraculo_trio.pipeline.rules_source.load_rule_file`),
+            or None to read them from ``rules.source``; with ``rules.source = "db"`` the rules
             table is read in any case. Either way they reload while running (SIGHUP, or a
             change of the source seen every ``rules.reload_interval``).
         sinks: notification sinks; built from ``settings.dispatch`` when None.
@@ -236,28 +235,19 @@ async def run_service(
     Cancellation: cancels everything at once; the store writer still flushes what it holds
     under a shielded grace period.
     """
-    pipeline = settings.pipeline
     placement = Placement() if placement is None else placement
     metrics = ServiceMetrics(
-        shards=pipeline.shards,
+        shards=settings.pipeline.shards,
         limiters=("default", "store"),
         tasks=TASK_NAMES,
         constant_labels=placement.metric_labels(settings.service.name),
     )
     readiness = Readiness(metrics, components=("feed", "store", "rules"))
     readiness.set("rules", bool(rules), f"{len(rules or ())} rules loaded")
-    connections = feed_connections(settings)
-    instrument = LagInstrument(slow_step_threshold=settings.observe.slow_step_threshold)
-    lag_monitor = LagMonitor(instrument, instrumented=settings.observe.instrument)
     sinks = build_sinks(settings) if sinks is None else list(sinks)
-    monitor_restart = RestartPolicy()
-
+    observe = settings.observe
     with (
-        Watchdog(
-            metrics,
-            dump_after=settings.observe.dump_after,
-            dump_dir=settings.observe.dump_dir,
-        ) as watchdog,
+        Watchdog(metrics, dump_after=observe.dump_after, dump_dir=observe.dump_dir) as watchdog,
         serve_http(
             settings.http.host, settings.http.port, metrics, readiness, watchdog=watchdog
         ) as http_address,
@@ -269,78 +259,25 @@ async def run_service(
             metrics=metrics,
         ) as store:
             readiness.set("store", True)
-            limiters = {"default": trio.to_thread.current_default_thread_limiter()}
-            if getattr(store, "limiter", None) is not None:
-                limiters["store"] = store.limiter
             rule_limiters = RuleLimiters.create(settings.rules.offload_threads)
-            for name, limiter in rule_limiters.by_name().items():
-                limiters[name] = limiter
-                metrics.register_limiter(name)
-            engines = [ShardEngine() for _ in range(pipeline.shards)]
+            limiters = _limiters(store, rule_limiters, metrics)
+            engines = [ShardEngine() for _ in range(settings.pipeline.shards)]
             reloader = RuleReloader(settings, engines, metrics, readiness, store)
             await reloader.start(rules)
             # Bound before the first message, so no_data also judges a symbol that never speaks.
             started_at = reloader.clock()
             for symbol in settings.feed.symbols:
-                engines[shard_of(symbol, pipeline.shards)].expect([symbol], started_at)
-            handle = ServiceHandle(settings, metrics, readiness, http_address, engines, connections)
+                engines[shard_of(symbol, settings.pipeline.shards)].expect([symbol], started_at)
+            handle = ServiceHandle(
+                settings, metrics, readiness, http_address, engines, feed_connections(settings)
+            )
             handle.rules = reloader
             handle.update_feed_readiness()
             try:
                 async with trio.open_nursery() as monitors:
-                    spawn(
-                        monitors, "watchdog", watchdog.run, metrics=metrics, restart=monitor_restart
+                    await _start_monitors(
+                        monitors, handle, store, watchdog, limiters, handle_signals
                     )
-                    spawn(
-                        monitors,
-                        "lag_monitor",
-                        lag_monitor.run,
-                        metrics,
-                        settings.observe.lag_interval,
-                        metrics=metrics,
-                        restart=monitor_restart,
-                    )
-                    spawn(
-                        monitors,
-                        "process_stats",
-                        run_process_stats,
-                        metrics,
-                        limiters,
-                        metrics=metrics,
-                        restart=monitor_restart,
-                    )
-                    spawn(
-                        monitors,
-                        "store_check",
-                        run_store_check,
-                        store.ping,
-                        readiness,
-                        settings.observe.store_check_interval,
-                        metrics=metrics,
-                        restart=monitor_restart,
-                    )
-                    await start(
-                        monitors,
-                        "silences",
-                        run_silence_refresh,
-                        store,
-                        handle.silences,
-                        metrics,
-                        settings.dispatch.silence_refresh,
-                        metrics=metrics,
-                        restart=monitor_restart,
-                    )
-                    spawn(
-                        monitors,
-                        "rules_reload",
-                        reloader.run,
-                        metrics=metrics,
-                        restart=monitor_restart,
-                    )
-                    if handle_signals:
-                        # Started (receiver installed) before anyone learns we are up.
-                        await monitors.start(_watch_signals, handle)
-                        await monitors.start(reloader.watch_sighup)
                     # One pipeline generation per set of owned partitions.
                     await run_partitions(
                         handle,
@@ -359,6 +296,70 @@ async def run_service(
     LOGGER.info("service stopped; alerts: %s", _alert_terms(metrics))
 
 
+def _limiters(
+    store: object, rule_limiters: RuleLimiters, metrics: ServiceMetrics
+) -> dict[str, trio.CapacityLimiter]:
+    # Every thread limiter process_stats reports: Trio's default, the store's, the rules'.
+    limiters = {"default": trio.to_thread.current_default_thread_limiter()}
+    if getattr(store, "limiter", None) is not None:
+        limiters["store"] = store.limiter
+    for name, limiter in rule_limiters.by_name().items():
+        limiters[name] = limiter
+        metrics.register_limiter(name)
+    return limiters
+
+
+async def _start_monitors(
+    monitors: trio.Nursery,
+    handle: ServiceHandle,
+    store: Store,
+    watchdog: Watchdog,
+    limiters: dict[str, trio.CapacityLimiter],
+    handle_signals: bool,
+) -> None:
+    # The tasks that watch the service rather than carry its data; restarted when they fail.
+    settings = handle.settings
+    metrics = handle.metrics
+    restart = RestartPolicy()
+    instrument = LagInstrument(slow_step_threshold=settings.observe.slow_step_threshold)
+    lag_monitor = LagMonitor(instrument, instrumented=settings.observe.instrument)
+    supervision = {"metrics": metrics, "restart": restart}
+    spawn(monitors, "watchdog", watchdog.run, **supervision)
+    spawn(
+        monitors,
+        "lag_monitor",
+        lag_monitor.run,
+        metrics,
+        settings.observe.lag_interval,
+        **supervision,
+    )
+    spawn(monitors, "process_stats", run_process_stats, metrics, limiters, **supervision)
+    spawn(
+        monitors,
+        "store_check",
+        run_store_check,
+        store.ping,
+        handle.readiness,
+        settings.observe.store_check_interval,
+        **supervision,
+    )
+    await start(
+        monitors,
+        "silences",
+        run_silence_refresh,
+        store,
+        handle.silences,
+        metrics,
+        settings.dispatch.silence_refresh,
+        **supervision,
+    )
+    spawn(monitors, "rules_reload", handle.rules.run, **supervision)
+    if handle_signals:
+        # Started (receiver installed) before anyone learns we are up.
+        await monitors.start(_watch_signals, handle)
+        await monitors.start(handle.rules.watch_sighup)
+
+
 def _alert_terms(metrics: ServiceMetrics) -> str:
     def total(name: str, **labels: str) -> int:
         return int(metrics.inner.get_sample_value(name, labels) or 0)
@@ -374,7 +375,7 @@ def _alert_terms(metrics: ServiceMetrics) -> str:
 
 async def _run_pipeline(
     handle: ServiceHandle,
-    store: object,
+    store: Store,
     sinks: Sequence[Sink],
     rule_limiters: RuleLimiters,
     *,
@@ -384,97 +385,17 @@ async def _run_pipeline(
     # Runs until shutdown, or until ``until`` is set (the owned partitions change), then
     # drains and flushes.
     settings = handle.settings
-    metrics = handle.metrics
-    pipeline = settings.pipeline
-    database = settings.database
-    consumer_settings = ConsumerSettings(
-        batch_max=pipeline.batch_max,
-        batch_budget=pipeline.batch_budget_ms / 1000.0,
-        stale_after=pipeline.stale_after,
-        debug_batch_delay=pipeline.debug_batch_delay_ms / 1000.0,
-    )
-    feed = settings.feed
-    connection_settings = FeedConnectionSettings(
-        receive_buffer_size=feed.receive_buffer_size,
-        max_message_size=feed.max_message_size,
-        client=feed.client,
-        reconnect_initial=feed.reconnect_initial,
-        reconnect_max=feed.reconnect_max,
-        connection_lifetime=feed.connection_lifetime,
-        stall_timeout=feed.stall_timeout,
-    )
     async with trio.open_nursery() as nursery:
-        store_send, store_receive = trio.open_memory_channel(database.channel_capacity)
-        dispatch_send, dispatch_receive = trio.open_memory_channel(
-            settings.dispatch.channel_capacity
-        )
-        writer = functools.partial(
-            run_store_writer,
-            batch_max=database.batch_max,
-            batch_window=database.batch_window_ms / 1000.0,
-            flush_grace=settings.service.shutdown_grace,
-        )
-        spawn(nursery, "store_writer", writer, store, store_receive, metrics, metrics=metrics)
-        spawn(
-            nursery,
-            "dispatcher",
-            functools.partial(
-                run_dispatcher,
-                silences=handle.silences,
-                drain_grace=settings.service.shutdown_grace / 2,
-            ),
-            dispatch_receive,
-            sinks,
-            store_send.clone(),
-            metrics,
-            metrics=metrics,
-        )
+        store_send, dispatch_send = _start_outlets(nursery, handle, store, sinks)
         # Before any new notification: those a previous run left in flight (at-least-once).
         await _redeliver(handle, store, sinks, dispatch_send)
-        senders: dict[str, list[trio.MemorySendChannel]] = {DEPTH: [], TRADE: []}
-        buffers = [ConflationBuffer(merge_depth) for _ in range(pipeline.shards)]
-        requests = None
-        if KIND_DEPTH_DIFF in settings.feed.depth_streams:
-            requests = SnapshotRequests()
-            changes = BookChanges()
-            handle.books = [
-                ShardBooks(shard, engine, requests, metrics, pipeline.stale_after, changes=changes)
-                for shard, engine in enumerate(handle.engines)
-            ]
+        buffers = [ConflationBuffer(merge_depth) for _ in range(settings.pipeline.shards)]
+        requests = _open_books(handle)
         clock_scope = trio.CancelScope()
         with store_send, dispatch_send:
-            spawn(
-                nursery,
-                "rule_clock",
-                _run_in_scope,
-                clock_scope,
-                run_rule_clock,
-                handle.engines,
-                AlertOutlet(store_send.clone(), dispatch_send.clone(), metrics),
-                settings.rules.tick_interval,
-                rule_limiters,
-                metrics=metrics,
+            senders = _start_consumers(
+                nursery, handle, clock_scope, store_send, dispatch_send, buffers, rule_limiters
             )
-            for shard, engine in enumerate(handle.engines):
-                for stream in (DEPTH, TRADE):
-                    send, receive = trio.open_memory_channel(pipeline.channel_capacity)
-                    senders[stream].append(send)
-                    outlet = AlertOutlet(store_send.clone(), dispatch_send.clone(), metrics)
-                    spawn(
-                        nursery,
-                        f"{stream}_consumer",
-                        run_consumer,
-                        stream,
-                        shard,
-                        receive,
-                        buffers[shard] if stream == DEPTH else None,
-                        engine,
-                        outlet,
-                        metrics,
-                        consumer_settings,
-                        handle.books[shard] if handle.books and stream == DEPTH else None,
-                        metrics=metrics,
-                    )
         feeds_scope = trio.CancelScope()
         nursery.start_soon(
             _run_feeds,
@@ -482,7 +403,7 @@ async def _run_pipeline(
             feeds_scope,
             senders,
             buffers,
-            connection_settings,
+            FeedConnectionSettings.from_settings(settings),
             requests,
         )
         task_status.started(handle)
@@ -497,6 +418,106 @@ async def _run_pipeline(
         nursery.cancel_scope.deadline = trio.current_time() + settings.service.shutdown_grace
     if nursery.cancel_scope.cancelled_caught:
         LOGGER.warning("shutdown grace period ran out; the pipeline was cancelled")
+
+
+def _open_books(handle: ServiceHandle) -> SnapshotRequests | None:
+    # With diff books (feed.depth_streams = ["depth"]): each shard's books, and the queue
+    # where they ask the fetcher for snapshots; None without.
+    settings = handle.settings
+    if KIND_DEPTH_DIFF not in settings.feed.depth_streams:
+        return None
+    requests = SnapshotRequests()
+    changes = BookChanges()
+    stale_after = settings.pipeline.stale_after
+    handle.books = [
+        ShardBooks(shard, engine, requests, handle.metrics, stale_after, changes=changes)
+        for shard, engine in enumerate(handle.engines)
+    ]
+    return requests
+
+
+def _start_outlets(
+    nursery: trio.Nursery, handle: ServiceHandle, store: Store, sinks: Sequence[Sink]
+) -> tuple[trio.MemorySendChannel, trio.MemorySendChannel]:
+    # The store writer and the dispatcher; returns the send ends of their channels.
+    settings = handle.settings
+    metrics = handle.metrics
+    database = settings.database
+    store_send, store_receive = trio.open_memory_channel(database.channel_capacity)
+    dispatch_send, dispatch_receive = trio.open_memory_channel(settings.dispatch.channel_capacity)
+    writer = functools.partial(
+        run_store_writer,
+        batch_max=database.batch_max,
+        batch_window=database.batch_window_ms / 1000.0,
+        flush_grace=settings.service.shutdown_grace,
+    )
+    spawn(nursery, "store_writer", writer, store, store_receive, metrics, metrics=metrics)
+    dispatcher = functools.partial(
+        run_dispatcher,
+        silences=handle.silences,
+        drain_grace=settings.service.shutdown_grace / 2,
+    )
+    spawn(
+        nursery,
+        "dispatcher",
+        dispatcher,
+        dispatch_receive,
+        sinks,
+        store_send.clone(),
+        metrics,
+        metrics=metrics,
+    )
+    return store_send, dispatch_send
+
+
+def _start_consumers(
+    nursery: trio.Nursery,
+    handle: ServiceHandle,
+    clock_scope: trio.CancelScope,
+    store_send: trio.MemorySendChannel,
+    dispatch_send: trio.MemorySendChannel,
+    buffers: Sequence[ConflationBuffer],
+    rule_limiters: RuleLimiters,
+) -> dict[str, list[trio.MemorySendChannel]]:
+    # The rule clock (until ``clock_scope`` is cancelled) and each shard's depth and trade
+    # consumers, each with outlet clones; returns the send ends of the consumers' channels.
+    settings = handle.settings
+    metrics = handle.metrics
+    spawn(
+        nursery,
+        "rule_clock",
+        _run_in_scope,
+        clock_scope,
+        run_rule_clock,
+        handle.engines,
+        AlertOutlet(store_send.clone(), dispatch_send.clone(), metrics),
+        settings.rules.tick_interval,
+        rule_limiters,
+        metrics=metrics,
+    )
+    consumer_settings = ConsumerSettings.from_settings(settings)
+    senders: dict[str, list[trio.MemorySendChannel]] = {DEPTH: [], TRADE: []}
+    for shard, engine in enumerate(handle.engines):
+        for stream in (DEPTH, TRADE):
+            send, receive = trio.open_memory_channel(settings.pipeline.channel_capacity)
+            senders[stream].append(send)
+            outlet = AlertOutlet(store_send.clone(), dispatch_send.clone(), metrics)
+            spawn(
+                nursery,
+                f"{stream}_consumer",
+                run_consumer,
+                stream,
+                shard,
+                receive,
+                buffers[shard] if stream == DEPTH else None,
+                engine,
+                outlet,
+                metrics,
+                consumer_settings,
+                handle.books[shard] if handle.books and stream == DEPTH else None,
+                metrics=metrics,
+            )
+    return senders
 
 
 async def _redeliver(
@@ -553,14 +574,7 @@ async def _run_feeds(
             if requests is not None:
                 # Snapshots are fetched in their own task, never in a read loop or a consumer.
                 fetcher = SnapshotFetcher(
-                    FetcherSettings(
-                        rest_base_url(feed.rest_url, feed.url),
-                        limit=feed.snapshot_limit,
-                        weight_budget=feed.rest_weight_budget,
-                        weight_window=feed.rest_weight_window,
-                        stagger=feed.snapshot_stagger,
-                        timeout=feed.snapshot_timeout,
-                    ),
+                    FetcherSettings.from_settings(handle.settings),
                     requests,
                     fetcher_senders,
                     metrics,

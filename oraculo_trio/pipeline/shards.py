@@ -2,7 +2,7 @@
 
 Each shard has one depth channel and one trade channel (capacity ``pipeline.channel_capacity``).
 The feed routes each message with ``send_nowait``; when a channel is full the stream's policy
-applies (DESIGN.md):
+applies (the overload policy, docs/architecture.md):
 
 - trades: the reader awaits ``send`` (TCP backpressure); a trade is never dropped;
 - depth snapshots and book tickers: the newest message per symbol waits in the shard's
@@ -21,18 +21,21 @@ import logging
 import math
 import time
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import attrs
 import trio
+from prometheus_client import Counter, Gauge
 
 from oraculo_trio.core.alerts import FIRING, PENDING, AlertTransition
 from oraculo_trio.core.engine import ShardEngine
 from oraculo_trio.core.events import DepthDiff
 from oraculo_trio.core.sharding import shard_of
 from oraculo_trio.core.sync import BookSnapshot
-from oraculo_trio.observe.metrics import ServiceMetrics
+from oraculo_trio.observe.metrics import FastHistogramChild, ServiceMetrics
 from oraculo_trio.observe.ratelimit import RateLimitedLog
 from oraculo_trio.pipeline.diffbooks import ShardBooks
+from oraculo_trio.settings import Settings
 
 LOGGER = logging.getLogger("oraculo_trio.pipeline.shards")
 
@@ -146,10 +149,22 @@ class ShardRouter:
 
 @attrs.frozen
 class ConsumerSettings:
-    batch_max: int = 256
-    batch_budget: float = 0.020
-    stale_after: float = 5.0
-    debug_batch_delay: float = 0.0
+    """A shard consumer's limits (``pipeline.*`` keys, in seconds); no defaults of its own."""
+
+    batch_max: int
+    batch_budget: float
+    stale_after: float
+    debug_batch_delay: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ConsumerSettings:
+        pipeline = settings.pipeline
+        return cls(
+            batch_max=pipeline.batch_max,
+            batch_budget=pipeline.batch_budget_ms / 1000.0,
+            stale_after=pipeline.stale_after,
+            debug_batch_delay=pipeline.debug_batch_delay_ms / 1000.0,
+        )
 
 
 @attrs.define(eq=False)
@@ -202,6 +217,197 @@ class AlertOutlet:
         self.close()
 
 
+class BatchTally(NamedTuple):
+    """What one batch did, handed from :meth:`ShardConsumer.process` to ``publish``."""
+
+    processed: int
+    evaluated: int
+    stale: int
+    # The largest feed lag (receive time - exchange event time), -inf when none was seen.
+    lag_max: float
+    # The queue time of the batch's last frame read.
+    latest: float
+    transitions: list[AlertTransition]
+    # ``time.thread_time()`` when the batch began.
+    cpu_start: float
+
+
+@attrs.define(eq=False)
+class ShardConsumer:
+    """One shard's consumer of one stream, in three steps per micro-batch: :meth:`take` what
+    is queued, :meth:`process` it, :meth:`publish` what the batch did.
+
+    The metric children are bound once, here; the per-message loop of :meth:`process` reads
+    only locals.
+    """
+
+    stream: str
+    shard: int
+    receive_channel: trio.MemoryReceiveChannel
+    buffer: ConflationBuffer | None
+    engine: ShardEngine
+    outlet: AlertOutlet
+    metrics: ServiceMetrics
+    settings: ConsumerSettings
+    books: ShardBooks | None = None
+    _queue_time: FastHistogramChild = attrs.field(init=False)
+    _queue_time_latest: Gauge = attrs.field(init=False)
+    _queue_depth: Gauge = attrs.field(init=False)
+    _evaluated: Counter = attrs.field(init=False)
+    _stale: Counter = attrs.field(init=False)
+    _stage_in: Counter = attrs.field(init=False)
+    _stage_out: Counter = attrs.field(init=False)
+    _batch_size: FastHistogramChild = attrs.field(init=False)
+    _batch_cpu: FastHistogramChild = attrs.field(init=False)
+    _feed_lag: Gauge = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        metrics, stream = self.metrics, self.stream
+        self._queue_time = metrics.queue_time[stream]
+        self._queue_time_latest = metrics.queue_time_latest[stream]
+        self._queue_depth = metrics.queue_depth[stream, self.shard]
+        self._evaluated = metrics.evaluated[stream]
+        self._stale = metrics.dropped[stream, "stale_drop"]
+        self._stage_in = metrics.stage_in[stream]
+        self._stage_out = metrics.stage_out[stream]
+        self._batch_size = metrics.batch_size[stream]
+        self._batch_cpu = metrics.batch_cpu[stream]
+        self._feed_lag = metrics.feed_lag[stream]
+
+    async def take(self) -> list[object]:
+        """The messages that start the next batch: one from the channel, else everything the
+        conflation buffer holds, else the next message to arrive; [] once the channel has
+        ended and the buffer is empty.
+
+        Cancellation: nothing is taken.
+        """
+        # The buffer only ever holds messages newer than anything of the same symbol in the
+        # channel, so it is taken only once the channel is empty.
+        try:
+            return [self.receive_channel.receive_nowait()]
+        except trio.WouldBlock:
+            ended = False
+        except trio.EndOfChannel:
+            ended = True
+        waiting = self.buffer.take() if self.buffer is not None else []
+        if waiting or ended:
+            return waiting
+        try:
+            return [await self.receive_channel.receive()]
+        except trio.EndOfChannel:
+            return []
+
+    def process(self, pending: list[object]) -> BatchTally:
+        """Process ``pending``, then what is queued behind it, up to ``batch_max`` messages or
+        ``batch_budget`` seconds of work; never waits to fill the batch. What ``pending``
+        still holds goes back to the buffer, in order.
+
+        A message older than ``stale_after`` updates state but skips rules (``stale_drop``).
+        With ``books``, diffs and the snapshots the fetcher sends back go through the shard's
+        book syncs first, which count the diffs themselves (pipeline/diffbooks.py).
+        """
+        cpu_start = time.thread_time()
+        # Bound once per batch, so that the loop looks nothing up per message.
+        receive_nowait = self.receive_channel.receive_nowait
+        observe_queue_time = self._queue_time.observe
+        process = self.engine.process
+        books = self.books
+        batch_max = self.settings.batch_max
+        budget = self.settings.batch_budget
+        stale_after = self.settings.stale_after
+        current_time = trio.current_time
+        wall_time = time.time
+        perf_counter = time.perf_counter
+        started = perf_counter()
+        processed = evaluated = stale = 0
+        lag_max = -math.inf
+        latest = 0.0
+        transitions: list[AlertTransition] = []
+        index = 0
+        while True:
+            if index < len(pending):
+                event = pending[index]
+                index += 1
+            else:
+                try:
+                    event = receive_nowait()
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+            now = current_time()
+            now_wall = wall_time()
+            if books is not None and type(event) is BookSnapshot:
+                # Not a frame read: no queue time, not in the accounting.
+                raised = books.apply_snapshot(event, now, now_wall)
+                if raised:
+                    transitions.extend(raised)
+                processed += 1
+                continue
+            latest = now - event.received_at
+            observe_queue_time(latest)
+            event_time_ms = event.event_time_ms
+            if event_time_ms is None:
+                age = latest
+            else:
+                age = now_wall - event_time_ms * 0.001
+                lag = event.received_wall - event_time_ms * 0.001
+                if lag > lag_max:
+                    lag_max = lag
+            fresh = age <= stale_after
+            if books is not None and type(event) is DepthDiff:
+                raised = books.process(event, now, now_wall, fresh)
+            else:
+                raised = process(event, now_wall, fresh)
+                if fresh:
+                    evaluated += 1
+                else:
+                    stale += 1
+            if raised:
+                transitions.extend(raised)
+            processed += 1
+            if processed >= batch_max or perf_counter() - started >= budget:
+                break
+        # Anything taken from the buffer but not processed stays in order: put it back.
+        if index < len(pending):
+            for event in pending[index:]:
+                self.buffer.put(event)
+        return BatchTally(processed, evaluated, stale, lag_max, latest, transitions, cpu_start)
+
+    async def publish(self, tally: BatchTally) -> None:
+        """Count the batch, flush the books and the costly rules, hand the transitions to the
+        outlet, then yield to the scheduler (or sleep ``debug_batch_delay``).
+
+        Cancellation: transitions not yet handed to the store channel are abandoned.
+        """
+        processed = tally.processed
+        self._stage_in.inc(processed)
+        self._stage_out.inc(processed)
+        self._evaluated.inc(tally.evaluated)
+        if tally.stale:
+            self._stale.inc(tally.stale)
+        if self.books is not None:
+            self.books.flush()
+        transitions = tally.transitions
+        # Costly rules (book queries) run once per symbol per batch, not per message.
+        flushed = self.engine.flush(time.time())
+        if flushed:
+            transitions.extend(flushed)
+        self._batch_size.observe(processed)
+        self._batch_cpu.observe(time.thread_time() - tally.cpu_start)
+        self._queue_time_latest.set(tally.latest)
+        if tally.lag_max > -math.inf:
+            self._feed_lag.set(tally.lag_max)
+        depth = self.receive_channel.statistics().current_buffer_used
+        if self.buffer is not None:
+            depth += len(self.buffer.pending)
+        self._queue_depth.set(depth)
+        if transitions:
+            await self.outlet.emit(transitions)
+        if self.settings.debug_batch_delay:
+            await trio.sleep(self.settings.debug_batch_delay)
+        else:
+            await trio.lowlevel.checkpoint()
+
+
 async def run_consumer(
     stream: str,
     shard: int,
@@ -215,130 +421,20 @@ async def run_consumer(
 ) -> None:
     """Consume one shard's channel of one stream in micro-batches until it closes.
 
-    Takes what is already queued, up to ``batch_max`` messages or ``batch_budget`` seconds of
-    work, then yields. Never waits to fill a batch. A message older than ``stale_after``
-    updates state but skips rules (``stale_drop``). With ``books`` (diff books), diffs and
-    the snapshots the fetcher sends back go through the shard's book syncs first, which count
-    the diffs themselves (pipeline/diffbooks.py).
+    Each batch is :meth:`ShardConsumer.take` (what is queued, never waiting to fill a batch),
+    :meth:`~ShardConsumer.process` (up to ``batch_max`` messages or ``batch_budget`` seconds
+    of work) and :meth:`~ShardConsumer.publish` (metrics, flushes, the outlet; then it
+    yields). At the channel's end the diff books, if any, are closed.
 
     Cancellation: stops between messages; whatever is still queued is abandoned (a graceful
     shutdown closes the feed first, so the channel drains to its end instead).
     """
-    queue_time = metrics.queue_time[stream]
-    queue_time_latest = metrics.queue_time_latest[stream]
-    queue_depth = metrics.queue_depth[stream, shard]
-    evaluated_total = metrics.evaluated[stream]
-    stale_total = metrics.dropped[stream, "stale_drop"]
-    stage_in = metrics.stage_in[stream]
-    stage_out = metrics.stage_out[stream]
-    batch_size_histogram = metrics.batch_size[stream]
-    batch_cpu_histogram = metrics.batch_cpu[stream]
-    feed_lag = metrics.feed_lag[stream]
-    batch_max = settings.batch_max
-    budget = settings.batch_budget
-    stale_after = settings.stale_after
-    current_time = trio.current_time
-    wall_time = time.time
-    perf_counter = time.perf_counter
-    process = engine.process
-
+    consumer = ShardConsumer(
+        stream, shard, receive_channel, buffer, engine, outlet, metrics, settings, books
+    )
+    take, process, publish = consumer.take, consumer.process, consumer.publish
     with receive_channel, outlet:
-        while True:
-            # The buffer only ever holds messages newer than anything of the same symbol in
-            # the channel, so it is taken only once the channel is empty.
-            try:
-                pending = [receive_channel.receive_nowait()]
-            except trio.WouldBlock:
-                pending = buffer.take() if buffer is not None else []
-                if not pending:
-                    try:
-                        pending = [await receive_channel.receive()]
-                    except trio.EndOfChannel:
-                        if books is not None:
-                            books.close()
-                        return
-            except trio.EndOfChannel:
-                pending = buffer.take() if buffer is not None else []
-                if not pending:
-                    if books is not None:
-                        books.close()
-                    return
-            cpu_start = time.thread_time()
-            started = perf_counter()
-            processed = evaluated = stale = 0
-            lag_max = -math.inf
-            latest = 0.0
-            transitions: list[AlertTransition] = []
-            index = 0
-            while True:
-                if index < len(pending):
-                    event = pending[index]
-                    index += 1
-                else:
-                    try:
-                        event = receive_channel.receive_nowait()
-                    except (trio.WouldBlock, trio.EndOfChannel):
-                        break
-                now = current_time()
-                now_wall = wall_time()
-                if books is not None and type(event) is BookSnapshot:
-                    # Not a frame read: no queue time, not in the accounting.
-                    raised = books.apply_snapshot(event, now, now_wall)
-                    if raised:
-                        transitions.extend(raised)
-                    processed += 1
-                    continue
-                latest = now - event.received_at
-                queue_time.observe(latest)
-                event_time_ms = event.event_time_ms
-                if event_time_ms is None:
-                    age = latest
-                else:
-                    age = now_wall - event_time_ms * 0.001
-                    lag = event.received_wall - event_time_ms * 0.001
-                    if lag > lag_max:
-                        lag_max = lag
-                fresh = age <= stale_after
-                if books is not None and type(event) is DepthDiff:
-                    raised = books.process(event, now, now_wall, fresh)
-                else:
-                    raised = process(event, now_wall, fresh)
-                    if fresh:
-                        evaluated += 1
-                    else:
-                        stale += 1
-                if raised:
-                    transitions.extend(raised)
-                processed += 1
-                if processed >= batch_max or perf_counter() - started >= budget:
-                    break
-            # Anything taken from the buffer but not processed stays in order: put it back.
-            if index < len(pending):
-                for event in pending[index:]:
-                    buffer.put(event)
-            stage_in.inc(processed)
-            stage_out.inc(processed)
-            evaluated_total.inc(evaluated)
-            if stale:
-                stale_total.inc(stale)
-            if books is not None:
-                books.flush()
-            # Costly rules (book queries) run once per symbol per batch, not per message.
-            flushed = engine.flush(wall_time())
-            if flushed:
-                transitions.extend(flushed)
-            batch_size_histogram.observe(processed)
-            batch_cpu_histogram.observe(time.thread_time() - cpu_start)
-            queue_time_latest.set(latest)
-            if lag_max > -math.inf:
-                feed_lag.set(lag_max)
-            depth = receive_channel.statistics().current_buffer_used
-            if buffer is not None:
-                depth += len(buffer.pending)
-            queue_depth.set(depth)
-            if transitions:
-                await outlet.emit(transitions)
-            if settings.debug_batch_delay:
-                await trio.sleep(settings.debug_batch_delay)
-            else:
-                await trio.lowlevel.checkpoint()
+        while pending := await take():
+            await publish(process(pending))
+        if books is not None:
+            books.close()

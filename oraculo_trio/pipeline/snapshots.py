@@ -32,10 +32,12 @@ from oraculo_trio.feeds.binance import BadSnapshot, decode_rest_snapshot
 from oraculo_trio.feeds.binance_rest import (
     DEFAULT_RETRY_AFTER,
     DEPTH_PATH,
+    rest_base_url,
     snapshot_weight,
 )
 from oraculo_trio.observe.metrics import ServiceMetrics
 from oraculo_trio.observe.ratelimit import RateLimitedLog
+from oraculo_trio.settings import Settings
 
 LOGGER = logging.getLogger("oraculo_trio.pipeline.snapshots")
 
@@ -147,17 +149,30 @@ class SnapshotRequests:
 
 @attrs.frozen
 class FetcherSettings:
-    """How the fetcher talks to the exchange (``feed.*`` keys, see settings.py)."""
+    """How the fetcher talks to the exchange: ``feed.*`` keys (no defaults of their own),
+    then the fetcher's fixed limits, which are not configuration keys."""
 
     rest_url: str
-    limit: int = 1000
-    weight_budget: float = 3000.0
-    weight_window: float = 60.0
-    stagger: float = 0.1
-    timeout: float = 10.0
+    limit: int
+    weight_budget: float
+    weight_window: float
+    stagger: float
+    timeout: float
     max_in_flight: int = 4
     retry_initial: float = 0.5
     retry_max: float = 30.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> FetcherSettings:
+        feed = settings.feed
+        return cls(
+            rest_base_url(feed.rest_url, feed.url),
+            limit=feed.snapshot_limit,
+            weight_budget=feed.rest_weight_budget,
+            weight_window=feed.rest_weight_window,
+            stagger=feed.snapshot_stagger,
+            timeout=feed.snapshot_timeout,
+        )
 
 
 @attrs.define(eq=False)

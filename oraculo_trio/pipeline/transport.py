@@ -1,20 +1,20 @@
 """The WebSocket client seam.
 
 The feed only needs "open a URL, get messages, close". Keeping that behind this small
-module lets the transport stay a measured choice (DESIGN.md: trio-websocket costs ~12-16 µs
-per frame against ~6 µs for wsproto driven directly on a trio stream).
+module lets the transport stay a measured choice (``feed.client``; trio-websocket costs
+~12-16 µs per frame against ~6 µs for wsproto driven directly on a trio stream).
 
 Two clients behind ``open_feed_socket(client=...)``:
 
-- ``"native"`` (the default): :class:`NativeFeedSocket`, a small RFC 6455 client for reading
-  market data. It parses every complete frame of one socket read at once, in the feed's own
-  task, and ``get_message`` returns buffered messages without a checkpoint: one Trio
-  checkpoint per socket read (~70 depth20 frames of 64 KiB), or per 32 messages, instead of
-  several per message.
+- ``"native"`` (``feed.client``'s default): :class:`NativeFeedSocket`, a small RFC 6455
+  client for reading market data. It parses every complete frame of one socket read at once,
+  in the feed's own task, and ``get_message`` returns buffered messages without a checkpoint:
+  one Trio checkpoint per socket read (~70 depth20 frames of 64 KiB), or per 32 messages,
+  instead of several per message.
   trio-websocket runs a reader task that parses with wsproto and hands each message over a
   channel (a checkpoint per message on each side), so the feed and the shard consumers
-  ping-pong one message at a time. Measured with ``oraculo-trio loadtest bench`` (depth20,
-  50 symbols, this 2-core VM): see the load-test issue's report for the before/after.
+  ping-pong one message at a time. ``benchmarks/bench_service_instrument.py --client``
+  measures the service's CPU per message with either.
 - ``"trio-websocket"``: the library, kept for comparison.
 
 Both raise :data:`ConnectionClosed` (``.reason.code``) when the connection ends.
@@ -46,7 +46,6 @@ CLOSE_TOO_LARGE = 1009
 
 
 CLIENTS = ("native", "trio-websocket")
-DEFAULT_CLIENT = "native"
 
 
 @asynccontextmanager
@@ -56,7 +55,7 @@ async def open_feed_socket(
     receive_buffer_size: int,
     max_message_size: int,
     connect_timeout: float = 10.0,
-    client: str = DEFAULT_CLIENT,
+    client: str,
 ) -> AsyncIterator[NativeFeedSocket | trio_websocket.WebSocketConnection]:
     """Open a WebSocket client connection to ``url``.
 

@@ -23,8 +23,9 @@ from oraculo_trio.mockexchange import (
     RandomWalkMarket,
     synthetic_symbols,
 )
+from oraculo_trio.pipeline.rules_source import load_rule_file
 from oraculo_trio.pipeline.service import run_service
-from oraculo_trio.settings import load_rule_file, load_settings
+from oraculo_trio.settings import load_settings
 from oraculo_trio.store.base import open_store
 from tests.e2e.processes import clean_env, command, free_port
 from tests.e2e.test_shutdown import config

@@ -16,8 +16,10 @@ from oraculo_trio.pipeline.shards import (
     AlertOutlet,
     ConflationBuffer,
     ConsumerSettings,
+    ShardConsumer,
     run_consumer,
 )
+from oraculo_trio.settings import PipelineSettings, Settings
 
 RULES = parse_rules(
     {
@@ -26,6 +28,11 @@ RULES = parse_rules(
         ]
     }
 )
+
+
+def consumer_settings(**pipeline: float) -> ConsumerSettings:
+    """The consumer's settings from the default configuration, ``pipeline`` keys changed."""
+    return ConsumerSettings.from_settings(Settings(pipeline=PipelineSettings(**pipeline)))
 
 
 def trade(trade_id: int, price: float, received_at: float, event_ms: int | None = None) -> Trade:
@@ -54,7 +61,7 @@ async def test_stale_messages_are_counted_and_skip_rules_but_keep_state(
 ) -> None:
     now = trio.current_time()
     events = [trade(1, 99.0, now), trade(2, 101.0, now)]
-    metrics, engine, stored = await consume(events, ConsumerSettings(stale_after=5.0), age_by=6.0)
+    metrics, engine, stored = await consume(events, consumer_settings(stale_after=5.0), age_by=6.0)
     assert metrics.accounting()["stale_drop"] == 2
     assert metrics.accounting()["evaluated"] == 0
     assert stored == []  # the crossing happened while stale: no alert
@@ -64,7 +71,7 @@ async def test_stale_messages_are_counted_and_skip_rules_but_keep_state(
 async def test_fresh_messages_are_evaluated(autojump_clock: trio.testing.MockClock) -> None:
     now = trio.current_time()
     events = [trade(1, 99.0, now), trade(2, 101.0, now)]
-    metrics, _, stored = await consume(events, ConsumerSettings(stale_after=5.0), age_by=4.0)
+    metrics, _, stored = await consume(events, consumer_settings(stale_after=5.0), age_by=4.0)
     assert metrics.accounting()["evaluated"] == 2
     assert [t.state for t in stored] == ["firing"]
     queue_time = metrics.queue_time["trade"]
@@ -76,14 +83,14 @@ async def test_age_uses_the_exchange_event_time_when_there_is_one(
 ) -> None:
     now = trio.current_time()
     old_ms = int((time.time() - 60) * 1000)  # E a minute ago: stale however fast we are
-    metrics, _, _ = await consume([trade(1, 99.0, now, old_ms)], ConsumerSettings(stale_after=5.0))
+    metrics, _, _ = await consume([trade(1, 99.0, now, old_ms)], consumer_settings(stale_after=5.0))
     assert metrics.accounting()["stale_drop"] == 1
 
 
 async def test_batches_are_bounded(autojump_clock: trio.testing.MockClock) -> None:
     now = trio.current_time()
     events = [trade(i, 99.0, now) for i in range(10)]
-    metrics, _, _ = await consume(events, ConsumerSettings(batch_max=3))
+    metrics, _, _ = await consume(events, consumer_settings(batch_max=3))
     sizes = metrics.batch_size["trade"]
     # 10 messages in batches of at most 3: 3 + 3 + 3 + 1.
     assert sum(sizes.counts) == 4
@@ -113,8 +120,33 @@ async def test_conflated_depth_is_taken_after_the_channel_and_in_order() -> None
     with trio.fail_after(5):
         await run_consumer(
             "depth", 0, receive, buffer, engine, AlertOutlet(store_send, dispatch_send, metrics),
-            metrics, ConsumerSettings(),
+            metrics, consumer_settings(),
         )  # fmt: skip
     # 1 and 2 from the channel first, then the buffer's newest (4): the book ends at 4.
     assert engine.markets["ETHUSDT"].book.last_update_id == 4
     assert metrics.accounting()["evaluated"] == 3
+
+
+async def test_take_reads_the_channel_first_then_the_buffer_then_ends() -> None:
+    metrics = ServiceMetrics(shards=1)
+    send, receive = trio.open_memory_channel(10)
+    buffer = ConflationBuffer()
+    store_send, _ = trio.open_memory_channel(10)
+    dispatch_send, _ = trio.open_memory_channel(10)
+    consumer = ShardConsumer(
+        "trade", 0, receive, buffer, ShardEngine([]),
+        AlertOutlet(store_send, dispatch_send, metrics), metrics, consumer_settings(),
+    )  # fmt: skip
+    now = trio.current_time()
+    first, second, waiting = trade(1, 99.0, now), trade(2, 99.0, now), trade(3, 99.0, now)
+    send.send_nowait(first)
+    send.send_nowait(second)
+    buffer.put(waiting)
+    with trio.fail_after(5):
+        assert await consumer.take() == [first]  # one message from the channel
+        assert await consumer.take() == [second]
+        assert await consumer.take() == [waiting]  # the channel is empty: the buffer
+        send.send_nowait(first)
+        send.close()
+        assert await consumer.take() == [first]  # what the channel held before it ended
+        assert await consumer.take() == []  # ended, and nothing waits in the buffer

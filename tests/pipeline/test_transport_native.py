@@ -23,6 +23,7 @@ from oraculo_trio.pipeline.transport import (
 from tests.pipeline.helpers import ManualMarket
 
 OPTIONS = {"receive_buffer_size": 65536, "max_message_size": 4096}
+NATIVE = {**OPTIONS, "client": "native"}
 
 
 def trade(trade_id: int) -> tuple[str, dict]:
@@ -51,7 +52,7 @@ async def test_messages_in_order_and_few_trips_through_the_scheduler() -> None:
         async with trio.open_nursery() as nursery:
             exchange, market = await start_exchange(nursery)
             url = exchange.stream_url(["btcusdt@trade"])
-            async with open_feed_socket(url, **OPTIONS) as socket:
+            async with open_feed_socket(url, **NATIVE) as socket:
                 await exchange.wait_for_subscribers("btcusdt@trade")
                 market.push([trade(i) for i in range(200)])
                 ids = [json.loads(await socket.get_message())["data"]["t"]]
@@ -69,7 +70,7 @@ async def test_pings_are_answered_and_control_requests_sent() -> None:
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             exchange, _ = await start_exchange(nursery, ping_interval=0.02, pong_timeout=1.0)
-            async with open_feed_socket(exchange.raw_url(), **OPTIONS) as socket:
+            async with open_feed_socket(exchange.raw_url(), **NATIVE) as socket:
                 await socket.send_message(json.dumps({"method": "LIST_SUBSCRIPTIONS", "id": 7}))
                 reply = json.loads(await socket.get_message())
                 assert reply == {"result": [], "id": 7}
@@ -87,7 +88,7 @@ async def test_the_server_ending_the_connection(code: int, expected: int) -> Non
         async with trio.open_nursery() as nursery:
             exchange, market = await start_exchange(nursery)
             url = exchange.stream_url(["btcusdt@trade"])
-            async with open_feed_socket(url, **OPTIONS) as socket:
+            async with open_feed_socket(url, **NATIVE) as socket:
                 await exchange.wait_for_subscribers("btcusdt@trade")
                 market.push([trade(1)])
                 await socket.get_message()
@@ -104,11 +105,11 @@ async def test_a_refused_handshake_is_a_feed_error() -> None:
         async with trio.open_nursery() as nursery:
             exchange, _ = await start_exchange(nursery)
             with pytest.raises(FeedError, match="404"):
-                async with open_feed_socket(exchange.ws_url + "/nowhere", **OPTIONS):
+                async with open_feed_socket(exchange.ws_url + "/nowhere", **NATIVE):
                     pass
             exchange.refuse_connections()
             with pytest.raises(FeedError, match="503"):
-                async with open_feed_socket(exchange.raw_url(), **OPTIONS):
+                async with open_feed_socket(exchange.raw_url(), **NATIVE):
                     pass
             nursery.cancel_scope.cancel()
 
@@ -178,7 +179,7 @@ async def test_fragments_are_joined_and_a_too_large_message_closes_with_1009() -
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             url = await serve_script(nursery, script, received)
-            async with open_feed_socket(url, **OPTIONS) as socket:
+            async with open_feed_socket(url, **NATIVE) as socket:
                 assert await socket.get_message() == b'{"a":1}'
                 with pytest.raises(ConnectionClosed) as closed:
                     await socket.get_message()
@@ -213,7 +214,7 @@ async def test_a_masked_server_frame_is_a_protocol_error(with_response: bool) ->
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             url = await serve_script(nursery, script, [], with_response=with_response)
-            async with open_feed_socket(url, **OPTIONS) as socket:
+            async with open_feed_socket(url, **NATIVE) as socket:
                 with pytest.raises(ConnectionClosed) as closed:
                     await socket.get_message()
                 assert closed.value.reason.code == 1002

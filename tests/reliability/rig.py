@@ -39,8 +39,9 @@ from oraculo_trio.mockexchange import (
     MockExchange,
 )
 from oraculo_trio.observe.metrics import ServiceMetrics
+from oraculo_trio.pipeline.rules_source import resolve_rule_class
 from oraculo_trio.pipeline.service import ServiceHandle, run_service
-from oraculo_trio.settings import Settings, resolve_rule_class
+from oraculo_trio.settings import Settings
 from oraculo_trio.store.base import open_store
 from oraculo_trio.testing import service_settings
 from tests.reliability.report import Figures

@@ -107,7 +107,7 @@ async def test_every_sql_statement_is_parameterized(
 
 
 def _resolve(reference: str) -> type:
-    from oraculo_trio.settings import resolve_rule_class
+    from oraculo_trio.pipeline.rules_source import resolve_rule_class
 
     return resolve_rule_class(reference)
 

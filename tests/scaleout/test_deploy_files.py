@@ -8,8 +8,9 @@ from pathlib import Path
 
 import yaml
 
+from oraculo_trio.pipeline.rules_source import load_rule_file
 from oraculo_trio.pipeline.workers import STOP_MARGIN
-from oraculo_trio.settings import load_rule_file, load_settings
+from oraculo_trio.settings import load_settings
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 

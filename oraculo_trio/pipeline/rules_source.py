@@ -12,16 +12,23 @@ alerts); a rule removed, changed, disabled or expired while firing resolves. A r
 that fails validation is refused, logged and counted; the previous rules stay in force.
 
 Code of custom kinds (``module:Class``) is imported once: changing it needs a restart.
+
+The rule file is also read here before the service starts (:func:`load_rule_file`, for
+``oraculo-trio run`` and ``rules check``), relative to the configuration file's folder
+(:func:`rules_path`).
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import math
+import os
 import signal
 import time
 import tomllib
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -33,10 +40,45 @@ from oraculo_trio.errors import ConfigError, StoreError, StoreUnavailable
 from oraculo_trio.observe.health import Readiness
 from oraculo_trio.observe.metrics import ServiceMetrics
 from oraculo_trio.observe.ratelimit import RateLimitedLog
-from oraculo_trio.settings import Settings, resolve_rule_class, rules_path
+from oraculo_trio.settings import Settings
 from oraculo_trio.store.base import Store
 
-LOGGER = logging.getLogger("oraculo_trio.rules_source")
+LOGGER = logging.getLogger("oraculo_trio.pipeline.rules_source")
+
+
+def rules_path(settings: Settings) -> Path:
+    """The rule file, relative paths taken from the configuration file's folder."""
+    path = Path(settings.rules.file)
+    if not path.is_absolute() and settings.source not in ("defaults",):
+        path = Path(settings.source).parent / path
+    return path
+
+
+def resolve_rule_class(reference: str) -> type:
+    """Import ``module:Class`` for a custom rule kind."""
+    module_name, _, class_name = reference.partition(":")
+    module = importlib.import_module(module_name)
+    try:
+        return getattr(module, class_name)
+    except AttributeError:
+        raise ImportError(f"module {module_name!r} has no {class_name!r}") from None
+
+
+def load_rule_file(path: str | os.PathLike[str]) -> list[CompiledRule]:
+    """Read and validate a rule file.
+
+    Returns:
+        The compiled rules.
+
+    Raises:
+        ConfigError: the file is missing or not TOML, or a rule is invalid (the message
+            names the rule id and the key).
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"rules.file: {path} does not exist") from None
+    return parse_rule_text(text, str(path))
 
 
 def parse_rule_text(text: str, origin: str) -> list[CompiledRule]:

@@ -1,32 +1,21 @@
-"""Configuration: ``oraculo.toml`` plus ``ORACULO_<SECTION>_<KEY>`` environment overrides.
+"""The configuration schema: every section, and every key with its type, default, allowed
+values and help text.
 
-Every key is declared once, here, with its type, default, allowed values and help text; the
-same declarations validate the file, parse environment values and print the configuration
-reference in ``oraculo-trio run --help``. An unknown section or key is an error that names
-it, so a typo never passes silently.
+Each key is declared once, here. The same declarations validate the file and the
+environment (:mod:`oraculo_trio.settings.loading`), print the configuration reference, and
+give the pipeline its settings objects: nothing else writes a default.
 """
 
 from __future__ import annotations
 
-import ipaddress
 import math
-import os
-import stat
-import tomllib
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import urlsplit
 
 import attrs
 
-from oraculo_trio.errors import ConfigError
-from oraculo_trio.feeds.binance_rest import snapshot_weight
-
-ENV_PREFIX = "ORACULO_"
-# Environment variables of ours that are not configuration keys.
-ENV_NOT_CONFIG = ("ORACULO_CONFIG", "ORACULO_REQUIRE_SERVICES", "ORACULO_TEST_")
-
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 DEPTH_STREAM_KINDS = ("depth5", "depth10", "depth20", "bookTicker", "depth")
 TRADE_STREAM_KINDS = ("trade", "aggTrade")
 
@@ -59,6 +48,15 @@ def _subset_of(*allowed: str) -> Callable[[Any], str | None]:
     return check
 
 
+def _integer(low: int, high: int | None = None) -> Callable[[Any], str | None]:
+    allowed = f"an integer >= {low}" if high is None else f"an integer {low}..{high}"
+
+    def check(value: Any) -> str | None:
+        return None if low <= value and (high is None or value <= high) else allowed
+
+    return check
+
+
 def _port(value: Any) -> str | None:
     return None if 0 <= value <= 65535 else "a TCP port 0..65535 (0 picks a free one)"
 
@@ -87,92 +85,6 @@ def _has_host(url: str) -> bool:
         return False
 
 
-# Keys whose values may hold secrets (a password, a token in a webhook URL): masked in every
-# message, and a world-readable configuration file holding them draws a warning.
-SECRET_KEYS = ("database.url", "dispatch.webhook_url")
-
-
-def mask_url(url: str) -> str:
-    """``url`` for logs and messages: the password, the path and the query hidden (webhook
-    tokens live there), scheme, user, host and port kept."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return "<unparseable url>"
-    if not parts.scheme or not parts.hostname:
-        return "***" if url else url
-    netloc = parts.hostname if port is None else f"{parts.hostname}:{port}"
-    if parts.username is not None:
-        netloc = (
-            f"{parts.username}:***@{netloc}" if parts.password else f"{parts.username}@{netloc}"
-        )
-    hidden = parts.path not in ("", "/") or parts.query or parts.fragment
-    return f"{parts.scheme}://{netloc}{'/***' if hidden else parts.path}"
-
-
-def _shown(where: str, value: Any) -> str:
-    """``repr(value)`` for a message about key ``where``; secrets masked."""
-    if where in SECRET_KEYS and isinstance(value, str):
-        if where == "database.url":
-            from oraculo_trio.store.base import mask_dsn
-
-            return repr(mask_dsn(value))
-        return repr(mask_url(value))
-    if where in SECRET_KEYS:
-        return "<hidden>"
-    return repr(value)
-
-
-def _holds_secret(where: str, value: Any) -> bool:
-    if not isinstance(value, str) or not value:
-        return False
-    if where == "database.url":
-        from oraculo_trio.store.base import mask_dsn
-
-        return mask_dsn(value) != value
-    try:
-        parts = urlsplit(value)
-    except ValueError:
-        return True
-    # A password, a query (?token=...), or a path segment that looks like a token (Slack's
-    # /services/T0/B0/<24 characters>, Discord's /api/webhooks/<id>/<68 characters>).
-    tokens = [p for p in parts.path.split("/") if len(p) >= 16 and not p.isalpha()]
-    return bool(parts.password or parse_qsl(parts.query) or tokens)
-
-
-def exposed_secrets(path: str | os.PathLike[str]) -> list[str]:
-    """The keys of :data:`SECRET_KEYS` that configuration file ``path`` sets to a value
-    holding a secret, when any user of the machine may read the file; [] otherwise."""
-    try:
-        mode = os.stat(path).st_mode
-        if not mode & stat.S_IROTH:
-            return []
-        with open(path, "rb") as file:
-            document = tomllib.load(file)
-    except (OSError, tomllib.TOMLDecodeError):
-        return []
-    found = []
-    for where in SECRET_KEYS:
-        section, key = where.split(".")
-        values = document.get(section)
-        if isinstance(values, dict) and _holds_secret(where, values.get(key)):
-            found.append(where)
-    return found
-
-
-def _non_public_host(url: str) -> str | None:
-    """The host of ``url`` when it is a non-public IP address or localhost, else None."""
-    host = urlsplit(url).hostname or ""
-    if host == "localhost" or host.endswith(".localhost"):
-        return host
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return None  # a name: checked at each delivery, once resolved
-    return None if address.is_global and not address.is_multicast else host
-
-
 def _database_url(value: Any) -> str | None:
     schemes = ("sqlite:///", "postgresql://", "postgres://")
     return None if value.startswith(schemes) else "a sqlite:///PATH or postgresql:// URL"
@@ -187,9 +99,7 @@ class ServiceSettings:
         _positive,
         default=10.0,
     )
-    log_level: str = _key(
-        "Log level.", _one_of("DEBUG", "INFO", "WARNING", "ERROR"), default="INFO"
-    )
+    log_level: str = _key("Log level.", _one_of(*LOG_LEVELS), default="INFO")
 
 
 @attrs.frozen
@@ -226,7 +136,7 @@ class FeedSettings:
     )
     max_streams_per_connection: int = _key(
         "Streams per WebSocket connection (Binance allows at most 1024).",
-        lambda v: None if 1 <= v <= 1024 else "an integer 1..1024",
+        _integer(1, 1024),
         default=1024,
     )
     reconnect_initial: float = _key(
@@ -269,13 +179,13 @@ class FeedSettings:
         "Levels per side of the REST snapshot a diff book starts from (1..5000). Its request "
         "weight grows with it (5/25/50/250 up to 100/500/1000/5000); the book cannot see "
         "levels beyond it until a diff touches them.",
-        lambda v: None if 1 <= v <= 5000 else "an integer 1..5000",
+        _integer(1, 5000),
         default=1000,
     )
     rest_weight_budget: int = _key(
         "REST request weight the snapshot fetcher may spend in any rest_weight_window "
         "(Binance allows an IP 6000 per minute for everything it sends).",
-        lambda v: None if v >= 1 else "an integer >= 1",
+        _integer(1),
         default=3000,
     )
     rest_weight_window: float = _key(
@@ -306,17 +216,17 @@ class FeedSettings:
 class PipelineSettings:
     shards: int = _key(
         "Shards per stream: each has a depth and a trade consumer with its own state.",
-        lambda v: None if 1 <= v <= 256 else "an integer 1..256",
+        _integer(1, 256),
         default=4,
     )
     channel_capacity: int = _key(
         "Capacity of each shard channel, messages.",
-        lambda v: None if 1 <= v <= 1_000_000 else "an integer 1..1000000",
+        _integer(1, 1_000_000),
         default=1024,
     )
     batch_max: int = _key(
         "Most messages a consumer takes before it yields to the scheduler.",
-        lambda v: None if v >= 1 else "an integer >= 1",
+        _integer(1),
         default=256,
     )
     batch_budget_ms: float = _key(
@@ -359,7 +269,7 @@ class RulesSettings:
     offload_threads: int = _key(
         "Worker threads (limiter `rules`) and processes (limiter `rules_process`) for "
         "CPU-heavy rules such as zscore.",
-        lambda v: None if 1 <= v <= 64 else "an integer 1..64",
+        _integer(1, 64),
         default=2,
     )
 
@@ -378,7 +288,7 @@ class DatabaseSettings:
     )
     batch_max: int = _key(
         "Most rows per store write.",
-        lambda v: None if v >= 1 else "an integer >= 1",
+        _integer(1),
         default=500,
     )
     batch_window_ms: float = _key(
@@ -389,7 +299,7 @@ class DatabaseSettings:
     channel_capacity: int = _key(
         "Rows that may wait for the writer; when full, the rule evaluators wait "
         "(backpressure, counted), nothing is dropped.",
-        lambda v: None if v >= 1 else "an integer >= 1",
+        _integer(1),
         default=10_000,
     )
 
@@ -405,7 +315,7 @@ class DispatchSettings:
     channel_capacity: int = _key(
         "Notifications that may wait for delivery; beyond it they are dropped and counted "
         "(the alert state is still stored).",
-        lambda v: None if v >= 1 else "an integer >= 1",
+        _integer(1),
         default=1000,
     )
     webhook_url: str = _key(
@@ -423,7 +333,7 @@ class DispatchSettings:
     webhook_timeout: float = _key("Seconds per webhook attempt.", _positive, default=5.0)
     webhook_retries: int = _key(
         "Extra attempts after a failed webhook delivery.",
-        lambda v: None if v >= 0 else "an integer >= 0",
+        _integer(0),
         default=3,
     )
     webhook_backoff: float = _key(
@@ -433,13 +343,13 @@ class DispatchSettings:
     )
     webhook_concurrency: int = _key(
         "Webhook deliveries in flight at once.",
-        lambda v: None if 1 <= v <= 256 else "an integer 1..256",
+        _integer(1, 256),
         default=4,
     )
     webhook_breaker_failures: int = _key(
         "Consecutive failed webhook attempts that open its circuit breaker (notifications "
         "are then dropped and counted until a trial succeeds); 0 never opens it.",
-        lambda v: None if v >= 0 else "an integer >= 0",
+        _integer(0),
         default=5,
     )
     webhook_breaker_cooldown: float = _key(
@@ -503,7 +413,7 @@ class ClusterSettings:
     partitions: int = _key(
         "Partitions symbols are spread over (partition = crc32(symbol) % partitions); the "
         "same value on every instance.",
-        lambda v: None if 1 <= v <= 64 else "an integer 1..64",
+        _integer(1, 64),
         default=64,
     )
     claim_interval: float = _key(
@@ -547,260 +457,3 @@ class Settings:
     observe: ObserveSettings = attrs.field(factory=ObserveSettings)
     cluster: ClusterSettings = attrs.field(factory=ClusterSettings)
     source: str = "defaults"
-
-
-def _fields(section_cls: type) -> dict[str, attrs.Attribute]:
-    attrs.resolve_types(section_cls)
-    return {f.name: f for f in attrs.fields(section_cls)}
-
-
-def _kind(field: attrs.Attribute) -> type:
-    t = field.type
-    if t in (int, float, bool, str):
-        return t
-    return tuple
-
-
-def _coerce(where: str, field: attrs.Attribute, value: Any) -> Any:
-    kind = _kind(field)
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false"):
-            return value.lower() in ("1", "true", "yes", "on")
-        raise ConfigError(f"{where} = {value!r}: expected true or false")
-    if kind is int:
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-        elif isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"{where} = {value!r}: expected an integer")
-    if kind is float:
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        raise ConfigError(f"{where} = {value!r}: expected a number")
-    if kind is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"{where} = {_shown(where, value)}: expected a string")
-    if isinstance(value, str):
-        return tuple(part.strip() for part in value.split(",") if part.strip())
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return tuple(value)
-    raise ConfigError(f"{where} = {value!r}: expected a list of strings")
-
-
-def _build_section(name: str, values: Mapping[str, Any]) -> Any:
-    section_cls = SECTIONS[name]
-    fields = _fields(section_cls)
-    kwargs = {}
-    for key, raw in values.items():
-        where = f"{name}.{key}"
-        field = fields.get(key)
-        if field is None:
-            allowed = ", ".join(sorted(fields))
-            raise ConfigError(f"unknown key {where!r}; [{name}] takes: {allowed}")
-        value = _coerce(where, field, raw)
-        check = field.metadata.get("check")
-        if check is not None:
-            if field.converter is not None:
-                value = field.converter(value)
-            problem = check(value)
-            if problem:
-                raise ConfigError(
-                    f"{where} = {_shown(where, raw)} is not allowed: expected {problem}"
-                )
-        kwargs[key] = value
-    return section_cls(**kwargs)
-
-
-def env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
-    """Map ``ORACULO_<SECTION>_<KEY>`` variables to ``{section: {key: text}}``.
-
-    Raises:
-        ConfigError: a variable names no known section and key.
-    """
-    found: dict[str, dict[str, str]] = {}
-    for name, value in environ.items():
-        if not name.startswith(ENV_PREFIX) or name.startswith(ENV_NOT_CONFIG):
-            continue
-        rest = name[len(ENV_PREFIX) :].lower()
-        for section in SECTIONS:
-            if rest.startswith(section + "_"):
-                key = rest[len(section) + 1 :]
-                if key not in _fields(SECTIONS[section]):
-                    raise ConfigError(
-                        f"environment variable {name} names unknown key {section}.{key}"
-                    )
-                found.setdefault(section, {})[key] = value
-                break
-        else:
-            sections = ", ".join(s.upper() for s in SECTIONS)
-            raise ConfigError(
-                f"environment variable {name} names no configuration section "
-                f"(ORACULO_<SECTION>_<KEY>, SECTION one of {sections})"
-            )
-    return found
-
-
-def load_settings(
-    path: str | os.PathLike[str] | None = None,
-    environ: Mapping[str, str] | None = None,
-    overrides: Mapping[str, Mapping[str, Any]] | None = None,
-) -> Settings:
-    """Load, merge and validate the configuration.
-
-    Precedence, lowest first: defaults, the TOML file, ``ORACULO_*`` variables, then
-    ``overrides`` (command-line options).
-
-    Args:
-        path: a TOML file, or None for defaults only.
-        environ: the environment to read overrides from (``os.environ`` if None).
-        overrides: ``{section: {key: value}}`` applied last.
-
-    Returns:
-        The validated :class:`Settings`.
-
-    Raises:
-        ConfigError: unreadable file, bad TOML, unknown section or key, or a value that is
-            not allowed; the message names the key, the value and what is allowed.
-    """
-    document: dict[str, Any] = {}
-    source = "defaults"
-    if path is not None:
-        source = str(path)
-        try:
-            with open(path, "rb") as file:
-                document = tomllib.load(file)
-        except FileNotFoundError:
-            raise ConfigError(f"configuration file {source} does not exist") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"configuration file {source} is not valid TOML: {exc}") from None
-    merged: dict[str, dict[str, Any]] = {}
-    for section, values in document.items():
-        if section not in SECTIONS:
-            allowed = ", ".join(SECTIONS)
-            raise ConfigError(f"unknown section [{section}] in {source}; sections: {allowed}")
-        if not isinstance(values, dict):
-            raise ConfigError(f"[{section}] in {source} must be a table")
-        merged[section] = dict(values)
-    env = env_overrides(os.environ if environ is None else environ)
-    for layer in (env, overrides or {}):
-        for section, values in layer.items():
-            merged.setdefault(section, {}).update(values)
-    sections = {name: _build_section(name, merged.get(name, {})) for name in SECTIONS}
-    settings = Settings(**sections, source=source)
-    _check_across_sections(settings)
-    return settings
-
-
-def _check_across_sections(settings: Settings) -> None:
-    feed = settings.feed
-    if feed.reconnect_initial > feed.reconnect_max:
-        raise ConfigError(
-            f"feed.reconnect_initial = {feed.reconnect_initial} is not allowed: expected at "
-            f"most feed.reconnect_max ({feed.reconnect_max})"
-        )
-    if not feed.depth_streams and not feed.trade_streams:
-        raise ConfigError(
-            "feed.depth_streams and feed.trade_streams are both empty: nothing to read"
-        )
-    if "depth" in feed.depth_streams and len(feed.depth_streams) > 1:
-        raise ConfigError(
-            f"feed.depth_streams = {list(feed.depth_streams)} is not allowed: the diff stream "
-            "'depth' keeps the symbol's one book, so it goes alone"
-        )
-
-    least = 2 * snapshot_weight(feed.snapshot_limit)
-    if "depth" in feed.depth_streams and feed.rest_weight_budget < least:
-        raise ConfigError(
-            f"feed.rest_weight_budget = {feed.rest_weight_budget} is not allowed: expected at "
-            f"least the weight of two snapshots of feed.snapshot_limit = {feed.snapshot_limit} "
-            f"levels ({least})"
-        )
-    if "webhook" in settings.dispatch.sinks and not settings.dispatch.webhook_url:
-        raise ConfigError(
-            "dispatch.sinks includes 'webhook' but dispatch.webhook_url is empty: "
-            "expected an http:// or https:// URL"
-        )
-    dispatch = settings.dispatch
-    private = dispatch.webhook_block_private and _non_public_host(dispatch.webhook_url)
-    if private:
-        raise ConfigError(
-            f"dispatch.webhook_url = {_shown('dispatch.webhook_url', dispatch.webhook_url)} is "
-            f"not allowed: its host {private!r} is not a public address and "
-            "dispatch.webhook_block_private is true"
-        )
-    if settings.cluster.mode == "postgres" and not settings.database.url.startswith(
-        ("postgresql://", "postgres://")
-    ):
-        raise ConfigError(
-            "cluster.mode = 'postgres' needs PostgreSQL, but database.url is "
-            f"{_shown('database.url', settings.database.url)}: SQLite serves one instance "
-            "only. Use a postgresql:// database.url, or cluster.mode = 'single'"
-        )
-
-
-def configuration_reference() -> str:
-    """Every configuration key with its default and help, for ``--help`` and the README."""
-    lines = []
-    for section, section_cls in SECTIONS.items():
-        lines.append(f"[{section}]")
-        for name, field in _fields(section_cls).items():
-            default = field.default
-            if isinstance(default, tuple):
-                default = list(default)
-            env = f"{ENV_PREFIX}{section.upper()}_{name.upper()}"
-            lines.append(f"  {name} = {default!r}   ({env})")
-            lines.append(f"      {field.metadata['help']}")
-    return "\n".join(lines)
-
-
-def rules_path(settings: Settings) -> Path:
-    """The rule file, relative paths taken from the configuration file's folder."""
-    path = Path(settings.rules.file)
-    if not path.is_absolute() and settings.source not in ("defaults",):
-        path = Path(settings.source).parent / path
-    return path
-
-
-def resolve_rule_class(reference: str) -> type:
-    """Import ``module:Class`` for a custom rule kind."""
-    import importlib
-
-    module_name, _, class_name = reference.partition(":")
-    module = importlib.import_module(module_name)
-    try:
-        return getattr(module, class_name)
-    except AttributeError:
-        raise ImportError(f"module {module_name!r} has no {class_name!r}") from None
-
-
-def load_rule_file(path: str | os.PathLike[str]) -> list:
-    """Read and validate a rule file.
-
-    Returns:
-        The compiled rules (``oraculo_trio.core.rules.CompiledRule``).
-
-    Raises:
-        ConfigError: the file is missing or not TOML, or a rule is invalid (the message
-            names the rule id and the key).
-    """
-    from oraculo_trio.core.rules import parse_rules
-
-    try:
-        with open(path, "rb") as file:
-            document = tomllib.load(file)
-    except FileNotFoundError:
-        raise ConfigError(f"rules.file: {path} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"rule file {path} is not valid TOML: {exc}") from None
-    return parse_rules(document, resolve_rule_class)

@@ -1,0 +1,61 @@
+"""Configuration: ``oraculo.toml`` plus ``ORACULO_<SECTION>_<KEY>`` environment overrides.
+
+Every key is declared once, in :mod:`~oraculo_trio.settings.schema`, with its type, default,
+allowed values and help text; the same declarations validate the file, parse environment
+values (:mod:`~oraculo_trio.settings.loading`) and print the configuration reference in
+``oraculo-trio run --help``. An unknown section or key is an error that names it, so a typo
+never passes silently. :mod:`~oraculo_trio.settings.secrets` keeps passwords and tokens out of
+messages.
+
+Rule files are read by :mod:`oraculo_trio.pipeline.rules_source`.
+"""
+
+from oraculo_trio.settings.loading import (
+    ENV_NOT_CONFIG,
+    ENV_PREFIX,
+    configuration_reference,
+    env_overrides,
+    load_settings,
+)
+from oraculo_trio.settings.schema import (
+    DEPTH_STREAM_KINDS,
+    LOG_LEVELS,
+    SECTIONS,
+    TRADE_STREAM_KINDS,
+    ClusterSettings,
+    DatabaseSettings,
+    DispatchSettings,
+    FeedSettings,
+    HttpSettings,
+    ObserveSettings,
+    PipelineSettings,
+    RulesSettings,
+    ServiceSettings,
+    Settings,
+)
+from oraculo_trio.settings.secrets import SECRET_KEYS, exposed_secrets, mask_url
+
+__all__ = [
+    "DEPTH_STREAM_KINDS",
+    "ENV_NOT_CONFIG",
+    "ENV_PREFIX",
+    "LOG_LEVELS",
+    "SECRET_KEYS",
+    "SECTIONS",
+    "TRADE_STREAM_KINDS",
+    "ClusterSettings",
+    "DatabaseSettings",
+    "DispatchSettings",
+    "FeedSettings",
+    "HttpSettings",
+    "ObserveSettings",
+    "PipelineSettings",
+    "RulesSettings",
+    "ServiceSettings",
+    "Settings",
+    "configuration_reference",
+    "env_overrides",
+    "exposed_secrets",
+    "load_settings",
+    "mask_url",
+]

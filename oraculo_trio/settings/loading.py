@@ -1,0 +1,243 @@
+"""Loading the configuration: the TOML file, ``ORACULO_<SECTION>_<KEY>`` overrides, the
+checks across sections, and the configuration reference printed by ``--help``."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import attrs
+
+from oraculo_trio.errors import ConfigError
+from oraculo_trio.feeds.binance_rest import snapshot_weight
+from oraculo_trio.settings.schema import SECTIONS, Settings
+from oraculo_trio.settings.secrets import shown_value
+
+ENV_PREFIX = "ORACULO_"
+# Environment variables of ours that are not configuration keys.
+ENV_NOT_CONFIG = ("ORACULO_CONFIG", "ORACULO_REQUIRE_SERVICES", "ORACULO_TEST_")
+
+
+def _fields(section_cls: type) -> dict[str, attrs.Attribute]:
+    attrs.resolve_types(section_cls)
+    return {f.name: f for f in attrs.fields(section_cls)}
+
+
+def _kind(field: attrs.Attribute) -> type:
+    t = field.type
+    if t in (int, float, bool, str):
+        return t
+    return tuple
+
+
+def _coerce(where: str, field: attrs.Attribute, value: Any) -> Any:
+    kind = _kind(field)
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false"):
+            return value.lower() in ("1", "true", "yes", "on")
+        raise ConfigError(f"{where} = {value!r}: expected true or false")
+    if kind is int or kind is float:
+        if isinstance(value, str):
+            try:
+                return kind(value)
+            except ValueError:
+                pass
+        # An integer is a number too, never a boolean; a float is not an integer.
+        elif isinstance(value, int | kind) and not isinstance(value, bool):
+            return kind(value)
+        expected = "an integer" if kind is int else "a number"
+        raise ConfigError(f"{where} = {value!r}: expected {expected}")
+    if kind is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{where} = {shown_value(where, value)}: expected a string")
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ConfigError(f"{where} = {value!r}: expected a list of strings")
+
+
+def _build_section(name: str, values: Mapping[str, Any]) -> Any:
+    section_cls = SECTIONS[name]
+    fields = _fields(section_cls)
+    kwargs = {}
+    for key, raw in values.items():
+        where = f"{name}.{key}"
+        field = fields.get(key)
+        if field is None:
+            allowed = ", ".join(sorted(fields))
+            raise ConfigError(f"unknown key {where!r}; [{name}] takes: {allowed}")
+        value = _coerce(where, field, raw)
+        check = field.metadata.get("check")
+        if check is not None:
+            if field.converter is not None:
+                value = field.converter(value)
+            problem = check(value)
+            if problem:
+                raise ConfigError(
+                    f"{where} = {shown_value(where, raw)} is not allowed: expected {problem}"
+                )
+        kwargs[key] = value
+    return section_cls(**kwargs)
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """Map ``ORACULO_<SECTION>_<KEY>`` variables to ``{section: {key: text}}``.
+
+    Raises:
+        ConfigError: a variable names no known section and key.
+    """
+    found: dict[str, dict[str, str]] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name.startswith(ENV_NOT_CONFIG):
+            continue
+        rest = name[len(ENV_PREFIX) :].lower()
+        for section in SECTIONS:
+            if rest.startswith(section + "_"):
+                key = rest[len(section) + 1 :]
+                if key not in _fields(SECTIONS[section]):
+                    raise ConfigError(
+                        f"environment variable {name} names unknown key {section}.{key}"
+                    )
+                found.setdefault(section, {})[key] = value
+                break
+        else:
+            sections = ", ".join(s.upper() for s in SECTIONS)
+            raise ConfigError(
+                f"environment variable {name} names no configuration section "
+                f"(ORACULO_<SECTION>_<KEY>, SECTION one of {sections})"
+            )
+    return found
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Settings:
+    """Load, merge and validate the configuration.
+
+    Precedence, lowest first: defaults, the TOML file, ``ORACULO_*`` variables, then
+    ``overrides`` (command-line options).
+
+    Args:
+        path: a TOML file, or None for defaults only.
+        environ: the environment to read overrides from (``os.environ`` if None).
+        overrides: ``{section: {key: value}}`` applied last.
+
+    Returns:
+        The validated :class:`Settings`.
+
+    Raises:
+        ConfigError: unreadable file, bad TOML, unknown section or key, or a value that is
+            not allowed; the message names the key, the value and what is allowed.
+    """
+    document: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        source = str(path)
+        try:
+            with open(path, "rb") as file:
+                document = tomllib.load(file)
+        except FileNotFoundError:
+            raise ConfigError(f"configuration file {source} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"configuration file {source} is not valid TOML: {exc}") from None
+    merged: dict[str, dict[str, Any]] = {}
+    for section, values in document.items():
+        if section not in SECTIONS:
+            allowed = ", ".join(SECTIONS)
+            raise ConfigError(f"unknown section [{section}] in {source}; sections: {allowed}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"[{section}] in {source} must be a table")
+        merged[section] = dict(values)
+    env = env_overrides(os.environ if environ is None else environ)
+    for layer in (env, overrides or {}):
+        for section, values in layer.items():
+            merged.setdefault(section, {}).update(values)
+    sections = {name: _build_section(name, merged.get(name, {})) for name in SECTIONS}
+    settings = Settings(**sections, source=source)
+    _check_across_sections(settings)
+    return settings
+
+
+def _non_public_host(url: str) -> str | None:
+    """The host of ``url`` when it is a non-public IP address or localhost, else None."""
+    host = urlsplit(url).hostname or ""
+    if host == "localhost" or host.endswith(".localhost"):
+        return host
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return None  # a name: checked at each delivery, once resolved
+    return None if address.is_global and not address.is_multicast else host
+
+
+def _check_across_sections(settings: Settings) -> None:
+    """Rules that tie keys of different sections together."""
+    feed = settings.feed
+    if feed.reconnect_initial > feed.reconnect_max:
+        raise ConfigError(
+            f"feed.reconnect_initial = {feed.reconnect_initial} is not allowed: expected at "
+            f"most feed.reconnect_max ({feed.reconnect_max})"
+        )
+    if not feed.depth_streams and not feed.trade_streams:
+        raise ConfigError(
+            "feed.depth_streams and feed.trade_streams are both empty: nothing to read"
+        )
+    if "depth" in feed.depth_streams and len(feed.depth_streams) > 1:
+        raise ConfigError(
+            f"feed.depth_streams = {list(feed.depth_streams)} is not allowed: the diff stream "
+            "'depth' keeps the symbol's one book, so it goes alone"
+        )
+
+    least = 2 * snapshot_weight(feed.snapshot_limit)
+    if "depth" in feed.depth_streams and feed.rest_weight_budget < least:
+        raise ConfigError(
+            f"feed.rest_weight_budget = {feed.rest_weight_budget} is not allowed: expected at "
+            f"least the weight of two snapshots of feed.snapshot_limit = {feed.snapshot_limit} "
+            f"levels ({least})"
+        )
+    if "webhook" in settings.dispatch.sinks and not settings.dispatch.webhook_url:
+        raise ConfigError(
+            "dispatch.sinks includes 'webhook' but dispatch.webhook_url is empty: "
+            "expected an http:// or https:// URL"
+        )
+    dispatch = settings.dispatch
+    private = dispatch.webhook_block_private and _non_public_host(dispatch.webhook_url)
+    if private:
+        shown = shown_value("dispatch.webhook_url", dispatch.webhook_url)
+        raise ConfigError(
+            f"dispatch.webhook_url = {shown} is not allowed: its host {private!r} is not a "
+            "public address and dispatch.webhook_block_private is true"
+        )
+    if settings.cluster.mode == "postgres" and not settings.database.url.startswith(
+        ("postgresql://", "postgres://")
+    ):
+        raise ConfigError(
+            "cluster.mode = 'postgres' needs PostgreSQL, but database.url is "
+            f"{shown_value('database.url', settings.database.url)}: SQLite serves one instance "
+            "only. Use a postgresql:// database.url, or cluster.mode = 'single'"
+        )
+
+
+def configuration_reference() -> str:
+    """Every configuration key with its default and help, for ``--help`` and the README."""
+    lines = []
+    for section, section_cls in SECTIONS.items():
+        lines.append(f"[{section}]")
+        for name, field in _fields(section_cls).items():
+            default = field.default
+            if isinstance(default, tuple):
+                default = list(default)
+            env = f"{ENV_PREFIX}{section.upper()}_{name.upper()}"
+            lines.append(f"  {name} = {default!r}   ({env})")
+            lines.append(f"      {field.metadata['help']}")
+    return "\n".join(lines)
