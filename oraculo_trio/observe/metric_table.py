@@ -136,6 +136,19 @@ SERVICE_METRICS: tuple[MetricSpec, ...] = (
         children=True,
     ),
     MetricSpec(
+        "evaluated_age",
+        "oraculo_alerts_evaluated_age_seconds",
+        HISTOGRAM,
+        SECONDS,
+        "Age of each message when its rules were evaluated: now minus the exchange's event "
+        "time E (minus the read time where a payload has no E), seconds. What a user waits "
+        "for, backlog included.",
+        labels=("stream",),
+        buckets=LATENCY_BUCKETS,
+        initial=(STREAMS,),
+        children=True,
+    ),
+    MetricSpec(
         "queue_time_latest",
         "oraculo_alerts_queue_time_latest_seconds",
         GAUGE,

@@ -251,6 +251,7 @@ class ShardConsumer:
     settings: ConsumerSettings
     books: ShardBooks | None = None
     _queue_time: FastHistogramChild = attrs.field(init=False)
+    _evaluated_age: FastHistogramChild = attrs.field(init=False)
     _queue_time_latest: Gauge = attrs.field(init=False)
     _queue_depth: Gauge = attrs.field(init=False)
     _evaluated: Counter = attrs.field(init=False)
@@ -264,6 +265,7 @@ class ShardConsumer:
     def __attrs_post_init__(self) -> None:
         metrics, stream = self.metrics, self.stream
         self._queue_time = metrics.queue_time[stream]
+        self._evaluated_age = metrics.evaluated_age[stream]
         self._queue_time_latest = metrics.queue_time_latest[stream]
         self._queue_depth = metrics.queue_depth[stream, self.shard]
         self._evaluated = metrics.evaluated[stream]
@@ -310,6 +312,7 @@ class ShardConsumer:
         # Bound once per batch, so that the loop looks nothing up per message.
         receive_nowait = self.receive_channel.receive_nowait
         observe_queue_time = self._queue_time.observe
+        observe_age = self._evaluated_age.observe
         process = self.engine.process
         books = self.books
         batch_max = self.settings.batch_max
@@ -352,6 +355,7 @@ class ShardConsumer:
                 lag = event.received_wall - event_time_ms * 0.001
                 if lag > lag_max:
                     lag_max = lag
+            observe_age(age)
             fresh = age <= stale_after
             if books is not None and type(event) is DepthDiff:
                 raised = books.process(event, now, now_wall, fresh)
