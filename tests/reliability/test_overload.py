@@ -26,7 +26,7 @@ import trio
 
 from oraculo_trio.loadtest.report import accounted
 from oraculo_trio.loadtest.runner import RunConfig, run_load_test
-from tests.e2e.processes import parse_accounting
+from oraculo_trio.testing.processes import parse_terms
 from tests.reliability.conftest import Mode
 from tests.reliability.rig import check_store, record
 
@@ -38,7 +38,7 @@ def final_terms(log: Path, what: str) -> dict[str, int]:
     for line in reversed(log.read_text().splitlines()):
         match = re.search(rf"service stopped; {what}: (.*)$", line)
         if match:
-            return parse_accounting(match.group(1))
+            return parse_terms(match.group(1))
     raise AssertionError(f"no 'service stopped; {what}' line in {log}")
 
 
