@@ -61,39 +61,27 @@ from oraculo_trio.testing.config import service_settings
 from oraculo_trio.testing.market import MarketScript
 from oraculo_trio.testing.service import AlertService, RecordingSink
 
-__all__ = [
-    "AlertService",
-    "MarketScript",
-    "RecordingSink",
+FIXTURES = (
     "alert_rules",
     "alert_service",
     "alert_service_config",
     "market_script",
     "market_symbols",
     "mock_exchange",
-    "service_settings",
     "wait_for_alert",
-]
+)
+"""The names of the plugin's fixtures (in :mod:`~oraculo_trio.testing.fixtures`)."""
+
+__all__ = ["FIXTURES", "AlertService", "MarketScript", "RecordingSink", "service_settings"]
+__all__ += FIXTURES
 
 # pytest registers the fixtures of this module when it loads the plugin.
 pytest_plugins = ["oraculo_trio.testing.fixtures"]
 
-_FIXTURES = frozenset(
-    {
-        "alert_rules",
-        "alert_service",
-        "alert_service_config",
-        "market_script",
-        "market_symbols",
-        "mock_exchange",
-        "wait_for_alert",
-    }
-)
-
 
 def __getattr__(name: str) -> Any:
     # The fixtures import pytest: only on demand, so the harness works without it.
-    if name in _FIXTURES:
+    if name in FIXTURES:
         from oraculo_trio.testing import fixtures
 
         return getattr(fixtures, name)

@@ -1,4 +1,5 @@
-"""The fixtures of the pytest plugin (see :mod:`oraculo_trio.testing`)."""
+"""The fixtures of the pytest plugin (see :mod:`oraculo_trio.testing`; their names are
+``oraculo_trio.testing.FIXTURES``)."""
 
 from __future__ import annotations
 
@@ -16,16 +17,6 @@ from oraculo_trio.store.base import open_store
 from oraculo_trio.testing.config import service_settings
 from oraculo_trio.testing.market import MarketScript
 from oraculo_trio.testing.service import AlertService, RecordingSink, start_service, stop_service
-
-__all__ = [
-    "alert_rules",
-    "alert_service",
-    "alert_service_config",
-    "market_script",
-    "market_symbols",
-    "mock_exchange",
-    "wait_for_alert",
-]
 
 EXCHANGE_TICK = 0.02
 """Seconds between the mock exchange's publishing ticks in these fixtures."""

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
 import pytest
 
+from oraculo_trio import testing
 from oraculo_trio.errors import ConfigError
 from oraculo_trio.settings import load_rule_file, load_settings, rules_path
+from oraculo_trio.testing import fixtures
 from oraculo_trio.testing.config import (
     TEST_DEFAULTS,
     merge_sections,
@@ -119,3 +123,18 @@ def test_the_environment_of_a_service_process() -> None:
     some = service_environ(base, {"http": {"port": 0}})
     assert "ORACULO_HTTP_PORT" not in some
     assert some["ORACULO_FEED_URL"] == "ws://elsewhere"
+
+
+def test_the_harness_imports_without_pytest_and_the_plugin_names_its_fixtures() -> None:
+    # The load tool builds its service with the harness where pytest is not installed.
+    code = (
+        "import sys; sys.modules['pytest'] = None\n"
+        "import oraculo_trio.testing.config, oraculo_trio.testing.processes\n"
+        "import oraculo_trio.testing.postgres, oraculo_trio.testing.service\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=service_environ(), capture_output=True, check=False
+    )
+    assert result.returncode == 0, result.stderr.decode()
+    for name in testing.FIXTURES:
+        assert getattr(testing, name) is getattr(fixtures, name)
