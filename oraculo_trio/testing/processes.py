@@ -23,6 +23,7 @@ the service's ``service.log_level`` must be INFO or DEBUG (its default is INFO).
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import signal
@@ -51,6 +52,8 @@ __all__ = [
     "parse_terms",
     "service_process",
 ]
+
+LOGGER = logging.getLogger("oraculo_trio.testing.processes")
 
 SERVING_LINE = re.compile(
     r"(?<!\] )oraculo_trio\.observe\.http: serving /metrics /healthz /readyz on "
@@ -529,6 +532,16 @@ async def _open(
             nursery.start_soon(_read, process.stderr, child.stderr, log)
             try:
                 yield child
+            except BaseException as exc:
+                if not isinstance(exc, KeyboardInterrupt):
+                    # Under pytest, shown beside the failure ("Captured log").
+                    LOGGER.warning(
+                        "%s: its block ended with %s; its output:\n%s",
+                        child.name,
+                        type(exc).__name__,
+                        child.log_tail(),
+                    )
+                raise
             finally:
                 if process.stdin is not None:
                     # End of input first: a child reading commands stops on it by itself.

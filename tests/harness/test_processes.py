@@ -149,3 +149,20 @@ def test_a_closed_port_refuses_connections() -> None:
 def test_a_private_cluster_port_is_below_the_ephemeral_range() -> None:
     low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     assert 1024 <= quiet_port() < low
+
+
+async def test_a_block_that_fails_logs_the_output_of_its_child(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    code = """
+        import time
+        print("the last words", flush=True)
+        time.sleep(60)
+    """
+    with trio.fail_after(20), pytest.RaisesGroup(ValueError):
+        async with child_process(python(code), name="talker") as child:
+            await child.stdout.until("last words")
+            raise ValueError("the test failed")
+    [record] = [r for r in caplog.records if r.name == "oraculo_trio.testing.processes"]
+    assert "talker: its block ended with ValueError" in record.getMessage()
+    assert "the last words" in record.getMessage()
