@@ -11,7 +11,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -233,7 +232,7 @@ async def test_secrets_never_show_in_logs_metrics_or_errors(
             await trio.to_thread.run_sync(private_cluster.start)
             texts.append(await service.metrics())
             assert await service.stop(signal.SIGTERM) == 0, service.log_tail()
-        texts.extend(service.lines)
+        texts.extend([*service.stderr.lines, *service.stdout.lines])
         rows = await trio.to_thread.run_sync(
             lambda: admin_sql(
                 private_database, "SELECT error FROM dispatch_logs WHERE error IS NOT NULL"
@@ -341,7 +340,7 @@ def test_the_warning_reaches_stderr_at_start_up(tmp_path: Path) -> None:
     path.write_text(f'[database]\nurl = "postgresql://u:{DB_PASSWORD}@127.0.0.1:9/db"\n')
     os.chmod(path, 0o644)
     result = subprocess.run(
-        [sys.executable, "-m", "oraculo_trio.cli", "run", "--config", str(path)],
+        cli_argv("run", "--config", str(path)),
         capture_output=True, text=True, env=service_environ(), timeout=60, check=False,
     )  # fmt: skip
     assert result.returncode != 0
