@@ -17,7 +17,8 @@ The service's HTTP endpoint is configured on port 0: the system picks a free por
 (``serving /metrics /healthz /readyz on http://HOST:PORT``). Under ``run --workers N`` the
 supervisor logs that line before it starts any worker, and the workers' own lines carry a
 ``[worker i]`` tag, so the address found is the supervisor's. The line is logged at INFO:
-the service's ``service.log_level`` must be INFO or DEBUG (its default is INFO).
+:func:`service_process` refuses a configuration whose ``service.log_level`` is above INFO
+(the default is INFO).
 """
 
 from __future__ import annotations
@@ -29,7 +30,8 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
+import tomllib
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,6 +39,7 @@ import attrs
 import trio
 
 from oraculo_trio.errors import OraculoError
+from oraculo_trio.settings import ENV_PREFIX
 from oraculo_trio.testing.config import service_environ
 from oraculo_trio.testing.net import Response, http_get
 
@@ -132,6 +135,18 @@ class OutputLines:
                     + self.tail()
                 )
             await self._changed.wait()
+
+    async def next_line(self) -> str | None:
+        """The line after the last one :meth:`next_line` or :meth:`until` returned; None
+        once the stream ended and every line was returned.
+
+        Cancellation: stops waiting; the next call goes on from the same line.
+        """
+        await self.wait_until(lambda: self._cursor < len(self.lines) or self.ended.is_set())
+        if self._cursor == len(self.lines):
+            return None
+        self._cursor += 1
+        return self.lines[self._cursor - 1]
 
     async def until(self, pattern: str | re.Pattern[str]) -> re.Match[str]:
         """The next line matching ``pattern`` (searched), after the last one returned here.
@@ -485,10 +500,17 @@ def service_process(
         name, cwd, env, log_path, stop_grace: as for :func:`cli_process`.
 
     Raises:
-        ServiceProcessError: it cannot be started.
+        ServiceProcessError: it cannot be started, or would log above INFO (it could not
+            say which port it bound).
 
     Cancellation: leaving the block stops it, shielded, within ``stop_grace``.
     """
+    level = _log_level(config, args, service_environ() if env is None else env)
+    if level not in ("DEBUG", "INFO"):
+        raise ServiceProcessError(
+            f"{name}: service.log_level {level} hides the line that names its HTTP address "
+            "(logged at INFO): run it at INFO or DEBUG"
+        )
     argv = ["run", "--config", str(config)]
     if workers is not None:
         argv += ["--workers", str(workers)]
@@ -496,6 +518,22 @@ def service_process(
     return cli_process(
         [*argv, *args], name=name, cwd=cwd, env=env, log_path=log_path, stop_grace=stop_grace
     )
+
+
+def _log_level(config: str | os.PathLike[str], args: Sequence[str], env: Mapping[str, str]) -> str:
+    """The service's log level: ``--log-level``, else its variable, else the file's."""
+    for index, arg in enumerate(args):
+        if arg.startswith("--log-level="):
+            return arg.partition("=")[2]
+        if arg == "--log-level" and index + 1 < len(args):
+            return args[index + 1]
+    if f"{ENV_PREFIX}SERVICE_LOG_LEVEL" in env:
+        return env[f"{ENV_PREFIX}SERVICE_LOG_LEVEL"]
+    try:
+        with open(config, "rb") as file:
+            return str(tomllib.load(file).get("service", {}).get("log_level", "INFO"))
+    except (OSError, tomllib.TOMLDecodeError):
+        return "INFO"  # the service itself says what is wrong with its file
 
 
 @contextlib.asynccontextmanager

@@ -40,11 +40,13 @@ async def test_output_is_kept_line_by_line_and_waited_on(tmp_path: Path) -> None
     log = tmp_path / "child.log"
     with trio.fail_after(20):
         async with child_process(python(code), log_path=log, stdin=True) as child:
-            assert (await child.stdout.until("^o(n)e$"))[1] == "n"
+            assert await child.stdout.next_line() == "one"
+            assert (await child.stdout.first(re.compile("^o(n)e$")))[1] == "n"
             assert (await child.stderr.first(re.compile(r"err (\d)")))[1] == "1"
             await child.process.stdin.send_all(b"go\n")
             # A last line without its newline counts once the stream ends.
-            assert (await child.stdout.until("three")).string == "three"
+            assert (await child.stdout.until("t(w)o")).string == "two"
+            assert [await child.stdout.next_line() for _ in range(2)] == ["three", None]
             assert await child.wait() == 0
             await child.wait_output()
             with pytest.raises(ServiceProcessError, match="stdout ended before a line matching"):
@@ -139,6 +141,16 @@ async def test_a_service_that_exits_early_says_so(tmp_path: Path) -> None:
             with pytest.raises(ServiceProcessError, match=r"exited \(2\) without logging"):
                 await service.wait_ready()
     assert "http.port" in service.stderr.text
+
+
+def test_a_service_that_would_hide_its_address_is_refused(tmp_path: Path) -> None:
+    config = tmp_path / "oraculo.toml"
+    config.write_text("[service]\nlog_level = 'WARNING'\n")
+    with pytest.raises(ServiceProcessError, match=r"service\.log_level WARNING hides"):
+        service_process(config)
+    service_process(config, "--log-level", "INFO")  # the option wins over the file
+    with pytest.raises(ServiceProcessError, match=r"service\.log_level ERROR hides"):
+        service_process(config, "--log-level=ERROR")
 
 
 def test_a_closed_port_refuses_connections() -> None:
