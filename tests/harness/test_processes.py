@@ -57,7 +57,7 @@ async def test_output_is_kept_line_by_line_and_waited_on(tmp_path: Path) -> None
 
 
 async def test_leaving_the_block_stops_the_whole_process_group() -> None:
-    # The child starts a grandchild in its group and prints its pid; both ignore nothing.
+    # The child starts a grandchild in its process group and prints its pid.
     code = """
         import subprocess, sys, time
         grandchild = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])

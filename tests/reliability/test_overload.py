@@ -5,14 +5,14 @@ TCP backpressure), depth is conflated, the scheduler lag stays bounded, and once
 ends the service catches up within seconds (measured).
 
 On this 2-core machine the real service keeps up with the most the generator can send
-(~50,000 msg/s, twice DESIGN.md's saturation target), so two rows: ``overload/generator-max``
-(the service as it is, at the generator's ceiling) and ``overload/2x-saturation`` (its
-consumers slowed with ``pipeline.debug_batch_delay_ms`` to 6,400 msg/s a stream, 12,800 in
-all, and sent 25,000 msg/s: the depth stream three times what its consumer takes, so the
-overload policy is what is exercised). Trades stay under their consumer's capacity there: a
-trade stream beyond it for a minute would build a backlog at the exchange (the feed waits,
-never drops) whose drain time is the backlog's, not a recovery; the database scenarios show
-that push-back reaching the trade feed.
+(~50,000 msg/s, twice the saturation target of docs/architecture.md), so two rows:
+``overload/generator-max`` (the service as it is, at the generator's ceiling) and
+``overload/2x-saturation`` (its consumers slowed with ``pipeline.debug_batch_delay_ms`` to
+6,400 msg/s a stream, 12,800 in all, and sent 25,000 msg/s: the depth stream three times what
+its consumer takes, so the overload policy is what is exercised). Trades stay under their
+consumer's capacity there: a trade stream beyond it for a minute would build a backlog at the
+exchange (the feed waits, never drops) whose drain time is the backlog's, not a recovery; the
+database scenarios show that push-back reaching the trade feed.
 """
 
 from __future__ import annotations
