@@ -595,13 +595,18 @@ async def _read(stream: trio.abc.ReceiveStream, lines: OutputLines, log: Any) ->
     buffer = b""
     try:
         while chunk := await stream.receive_some(65536):
-            if log is not None:
-                await log.write(chunk)
             *complete, buffer = (buffer + chunk).split(b"\n")
-            for line in complete:
-                lines.add(line.decode("utf-8", "replace"))
+            await _keep(complete, lines, log)
         if buffer:
-            lines.add(buffer.decode("utf-8", "replace"))
+            await _keep([buffer], lines, log)
     finally:
         lines.end()
         await stream.aclose()
+
+
+async def _keep(complete: list[bytes], lines: OutputLines, log: Any) -> None:
+    if log is not None and complete:
+        # Whole lines in one append: stdout's and stderr's never cut into each other.
+        await log.write(b"".join(line + b"\n" for line in complete))
+    for line in complete:
+        lines.add(line.decode("utf-8", "replace"))
