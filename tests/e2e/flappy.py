@@ -22,3 +22,14 @@ class EveryTenthTrade:
 
     def evaluate(self, event: Any, state: RuleState, now: float) -> Signal | None:
         return Signal(event.trade_id % 10 == 0, event.price)
+
+
+def every_tenth_trade_rule(rule_id: str = "tenth", **fields: Any) -> dict[str, Any]:
+    """A rule-file entry of this kind: alerts on every tenth trade of any symbol."""
+    return {
+        "id": rule_id,
+        "kind": "tests.e2e.flappy:EveryTenthTrade",
+        "symbols": "*",
+        "trigger": "every_time",
+        **fields,
+    }

@@ -1,5 +1,5 @@
 """The demo as a newcomer runs it: a subprocess, alerts on stdout and in the store, real
-/metrics, and DESIGN.md's accounting term by term."""
+/metrics, and the accounting (docs/architecture.md) term by term."""
 
 from __future__ import annotations
 
@@ -12,18 +12,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from oraculo_trio.demo import demo_rules_path
 from oraculo_trio.store.base import open_store
-from tests.e2e.processes import (
-    EXPECTED_PROMTOOL_FINDINGS,
-    ROOT,
-    LineReader,
-    clean_env,
-    command,
-    free_port,
-    http_get,
-    parse_accounting,
-    promtool_findings,
-    start_process,
-)
+from oraculo_trio.testing.net import http_get
+from oraculo_trio.testing.processes import cli_process, parse_terms
+from tests.observe.prometheus_testing import EXPECTED_PROMTOOL_FINDINGS, promtool_findings
+
+ROOT = Path(__file__).resolve().parents[2]
 
 CONTRACT = (
     "oraculo_event_loop_lag_seconds",
@@ -49,25 +42,28 @@ CONTRACT = (
 
 async def test_demo_end_to_end(tmp_path: Path) -> None:
     database = tmp_path / "demo.db"
-    port = free_port()
-    args = command(
-        "demo", "--duration", "9", "--http-port", str(port),
-        "--database-url", f"sqlite:///{database}",
-    )  # fmt: skip
+    args = [
+        "demo",
+        "--duration",
+        "9",
+        "--http-port",
+        "0",
+        "--database-url",
+        f"sqlite:///{database}",
+    ]
     with trio.fail_after(60):
-        async with trio.open_nursery() as nursery:
-            process = await start_process(
-                nursery, args, cwd=tmp_path, env=clean_env(), stdout=-1, stderr=-1
-            )
-            stdout = LineReader(process.stdout)
-            metrics_url = (await stdout.until(r"metrics at (http://\S+/metrics)"))[1]
+        async with cli_process(args, name="demo", cwd=tmp_path) as demo:
+            metrics_url = (await demo.stdout.until(r"metrics at (http://\S+/metrics)"))[1]
+            _, port = await demo.wait_address()
             assert metrics_url == f"http://127.0.0.1:{port}/metrics"
-            await stdout.until(r"^ALERT firing ")
-            status, exposition = await http_get(metrics_url)
-            assert status == 200
-            lines = await stdout.rest()
-            await process.wait()
-    assert process.returncode == 0, lines
+            await demo.stdout.until(r"^ALERT firing ")
+            scrape = await http_get(metrics_url)
+            returncode = await demo.wait()
+            await demo.wait_output()
+    lines = demo.stdout.lines
+    assert returncode == 0, demo.log_tail()
+    assert scrape.status == 200
+    exposition = scrape.body
 
     # /metrics parses, carries the contract with service="alerts", and promtool agrees.
     families = {f.name: f for f in text_string_to_metric_families(exposition)}
@@ -96,8 +92,8 @@ async def test_demo_end_to_end(tmp_path: Path) -> None:
     ]
     assert sorted(printed) == sorted(stored)
 
-    # DESIGN.md's accounting, term by term, once the demo has drained.
-    terms = parse_accounting(next(line for line in lines if line.startswith("ACCOUNTING")))
+    # The accounting, term by term, once the demo has drained.
+    terms = parse_terms(next(line for line in lines if line.startswith("ACCOUNTING")))
     assert terms["sent"] == terms["received"] > 0
     assert terms["received"] == (
         terms["evaluated"]
@@ -113,17 +109,10 @@ async def test_demo_end_to_end(tmp_path: Path) -> None:
 
 
 async def test_demo_stops_cleanly_on_sigint(tmp_path: Path) -> None:
-    args = command("demo", "--http-port", "0", "--database-url", f"sqlite:///{tmp_path / 'd.db'}")
-    stderr = (tmp_path / "stderr.log").open("wb")
-    with stderr, trio.fail_after(30):
-        async with trio.open_nursery() as nursery:
-            process = await start_process(
-                nursery, args, cwd=ROOT, env=clean_env(), stdout=-1, stderr=stderr
-            )
-            stdout = LineReader(process.stdout)
-            await stdout.until(r"metrics at ")
-            process.send_signal(signal.SIGINT)
-            lines = await stdout.rest()
-            await process.wait()
-    assert process.returncode == 0, (tmp_path / "stderr.log").read_text()[-3000:]
-    assert any(line.startswith("ACCOUNTING ") for line in lines)
+    args = ["demo", "--http-port", "0", "--database-url", f"sqlite:///{tmp_path / 'd.db'}"]
+    with trio.fail_after(30):
+        async with cli_process(args, name="demo", cwd=ROOT) as demo:
+            await demo.stdout.until(r"metrics at ")
+            returncode = await demo.stop(signal.SIGINT)
+    assert returncode == 0, demo.log_tail()
+    assert any(line.startswith("ACCOUNTING ") for line in demo.stdout.lines)

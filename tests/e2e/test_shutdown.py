@@ -16,72 +16,47 @@ from oraculo_trio.mockexchange import (
     synthetic_symbols,
 )
 from oraculo_trio.store.base import open_store
-from tests.e2e.processes import (
-    LineReader,
-    clean_env,
-    command,
-    free_port,
-    http_get,
-    start_process,
-    write_service_config,
-)
+from oraculo_trio.testing.config import service_sections, write_service_config
+from oraculo_trio.testing.processes import service_process
+from tests.e2e.flappy import every_tenth_trade_rule
 
 GRACE = 5.0
 
 
-def config(tmp_path: Path, ws_url: str, symbols: list[str], port: int) -> Path:
-    return write_service_config(
-        tmp_path,
-        {
-            "service": {"shutdown_grace": GRACE},
-            "feed": {
-                "url": ws_url,
-                "symbols": symbols,
-                "depth_streams": ["depth20"],
-                "trade_streams": ["trade"],
-            },
-            "database": {"url": f"sqlite:///{tmp_path / 'alerts.db'}"},
-            "dispatch": {"sinks": ["stdout"]},
-            "http": {"port": port},
-            "observe": {"dump_dir": str(tmp_path / "dumps")},
-        },
+def config(tmp_path: Path, ws_url: str, symbols: list[str]) -> Path:
+    """A service alerting on every tenth trade, printing each transition on stdout."""
+    sections = service_sections(
+        exchange_url=ws_url,
+        symbols=symbols,
+        database_url=f"sqlite:///{tmp_path / 'alerts.db'}",
+        dump_dir=tmp_path / "dumps",
+        overrides={"service": {"shutdown_grace": GRACE}, "dispatch": {"sinks": ["stdout"]}},
     )
+    return write_service_config(tmp_path, sections, [every_tenth_trade_rule()])
 
 
 async def test_sigterm_under_load_drains_and_persists(tmp_path: Path) -> None:
     symbols = synthetic_symbols(20)
     market = RandomWalkMarket(symbols, rate_per_s=3000, trade_ratio=0.3, seed=7)
-    port = free_port()
-    stderr = (tmp_path / "stderr.log").open("wb")
-    with stderr, trio.fail_after(60):
+    with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             exchange = await nursery.start(
                 MockExchange(market, ExchangeSettings(ping_interval=None)).serve
             )
-            cfg = config(tmp_path, exchange.ws_url, symbols, port)
-            process = await start_process(
-                nursery,
-                command("run", "--config", str(cfg)),
-                cwd=tmp_path.parent,
-                env=clean_env(),
-                stdout=-1,
-                stderr=stderr,
-            )
-            stdout = LineReader(process.stdout)
-            await stdout.until(r"^ALERT firing tenth ")
-            # Under load for a moment longer, then the signal.
-            for _ in range(200):
-                await stdout.next_line()
-            status, _ = await http_get(f"http://127.0.0.1:{port}/readyz")
-            assert status == 200
-            signalled = trio.current_time()
-            process.send_signal(signal.SIGTERM)
-            lines = await stdout.rest()
-            await process.wait()
-            took = trio.current_time() - signalled
+            async with service_process(config(tmp_path, exchange.ws_url, symbols)) as service:
+                stdout = service.stdout
+                await stdout.until(r"^ALERT firing tenth ")
+                # Under load for a moment longer, then the signal.
+                seen = len(stdout.lines)
+                await stdout.wait_until(lambda: len(stdout.lines) >= seen + 200)
+                assert (await service.get("/readyz")).status == 200
+                signalled = trio.current_time()
+                code = await service.stop(signal.SIGTERM)
+                took = trio.current_time() - signalled
             nursery.cancel_scope.cancel()
-    assert process.returncode == 0, (tmp_path / "stderr.log").read_text()[-3000:]
+    assert code == 0, service.log_tail()
     assert took < GRACE + 3.0
+    lines = service.stdout.lines
     printed = Counter(tuple(line.split()[1:4]) for line in lines if line.startswith("ALERT "))
     assert sum(printed.values()) > 100
     async with open_store(f"sqlite:///{tmp_path / 'alerts.db'}", statement_timeout=5) as store:

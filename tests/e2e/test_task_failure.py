@@ -27,7 +27,7 @@ from oraculo_trio.pipeline.rules_source import load_rule_file
 from oraculo_trio.pipeline.service import run_service
 from oraculo_trio.settings import load_settings
 from oraculo_trio.store.base import open_store
-from tests.e2e.processes import clean_env, command, free_port
+from oraculo_trio.testing.processes import service_process
 from tests.e2e.test_shutdown import config
 
 REFUSAL = "alert_events refuses new rows"
@@ -60,18 +60,12 @@ async def test_the_cli_exits_non_zero_with_the_traceback_when_a_task_fails(
             exchange = await nursery.start(
                 MockExchange(market, ExchangeSettings(ping_interval=None)).serve
             )
-            cfg = config(tmp_path, exchange.ws_url, symbols, free_port())
-            result = await trio.run_process(
-                command("run", "--config", str(cfg)),
-                cwd=tmp_path.parent,
-                env=clean_env(),
-                capture_stdout=True,
-                capture_stderr=True,
-                check=False,
-            )
+            async with service_process(config(tmp_path, exchange.ws_url, symbols)) as service:
+                returncode = await service.wait()
+                await service.wait_output()
             nursery.cancel_scope.cancel()
-    stderr = result.stderr.decode()
-    assert result.returncode == 1, stderr[-3000:]
+    stderr = service.stderr.text
+    assert returncode == 1, stderr[-3000:]
     assert "task store_writer failed: StoreError" in stderr
     assert "Traceback (most recent call last)" in stderr
     assert REFUSAL in stderr
@@ -89,7 +83,7 @@ async def test_the_failure_is_counted_and_ends_run_service(
             exchange = await nursery.start(
                 MockExchange(market, ExchangeSettings(ping_interval=None)).serve
             )
-            cfg = config(tmp_path, exchange.ws_url, symbols, 0)
+            cfg = config(tmp_path, exchange.ws_url, symbols)
             settings = load_settings(cfg, environ={})
             rules = load_rule_file(tmp_path / "rules.toml")
             handle = await nursery.start(

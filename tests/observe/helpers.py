@@ -1,32 +1,8 @@
-"""Small helpers shared by the observe tests."""
+"""Small fakes shared by the observe tests."""
 
 from __future__ import annotations
 
-import urllib.error
-import urllib.request
-
 import attrs
-
-
-@attrs.frozen
-class Response:
-    """What a test needs from an HTTP answer."""
-
-    status: int
-    content_type: str
-    body: str
-
-
-def fetch(url: str, timeout: float = 5.0) -> Response:
-    """GET ``url`` (blocking: call it from a thread), 4xx/5xx included."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return Response(
-                response.status, response.headers["Content-Type"], response.read().decode()
-            )
-    except urllib.error.HTTPError as error:
-        with error:
-            return Response(error.code, error.headers["Content-Type"], error.read().decode())
 
 
 class FakeClock:

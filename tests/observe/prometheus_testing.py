@@ -8,20 +8,22 @@ first evaluation that sees its condition.
 
 from __future__ import annotations
 
-import functools
 import json
 import re
+import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import attrs
 import trio
 
-from tests.e2e.processes import free_port, require_tool
+from oraculo_trio.testing.net import http_get
+from oraculo_trio.testing.processes import child_process
+from tests.services import require_tool
 
 REPO = Path(__file__).resolve().parents[2]
 GRAFANA = REPO / "grafana"
@@ -47,7 +49,7 @@ def without_comparison(expr: str) -> str:
 
 
 def plan_queries() -> list[str]:
-    """The plan's section 5 expressions, as ``grafana/plan_queries.promql`` holds them."""
+    """The runbook's CPU and GIL expressions, one a line in ``grafana/plan_queries.promql``."""
     lines = PLAN_QUERIES.read_text(encoding="utf-8").splitlines()
     return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
 
@@ -149,12 +151,8 @@ class Prometheus:
             await trio.sleep(0.25)  # Prometheus has no push: poll it (the test bounds it)
 
 
-def _ready(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/-/ready", timeout=2) as response:
-            return response.status == 200
-    except (urllib.error.URLError, OSError):
-        return False
+LISTENING = re.compile(r'msg="Listening on" address=(?P<address>\S+)')
+"""Prometheus's log line naming the address its web server bound."""
 
 
 async def run_prometheus(
@@ -165,6 +163,8 @@ async def run_prometheus(
 ) -> None:
     """Run a real Prometheus scraping ``target`` (``host:port``) until cancelled.
 
+    Its web server listens on port 0 of 127.0.0.1: the port comes from its log.
+
     Args:
         directory: its configuration, TSDB and log go here.
         target: the service's HTTP address.
@@ -174,28 +174,47 @@ async def run_prometheus(
     """
     binary = require_tool("prometheus")
     config = write_config(directory, target)
-    port = free_port()
     log = directory / "prometheus.log"
     command = [
         binary,
         f"--config.file={config}",
         f"--storage.tsdb.path={directory / 'tsdb'}",
-        f"--web.listen-address=127.0.0.1:{port}",
-        "--log.level=warn",
+        "--web.listen-address=127.0.0.1:0",
+        "--log.level=info",
     ]
-    with log.open("wb") as output:
-        async with trio.open_nursery() as nursery:
-            process = await nursery.start(
-                functools.partial(
-                    trio.run_process, command, stdout=output, stderr=output, check=False
-                )
-            )
-            url = f"http://127.0.0.1:{port}"
-            with trio.fail_after(20):
-                while not await trio.to_thread.run_sync(_ready, url):
-                    if process.returncode is not None:
-                        raise RuntimeError(
-                            f"prometheus exited ({process.returncode}): {log.read_text()}"
-                        )
-                    await trio.sleep(0.1)  # a process starting up: poll its readiness
-            task_status.started(Prometheus(url, log))
+    async with child_process(command, name="prometheus", log_path=log) as prometheus:
+        with trio.fail_after(20):
+            listening = await prometheus.stderr.first(LISTENING)
+            url = f"http://{listening['address']}"
+            while (await _status(f"{url}/-/ready")) != 200:
+                if prometheus.returncode is not None:
+                    raise RuntimeError(f"prometheus exited: {prometheus.log_tail()}")
+                await trio.sleep(0.1)  # a process starting up: poll its readiness
+        task_status.started(Prometheus(url, log))
+        await trio.sleep_forever()
+
+
+async def _status(url: str) -> int | None:
+    try:
+        return (await http_get(url, timeout=2.0)).status
+    except OSError:
+        return None
+
+
+EXPECTED_PROMTOOL_FINDINGS: Sequence[str] = (
+    "oraculo_db_insert_ms metric names should not contain abbreviated units",
+    'oraculo_threads_total non-counter metrics should not have "_total" suffix',
+)
+"""What ``promtool check metrics`` says of the exposition: two names of the metric contract
+(docs/architecture.md) that dashboards and alerts already use, kept although promtool flags
+them."""
+
+
+def promtool_findings(text: str) -> list[str]:
+    """``promtool check metrics`` findings for an exposition (blocking: run it in a thread)."""
+    promtool = require_tool("promtool")
+    result = subprocess.run(
+        [promtool, "check", "metrics"], input=text.encode(), capture_output=True, check=False
+    )
+    output = (result.stdout + result.stderr).decode()
+    return [line.strip() for line in output.splitlines() if line.strip()]

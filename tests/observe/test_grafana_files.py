@@ -13,7 +13,6 @@ import pytest
 import trio
 
 from oraculo_trio.observe.catalog import metric_catalog
-from tests.e2e.processes import require_tool
 from tests.observe.prometheus_testing import (
     DASHBOARD,
     GRAFANA,
@@ -25,6 +24,7 @@ from tests.observe.prometheus_testing import (
     plan_queries,
     without_comparison,
 )
+from tests.services import require_tool
 
 PLAN_NAME = "alerts-optimization-plan.es.md"
 # Where the plan may be: the shared folder next to the repository (CI), or this machine's.

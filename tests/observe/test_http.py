@@ -15,7 +15,7 @@ from oraculo_trio.observe.health import Readiness, run_store_check
 from oraculo_trio.observe.http import METRICS_CONTENT_TYPE, serve_http
 from oraculo_trio.observe.metrics import ServiceMetrics
 from oraculo_trio.observe.report import health_report
-from tests.observe.helpers import fetch
+from oraculo_trio.testing.net import fetch
 
 
 async def test_metrics_parse_with_the_right_content_type() -> None:

@@ -22,12 +22,11 @@ from oraculo_trio.mockexchange import (
 )
 from oraculo_trio.observe.metrics import DB_OPS, DROP_REASONS, LAG_SPIKE_THRESHOLDS
 from oraculo_trio.pipeline.service import TASK_NAMES, ServiceHandle, run_service
-from tests.e2e.processes import clean_env, command
-from tests.observe.helpers import fetch
-from tests.pipeline.helpers import running_service, service_settings
-from tests.store.conftest import _admin
-from tests.store.conftest import pg_database_url as pg_database_url  # a fixture
-from tests.store.conftest import pg_server as pg_server  # a fixture
+from oraculo_trio.testing.config import service_environ
+from oraculo_trio.testing.net import fetch
+from oraculo_trio.testing.postgres import admin_sql
+from oraculo_trio.testing.processes import cli_argv
+from tests.pipeline.helpers import pipeline_settings, running_service
 
 SHARDS = 2
 # A rule that loads but never fires: the store sees no writes, only the health pings.
@@ -36,8 +35,8 @@ QUIET_RULES = {
         {"id": "never", "kind": "crossing", "symbols": ["*"], "params": {"level": 1e9}},
     ]
 }
-# DESIGN.md's metric contract: type, and the label values every series exists for from
-# start-up (None: the values depend on the process, at least one series).
+# The metric contract (docs/architecture.md): type, and the label values every series exists
+# for from start-up (None: the values depend on the process, at least one series).
 CONTRACT: dict[str, tuple[str, dict[str, set[str] | None]]] = {
     "oraculo_event_loop_lag_seconds": ("gauge", {}),
     "oraculo_event_loop_lag_spikes": ("counter", {"threshold": set(LAG_SPIKE_THRESHOLDS)}),
@@ -71,8 +70,8 @@ def quiet_market() -> RandomWalkMarket:
 async def health(handle: ServiceHandle) -> tuple[int, str]:
     """``oraculo-trio health --url`` against ``handle``'s endpoint: (exit code, stdout)."""
     host, port = handle.http_address
-    args = command("health", "--url", f"http://{host}:{port}", "--timeout", "5")
-    result = await trio.run_process(args, capture_stdout=True, env=clean_env(), check=False)
+    args = cli_argv("health", "--url", f"http://{host}:{port}", "--timeout", "5")
+    result = await trio.run_process(args, capture_stdout=True, env=service_environ(), check=False)
     return result.returncode, result.stdout.decode()
 
 
@@ -98,7 +97,7 @@ async def test_metric_contract_and_health_while_healthy_then_feed_down(tmp_path:
         async with trio.open_nursery() as nursery:
             exchange = MockExchange(market, ExchangeSettings(tick=0.02, ping_interval=None))
             await nursery.start(serve_until_cancelled, exchange_scope, exchange)
-            settings = service_settings(
+            settings = pipeline_settings(
                 tmp_path, exchange.ws_url, market.symbols, pipeline={"shards": SHARDS}
             )
             handle: ServiceHandle = await nursery.start(
@@ -145,9 +144,9 @@ async def test_metric_contract_and_health_while_healthy_then_feed_down(tmp_path:
 async def test_health_cli_cannot_reach_a_service() -> None:
     with trio.fail_after(20):
         result = await trio.run_process(
-            command("health", "--url", "http://127.0.0.1:9", "--timeout", "2"),
+            cli_argv("health", "--url", "http://127.0.0.1:9", "--timeout", "2"),
             capture_stdout=True,
-            env=clean_env(),
+            env=service_environ(),
             check=False,
         )
     assert result.returncode == 1
@@ -171,7 +170,7 @@ async def test_health_turns_unhealthy_when_the_database_goes_away(
             name = pg_database_url.rsplit("/", 1)[1]
             # A real outage: the database is dropped under the running service.
             await trio.to_thread.run_sync(
-                _admin, pg_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+                admin_sql, pg_server, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
             )
             await wait_not_ready(handle, "store")
             down_code, down = await health(handle)

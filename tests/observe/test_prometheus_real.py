@@ -2,9 +2,9 @@
 
 Every PromQL expression the repository ships is evaluated through Prometheus's HTTP API: the
 dashboard's (template variables replaced by the running service's values), the alerting
-rules' (as Prometheus loaded them) and the plan's section 5. The lag, stale-drop and dump
-alerts are made to fire for real: the Trio loop is blocked with ``time.sleep`` and the
-exchange sends trades whose event time is 30 s old.
+rules' (as Prometheus loaded them) and the runbook's CPU and GIL queries. The lag, stale-drop
+and dump alerts are made to fire for real: the Trio loop is blocked with ``time.sleep`` and
+the exchange sends trades whose event time is 30 s old.
 """
 
 from __future__ import annotations
@@ -21,20 +21,22 @@ import trio
 from oraculo_trio.core.rules import parse_rules
 from oraculo_trio.mockexchange import Frame, RandomWalkMarket, synthetic_symbols
 from oraculo_trio.pipeline.service import ServiceHandle
-from tests.e2e.processes import EXPECTED_PROMTOOL_FINDINGS, promtool_findings, require_tool
-from tests.observe.helpers import fetch
+from oraculo_trio.testing.net import fetch
 from tests.observe.prometheus_testing import (
     DASHBOARD,
+    EXPECTED_PROMTOOL_FINDINGS,
     JOB,
     Prometheus,
     PrometheusError,
     dashboard_queries,
     plan_queries,
+    promtool_findings,
     run_prometheus,
     substitute,
     without_comparison,
 )
 from tests.pipeline.helpers import running_service
+from tests.services import require_tool
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.slow]
 

@@ -14,7 +14,8 @@ from oraculo_trio.observe.health import Readiness
 from oraculo_trio.observe.http import serve_http
 from oraculo_trio.observe.metrics import ServiceMetrics
 from oraculo_trio.observe.watchdog import THREAD_NAME, Watchdog
-from tests.observe.helpers import FakeClock, fetch
+from oraculo_trio.testing.net import fetch
+from tests.observe.helpers import FakeClock
 
 
 def dumps_total(metrics: ServiceMetrics) -> float | None:

@@ -14,7 +14,7 @@ from oraculo_trio.observe.metrics import ServiceMetrics
 from oraculo_trio.observe.process import run_process_stats
 from oraculo_trio.observe.supervise import RestartPolicy, start
 from oraculo_trio.observe.watchdog import Watchdog
-from tests.observe.helpers import fetch
+from oraculo_trio.testing.net import fetch
 
 
 async def test_everything_runs_under_one_nursery_and_is_scraped(tmp_path: Path) -> None:

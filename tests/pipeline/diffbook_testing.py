@@ -3,7 +3,6 @@ and a depth rule that records when (and on what book) the rules ran."""
 
 from __future__ import annotations
 
-import functools
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -15,8 +14,9 @@ from oraculo_trio.core.events import DEPTH
 from oraculo_trio.core.rules import CompiledRule, RuleSpec, Signal
 from oraculo_trio.core.sync import LIVE, BookSync
 from oraculo_trio.mockexchange import ExchangeSettings, MockExchange
-from oraculo_trio.pipeline.service import ServiceHandle, run_service
-from tests.pipeline.helpers import service_settings
+from oraculo_trio.pipeline.service import ServiceHandle
+from oraculo_trio.testing.service import start_service, stop_service, wait_subscribed
+from tests.pipeline.helpers import pipeline_settings
 
 FAST = ExchangeSettings(tick=0.02, ping_interval=None, max_requests_per_s=None)
 
@@ -67,7 +67,7 @@ async def diffbook_service(
         exchange.pause()
         await nursery.start(exchange.serve)
         symbols = list(symbols if symbols is not None else market.symbols)
-        settings = service_settings(
+        settings = pipeline_settings(
             tmp_path,
             exchange.ws_url,
             symbols,
@@ -80,16 +80,12 @@ async def diffbook_service(
             },
             pipeline=pipeline or {},
         )
-        handle = await nursery.start(
-            functools.partial(run_service, settings, rules, sinks=(), handle_signals=False)
-        )
+        handle = await start_service(nursery, settings, rules, sinks=())
         speed = "" if settings.feed.depth_update_ms == 1000 else "@100ms"
-        for symbol in symbols:
-            await exchange.wait_for_subscribers(f"{symbol.lower()}@depth{speed}")
+        await wait_subscribed(exchange, symbols, [f"depth{speed}"])
         exchange.resume()
         yield exchange, handle
-        handle.request_shutdown()
-        await handle.stopped.wait()
+        await stop_service(handle)
         nursery.cancel_scope.cancel()
 
 

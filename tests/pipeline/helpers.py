@@ -1,9 +1,8 @@
 """Shared pieces of the pipeline tests: a market the test feeds by hand, sinks that record,
-and settings pointing a service at a mock exchange."""
+and a service reading it from a mock exchange (built with oraculo_trio.testing)."""
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -16,9 +15,14 @@ import trio
 from oraculo_trio.core.events import TRADE
 from oraculo_trio.core.rules import CompiledRule, RuleSpec, Signal
 from oraculo_trio.mockexchange import ExchangeSettings, Frame, MockExchange, trade_payload
-from oraculo_trio.pipeline.service import ServiceHandle, run_service
-from oraculo_trio.settings import Settings, load_settings
+from oraculo_trio.pipeline.service import ServiceHandle
+from oraculo_trio.settings import Settings
 from oraculo_trio.testing import RecordingSink  # noqa: F401 (the pipeline tests import it here)
+from oraculo_trio.testing.config import merge_sections, service_settings
+from oraculo_trio.testing.service import running_service as serving
+
+FAST_EXCHANGE = ExchangeSettings(tick=0.02, ping_interval=None)
+"""The mock exchange of these tests: a tick every 20 ms, no pings."""
 
 
 @attrs.define(eq=False)
@@ -75,27 +79,18 @@ def recorder_rule(recorder: TradeRecorder) -> CompiledRule:
     return CompiledRule(spec, recorder)
 
 
-def service_settings(
+def pipeline_settings(
     tmp_path: Path, ws_url: str, symbols: Sequence[str], **sections: dict[str, Any]
 ) -> Settings:
-    """Settings for a service on port 0 with a temporary SQLite store, pointed at ``ws_url``."""
-    overrides: dict[str, dict[str, Any]] = {
-        "feed": {
-            "url": ws_url,
-            "symbols": list(symbols),
-            "depth_streams": ["depth20"],
-            "trade_streams": ["trade"],
-            "reconnect_initial": 0.05,
-            "reconnect_max": 0.2,
-        },
-        "database": {"url": f"sqlite:///{tmp_path / 'alerts.db'}"},
-        "http": {"port": 0},
-        "dispatch": {"sinks": []},
-        "observe": {"dump_dir": str(tmp_path / "dumps")},
-    }
-    for section, values in sections.items():
-        overrides.setdefault(section, {}).update(values)
-    return load_settings(None, environ={}, overrides=overrides)
+    """Settings of a test service (the harness's defaults, reconnects capped at 0.2 s) with
+    a SQLite store in ``tmp_path``, reading ``symbols`` from ``ws_url``."""
+    return service_settings(
+        f"sqlite:///{tmp_path / 'alerts.db'}",
+        ws_url,
+        symbols,
+        merge_sections({"feed": {"reconnect_max": 0.2}}, sections),
+        dump_dir=tmp_path / "dumps",
+    )
 
 
 @asynccontextmanager
@@ -112,19 +107,10 @@ async def running_service(
     On exit the service shuts down gracefully (drain, flush) and the exchange stops.
     """
     async with trio.open_nursery() as nursery:
-        exchange_settings = ExchangeSettings(tick=0.02, ping_interval=None)
-        exchange = await nursery.start(MockExchange(market, exchange_settings).serve)
-        settings = service_settings(tmp_path, exchange.ws_url, market.symbols, **sections)
-        handle = await nursery.start(
-            functools.partial(run_service, settings, rules, sinks=sinks, handle_signals=False)
-        )
-        await handle.wait_connected()
-        for symbol in market.symbols:
-            for kind in ("trade", "depth20@100ms"):
-                await exchange.wait_for_subscribers(f"{symbol.lower()}@{kind}")
-        yield exchange, handle
-        handle.request_shutdown()
-        await handle.stopped.wait()
+        exchange = await nursery.start(MockExchange(market, FAST_EXCHANGE).serve)
+        settings = pipeline_settings(tmp_path, exchange.ws_url, market.symbols, **sections)
+        async with serving(settings, rules, sinks=sinks, exchange=exchange) as handle:
+            yield exchange, handle
         nursery.cancel_scope.cancel()
 
 

@@ -13,17 +13,12 @@ in its figures; whether it passed comes from the test's outcome.
 from __future__ import annotations
 
 import os
-import re
-import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
 from tests.reliability.report import Figures, format_table, write_report
-from tests.store.conftest import _admin, unavailable
-from tests.store.pg_cluster import ClusterUnavailable, PgCluster
 
 ROOT = Path(__file__).resolve().parents[2]
 MODES = ("quick", "full")
@@ -40,7 +35,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         choices=MODES,
         default=None,
         help="reliability scenarios: quick (short versions, the default) or full (under "
-        "load, the issue's durations); chosen explicitly, writes "
+        "load, full durations); chosen explicitly, writes "
         "artifacts/reliability/<timestamp>/report.json and prints the table",
     )
     group.addoption(
@@ -48,7 +43,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         type=float,
         default=None,
         help="messages per second of the overload/generator-max scenario (default: 50,000, "
-        "twice DESIGN.md's saturation target; the generator sends what it can)",
+        "twice the saturation target; the generator sends what it can)",
     )
     group.addoption(
         "--rss-bound-mb",
@@ -144,43 +139,3 @@ def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
     for line in format_table([f.row() for f in figures]).splitlines():
         terminalreporter.write_line(line)
     terminalreporter.write_line(f"report: {path.relative_to(ROOT)}")
-
-
-# ------------------------------------------------------------------------------------------
-# PostgreSQL: one private cluster for the session (never the shared server on 5432)
-
-
-@pytest.fixture(scope="session")
-def private_cluster() -> Iterator[PgCluster]:
-    """A private PostgreSQL cluster (initdb, a free port), started; destroyed at the end.
-
-    Scenarios stop, restart and reconfigure it; each leaves it running.
-    """
-    try:
-        cluster = PgCluster()
-    except ClusterUnavailable as exc:
-        unavailable(f"cannot create a private PostgreSQL cluster: {exc}")
-    try:
-        cluster.create()
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.destroy()
-
-
-@pytest.fixture
-def private_database(private_cluster: PgCluster) -> Iterator[str]:
-    """A fresh database on the private cluster; its URL. Dropped afterwards."""
-    if not (private_cluster.data / "postmaster.pid").exists():
-        private_cluster.start()  # a scenario that failed midway left it stopped
-    name = f"oraculo_rel_{secrets.token_hex(6)}"
-    # An identifier cannot be a parameter; this one is ours and checked.
-    assert re.fullmatch(r"oraculo_rel_[0-9a-f]{12}", name)
-    admin = private_cluster.url
-    _admin(admin, f'CREATE DATABASE "{name}"')
-    try:
-        yield urlunsplit(urlsplit(admin)._replace(path="/" + name))
-    finally:
-        if not (private_cluster.data / "postmaster.pid").exists():
-            private_cluster.start()
-        _admin(admin, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

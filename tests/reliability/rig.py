@@ -1,11 +1,13 @@
-"""The scenarios' test rig: the whole service in this process, under load from the load
-generator's market, and the two checks every scenario ends with.
+"""The scenarios' test rig: the whole service under load from the load generator's market,
+and the two checks every scenario ends with.
 
-:func:`loaded_service` starts a :class:`~oraculo_trio.mockexchange.MockExchange` publishing a
-:class:`~oraculo_trio.mockexchange.LoadMarket` (partial books and trades at ``rate`` messages per
-second, with the generator's alert frames) and the service reading it with rules that keep
-the store busy: ``flappy`` (fires on every tenth trade of a symbol, resolves on the next)
-and the load test's own (wide spread, price spike).
+:func:`loaded_service` starts a :class:`~oraculo_trio.mockexchange.MockExchange`
+publishing a :class:`~oraculo_trio.mockexchange.LoadMarket` (partial books and trades
+at ``rate`` messages per second, with the generator's alert frames) and the service, in this
+process, reading it with rules that keep the store busy: ``flappy`` (fires on every tenth
+trade of a symbol, resolves on the next) and the load test's own (wide spread, price spike).
+:func:`deploy` starts the same exchange for a service run as a process
+(:class:`Deployment`), for the scenarios that signal or kill it, or measure it from outside.
 
 The checks (:func:`check`):
 
@@ -19,7 +21,6 @@ The checks (:func:`check`):
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -40,16 +41,24 @@ from oraculo_trio.mockexchange import (
 )
 from oraculo_trio.observe.metrics import ServiceMetrics
 from oraculo_trio.pipeline.rules_source import resolve_rule_class
-from oraculo_trio.pipeline.service import ServiceHandle, run_service
+from oraculo_trio.pipeline.service import ServiceHandle
 from oraculo_trio.settings import Settings
 from oraculo_trio.store.base import open_store
-from oraculo_trio.testing import service_settings
+from oraculo_trio.testing.config import (
+    merge_sections,
+    service_sections,
+    service_settings,
+    write_service_config,
+)
+from oraculo_trio.testing.processes import ServiceProcess, service_process
+from oraculo_trio.testing.service import start_service, stop_service, wait_subscribed
+from tests.e2e.flappy import every_tenth_trade_rule
 from tests.reliability.report import Figures
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT")
 
 RULE_ENTRIES: tuple[dict[str, Any], ...] = (
-    {"id": "flappy", "kind": "tests.e2e.flappy:EveryTenthTrade", "trigger": "every_time"},
+    every_tenth_trade_rule("flappy"),
     {
         "id": "wide-spread",
         "kind": "spread_above_bps",
@@ -134,10 +143,7 @@ class Rig:
     async def wait_connected(self) -> None:
         """Wait until every feed connection is up and subscribed at the exchange."""
         await self.handle.wait_connected()
-        for symbol in self.market.symbols:
-            lower = symbol.lower()
-            await self.exchange.wait_for_subscribers(f"{lower}@trade")
-            await self.exchange.wait_for_subscribers(f"{lower}@depth20@100ms")
+        await wait_subscribed(self.exchange, self.market.symbols)
 
     async def wait_reconnected(self, accepted_before: int) -> None:
         """Wait until both feed connections were accepted again and data flows."""
@@ -181,41 +187,81 @@ async def loaded_service(
     service's metrics stay readable for the checks.
     """
     database_url = database_url or f"sqlite:///{tmp_path / 'alerts.db'}"
-    market = LoadMarket(symbols, trade_ratio=0.5, rate_per_s=rate, alert_period=0.5)
     async with trio.open_nursery() as nursery:
-        settings_of_exchange = exchange_settings or ExchangeSettings(tick=0.05, ping_interval=None)
-        exchange = await nursery.start(MockExchange(market, settings_of_exchange).serve)
+        exchange = await start_exchange(nursery, rate, symbols, exchange_settings)
         url = feed_url(exchange) if callable(feed_url) else exchange.ws_url
         if on_exchange is not None:
             on_exchange(exchange)
-        sections: dict[str, dict[str, Any]] = {
-            "feed": {"reconnect_initial": 0.05, "reconnect_max": 0.5},
-            "pipeline": {"shards": 2},
-        }
-        for section, values in (overrides or {}).items():
-            sections.setdefault(section, {}).update(values)
         settings = service_settings(
-            database_url, url, symbols, sections, dump_dir=tmp_path / "dumps"
+            database_url,
+            url,
+            symbols,
+            merge_sections({"pipeline": {"shards": 2}}, overrides),
+            dump_dir=tmp_path / "dumps",
         )
-        handle = await nursery.start(
-            functools.partial(
-                run_service,
-                settings,
-                load_rules() if rules is None else list(rules),
-                sinks=None if sinks is None else list(sinks),
-                handle_signals=False,
-            )
+        handle = await start_service(
+            nursery,
+            settings,
+            load_rules() if rules is None else rules,
+            sinks=sinks,
+            exchange=exchange if wait_connected else None,
         )
-        rig = Rig(exchange, market, handle, settings, database_url, nursery)
-        if wait_connected:
-            await rig.wait_connected()
+        rig = Rig(exchange, exchange.market, handle, settings, database_url, nursery)
         try:
             yield rig
         finally:
-            handle.request_shutdown()
-            with trio.move_on_after(settings.service.shutdown_grace + 10):
-                await handle.stopped.wait()
+            await stop_service(handle)
             nursery.cancel_scope.cancel()
+
+
+async def start_exchange(
+    nursery: trio.Nursery,
+    rate: float,
+    symbols: Sequence[str] = SYMBOLS,
+    settings: ExchangeSettings | None = None,
+) -> MockExchange:
+    """The mock exchange on 127.0.0.1 publishing the rig's load at ``rate`` msg/s."""
+    market = LoadMarket(symbols, trade_ratio=0.5, rate_per_s=rate, alert_period=0.5)
+    settings = settings or ExchangeSettings(tick=0.05, ping_interval=None)
+    return await nursery.start(MockExchange(market, settings).serve)
+
+
+@attrs.frozen
+class Deployment:
+    """A mock exchange under load and the configuration of a service process reading it,
+    for the scenarios that signal or kill the service, or watch it from outside."""
+
+    exchange: MockExchange
+    config: Path
+
+    @asynccontextmanager
+    async def service(self) -> AsyncIterator[ServiceProcess]:
+        """A service process (``oraculo-trio run``) on this configuration, ready."""
+        async with service_process(self.config) as service:
+            await service.wait_ready()
+            yield service
+
+
+async def deploy(
+    nursery: trio.Nursery,
+    directory: Path,
+    *,
+    rate: float,
+    database_url: str,
+    rules: Sequence[Mapping[str, Any]] = RULE_ENTRIES,
+    extra: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Deployment:
+    """Start the mock exchange (load at ``rate``) and write the configuration of a service
+    reading it (``rules``, then ``extra`` over the harness's defaults) into ``directory``."""
+    exchange = await start_exchange(nursery, rate)
+    sections = service_sections(
+        exchange_url=exchange.ws_url,
+        symbols=SYMBOLS,
+        database_url=database_url,
+        dump_dir=directory / "dumps",
+        overrides=extra,
+    )
+    return Deployment(exchange, write_service_config(directory, sections, rules))
 
 
 # ------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import functools
 import os
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +24,10 @@ import pytest
 import trio
 
 from oraculo_trio.mockexchange import ExchangeSettings
+from oraculo_trio.testing.postgres import admin_sql
+from tests.postgres import PgCluster
 from tests.reliability.conftest import Mode
 from tests.reliability.rig import Rig, check, loaded_service, reconnects, sample, until
-from tests.store.pg_cluster import PgCluster
 
 # While our trade feed waits (backpressure), the exchange keeps publishing to the other
 # connections (a blocking mock exchange would starve the depth feed until it stalls) and
@@ -128,22 +129,6 @@ async def while_locked(rig: Rig, figures: Any, hold: Callable[[threading.Event],
     await rig.wait_transitions(4)
 
 
-def admin(url: str, *statements: str, args: Sequence[Any] = ()) -> list[Any]:
-    """Run statements on their own connection (blocking: call it from a thread)."""
-
-    async def run() -> list[Any]:
-        conn = await asyncpg.connect(url, timeout=10)
-        try:
-            rows = []
-            for statement in statements:
-                rows = await conn.fetch(statement, *args)
-            return rows
-        finally:
-            await conn.close()
-
-    return asyncio.run(run())
-
-
 def cluster_of(url: str) -> str:
     """The private cluster's admin URL (its postgres database) for a database URL."""
     return url.rsplit("/", 1)[0] + "/postgres"
@@ -184,7 +169,7 @@ async def test_killed_connections_are_replaced(
                 await rig.wait_transitions(4)
                 before = written(rig)
                 rows = await trio.to_thread.run_sync(
-                    lambda: admin(cluster_of(private_database), kill, args=(name,))
+                    lambda: admin_sql(cluster_of(private_database), kill, args=(name,))
                 )
                 killed += sum(1 for row in rows if row[0])
                 killed_at = trio.current_time()
@@ -261,8 +246,8 @@ async def test_failing_statements_are_retried(
                     rig,
                     figures,
                     seconds,
-                    lambda on=on: admin(private_database, *on),
-                    lambda off=off: admin(private_database, *off),
+                    lambda on=on: admin_sql(private_database, *on),
+                    lambda off=off: admin_sql(private_database, *off),
                 )
                 recoveries.append(figures.recovery_s)
         await check(rig, figures, faults=len(faults))

@@ -10,7 +10,7 @@ import pytest
 import trio
 
 from oraculo_trio.mockexchange import MockExchange
-from tests.e2e.processes import http_get
+from oraculo_trio.testing.net import http_get
 from tests.reliability.conftest import Mode
 from tests.reliability.proxy import TcpProxy
 from tests.reliability.rig import (
@@ -25,7 +25,7 @@ from tests.reliability.rig import (
 
 
 async def ready(url: str) -> bool:
-    return (await http_get(url))[0] == 200
+    return (await http_get(url)).status == 200
 
 
 async def reconnections(
@@ -212,9 +212,9 @@ async def test_refused_at_start_up_keeps_retrying_and_is_not_ready(
             host, port = rig.handle.http_address
             readyz = f"http://{host}:{port}/readyz"
             await rig.exchange.wait_until(lambda ex: ex.connections_refused >= refusals)
-            status, body = await http_get(readyz)
-            assert status == 503
-            assert "feed" in body
+            response = await http_get(readyz)
+            assert response.status == 503
+            assert "feed" in response.body
             assert rig.received() == 0
             rig.exchange.refuse_connections(False)
             accepted_at = trio.current_time()

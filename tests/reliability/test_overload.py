@@ -5,14 +5,14 @@ TCP backpressure), depth is conflated, the scheduler lag stays bounded, and once
 ends the service catches up within seconds (measured).
 
 On this 2-core machine the real service keeps up with the most the generator can send
-(~50,000 msg/s, twice DESIGN.md's saturation target), so two rows: ``overload/generator-max``
-(the service as it is, at the generator's ceiling) and ``overload/2x-saturation`` (its
-consumers slowed with ``pipeline.debug_batch_delay_ms`` to 6,400 msg/s a stream, 12,800 in
-all, and sent 25,000 msg/s: the depth stream three times what its consumer takes, so the
-overload policy is what is exercised). Trades stay under their consumer's capacity there: a
-trade stream beyond it for a minute would build a backlog at the exchange (the feed waits,
-never drops) whose drain time is the backlog's, not a recovery; the database scenarios show
-that push-back reaching the trade feed.
+(~50,000 msg/s, twice the saturation target of docs/architecture.md), so two rows:
+``overload/generator-max`` (the service as it is, at the generator's ceiling) and
+``overload/2x-saturation`` (its consumers slowed with ``pipeline.debug_batch_delay_ms`` to
+6,400 msg/s a stream, 12,800 in all, and sent 25,000 msg/s: the depth stream three times what
+its consumer takes, so the overload policy is what is exercised). Trades stay under their
+consumer's capacity there: a trade stream beyond it for a minute would build a backlog at the
+exchange (the feed waits, never drops) whose drain time is the backlog's, not a recovery; the
+database scenarios show that push-back reaching the trade feed.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import trio
 
 from oraculo_trio.loadtest import LoadShape, RunConfig, run_load_test
 from oraculo_trio.loadtest.measure import accounted
-from tests.e2e.processes import parse_accounting
+from oraculo_trio.testing.processes import parse_terms
 from tests.reliability.conftest import Mode
 from tests.reliability.rig import check_store, record
 
@@ -38,7 +38,7 @@ def final_terms(log: Path, what: str) -> dict[str, int]:
     for line in reversed(log.read_text().splitlines()):
         match = re.search(rf"service stopped; {what}: (.*)$", line)
         if match:
-            return parse_accounting(match.group(1))
+            return parse_terms(match.group(1))
     raise AssertionError(f"no 'service stopped; {what}' line in {log}")
 
 

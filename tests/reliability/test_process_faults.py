@@ -14,8 +14,7 @@ from typing import Any
 import trio
 
 from tests.reliability.conftest import Mode
-from tests.reliability.processes import deploy
-from tests.reliability.rig import RULE_ENTRIES, check_store, record, until
+from tests.reliability.rig import RULE_ENTRIES, check_store, deploy, record, until
 from tests.reliability.webhook import Webhook
 
 
@@ -28,11 +27,11 @@ async def test_sigterm_under_load_drains_and_persists_everything(
         deployment = await deploy(
             nursery, tmp_path, rate=mode.pick(1000.0, 5000.0), database_url=url
         )
-        service = await deployment.start(nursery)
-        await trio.sleep(mode.pick(2.0, 30.0))  # under load for this long
-        signalled = trio.current_time()
-        assert await service.stop(signal.SIGTERM) == 0
-        figures.recovery_s = trio.current_time() - signalled  # the drain and final flush
+        async with deployment.service() as service:
+            await trio.sleep(mode.pick(2.0, 30.0))  # under load for this long
+            signalled = trio.current_time()
+            assert await service.stop(signal.SIGTERM) == 0, service.log_tail()
+            figures.recovery_s = trio.current_time() - signalled  # the drain and final flush
         terms = service.final_terms("accounting")
         alerts = service.final_terms("alerts")
         result = await check_store(url, alerts["transitions"])
@@ -102,29 +101,29 @@ async def test_sigkill_then_restart_restores_alerts_and_redelivers_in_flight(
             },
         )
         exchange = deployment.exchange
-        first = await deployment.start(nursery)
-        # The sticky alert fired, was delivered, and its delivery is recorded.
-        await until(lambda: ("firing", "delivered") in dispatch_rows(database, "sticky"))
-        await trio.sleep(mode.pick(1.0, 10.0))  # under load, many flappy transitions
-        # Now the webhook holds every request: notifications stay in flight.
-        await webhook.set_mode("hang")
-        now_ms = int(time.time() * 1000)
-        payload = {"e": "trade", "E": now_ms, "s": "ETHUSDT", "t": 1, "p": "6000.00000000",
-                   "q": "1.00000000", "T": now_ms, "m": False, "M": True}  # fmt: skip
-        await exchange.send_raw(json.dumps({"stream": "ethusdt@trade", "data": payload}))
-        await until(lambda: events_of(database, "held") == [("firing", 1)])
-        await until(lambda: any(
-            b["groupLabels"]["alertname"] == "held" for b in webhook.bodies
-        ))  # fmt: skip
-        killed_at = trio.current_time()
-        assert await first.stop(signal.SIGKILL) == -signal.SIGKILL
+        async with deployment.service() as first:
+            # The sticky alert fired, was delivered, and its delivery is recorded.
+            await until(lambda: ("firing", "delivered") in dispatch_rows(database, "sticky"))
+            await trio.sleep(mode.pick(1.0, 10.0))  # under load, many flappy transitions
+            # Now the webhook holds every request: notifications stay in flight.
+            await webhook.set_mode("hang")
+            now_ms = int(time.time() * 1000)
+            payload = {"e": "trade", "E": now_ms, "s": "ETHUSDT", "t": 1, "p": "6000.00000000",
+                       "q": "1.00000000", "T": now_ms, "m": False, "M": True}  # fmt: skip
+            await exchange.send_raw(json.dumps({"stream": "ethusdt@trade", "data": payload}))
+            await until(lambda: events_of(database, "held") == [("firing", 1)])
+            await until(lambda: any(
+                b["groupLabels"]["alertname"] == "held" for b in webhook.bodies
+            ))  # fmt: skip
+            killed_at = trio.current_time()
+            assert await first.stop(signal.SIGKILL) == -signal.SIGKILL
         await webhook.set_mode("ok")
-        second = await deployment.start(nursery)
-        # The notification in flight at the kill is delivered by the new process.
-        await until(lambda: bodies_of(webhook, "held"))
-        figures.recovery_s = trio.current_time() - killed_at
-        await trio.sleep(mode.pick(1.0, 10.0))
-        assert await second.stop(signal.SIGTERM) == 0
+        async with deployment.service() as second:
+            # The notification in flight at the kill is delivered by the new process.
+            await until(lambda: bodies_of(webhook, "held"))
+            figures.recovery_s = trio.current_time() - killed_at
+            await trio.sleep(mode.pick(1.0, 10.0))
+            assert await second.stop(signal.SIGTERM) == 0, second.log_tail()
         terms = second.final_terms("accounting")
         result = await check_store(url, None)
     record(figures, terms, result, faults=1)

@@ -11,7 +11,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +25,14 @@ from oraculo_trio.errors import ConfigError, DeliveryRejected
 from oraculo_trio.pipeline.service import run_service
 from oraculo_trio.settings import load_settings
 from oraculo_trio.store.base import open_store
-from tests.e2e.processes import clean_env, command, free_port, http_get
+from oraculo_trio.testing.config import service_environ
+from oraculo_trio.testing.net import closed_port, http_get
+from oraculo_trio.testing.postgres import admin_sql
+from oraculo_trio.testing.processes import ServiceProcess, cli_argv
+from tests.postgres import PgCluster
 from tests.reliability.conftest import Mode
-from tests.reliability.processes import deploy
-from tests.reliability.rig import RULE_ENTRIES, loaded_service, until_async
-from tests.reliability.test_database_faults import admin
+from tests.reliability.rig import RULE_ENTRIES, deploy, loaded_service, until_async
 from tests.reliability.webhook import Webhook
-from tests.store.pg_cluster import PgCluster
 
 # ------------------------------------------------------------------------------------------
 # SQL
@@ -59,7 +59,7 @@ async def test_every_sql_statement_is_parameterized(
         *RULE_ENTRIES[1:],
     ]  # fmt: skip
     await trio.to_thread.run_sync(
-        lambda: admin(
+        lambda: admin_sql(
             private_cluster.url, "ALTER SYSTEM SET log_statement = 'all'", "SELECT pg_reload_conf()"
         )
     )
@@ -86,7 +86,7 @@ async def test_every_sql_statement_is_parameterized(
                     await store.fetch_rules()
     finally:
         await trio.to_thread.run_sync(
-            lambda: admin(
+            lambda: admin_sql(
                 private_cluster.url, "ALTER SYSTEM RESET log_statement", "SELECT pg_reload_conf()"
             )
         )
@@ -179,8 +179,8 @@ QUERY_TOKEN = "QueryTok-6d2e"
 SECRETS = (DB_PASSWORD, HOOK_PASSWORD, HOOK_TOKEN, QUERY_TOKEN)
 
 
-async def not_ready(url: str) -> bool:
-    return (await http_get(url))[0] == 503
+async def not_ready(service: ServiceProcess) -> bool:
+    return (await service.get("/readyz")).status == 503
 
 
 def leaked(text: str) -> list[str]:
@@ -189,8 +189,9 @@ def leaked(text: str) -> list[str]:
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        command(*args), capture_output=True, text=True, env=clean_env(), timeout=60, check=False
-    )
+        cli_argv(*args), capture_output=True, text=True, env=service_environ(), timeout=60,
+        check=False,
+    )  # fmt: skip
 
 
 @pytest.mark.postgres
@@ -201,12 +202,13 @@ async def test_secrets_never_show_in_logs_metrics_or_errors(
     figures = scenario("security/secrets-masked")
     host_port = private_database.split("@", 1)[1]
     database_url = f"postgresql://postgres:{DB_PASSWORD}@{host_port}"
-    closed = free_port()  # nothing listens there: every delivery fails
-    webhook_url = (
-        f"http://hook:{HOOK_PASSWORD}@127.0.0.1:{closed}/services/{HOOK_TOKEN}?token={QUERY_TOKEN}"
-    )
     texts: list[str] = []
-    with trio.fail_after(mode.pick(90, 240)):
+    with closed_port() as closed, trio.fail_after(mode.pick(90, 240)):
+        # Nothing answers on the closed port: every delivery fails.
+        webhook_url = (
+            f"http://hook:{HOOK_PASSWORD}@127.0.0.1:{closed}/services/{HOOK_TOKEN}"
+            f"?token={QUERY_TOKEN}"
+        )
         deployment = await deploy(
             nursery,
             tmp_path,
@@ -220,20 +222,19 @@ async def test_secrets_never_show_in_logs_metrics_or_errors(
             },
         )  # fmt: skip
         os.chmod(deployment.config, 0o600)
-        service = await deployment.start(nursery)
-        port = deployment.http_port
-        await trio.sleep(mode.pick(1.0, 5.0))  # deliveries fail meanwhile
-        # The database goes away for a while: errors name it, masked.
-        await trio.to_thread.run_sync(private_cluster.stop)
-        await until_async(lambda: not_ready(f"http://127.0.0.1:{port}/readyz"))
-        for path in ("/metrics", "/readyz", "/healthz"):
-            texts.append((await http_get(f"http://127.0.0.1:{port}{path}"))[1])
-        await trio.to_thread.run_sync(private_cluster.start)
-        texts.append(await service.metrics())
-        assert await service.stop(signal.SIGTERM) == 0
-        texts.extend(service.lines)
+        async with deployment.service() as service:
+            await trio.sleep(mode.pick(1.0, 5.0))  # deliveries fail meanwhile
+            # The database goes away for a while: errors name it, masked.
+            await trio.to_thread.run_sync(private_cluster.stop)
+            await until_async(lambda: not_ready(service))
+            for path in ("/metrics", "/readyz", "/healthz"):
+                texts.append((await service.get(path)).body)
+            await trio.to_thread.run_sync(private_cluster.start)
+            texts.append(await service.metrics())
+            assert await service.stop(signal.SIGTERM) == 0, service.log_tail()
+        texts.extend([*service.stderr.lines, *service.stdout.lines])
         rows = await trio.to_thread.run_sync(
-            lambda: admin(
+            lambda: admin_sql(
                 private_database, "SELECT error FROM dispatch_logs WHERE error IS NOT NULL"
             )
         )
@@ -286,8 +287,7 @@ async def test_the_http_endpoint_binds_loopback_by_default(tmp_path: Path, scena
                 functools.partial(run_service, settings, [], handle_signals=False)
             )
             assert handle.http_address[0] == "127.0.0.1"
-            status, _ = await http_get(handle.metrics_url)
-            assert status == 200
+            assert (await http_get(handle.metrics_url)).status == 200
             handle.request_shutdown()
             await handle.stopped.wait()
             nursery.cancel_scope.cancel()
@@ -340,8 +340,8 @@ def test_the_warning_reaches_stderr_at_start_up(tmp_path: Path) -> None:
     path.write_text(f'[database]\nurl = "postgresql://u:{DB_PASSWORD}@127.0.0.1:9/db"\n')
     os.chmod(path, 0o644)
     result = subprocess.run(
-        [sys.executable, "-m", "oraculo_trio.cli", "run", "--config", str(path)],
-        capture_output=True, text=True, env=clean_env(), timeout=60, check=False,
+        cli_argv("run", "--config", str(path)),
+        capture_output=True, text=True, env=service_environ(), timeout=60, check=False,
     )  # fmt: skip
     assert result.returncode != 0
     assert "readable by every user" in result.stderr

@@ -3,7 +3,7 @@ mock exchange, and watching what each of them owns and processes."""
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import signal
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
@@ -15,10 +15,13 @@ import attrs
 import trio
 
 from oraculo_trio.core.sharding import PARTITIONS, partition_of
-from oraculo_trio.mockexchange.exchange import ExchangeSettings, MockExchange
+from oraculo_trio.mockexchange import ExchangeSettings, MockExchange
 from oraculo_trio.store import open_store
 from oraculo_trio.store.coordination import APPLICATION_PREFIX, namespace
-from tests.e2e.processes import clean_env, command, free_port, start_process, write_service_config
+from oraculo_trio.testing.config import service_sections, write_service_config
+from oraculo_trio.testing.postgres import admin_sql
+from oraculo_trio.testing.processes import ServiceProcess, service_process
+from tests.e2e.flappy import every_tenth_trade_rule
 from tests.pipeline.helpers import ManualMarket, trade_frame
 
 CLAIM_INTERVAL = 0.3
@@ -42,32 +45,26 @@ def one_symbol_per_partition(partitions: int = PARTITIONS) -> list[str]:
     return [found[p] for p in range(partitions)]
 
 
-def write_config(
+def instance_config(
     directory: Path,
     *,
     ws_url: str,
     database_url: str,
     symbols: Sequence[str],
-    port: int,
     instance_id: str = "",
     mode: str = "postgres",
 ) -> Path:
-    return write_service_config(
-        directory,
-        {
+    """``oraculo.toml`` of one instance reading trades only, printing its alerts on stdout."""
+    sections = service_sections(
+        exchange_url=ws_url,
+        symbols=symbols,
+        database_url=database_url,
+        dump_dir=directory / "dumps",
+        overrides={
             "service": {"shutdown_grace": GRACE},
-            "feed": {
-                "url": ws_url,
-                "symbols": list(symbols),
-                "depth_streams": [],
-                "trade_streams": ["trade"],
-                "reconnect_initial": 0.05,
-                "reconnect_max": 0.5,
-            },
-            "database": {"url": database_url, "statement_timeout": 2.0, "batch_window_ms": 5},
+            "feed": {"depth_streams": [], "trade_streams": ["trade"]},
+            "database": {"statement_timeout": 2.0},
             "dispatch": {"sinks": ["stdout"]},
-            "http": {"port": port},
-            "observe": {"dump_dir": str(directory / "dumps")},
             "cluster": {
                 "mode": mode,
                 "claim_interval": CLAIM_INTERVAL,
@@ -75,73 +72,23 @@ def write_config(
             },
         },
     )
+    return write_service_config(directory, sections, [every_tenth_trade_rule()])
 
 
 @attrs.define(eq=False)
 class Instance:
-    """One ``oraculo-trio run`` subprocess."""
+    """One ``oraculo-trio run`` subprocess of a cluster."""
 
     name: str
-    port: int
-    process: trio.Process
-    directory: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    service: ServiceProcess
 
     def log_tail(self) -> str:
-        return (self.directory / "stderr.log").read_text()[-4000:]
-
-
-async def start_instance(
-    nursery: trio.Nursery,
-    root: Path,
-    name: str,
-    *,
-    ws_url: str,
-    database_url: str,
-    symbols: Sequence[str],
-    extra_args: Sequence[str] = (),
-    mode: str = "postgres",
-) -> Instance:
-    """Start ``oraculo-trio run`` for instance ``name`` on a port of its own."""
-    directory = root / name
-    port = free_port()
-    config = write_config(
-        directory,
-        ws_url=ws_url,
-        database_url=database_url,
-        symbols=symbols,
-        port=port,
-        instance_id=name,
-        mode=mode,
-    )
-    with (
-        (directory / "stdout.log").open("wb") as stdout,
-        (directory / "stderr.log").open("wb") as stderr,
-    ):
-        # The child has its own copies of the descriptors.
-        process = await start_process(
-            nursery,
-            command("run", "--config", str(config), *extra_args),
-            cwd=directory,
-            env=clean_env(),
-            stdout=stdout,
-            stderr=stderr,
-        )
-    return Instance(name, port, process, directory)
+        return self.service.log_tail()
 
 
 def query(url: str, sql: str, *args: object) -> list[asyncpg.Record]:
-    async def run() -> list[asyncpg.Record]:
-        conn = await asyncpg.connect(url, timeout=5)
-        try:
-            return await conn.fetch(sql, *args)
-        finally:
-            await conn.close()
-
-    return asyncio.run(run())
+    """The rows of ``sql`` (blocking: call it from a thread)."""
+    return admin_sql(url, sql, args=args, timeout=5.0)
 
 
 async def claims(database_url: str, cluster: str = "alerts") -> dict[str, set[int]]:
@@ -240,18 +187,22 @@ class Cluster:
     market: ManualMarket
     exchange: MockExchange
     nursery: trio.Nursery
+    processes: contextlib.AsyncExitStack
     instances: dict[str, Instance] = attrs.field(factory=dict)
 
     async def start(self, *names: str) -> None:
+        """Start instances ``names``, each once it logged its HTTP address."""
         for name in names:
-            self.instances[name] = await start_instance(
-                self.nursery,
-                self.root,
-                name,
+            config = instance_config(
+                self.root / name,
                 ws_url=self.exchange.ws_url,
                 database_url=self.database_url,
                 symbols=self.market.symbols,
+                instance_id=name,
             )
+            service = await self.processes.enter_async_context(service_process(config, name=name))
+            await service.wait_address()
+            self.instances[name] = Instance(name, service)
 
     async def settled(self) -> dict[str, set[int]]:
         """Wait until the live instances share the partitions fairly, each symbol read once."""
@@ -262,21 +213,20 @@ class Cluster:
     async def stop(self) -> None:
         """SIGTERM every instance; each must drain and exit 0."""
         for instance in self.instances.values():
-            instance.process.send_signal(signal.SIGTERM)
+            instance.service.send_signal(signal.SIGTERM)
         for instance in self.instances.values():
-            await instance.process.wait()
-            assert instance.process.returncode == 0, instance.log_tail()
+            assert await instance.service.wait() == 0, instance.log_tail()
 
 
 @asynccontextmanager
 async def running_cluster(root: Path, database_url: str, *names: str) -> AsyncIterator[Cluster]:
     """A mock exchange publishing one symbol per partition, and instances ``names`` settled."""
     market = ManualMarket(one_symbol_per_partition())
-    async with trio.open_nursery() as nursery:
+    async with trio.open_nursery() as nursery, contextlib.AsyncExitStack() as processes:
         exchange = await nursery.start(
             MockExchange(market, ExchangeSettings(tick=0.02, ping_interval=None)).serve
         )
-        cluster = Cluster(root, database_url, market, exchange, nursery)
+        cluster = Cluster(root, database_url, market, exchange, nursery, processes)
         await cluster.start(*names)
         await cluster.settled()
         yield cluster

@@ -19,12 +19,10 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.e2e.processes import http_get
 from tests.scaleout.cluster import (
     CLAIM_INTERVAL,
     TERMINATE_CLAIMS,
     claims,
-    poll,
     push_trades,
     query,
     running_cluster,
@@ -62,7 +60,7 @@ async def test_three_instances_share_then_survive_a_sigkill(
 
             victim = cluster.instances.pop("b")
             killed = trio.current_time()
-            victim.process.send_signal(signal.SIGKILL)
+            victim.service.send_signal(signal.SIGKILL)
             held = await cluster.settled()
             took_over = trio.current_time() - killed
             assert sorted(len(parts) for parts in held.values()) == [32, 32]
@@ -104,11 +102,12 @@ async def test_a_joining_instance_gets_its_share_while_processing_goes_on(
             # Two more firings per symbol after the rebalance, then stop.
             await wait_events(pg_database_url, settled_at + 4 * 64)
             flow.cancel()
-            status, body = await http_get(cluster.instances["c"].url + "/metrics")
+            scrape = await cluster.instances["c"].service.get("/metrics")
             logs = "\n".join(i.log_tail() for i in cluster.instances.values())
             await cluster.stop()
             events = await stored_events(pg_database_url)
-    assert status == 200
+    assert scrape.status == 200
+    body = scrape.body
     # Nobody left or joined since the cluster settled: c still holds the share it got.
     assert _sample(body, "oraculo_cluster_partitions_owned") == len(held["c"]), logs
     assert _sample(body, "oraculo_alerts_messages_evaluated_total", 'stream="trade"') > 0
@@ -145,7 +144,7 @@ async def test_an_instance_that_loses_its_claims_session_stops_then_rejoins(
             await trio.to_thread.run_sync(
                 query, pg_database_url, TERMINATE_CLAIMS, "oraculo-trio-claims:a"
             )
-            await poll(lambda: "claims session lost" in cluster.instances["a"].log_tail())
+            await cluster.instances["a"].service.stderr.until("claims session lost")
             await cluster.settled()
             push_trades(cluster.market, 11)
             events = await wait_events(pg_database_url, 128)

@@ -10,7 +10,7 @@ import trio
 from oraculo_trio.core.alerts import AlertTransition
 from oraculo_trio.observe.metrics import ServiceMetrics
 from oraculo_trio.store import StoreItem, open_store, run_store_writer
-from tests.store.pg_cluster import PgCluster
+from tests.postgres import PgCluster
 from tests.store.store_testing import sample, transition, wait_until
 
 OUTAGE_SECONDS = 2.0
@@ -18,7 +18,9 @@ OUTAGE_SECONDS = 2.0
 
 @pytest.mark.slow
 @pytest.mark.postgres
-async def test_restarting_postgres_mid_run_loses_nothing(pg_cluster: PgCluster) -> None:
+async def test_restarting_postgres_mid_run_loses_nothing(
+    private_cluster: PgCluster, private_database: str
+) -> None:
     metrics = ServiceMetrics()
     sent: list[AlertTransition] = []
     send, receive = trio.open_memory_channel[StoreItem](64)
@@ -50,7 +52,7 @@ async def test_restarting_postgres_mid_run_loses_nothing(pg_cluster: PgCluster) 
                 await trio.sleep(0.001)  # a steady trickle of alerts (the load shape)
 
     with trio.fail_after(60):
-        async with open_store(pg_cluster.url, statement_timeout=1.0, metrics=metrics) as store:
+        async with open_store(private_database, statement_timeout=1.0, metrics=metrics) as store:
             async with trio.open_nursery() as nursery:
                 await nursery.start(
                     partial(
@@ -67,13 +69,13 @@ async def test_restarting_postgres_mid_run_loses_nothing(pg_cluster: PgCluster) 
                 nursery.start_soon(produce)
                 await wait_until(lambda: committed() >= 200)
 
-                await trio.to_thread.run_sync(pg_cluster.stop)  # fast: connections are cut
+                await trio.to_thread.run_sync(private_cluster.stop)  # fast: connections are cut
                 await wait_until(lambda: failures() >= 1)
                 blocked_at = len(sent)
                 await trio.sleep(OUTAGE_SECONDS)  # the outage itself
                 # Producers were held back (bounded channel), not buffered without limit.
                 assert len(sent) - blocked_at <= 64 + 50
-                await trio.to_thread.run_sync(pg_cluster.start)
+                await trio.to_thread.run_sync(private_cluster.start)
 
                 resumed_at = committed()
                 await wait_until(lambda: committed() >= resumed_at + 200)

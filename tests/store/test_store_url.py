@@ -9,7 +9,7 @@ import trio
 
 from oraculo_trio.errors import ConfigError, StoreError, StoreUnavailable
 from oraculo_trio.store import DispatchLog, mask_dsn, open_store, parse_store_url
-from tests.store.pg_cluster import free_port
+from oraculo_trio.testing.net import closed_port
 
 
 @pytest.mark.parametrize(
@@ -67,10 +67,11 @@ async def test_open_store_rejects_a_bad_timeout() -> None:
 
 
 async def test_unreachable_postgres_is_unavailable_and_the_password_stays_hidden() -> None:
-    url = f"postgresql://oraculo:hunter2@127.0.0.1:{free_port()}/alerts"
-    with trio.fail_after(10), pytest.raises(StoreUnavailable) as caught:
-        async with open_store(url, statement_timeout=2.0):
-            pass
+    with closed_port() as port:
+        url = f"postgresql://oraculo:hunter2@127.0.0.1:{port}/alerts"
+        with trio.fail_after(10), pytest.raises(StoreUnavailable) as caught:
+            async with open_store(url, statement_timeout=2.0):
+                pass
     assert "hunter2" not in str(caught.value)
     assert "oraculo:***@127.0.0.1" in str(caught.value)
 
