@@ -12,7 +12,7 @@ Usage::
 Variables: ``$service`` (the ``service`` label, ``alerts`` by default) and ``$shard`` (multi
 select, "All" by default). The runbook rows at the bottom follow the README section "Is it
 CPU-bound or GIL-bound?" question by question, with the plan's section 5 queries
-(``grafana/plan_queries.promql``) where ``service="alerts"`` becomes ``service="$service"``.
+(``grafana/runbook_queries.promql``) where ``service="alerts"`` becomes ``service="$service"``.
 """
 
 from __future__ import annotations

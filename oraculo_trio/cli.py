@@ -140,7 +140,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
-    from oraculo_trio.store.base import open_store
+    from oraculo_trio.store.opening import open_store
 
     settings = _settings_from(args)
     _configure_logging(settings.service.log_level)
@@ -188,7 +188,7 @@ def _cmd_rules_check(args: argparse.Namespace) -> int:
 
 def _with_store(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
     """Run ``await work(store)`` on the configured store, in a fresh Trio run."""
-    from oraculo_trio.store.base import open_store
+    from oraculo_trio.store.opening import open_store
 
     async def run() -> T:
         async with open_store(

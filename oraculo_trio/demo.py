@@ -84,8 +84,8 @@ async def _quiesce(exchange: MockExchange, handle: ServiceHandle) -> None:
 
 
 def accounting_line(handle: ServiceHandle, sent: int) -> str:
-    """DESIGN.md's accounting, term by term, from the service's own counters, plus what the
-    mock exchange sent."""
+    """The accounting (``docs/architecture.md``), term by term, from the service's own
+    counters, plus what the mock exchange sent."""
     totals = handle.metrics.accounting()
     terms = " ".join(f"{key}={value}" for key, value in totals.items())
     return f"ACCOUNTING sent={sent} {terms}"

@@ -26,7 +26,7 @@ class ClaimPlan:
     Attributes:
         claim: free partitions to try to lock, in order of preference.
         release: owned partitions to hand back (this member holds more than its share).
-        target: the fair share the plan aims at.
+        target: the fair share these claims aim at.
     """
 
     claim: tuple[int, ...] = ()

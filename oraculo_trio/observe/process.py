@@ -1,4 +1,4 @@
-"""Process statistics for the plan's CPU/GIL queries (its section 5), sampled once a second.
+"""Process statistics for the runbook's CPU/GIL queries, sampled once a second.
 
 * ``oraculo_cpu_process_cores``: process CPU seconds per wall second (1.0 = one core busy).
 * ``oraculo_threads_total`` and ``oraculo_thread_cpu_seconds{thread_name,native_id}``: every

@@ -77,7 +77,8 @@ from oraculo_trio.pipeline.snapshots import (
     SnapshotRequests,
 )
 from oraculo_trio.settings import Settings
-from oraculo_trio.store.base import Store, open_store
+from oraculo_trio.store.base import Store
+from oraculo_trio.store.opening import open_store
 from oraculo_trio.store.writer import run_store_writer
 
 LOGGER = logging.getLogger("oraculo_trio.pipeline.service")

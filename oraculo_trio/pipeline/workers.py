@@ -222,7 +222,7 @@ async def run_supervisor(
 
     Cancellation: every worker gets SIGTERM and its grace to drain (shielded), then SIGKILL.
     """
-    from oraculo_trio.store.base import open_store
+    from oraculo_trio.store.opening import open_store
 
     # Once, before any worker opens the store, so no two of them migrate at once.
     async with open_store(

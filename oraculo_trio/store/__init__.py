@@ -17,9 +17,9 @@ from oraculo_trio.store.base import (
     DispatchLog,
     Store,
     mask_dsn,
-    open_store,
     parse_store_url,
 )
+from oraculo_trio.store.opening import open_store
 from oraculo_trio.store.writer import StoreItem, run_store_writer
 
 __all__ = [

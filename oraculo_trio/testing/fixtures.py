@@ -13,7 +13,7 @@ import trio
 from oraculo_trio.core.rules import parse_rules
 from oraculo_trio.mockexchange import ExchangeSettings, MockExchange
 from oraculo_trio.pipeline.rules_source import resolve_rule_class
-from oraculo_trio.store.base import open_store
+from oraculo_trio.store.opening import open_store
 from oraculo_trio.testing.config import service_settings
 from oraculo_trio.testing.market import MarketScript
 from oraculo_trio.testing.service import AlertService, RecordingSink, start_service, stop_service

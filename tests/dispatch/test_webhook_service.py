@@ -10,7 +10,7 @@ import trio
 
 from oraculo_trio.core.rules import parse_rules
 from oraculo_trio.pipeline.service import run_service
-from oraculo_trio.store.base import open_store
+from oraculo_trio.store.opening import open_store
 from oraculo_trio.testing import service_settings
 from tests.dispatch.receiver import HANG, Receiver
 

@@ -11,7 +11,7 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from oraculo_trio.demo import demo_rules_path
-from oraculo_trio.store.base import open_store
+from oraculo_trio.store.opening import open_store
 from oraculo_trio.testing.net import http_get
 from oraculo_trio.testing.processes import cli_process, parse_terms
 from tests.observe.prometheus_testing import EXPECTED_PROMTOOL_FINDINGS, promtool_findings

@@ -15,7 +15,7 @@ from oraculo_trio.mockexchange import (
     RandomWalkMarket,
     synthetic_symbols,
 )
-from oraculo_trio.store.base import open_store
+from oraculo_trio.store.opening import open_store
 from oraculo_trio.testing.config import service_sections, write_service_config
 from oraculo_trio.testing.processes import service_process
 from tests.e2e.flappy import every_tenth_trade_rule

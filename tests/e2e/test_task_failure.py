@@ -26,7 +26,7 @@ from oraculo_trio.mockexchange import (
 from oraculo_trio.pipeline.rules_source import load_rule_file
 from oraculo_trio.pipeline.service import run_service
 from oraculo_trio.settings import load_settings
-from oraculo_trio.store.base import open_store
+from oraculo_trio.store.opening import open_store
 from oraculo_trio.testing.processes import service_process
 from tests.e2e.test_shutdown import config
 

@@ -30,7 +30,7 @@ GRAFANA = REPO / "grafana"
 DASHBOARD = GRAFANA / "oraculo-alerts.json"
 RULES = GRAFANA / "prometheus-rules.yml"
 SCRAPE_CONFIG = GRAFANA / "prometheus.yml"
-PLAN_QUERIES = GRAFANA / "plan_queries.promql"
+RUNBOOK_QUERIES = GRAFANA / "runbook_queries.promql"
 JOB = "oraculo-alerts"
 
 _COMPARISON = re.compile(r"^(?P<query>.*\S)\s*(?:==|!=|>=|<=|>|<)\s*[-+0-9.eE]+\s*$", re.S)
@@ -48,9 +48,9 @@ def without_comparison(expr: str) -> str:
     return match.group("query")
 
 
-def plan_queries() -> list[str]:
-    """The runbook's CPU and GIL expressions, one a line in ``grafana/plan_queries.promql``."""
-    lines = PLAN_QUERIES.read_text(encoding="utf-8").splitlines()
+def runbook_queries() -> list[str]:
+    """The runbook's CPU and GIL expressions, one a line in ``grafana/runbook_queries.promql``."""
+    lines = RUNBOOK_QUERIES.read_text(encoding="utf-8").splitlines()
     return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
 
 

@@ -1,4 +1,4 @@
-"""The shipped Grafana dashboard, alerting rules, scrape configuration and plan queries:
+"""The shipped Grafana dashboard, alerting rules, scrape configuration and runbook queries:
 import-ready, generated, complete, and naming only metrics the service exports."""
 
 from __future__ import annotations
@@ -6,7 +6,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -16,19 +15,14 @@ from oraculo_trio.observe.catalog import metric_catalog
 from tests.observe.prometheus_testing import (
     DASHBOARD,
     GRAFANA,
-    PLAN_QUERIES,
-    REPO,
     RULES,
+    RUNBOOK_QUERIES,
     SCRAPE_CONFIG,
     dashboard_queries,
-    plan_queries,
+    runbook_queries,
     without_comparison,
 )
 from tests.services import require_tool
-
-PLAN_NAME = "alerts-optimization-plan.es.md"
-# Where the plan may be: the shared folder next to the repository (CI), or this machine's.
-PLAN_PLACES = (REPO.parent / "shared" / "reference", Path("/work/shared/reference"))
 
 # Each panel the issue asks for: a title fragment and what its queries must read.
 REQUIRED_PANELS = {
@@ -182,7 +176,7 @@ def test_cpu_is_drawn_against_one_core_and_stale_drop_is_highlighted() -> None:
     ]
 
 
-def test_every_plan_query_is_in_a_runbook_row_of_the_dashboard() -> None:
+def test_every_runbook_query_is_in_a_runbook_row_of_the_dashboard() -> None:
     panels = load_dashboard()["panels"]
     rows: dict[str, list[str]] = {}
     row = ""
@@ -195,17 +189,8 @@ def test_every_plan_query_is_in_a_runbook_row_of_the_dashboard() -> None:
         expr for title, exprs in rows.items() if title.startswith("Runbook") for expr in exprs
     ]
     assert len([title for title in rows if title.startswith("Runbook")]) == 5
-    for expr in plan_queries():
+    for expr in runbook_queries():
         assert expr.replace('service="alerts"', 'service="$service"') in runbook, expr
-
-
-def test_the_plan_queries_are_the_plans_section_5() -> None:
-    plan = next((place / PLAN_NAME for place in PLAN_PLACES if (place / PLAN_NAME).exists()), None)
-    if plan is None:
-        pytest.skip(f"{PLAN_NAME} is not next to the repository; {PLAN_QUERIES.name} stands in")
-    section = plan.read_text(encoding="utf-8").split("## 5.", 1)[1]
-    in_plan = [code for code in re.findall(r"`([^`]+)`", section) if "{service=" in code]
-    assert in_plan == plan_queries()
 
 
 def test_every_metric_the_grafana_files_name_is_exported() -> None:
@@ -213,7 +198,7 @@ def test_every_metric_the_grafana_files_name_is_exported() -> None:
     texts = {
         "dashboard": " ".join(expr for _, expr in dashboard_queries(load_dashboard())),
         "rules": RULES.read_text(encoding="utf-8"),
-        "plan queries": PLAN_QUERIES.read_text(encoding="utf-8"),
+        "runbook queries": RUNBOOK_QUERIES.read_text(encoding="utf-8"),
     }
     for where, text in texts.items():
         used = set(re.findall(r"\boraculo_[a-z_]+[a-z]", text))

@@ -29,9 +29,9 @@ from tests.observe.prometheus_testing import (
     Prometheus,
     PrometheusError,
     dashboard_queries,
-    plan_queries,
     promtool_findings,
     run_prometheus,
+    runbook_queries,
     substitute,
     without_comparison,
 )
@@ -180,7 +180,7 @@ async def test_every_shipped_query_runs_on_a_real_prometheus_and_alerts_fire(
             assert not unhealthy
             for rule in rules:
                 queries[f"rule {rule['name']}"] = without_comparison(rule["query"])
-            for index, expr in enumerate(plan_queries()):
+            for index, expr in enumerate(runbook_queries()):
                 queries[f"plan query {index + 1}"] = expr
 
             missing = await evaluate_until_every_one_has_series(prometheus, queries)

@@ -1,4 +1,4 @@
-"""The README documents every metric and walks through every query of the plan's runbook."""
+"""The README documents every metric and walks through every query of the runbook."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from oraculo_trio.observe.catalog import (
     metric_catalog,
     replace_table,
 )
-from tests.observe.prometheus_testing import REPO, plan_queries
+from tests.observe.prometheus_testing import REPO, runbook_queries
 
 README = REPO / "README.md"
 
@@ -30,9 +30,9 @@ def test_the_readme_table_is_the_generated_one() -> None:
     )
 
 
-def test_the_runbook_walks_through_every_plan_query() -> None:
+def test_the_runbook_walks_through_every_runbook_query() -> None:
     runbook = section(README.read_text(encoding="utf-8"), "Runbook: is it CPU-bound or GIL-bound?")
-    for expr in plan_queries():
+    for expr in runbook_queries():
         assert f"`{expr}`" in runbook, expr
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import trio
 
 from oraculo_trio.core.rules import parse_rules
-from oraculo_trio.store.base import open_store
+from oraculo_trio.store.opening import open_store
 from tests.pipeline.helpers import (
     ManualMarket,
     RecordingSink,

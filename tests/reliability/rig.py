@@ -43,7 +43,7 @@ from oraculo_trio.observe.metrics import ServiceMetrics
 from oraculo_trio.pipeline.rules_source import resolve_rule_class
 from oraculo_trio.pipeline.service import ServiceHandle
 from oraculo_trio.settings import Settings
-from oraculo_trio.store.base import open_store
+from oraculo_trio.store.opening import open_store
 from oraculo_trio.testing.config import (
     merge_sections,
     service_sections,

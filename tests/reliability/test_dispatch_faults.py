@@ -13,7 +13,7 @@ import pytest
 import trio
 
 from oraculo_trio.observe.metrics import LATENCY_BUCKETS
-from oraculo_trio.store.base import open_store
+from oraculo_trio.store.opening import open_store
 from tests.reliability.conftest import Mode
 from tests.reliability.rig import Rig, check, loaded_service, sample, transitions_raised
 from tests.reliability.webhook import Webhook

@@ -10,7 +10,8 @@ import pytest
 
 from oraculo_trio.core.alerts import AlertTransition
 from oraculo_trio.dispatch.redeliver import unconfirmed_notifications
-from oraculo_trio.store.base import DispatchLog, Store, open_store
+from oraculo_trio.store.base import DispatchLog, Store
+from oraculo_trio.store.opening import open_store
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -24,7 +24,7 @@ from oraculo_trio.dispatch.sinks import WebhookSink
 from oraculo_trio.errors import ConfigError, DeliveryRejected
 from oraculo_trio.pipeline.service import run_service
 from oraculo_trio.settings import load_settings
-from oraculo_trio.store.base import open_store
+from oraculo_trio.store.opening import open_store
 from oraculo_trio.testing.config import service_environ
 from oraculo_trio.testing.net import closed_port, http_get
 from oraculo_trio.testing.postgres import admin_sql

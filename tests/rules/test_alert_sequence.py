@@ -20,7 +20,7 @@ from oraculo_trio.mockexchange import (
     ScriptedMarket,
 )
 from oraculo_trio.pipeline.service import run_service
-from oraculo_trio.store.base import open_store
+from oraculo_trio.store.opening import open_store
 from oraculo_trio.testing import AlertService, RecordingSink, service_settings
 
 # AAAUSDT sits at 100 and jumps to 110 between 1.0 s and 4.75 s of the script, with one

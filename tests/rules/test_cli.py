@@ -11,7 +11,7 @@ import trio
 from oraculo_trio.cli import EXIT_CONFIG, EXIT_ERROR, EXIT_OK, main
 from oraculo_trio.core.rules import RULE_KINDS
 from oraculo_trio.demo import demo_rules_path
-from oraculo_trio.store.base import open_store
+from oraculo_trio.store.opening import open_store
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = [ROOT / "rules.toml", demo_rules_path()]

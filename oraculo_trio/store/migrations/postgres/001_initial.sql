@@ -50,7 +50,7 @@ CREATE TABLE dispatch_logs (
 );
 CREATE INDEX dispatch_logs_at ON dispatch_logs (at);
 
--- Rules kept in the database (used by a later issue; rules come from files for now).
+-- Rules kept in the database (rules.source = "db", filled by `oraculo-trio rules push`).
 CREATE TABLE rules (
     id                text             PRIMARY KEY,
     kind              text             NOT NULL,
