@@ -279,22 +279,53 @@ def _payload_fields(price: Any, qty: Any) -> dict[str, list[tuple[Any, ...]]]:
     }  # fmt: skip
 
 
-def _decoders(price: Any, qty: Any, tag: str) -> dict[str, msgspec.json.Decoder]:
+def _payload_types(price: Any, qty: Any, tag: str) -> dict[str, type[msgspec.Struct]]:
     return {
-        kind: msgspec.json.Decoder(
-            msgspec.defstruct(f"{tag}_{kind}", fields, gc=False), strict=False
-        )
+        kind: msgspec.defstruct(f"{tag}_{kind}", fields, gc=False)
         for kind, fields in _payload_fields(price, qty).items()
     }
 
 
+def _decoders(types: dict[str, type[msgspec.Struct]]) -> dict[str, msgspec.json.Decoder]:
+    decoders = {kind: msgspec.json.Decoder(struct, strict=False) for kind, struct in types.items()}
+    for kind in PARTIAL_DEPTH_KINDS:
+        decoders[kind] = decoders["partial"]
+    return decoders
+
+
+def _envelope_decoders(types: dict[str, type[msgspec.Struct]]) -> dict[str, msgspec.json.Decoder]:
+    """One-pass decoders of a whole combined-stream frame, ``{"stream": ..., "data": payload}``,
+    per kind: the payload is built in the same pass as the envelope."""
+    decoders = {
+        kind: msgspec.json.Decoder(
+            msgspec.defstruct(f"Envelope_{kind}", [("stream", str), ("data", struct)], gc=False),
+            strict=False,
+        )
+        for kind, struct in types.items()
+        if kind != "rest"
+    }
+    for kind in PARTIAL_DEPTH_KINDS:
+        decoders[kind] = decoders["partial"]
+    return decoders
+
+
 # Checked decoders are the hot path. Lax ones (plain floats) run only after a
 # ValidationError, to tell a bad value (invalid_value) from a bad shape (invalid_payload).
-_CHECKED = _decoders(_PRICE, _QTY, "Checked")
-_LAX = _decoders(float, float, "Lax")
-for _kind in PARTIAL_DEPTH_KINDS:
-    _CHECKED[_kind] = _CHECKED["partial"]
-    _LAX[_kind] = _LAX["partial"]
+_CHECKED_TYPES = _payload_types(_PRICE, _QTY, "Checked")
+_CHECKED = _decoders(_CHECKED_TYPES)
+_ENVELOPES = _envelope_decoders(_CHECKED_TYPES)
+_LAX = _decoders(_payload_types(float, float, "Lax"))
+
+# A combined-stream frame as Binance writes it starts with its stream name: the reader finds
+# the name in the raw bytes, before any decoding (to skip frames a newer one supersedes).
+_STREAM_PREFIX = b'{"stream":"'
+_STREAM_START = len(_STREAM_PREFIX)
+_SPACED_PREFIX = b'{"stream": "'  # as Python's json.dumps writes it
+_SPACED_START = len(_SPACED_PREFIX)
+
+LATEST_ONLY_KINDS = frozenset((*PARTIAL_DEPTH_KINDS, KIND_BOOK_TICKER))
+"""Kinds whose every frame replaces the previous one of its stream: of two frames of one such
+stream waiting together, the older one is superseded without being read."""
 
 
 class _Frame(msgspec.Struct, gc=False):
@@ -489,7 +520,7 @@ class BinanceDecoder:
         max_frame_bytes: Longer frames are ``too_large`` without being parsed.
     """
 
-    __slots__ = ("_closed", "_max_frame", "_specs")
+    __slots__ = ("_closed", "_fast", "_max_frame", "_specs", "latest_only")
 
     _MAX_LEARNED_STREAMS = 65_536
 
@@ -501,12 +532,16 @@ class BinanceDecoder:
     ) -> None:
         self._max_frame = max_frame_bytes
         self._specs: dict[str, _Spec] = {SERVER_SHUTDOWN_STREAM: _SHUTDOWN_SPEC}
+        # Market-data streams by the raw bytes of their name, with the one-pass decoder.
+        self._fast: dict[bytes, _Spec] = {}
+        self.latest_only: set[bytes] = set()
+        """Raw names of the known streams whose kind is in :data:`LATEST_ONLY_KINDS`."""
         self._closed = streams is not None
         for name in streams or ():
             spec = _spec_for(name)
             if spec is None:
                 raise ValueError(f"stream {name!r} is not a Binance stream name this adapter knows")
-            self._specs[name] = spec
+            self._remember(name, spec)
 
     def _learn(self, name: str) -> _Spec | None:
         if self._closed:
@@ -514,8 +549,59 @@ class BinanceDecoder:
         spec = _spec_for(name)
         # Only a misbehaving server sends endless new names; stop caching rather than grow.
         if spec is not None and len(self._specs) < self._MAX_LEARNED_STREAMS:
-            self._specs[name] = spec
+            self._remember(name, spec)
         return spec
+
+    def _remember(self, name: str, spec: _Spec) -> None:
+        self._specs[name] = spec
+        kind, symbol, _, build = spec
+        if kind in _ENVELOPES:
+            raw = name.encode()
+            self._fast[raw] = (kind, symbol, _ENVELOPES[kind], build)
+            if kind in LATEST_ONLY_KINDS:
+                self.latest_only.add(raw)
+
+    def stream_key(self, frame: bytes) -> bytes | None:
+        """The raw name of a known market-data stream that ``frame`` carries, read from the
+        frame's first bytes without decoding it; None for anything else (control frames,
+        unknown streams, another key order), which :meth:`decode` handles.
+
+        A frame with a key is one market message: what the reader counts as received.
+        """
+        if frame[:_STREAM_START] == _STREAM_PREFIX:
+            start = _STREAM_START
+        elif frame[:_SPACED_START] == _SPACED_PREFIX:
+            start = _SPACED_START
+        else:
+            return None
+        key = frame[start : frame.find(b'"', start)]
+        if key in self._fast:
+            return key
+        if self._closed or len(self._fast) >= self._MAX_LEARNED_STREAMS:
+            return None
+        try:
+            name = key.decode()
+        except UnicodeDecodeError:
+            return None
+        self._learn(name)
+        return key if key in self._fast else None
+
+    def decode_keyed(
+        self, key: bytes, frame: bytes, received_at: float, received_wall: float
+    ) -> MarketEvent | Control | BadFrame:
+        """Decode a frame :meth:`stream_key` named, in one pass. Never raises.
+
+        Same result as :meth:`decode`; a frame the one-pass decoder refuses goes through
+        :meth:`decode`, which names what is wrong with it.
+        """
+        kind, symbol, decoder, build = self._fast[key]
+        if len(frame) > self._max_frame:
+            return BadFrame("too_large", f"{len(frame)} > {self._max_frame}")
+        try:
+            envelope = decoder.decode(frame)
+        except _DECODE_ERRORS:
+            return self.decode(frame, received_at, received_wall)
+        return build(envelope.data, symbol, kind, received_at, received_wall)
 
     def decode(
         self,

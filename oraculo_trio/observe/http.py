@@ -21,8 +21,6 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import generate_latest
-
 from oraculo_trio.observe.health import Readiness
 from oraculo_trio.observe.metrics import ServiceMetrics
 
@@ -65,7 +63,7 @@ class _Handler(BaseHTTPRequestHandler):
         path = self.path.split("?", 1)[0]
         try:
             if path == "/metrics":
-                self._send(200, METRICS_CONTENT_TYPE, generate_latest(self.server.metrics.registry))
+                self._send(200, METRICS_CONTENT_TYPE, self.server.metrics.exposition())
             elif path == "/healthz":
                 self._healthz()
             elif path == "/readyz":

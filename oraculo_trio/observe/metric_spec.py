@@ -52,6 +52,8 @@ def _check_row(spec: MetricSpec) -> None:
         raise ValueError(f"{spec.name}: a histogram, and only a histogram, has buckets")
     if spec.children and not spec.labels:
         raise ValueError(f"{spec.name}: children of a metric without labels")
+    if spec.ledger and spec.type == HISTOGRAM:
+        raise ValueError(f"{spec.name}: the ledger holds counters and gauges")
     if spec.initial and len(spec.initial) != len(spec.labels):
         raise ValueError(f"{spec.name}: initial values for {len(spec.initial)} of {spec.labels}")
 
@@ -93,6 +95,10 @@ class MetricSpec:
     the children's keys keep them as given (shards are ints)."""
     children: bool = False
     """Hold the metric as a dict of bound children (the hot path's way), not the metric."""
+    ledger: bool = False
+    """A term of the accounting: held by the :class:`~oraculo_trio.observe.metrics.Ledger`,
+    whose terms a scrape sees captured together, so that they balance at every scrape.
+    Its children are plain counters (``inc``) owned by the Trio thread."""
 
     def __attrs_post_init__(self) -> None:
         _check_row(self)

@@ -178,6 +178,20 @@ SERVICE_METRICS: tuple[MetricSpec, ...] = (
         labels=("stream", "reason"),
         initial=(STREAMS, DROP_REASONS),
         children=True,
+        ledger=True,
+    ),
+    MetricSpec(
+        "in_flight",
+        "oraculo_alerts_in_flight",
+        GAUGE,
+        COUNT,
+        "Messages read and not yet evaluated or dropped: in the read-ahead, the shard channels, "
+        "the conflation buffers and the diff books' sync buffers. The accounting's last term: "
+        "received = evaluated + dropped + bad frames + in flight, at every scrape.",
+        labels=("stream",),
+        initial=(STREAMS,),
+        children=True,
+        ledger=True,
     ),
     # --- feed ---
     MetricSpec(
@@ -189,6 +203,7 @@ SERVICE_METRICS: tuple[MetricSpec, ...] = (
         labels=("stream",),
         initial=(STREAMS,),
         children=True,
+        ledger=True,
     ),
     MetricSpec(
         "evaluated",
@@ -199,6 +214,7 @@ SERVICE_METRICS: tuple[MetricSpec, ...] = (
         labels=("stream",),
         initial=(STREAMS,),
         children=True,
+        ledger=True,
     ),
     MetricSpec(
         "bad_frames",
@@ -209,6 +225,7 @@ SERVICE_METRICS: tuple[MetricSpec, ...] = (
         labels=("reason",),
         initial=(BAD_FRAME_REASONS,),
         children=True,
+        ledger=True,
     ),
     MetricSpec(
         "control_frames",

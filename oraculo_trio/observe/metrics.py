@@ -17,13 +17,19 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
+import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
-from prometheus_client.metrics_core import HistogramMetricFamily, Metric
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
-from oraculo_trio.core.events import STREAMS
 from oraculo_trio.observe.metric_spec import COUNTER, HISTOGRAM, Given, MetricSpec
 from oraculo_trio.observe.metric_table import (
     BAD_FRAME_REASONS,
@@ -139,7 +145,141 @@ class ConstantLabels(Collector):
             yield relabelled
 
 
-def _new_family(spec: MetricSpec, registry: CollectorRegistry) -> Counter | Gauge | FastHistogram:
+class LedgerChild:
+    """One series of a ledger metric: a plain count, changed only by the Trio thread."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def inc(self, amount: int = 1) -> None:
+        self.value += amount
+
+    def set(self, value: int) -> None:
+        self.value = value
+
+
+class LedgerFamily(Collector):
+    """A counter or gauge of the accounting, exposed from the :class:`Ledger`'s last capture."""
+
+    def __init__(self, spec: MetricSpec, registry: CollectorRegistry, ledger: Ledger) -> None:
+        self.spec = spec
+        self.children: dict[tuple[str, ...], LedgerChild] = {}
+        self._ledger = ledger
+        ledger.families.append(self)
+        registry.register(self)
+
+    def labels(self, *values: str) -> LedgerChild:
+        key = tuple(str(v) for v in values)
+        if len(key) != len(self.spec.labels):
+            raise ValueError(f"{self.spec.name} takes labels {self.spec.labels}, got {key}")
+        child = self.children.get(key)
+        if child is None:
+            child = self.children[key] = LedgerChild()
+        return child
+
+    def describe(self) -> Iterable[Metric]:
+        return [self._family()]
+
+    def collect(self) -> Iterable[Metric]:
+        family = self._family()
+        for key, value in self._ledger.values(self).items():
+            family.add_metric(list(key), value)
+        yield family
+
+    def _family(self) -> CounterMetricFamily | GaugeMetricFamily:
+        spec = self.spec
+        if spec.type == COUNTER:
+            return CounterMetricFamily(
+                spec.name.removesuffix("_total"), spec.help, labels=spec.labels
+            )
+        return GaugeMetricFamily(spec.name, spec.help, labels=spec.labels)
+
+
+class Ledger:
+    """The accounting's terms, captured together so that every scrape sees them balance:
+    ``received = evaluated + dropped + bad_frames + in_flight`` (``docs/architecture.md``).
+
+    The counters change in the Trio thread, between its checkpoints; a scrape runs in the HTTP
+    thread. :meth:`refresh` (HTTP thread) has the Trio thread run :meth:`capture` between two
+    task steps, where no message is halfway through a stage, and counts what is in flight
+    from the queues themselves at that moment. A loop too busy or blocked to answer within
+    the scrape's patience is served the previous capture: older, but balanced.
+
+    Without an attached pipeline (tests, a service not yet started or already drained) the
+    live values are served and nothing is in flight.
+    """
+
+    def __init__(self) -> None:
+        self.families: list[LedgerFamily] = []
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._in_flight: Callable[[], Mapping[str, int]] | None = None
+        self._in_flight_family: LedgerFamily | None = None
+        self._captured: dict[LedgerFamily, dict[tuple[str, ...], int]] | None = None
+
+    def attach(
+        self, in_flight: Callable[[], Mapping[str, int]], token: trio.lowlevel.TrioToken
+    ) -> None:
+        """Count ``in_flight()`` (per stream, called in the Trio thread) into the ledger's
+        gauge at each capture; captures run in the thread of ``token``."""
+        gauges = [family for family in self.families if family.spec.type != COUNTER]
+        (self._in_flight_family,) = gauges
+        self._in_flight, self._token = in_flight, token
+        self._captured = None
+
+    def detach(self) -> None:
+        """The pipeline is gone: serve live values again (nothing is in flight)."""
+        if self._in_flight_family is not None:
+            for child in self._in_flight_family.children.values():
+                child.value = 0
+        self._in_flight = self._token = self._in_flight_family = None
+        self._captured = None
+
+    def capture(self) -> None:
+        """Copy every term now. In the Trio thread (or with no Trio loop running)."""
+        if self._in_flight is not None and self._in_flight_family is not None:
+            counts = self._in_flight()
+            for key, child in self._in_flight_family.children.items():
+                child.value = counts.get(key[0], 0)
+        self._captured = {
+            family: {key: child.value for key, child in family.children.items()}
+            for family in self.families
+        }
+
+    def refresh(self, patience: float = 0.5) -> None:
+        """Capture from the Trio thread, waiting ``patience`` seconds at most. Any thread."""
+        token = self._token
+        if token is None:
+            self._captured = None
+            return
+        done = threading.Event()
+
+        def capture() -> None:
+            try:
+                self.capture()
+            finally:
+                done.set()
+
+        try:
+            token.run_sync_soon(capture)
+        except trio.RunFinishedError:
+            self._captured = None
+            return
+        done.wait(patience)
+
+    def values(self, family: LedgerFamily) -> dict[tuple[str, ...], int]:
+        captured = self._captured
+        if captured is not None and family in captured:
+            return captured[family]
+        return {key: child.value for key, child in family.children.items()}
+
+
+def _new_family(
+    spec: MetricSpec, registry: CollectorRegistry, ledger: Ledger
+) -> Counter | Gauge | FastHistogram | LedgerFamily:
+    if spec.ledger:
+        return LedgerFamily(spec, registry, ledger)
     if spec.type == HISTOGRAM:
         return FastHistogram(spec.name, spec.help, spec.labels, spec.buckets, registry)
     kind = Counter if spec.type == COUNTER else Gauge
@@ -175,13 +315,16 @@ class MetricSet:
         self.registry.register(ConstantLabels(self.inner, constant_labels or {"service": SERVICE}))
         self._table = tuple(table)
         self._given = {name: tuple(values) for name, values in given.items()}
-        self._families: dict[str, Counter | Gauge | FastHistogram] = {}
+        self.ledger = Ledger()
+        self._families: dict[str, Counter | Gauge | FastHistogram | LedgerFamily] = {}
         for spec in self._table:
-            family = self._families[spec.attribute] = _new_family(spec, self.inner)
+            family = self._families[spec.attribute] = _new_family(spec, self.inner, self.ledger)
             if not spec.labels:
                 # A Counter or Gauge without labels is its own series; a FastHistogram's is
                 # its one child.
-                series = family.labels() if isinstance(family, FastHistogram) else family
+                series = (
+                    family.labels() if isinstance(family, FastHistogram | LedgerFamily) else family
+                )
                 setattr(self, spec.attribute, series)
             else:
                 setattr(self, spec.attribute, {} if spec.children else family)
@@ -207,7 +350,8 @@ class MetricSet:
                 self._create_series(spec, {**self._given, name: (value,)})
 
     def exposition(self) -> bytes:
-        """The registry in Prometheus text format."""
+        """The registry in Prometheus text format, the accounting captured together."""
+        self.ledger.refresh()
         return generate_latest(self.registry)
 
 
@@ -243,33 +387,32 @@ class ServiceMetrics(MetricSet):
         self._add_given(LIMITERS, name)
 
     def accounting(self) -> dict[str, int]:
-        """The accounting terms (``docs/architecture.md``) from this instance's counters.
+        """The accounting terms (``docs/architecture.md``), summed over streams and labels.
 
-        ``received = evaluated + stale_drop + conflated + superseded + overflow + bad_frames``;
-        ``unaccounted`` is what is left over: messages still in a queue while running, and 0
-        once the pipeline has drained.
+        ``received = evaluated + stale_drop + conflated + superseded + overflow + bad_frames
+        + in_flight``; ``unaccounted`` is what is left over, 0 unless a message went missing.
+        Call it in the Trio thread (between task steps the terms balance) or once the
+        pipeline has stopped; another thread reads :attr:`ledger` through a scrape.
         """
+        self.ledger.capture()
 
-        def total(name: str, **labels: str) -> int:
-            value = self.inner.get_sample_value(name, labels)
-            return int(value or 0)
+        def total(family: LedgerFamily, **labels: str) -> int:
+            values = self.ledger.values(family)
+            names = family.spec.labels
+            return sum(
+                value
+                for key, value in values.items()
+                if all(key[names.index(name)] == want for name, want in labels.items())
+            )
 
         terms = {
-            "received": sum(
-                total("oraculo_feed_messages_received_total", stream=s) for s in STREAMS
-            ),
-            "evaluated": sum(
-                total("oraculo_alerts_messages_evaluated_total", stream=s) for s in STREAMS
-            ),
+            "received": total(self._families["received"]),
+            "evaluated": total(self._families["evaluated"]),
         }
         for reason in DROP_REASONS:
-            terms[reason] = sum(
-                total("oraculo_alerts_queue_dropped_total", stream=s, reason=reason)
-                for s in STREAMS
-            )
-        terms["bad_frames"] = sum(
-            total("oraculo_feed_bad_frames_total", reason=r) for r in BAD_FRAME_REASONS
-        )
+            terms[reason] = total(self._families["dropped"], reason=reason)
+        terms["bad_frames"] = total(self._families["bad_frames"])
+        terms["in_flight"] = total(self._families["in_flight"])
         accounted = sum(value for key, value in terms.items() if key != "received")
         terms["unaccounted"] = terms["received"] - accounted
         return terms

@@ -130,6 +130,7 @@ class ShardBooks:
         Returns:
             The transitions of the rules run on the book it made live, or None.
         """
+        self.requests.in_channels -= 1
         sync = self.syncs.get(snapshot.symbol)
         if sync is None:
             return None

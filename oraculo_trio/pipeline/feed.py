@@ -25,6 +25,9 @@ from oraculo_trio.settings import Settings
 
 LOGGER = logging.getLogger("oraculo_trio.pipeline.feed")
 
+# The transport's frame bound of one read-ahead (its byte bound is feed.receive_buffer_size).
+MAX_READ_AHEAD_FRAMES = 65_536
+
 
 @attrs.frozen
 class FeedConnectionSettings:
@@ -37,12 +40,23 @@ class FeedConnectionSettings:
     reconnect_max: float
     connection_lifetime: float
     stall_timeout: float
+    behind_frames: int
+    chunk_frames: int
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FeedConnectionSettings:
-        # Every field is the ``feed`` key of the same name.
+        # Every field is the ``feed`` key of the same name, but the read-ahead's two pipeline
+        # keys: how much of it means behind, and how much the reader hands on per step (a
+        # consumer's batch, so that frames are consumed while their memory is still hot).
+        feed = settings.feed
         return cls(
-            **{field.name: getattr(settings.feed, field.name) for field in attrs.fields(cls)}
+            **{
+                field.name: getattr(feed, field.name)
+                for field in attrs.fields(cls)
+                if hasattr(feed, field.name)
+            },
+            behind_frames=settings.pipeline.behind_frames,
+            chunk_frames=settings.pipeline.batch_max,
         )
 
 
@@ -190,6 +204,25 @@ async def run_feed_connection(
         await trio.sleep(delay)
 
 
+SERVER_SHUTDOWN = object()
+"""What :meth:`_BatchReader._unkeyed` returns for the exchange's ``serverShutdown`` notice."""
+
+
+@attrs.define(eq=False)
+class FrameBatch:
+    """The read-ahead: the frames of one socket read that the reader has not handed on yet.
+    Its market frames are counted as received at once, and as ``in_flight`` until each is
+    routed, conflated or found bad (the accounting of ``docs/architecture.md``)."""
+
+    keys: list[bytes | None] = attrs.field(factory=list)
+    position: int = 0
+
+    def held(self) -> int:
+        """Market frames of the read-ahead counted as received and not yet handed on."""
+        keys = self.keys
+        return sum(1 for index in range(self.position, len(keys)) if keys[index] is not None)
+
+
 async def _read(
     socket: object,
     router: ShardRouter,
@@ -204,12 +237,11 @@ async def _read(
     # Only the streams this connection subscribed to are known: a frame of any other stream
     # (a trade on the depth connection, say) is unknown_stream, never routed to the wrong
     # stream's shards (where a depth channel would conflate a trade).
-    decoder = BinanceDecoder(streams)
-    decode = decoder.decode
-    route = router.route
-    received = metrics.received[router.stream]
+    reader = _BatchReader(
+        BinanceDecoder(streams), router, metrics, bad_log, settings.behind_frames,
+        settings.chunk_frames,
+    )  # fmt: skip
     current_time = trio.current_time
-    wall_time = time.time
     last_frame = current_time()
     stalled = False
     closed: ConnectionClosed | None = None
@@ -233,42 +265,135 @@ async def _read(
             await rotation.turn()
         cancel_scope.cancel()
 
-    async with trio.open_nursery() as nursery:
-        with trio.CancelScope() as lifetime:
-            nursery.start_soon(watch_for_stall, nursery.cancel_scope)
-            nursery.start_soon(rotate_when_due, lifetime)
-            while True:
-                try:
-                    message = await socket.get_message()
-                except ConnectionClosed as exc:
-                    # Re-raised outside the nursery, so the caller sees it unwrapped.
-                    closed = exc
-                    break
-                last_frame = now = current_time()
-                result = decode(message, now, wall_time())
-                if isinstance(result, Control):
-                    if result.kind == "error":
-                        # The exchange refused something of ours: a frame we cannot use.
-                        received.inc()
-                        metrics.bad_frames["exchange_error"].inc()
-                        bad_log.warning("error", "exchange error frame: %s", result.payload)
-                        continue
-                    metrics.control_frames.labels(result.kind).inc()
-                    if result.kind == "server_shutdown":
+    router.reading = reader.batch
+    try:
+        async with trio.open_nursery() as nursery:
+            with trio.CancelScope() as lifetime:
+                nursery.start_soon(watch_for_stall, nursery.cancel_scope)
+                nursery.start_soon(rotate_when_due, lifetime)
+                while True:
+                    try:
+                        frames = await socket.receive_batch(MAX_READ_AHEAD_FRAMES)
+                    except ConnectionClosed as exc:
+                        # Re-raised outside the nursery, so the caller sees it unwrapped.
+                        closed = exc
+                        break
+                    last_frame = current_time()
+                    if await reader.handle(frames):
                         nursery.cancel_scope.cancel()
                         return "server_shutdown"
-                    continue
-                received.inc()
-                if isinstance(result, BadFrame):
-                    metrics.bad_frames[result.reason].inc()
-                    bad_log.warning(
-                        result.reason, "bad frame (%s): %s", result.reason, result.detail
-                    )
-                    continue
-                await route(result)
-        nursery.cancel_scope.cancel()
+            nursery.cancel_scope.cancel()
+    finally:
+        router.reading = None
     if closed is not None:
         raise closed
     if lifetime.cancelled_caught:
         return "lifetime"
     return "stall" if stalled else "closed"
+
+
+@attrs.define(eq=False)
+class _BatchReader:
+    """Hands on the frames of one socket read (the read-ahead) under the overload policy.
+
+    Behind its feed (a read-ahead of more than ``behind_frames`` frames), the service spends
+    the least work on what a newer message supersedes: frames of a latest-only stream
+    (partial books, book tickers) followed by a newer frame of the same stream are counted
+    ``conflated`` and never decoded, and depth diffs merge per symbol in the shard's
+    conflation buffer. Every ``chunk`` frames the consumers run, so that what was decoded is
+    consumed while its memory is hot, at a scheduling point that a cancellation does not
+    interrupt: a read-ahead is always handed on whole, so no frame read is ever lost.
+    """
+
+    decoder: BinanceDecoder
+    router: ShardRouter
+    metrics: ServiceMetrics
+    bad_log: RateLimitedLog
+    behind_frames: int
+    chunk: int
+    batch: FrameBatch = attrs.field(factory=FrameBatch)
+
+    async def handle(self, frames: list[bytes]) -> bool:
+        """Hand on every frame of ``frames``; True when the exchange announced its shutdown.
+
+        Cancellation: not interrupted (see the class); the caller's next read raises it.
+        """
+        decoder = self.decoder
+        stream_key = decoder.stream_key
+        keys = [stream_key(frame) for frame in frames]
+        batch = self.batch
+        batch.keys, batch.position = keys, 0
+        metrics = self.metrics
+        stream = self.router.stream
+        market = len(keys) - keys.count(None)
+        if market:
+            metrics.received[stream].inc(market)
+        behind = len(frames) > self.behind_frames
+        newest = self._newest_of_latest_only(keys) if behind and decoder.latest_only else None
+        decode_keyed = decoder.decode_keyed
+        route = self.router.route
+        chunk = self.chunk
+        now = trio.current_time()
+        now_wall = time.time()
+        conflated = 0
+        shutdown = False
+        try:
+            for index, frame in enumerate(frames):
+                batch.position = index
+                if index and not index % chunk:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
+                key = keys[index]
+                if key is None:
+                    event = self._unkeyed(frame, now, now_wall)
+                    if event is SERVER_SHUTDOWN:
+                        shutdown = True
+                    elif event is not None:
+                        keys[index] = b""  # received now: held while it is routed
+                        await route(event)
+                    continue
+                if newest is not None and newest.get(key, index) != index:
+                    conflated += 1
+                    continue
+                result = decode_keyed(key, frame, now, now_wall)
+                if type(result) is BadFrame:
+                    self._bad(result)
+                    continue
+                await route(result, behind)
+        finally:
+            batch.keys, batch.position = [], 0
+            if conflated:
+                metrics.dropped[stream, "conflated"].inc(conflated)
+        return shutdown
+
+    def _newest_of_latest_only(self, keys: list[bytes | None]) -> dict[bytes, int] | None:
+        """Index of the last frame of each latest-only stream, when one has several."""
+        latest_only = self.decoder.latest_only
+        newest: dict[bytes, int] = {}
+        for index, key in enumerate(keys):
+            if key in latest_only:
+                newest[key] = index
+        return newest if len(newest) < sum(1 for key in keys if key in latest_only) else None
+
+    def _unkeyed(self, frame: bytes, now: float, now_wall: float) -> object:
+        """A frame whose stream the raw bytes did not name, decoded whole: the market event to
+        route, :data:`SERVER_SHUTDOWN` for the exchange's notice, or None (counted here)."""
+        result = self.decoder.decode(frame, now, now_wall)
+        metrics = self.metrics
+        if isinstance(result, Control):
+            if result.kind == "error":
+                # The exchange refused something of ours: a frame we cannot use.
+                metrics.received[self.router.stream].inc()
+                metrics.bad_frames["exchange_error"].inc()
+                self.bad_log.warning("error", "exchange error frame: %s", result.payload)
+                return None
+            metrics.control_frames.labels(result.kind).inc()
+            return SERVER_SHUTDOWN if result.kind == "server_shutdown" else None
+        metrics.received[self.router.stream].inc()
+        if isinstance(result, BadFrame):
+            self._bad(result)
+            return None
+        return result
+
+    def _bad(self, result: BadFrame) -> None:
+        self.metrics.bad_frames[result.reason].inc()
+        self.bad_log.warning(result.reason, "bad frame (%s): %s", result.reason, result.detail)

@@ -40,7 +40,6 @@ from oraculo_trio.core.events import DEPTH, TRADE
 from oraculo_trio.core.rules import CompiledRule
 from oraculo_trio.core.sharding import shard_of
 from oraculo_trio.core.silences import SilenceSet
-from oraculo_trio.core.sync import merge_depth
 from oraculo_trio.dispatch.dispatcher import run_dispatcher, run_silence_refresh
 from oraculo_trio.dispatch.policy import SinkPolicy
 from oraculo_trio.dispatch.redeliver import unconfirmed_notifications
@@ -54,6 +53,7 @@ from oraculo_trio.observe.metrics import ServiceMetrics
 from oraculo_trio.observe.process import run_process_stats
 from oraculo_trio.observe.supervise import RestartPolicy, spawn, start, supervised
 from oraculo_trio.observe.watchdog import Watchdog
+from oraculo_trio.pipeline.channels import InFlight, Room
 from oraculo_trio.pipeline.diffbooks import BookChanges, ShardBooks
 from oraculo_trio.pipeline.feed import (
     ConnectionStatus,
@@ -390,22 +390,31 @@ async def _run_pipeline(
         store_send, dispatch_send = _start_outlets(nursery, handle, store, sinks)
         # Before any new notification: those a previous run left in flight (at-least-once).
         await _redeliver(handle, store, sinks, dispatch_send)
-        buffers = [ConflationBuffer(merge_depth) for _ in range(settings.pipeline.shards)]
+        buffers = [ConflationBuffer(merge_diffs=True) for _ in range(settings.pipeline.shards)]
         requests = _open_books(handle)
+        in_flight = InFlight(buffers=buffers, books=handle.books)
+        if requests is not None:
+            in_flight.snapshots_in_channels = lambda: requests.in_channels
         clock_scope = trio.CancelScope()
         with store_send, dispatch_send:
-            senders = _start_consumers(
+            shard_channels = _start_consumers(
                 nursery, handle, clock_scope, store_send, dispatch_send, buffers, rule_limiters
             )
+        in_flight.channels = {
+            stream: list(zip(receivers, shard_channels.rooms[stream], strict=True))
+            for stream, receivers in shard_channels.receivers.items()
+        }
+        handle.metrics.ledger.attach(in_flight.count, trio.lowlevel.current_trio_token())
         feeds_scope = trio.CancelScope()
         nursery.start_soon(
             _run_feeds,
             handle,
             feeds_scope,
-            senders,
+            shard_channels,
             buffers,
             FeedConnectionSettings.from_settings(settings),
             requests,
+            in_flight,
         )
         task_status.started(handle)
         await (handle._shutdown if until is None else until).wait()
@@ -417,6 +426,8 @@ async def _run_pipeline(
         feeds_scope.cancel()
         clock_scope.cancel()
         nursery.cancel_scope.deadline = trio.current_time() + settings.service.shutdown_grace
+    # Drained: what a scrape shows from now on are the final counts.
+    handle.metrics.ledger.detach()
     if nursery.cancel_scope.cancelled_caught:
         LOGGER.warning("shutdown grace period ran out; the pipeline was cancelled")
 
@@ -479,9 +490,9 @@ def _start_consumers(
     dispatch_send: trio.MemorySendChannel,
     buffers: Sequence[ConflationBuffer],
     rule_limiters: RuleLimiters,
-) -> dict[str, list[trio.MemorySendChannel]]:
+) -> ShardChannels:
     # The rule clock (until ``clock_scope`` is cancelled) and each shard's depth and trade
-    # consumers, each with outlet clones; returns the send ends of the consumers' channels.
+    # consumers, each with outlet clones; returns the consumers' channels.
     settings = handle.settings
     metrics = handle.metrics
     spawn(
@@ -497,11 +508,14 @@ def _start_consumers(
         metrics=metrics,
     )
     consumer_settings = ConsumerSettings.from_settings(settings)
-    senders: dict[str, list[trio.MemorySendChannel]] = {DEPTH: [], TRADE: []}
+    channels = ShardChannels()
     for shard, engine in enumerate(handle.engines):
         for stream in (DEPTH, TRADE):
             send, receive = trio.open_memory_channel(settings.pipeline.channel_capacity)
-            senders[stream].append(send)
+            room = Room()
+            channels.senders[stream].append(send)
+            channels.receivers[stream].append(receive)
+            channels.rooms[stream].append(room)
             outlet = AlertOutlet(store_send.clone(), dispatch_send.clone(), metrics)
             spawn(
                 nursery,
@@ -516,9 +530,24 @@ def _start_consumers(
                 metrics,
                 consumer_settings,
                 handle.books[shard] if handle.books and stream == DEPTH else None,
+                room,
                 metrics=metrics,
             )
-    return senders
+    return channels
+
+
+@attrs.define(eq=False)
+class ShardChannels:
+    """Each shard's channels, per stream: the send ends (for the feed to clone), the receive
+    ends (owned by the consumers; read here only for their statistics) and their rooms."""
+
+    senders: dict[str, list[trio.MemorySendChannel]] = attrs.field(
+        factory=lambda: {DEPTH: [], TRADE: []}
+    )
+    receivers: dict[str, list[trio.MemoryReceiveChannel]] = attrs.field(
+        factory=lambda: {DEPTH: [], TRADE: []}
+    )
+    rooms: dict[str, list[Room]] = attrs.field(factory=lambda: {DEPTH: [], TRADE: []})
 
 
 async def _redeliver(
@@ -558,15 +587,17 @@ async def _run_in_scope(
 async def _run_feeds(
     handle: ServiceHandle,
     scope: trio.CancelScope,
-    senders: dict[str, list[trio.MemorySendChannel]],
+    channels: ShardChannels,
     buffers: list[ConflationBuffer],
     connection_settings: FeedConnectionSettings,
     requests: SnapshotRequests | None,
+    in_flight: InFlight,
 ) -> None:
     metrics = handle.metrics
     feed = handle.settings.feed
     rotation = RotationGate(feed.rotation_spacing)
     # The fetcher's channel clones are closed with the feeds, so the consumers can drain.
+    senders = channels.senders
     fetcher_senders = [send.clone() for send in senders[DEPTH]] if requests is not None else []
     with scope, contextlib.ExitStack() as closing:
         for send in fetcher_senders:
@@ -579,6 +610,7 @@ async def _run_feeds(
                     requests,
                     fetcher_senders,
                     metrics,
+                    channels.rooms[DEPTH],
                 )
                 await start(
                     nursery,
@@ -593,7 +625,9 @@ async def _run_feeds(
                     [send.clone() for send in senders[status.stream]],
                     buffers if status.stream == DEPTH else None,
                     metrics,
+                    channels.rooms[status.stream],
                 )
+                in_flight.readers.append((status.stream, router.held))
                 nursery.start_soon(
                     _own_router_and_read,
                     router,

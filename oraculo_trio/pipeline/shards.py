@@ -20,8 +20,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, NamedTuple
 
 import attrs
 import trio
@@ -31,10 +31,14 @@ from oraculo_trio.core.alerts import FIRING, PENDING, AlertTransition
 from oraculo_trio.core.engine import ShardEngine
 from oraculo_trio.core.events import DepthDiff
 from oraculo_trio.core.sharding import shard_of
-from oraculo_trio.core.sync import BookSnapshot
+from oraculo_trio.core.sync import BookSnapshot, PendingDiff
 from oraculo_trio.observe.metrics import FastHistogramChild, ServiceMetrics
 from oraculo_trio.observe.ratelimit import RateLimitedLog
+from oraculo_trio.pipeline.channels import Room, send_when_room
 from oraculo_trio.pipeline.diffbooks import ShardBooks
+
+if TYPE_CHECKING:
+    from oraculo_trio.pipeline.feed import FrameBatch
 from oraculo_trio.settings import Settings
 
 LOGGER = logging.getLogger("oraculo_trio.pipeline.shards")
@@ -44,29 +48,45 @@ LOGGER = logging.getLogger("oraculo_trio.pipeline.shards")
 class ConflationBuffer:
     """The newest waiting depth message per symbol, while a shard's channel is full.
 
-    ``merge(old, new)`` decides what survives; for snapshots and tickers it is ``new``.
+    A newer message replaces an older one; with ``merge_diffs``, depth diffs merge instead
+    (:class:`~oraculo_trio.core.sync.PendingDiff`: later levels win, no level is lost).
     """
 
-    merge: Callable[[object, object], object] = lambda old, new: new
+    merge_diffs: bool = False
     pending: dict[str, object] = attrs.field(factory=dict)
 
     def put(self, event: object) -> bool:
-        """Hold ``event``; True when it replaced (conflated) an older message."""
+        """Hold ``event``; True when it replaced or merged into (conflated) an older message."""
         symbol = event.symbol
-        old = self.pending.get(symbol)
+        pending = self.pending
+        old = pending.get(symbol)
         if old is None:
-            self.pending[symbol] = event
+            pending[symbol] = event
             return False
-        self.pending[symbol] = self.merge(old, event)
+        if self.merge_diffs and type(event) is DepthDiff:
+            if type(old) is PendingDiff:
+                old.add(event)
+                return True
+            if type(old) is DepthDiff:
+                merged = pending[symbol] = PendingDiff(old)
+                merged.add(event)
+                return True
+        pending[symbol] = event
         return True
 
     def take(self) -> list[object]:
         """Everything waiting, oldest symbol first; the buffer is left empty."""
         if not self.pending:
             return []
-        taken = list(self.pending.values())
+        taken = [
+            entry.event() if type(entry) is PendingDiff else entry
+            for entry in self.pending.values()
+        ]
         self.pending = {}
         return taken
+
+    def __len__(self) -> int:
+        return len(self.pending)
 
 
 @attrs.define(eq=False)
@@ -80,11 +100,19 @@ class ShardRouter:
     senders: Sequence[trio.MemorySendChannel]
     buffers: Sequence[ConflationBuffer] | None
     metrics: ServiceMetrics
+    rooms: Sequence[Room] = ()
     _shard_cache: dict[str, int] = attrs.field(factory=dict)
     # While a trade waits for room (backpressure), and when the last wait ended: the feed's
     # stall detector does not count that time as silence from the exchange.
     waiting: bool = False
     resumed_at: float = -math.inf
+    # The batch its feed connection is handing on (part of the read-ahead), while it reads.
+    reading: FrameBatch | None = None
+
+    def held(self) -> int:
+        """Frames its feed connection has read and not yet handed on (the read-ahead)."""
+        reading = self.reading
+        return reading.held() if reading is not None else 0
 
     def shard(self, symbol: str) -> int:
         shard = self._shard_cache.get(symbol)
@@ -92,17 +120,29 @@ class ShardRouter:
             shard = self._shard_cache[symbol] = shard_of(symbol, len(self.senders))
         return shard
 
-    async def route(self, event: object) -> None:
+    async def route(self, event: object, merge: bool = False) -> None:
         """Deliver ``event`` to its shard under the stream's overload policy.
 
-        Cancellation: a trade waiting for room (backpressure) is never abandoned: it is
-        handed over first (the consumers drain meanwhile), then Cancelled is raised.
+        Args:
+            event: a decoded market event of this router's stream.
+            merge: the service is behind its feed: depth messages go to the conflation
+                buffer (a diff merges, a book replaces) even when the channel has room.
+
+        Cancellation: a trade waiting for room (backpressure) is never abandoned: the wait
+        is shielded, and the caller notices the cancellation at its next checkpoint.
         """
         shard = self.shard(event.symbol)
         buffers = self.buffers
         if buffers is not None:
             buffer = buffers[shard]
-            if buffer.pending and event.symbol in buffer.pending:
+            # Into the buffer: a symbol already waiting there (its order), or anything while
+            # behind, as long as the consumer will look: it takes the buffer once its channel
+            # is empty, so the buffer gets nothing while both are empty (it may be asleep).
+            if buffer.pending:
+                to_buffer = merge or event.symbol in buffer.pending
+            else:
+                to_buffer = merge and self.senders[shard].statistics().current_buffer_used > 0
+            if to_buffer:
                 if buffer.put(event):
                     self.metrics.dropped[self.stream, "conflated"].inc()
                 return
@@ -116,9 +156,9 @@ class ShardRouter:
             self.senders[shard].send_nowait(event)
         except trio.WouldBlock:
             self.metrics.backpressure.labels("trade_shard").inc()
-            await self._wait_for_room(self.senders[shard], event)
+            await self._wait_for_room(shard, event)
 
-    async def _wait_for_room(self, sender: trio.MemorySendChannel, event: object) -> None:
+    async def _wait_for_room(self, shard: int, event: object) -> None:
         # The trade was read and counted: abandoning it to a cancellation (a stall or
         # rotation of the connection, a shutdown) would lose it and leave it unaccounted.
         # The wait is shielded; only a consumer gone for good (the shutdown grace ran out)
@@ -126,13 +166,15 @@ class ShardRouter:
         self.waiting = True
         try:
             with trio.CancelScope(shield=True):
-                await sender.send(event)
+                if self.rooms:
+                    await send_when_room(self.senders[shard], self.rooms[shard], event)
+                else:
+                    await self.senders[shard].send(event)
         except trio.BrokenResourceError:
             LOGGER.error("trade for %s not delivered: its consumer has stopped", event.symbol)
         finally:
             self.waiting = False
             self.resumed_at = trio.current_time()
-        await trio.lowlevel.checkpoint_if_cancelled()
 
     def close(self) -> None:
         # Synchronous on purpose: it runs while the feed is being cancelled, where an
@@ -250,6 +292,7 @@ class ShardConsumer:
     metrics: ServiceMetrics
     settings: ConsumerSettings
     books: ShardBooks | None = None
+    room: Room = attrs.field(factory=Room)
     _queue_time: FastHistogramChild = attrs.field(init=False)
     _evaluated_age: FastHistogramChild = attrs.field(init=False)
     _queue_time_latest: Gauge = attrs.field(init=False)
@@ -294,10 +337,15 @@ class ShardConsumer:
         waiting = self.buffer.take() if self.buffer is not None else []
         if waiting or ended:
             return waiting
+        # While this waits, a message handed over is in neither the channel nor a batch:
+        # the accounting counts it from this flag (see Room).
+        self.room.receiving = True
         try:
             return [await self.receive_channel.receive()]
         except trio.EndOfChannel:
             return []
+        finally:
+            self.room.receiving = False
 
     def process(self, pending: list[object]) -> BatchTally:
         """Process ``pending``, then what is queued behind it, up to ``batch_max`` messages or
@@ -382,6 +430,7 @@ class ShardConsumer:
 
         Cancellation: transitions not yet handed to the store channel are abandoned.
         """
+        self.room.notify()
         processed = tally.processed
         self._stage_in.inc(processed)
         self._stage_out.inc(processed)
@@ -422,6 +471,7 @@ async def run_consumer(
     metrics: ServiceMetrics,
     settings: ConsumerSettings,
     books: ShardBooks | None = None,
+    room: Room | None = None,
 ) -> None:
     """Consume one shard's channel of one stream in micro-batches until it closes.
 
@@ -434,8 +484,9 @@ async def run_consumer(
     shutdown closes the feed first, so the channel drains to its end instead).
     """
     consumer = ShardConsumer(
-        stream, shard, receive_channel, buffer, engine, outlet, metrics, settings, books
-    )
+        stream, shard, receive_channel, buffer, engine, outlet, metrics, settings, books,
+        room if room is not None else Room(),
+    )  # fmt: skip
     take, process, publish = consumer.take, consumer.process, consumer.publish
     with receive_channel, outlet:
         while pending := await take():

@@ -37,6 +37,7 @@ from oraculo_trio.feeds.binance_rest import (
 )
 from oraculo_trio.observe.metrics import ServiceMetrics
 from oraculo_trio.observe.ratelimit import RateLimitedLog
+from oraculo_trio.pipeline.channels import Room, send_when_room
 from oraculo_trio.settings import Settings
 
 LOGGER = logging.getLogger("oraculo_trio.pipeline.snapshots")
@@ -112,6 +113,9 @@ class SnapshotRequests:
     _waiting: dict[str, SnapshotRequest] = attrs.field(factory=dict)
     _taken: dict[str, SnapshotRequest] = attrs.field(factory=dict)
     _arrived: trio.Event = attrs.field(factory=trio.Event)
+    in_channels: int = 0
+    """Snapshots in the shards' depth channels, not yet taken by their consumer: the
+    channels hold them beside frames, and the accounting counts only frames."""
 
     def put(self, request: SnapshotRequest) -> None:
         """Queue ``request`` (new, or taken and put back) without blocking."""
@@ -191,6 +195,7 @@ class SnapshotFetcher:
     requests: SnapshotRequests
     senders: Sequence[trio.MemorySendChannel]
     metrics: ServiceMetrics
+    rooms: Sequence[Room] = ()
     weight: int = attrs.field(init=False)
     bucket: WeightBucket = attrs.field(init=False)
     blocked_until: float = attrs.field(init=False, default=-math.inf)
@@ -313,10 +318,18 @@ class SnapshotFetcher:
         snapshot = BookSnapshot(symbol, request.request_id, last_update_id, bids, asks, latency)
         try:
             # Waits while the shard's channel is full: only this snapshot is late for it.
-            await self.senders[request.shard].send(snapshot)
+            await self._deliver(request.shard, snapshot)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return  # the consumer is gone: shutting down
         self.requests.done(request)
+
+    async def _deliver(self, shard: int, snapshot: BookSnapshot) -> None:
+        sender = self.senders[shard]
+        if self.rooms:
+            await send_when_room(sender, self.rooms[shard], snapshot)
+        else:
+            await sender.send(snapshot)
+        self.requests.in_channels += 1
 
     def _failed(self, request: SnapshotRequest, nursery: trio.Nursery, why: str) -> None:
         """Count a failed request and ask again after a backoff of its own."""

@@ -56,7 +56,7 @@ async def open_feed_socket(
     max_message_size: int,
     connect_timeout: float = 10.0,
     client: str,
-) -> AsyncIterator[NativeFeedSocket | trio_websocket.WebSocketConnection]:
+) -> AsyncIterator[NativeFeedSocket | LibraryFeedSocket]:
     """Open a WebSocket client connection to ``url``.
 
     Args:
@@ -95,7 +95,7 @@ async def open_feed_socket(
             disconnect_timeout=2.0,
         ) as connection:
             try:
-                yield connection
+                yield LibraryFeedSocket(connection)
             finally:
                 # trio-websocket 0.12.2 never closes a client's TCP stream when the peer
                 # closed (or aborted) first: aclose() returns early once a close reason is
@@ -104,6 +104,25 @@ async def open_feed_socket(
     except (OSError, trio_websocket.HandshakeError, trio.TooSlowError) as exc:
         # Connection-level failures of the handshake or of the socket under the body.
         raise FeedError(f"WebSocket {url} failed: {exc!r}") from exc
+
+
+class LibraryFeedSocket:
+    """trio-websocket's connection with the native client's reading interface: one message
+    per :meth:`receive_batch` (the library's reader task reads ahead by itself)."""
+
+    buffered = 0
+
+    def __init__(self, connection: trio_websocket.WebSocketConnection) -> None:
+        self._connection = connection
+
+    async def get_message(self) -> bytes | str:
+        return await self._connection.get_message()
+
+    async def receive_batch(self, max_messages: int) -> list[bytes | str]:
+        return [await self._connection.get_message()]
+
+    async def send_message(self, message: str | bytes) -> None:
+        await self._connection.send_message(message)
 
 
 async def _close_quietly(connection: trio_websocket.WebSocketConnection) -> None:
@@ -205,6 +224,35 @@ class NativeFeedSocket:
                 await trio.lowlevel.checkpoint()
             if messages:
                 return messages.popleft()
+        await self._read_until_message()
+        return messages.popleft()
+
+    async def receive_batch(self, max_messages: int) -> list[bytes]:
+        """The messages already read, at most ``max_messages``; when none is left, one socket
+        read first, of as much as the socket holds (up to ``receive_buffer_size`` bytes).
+
+        This is the read-ahead: whatever the exchange sent while the service was busy moves
+        from the kernel into the service in one read, where the overload policy applies to
+        it. Exactly one checkpoint per call, so the feed's step ends after each batch.
+
+        Raises:
+            ConnectionClosed: the connection ended (after every message before the end).
+
+        Cancellation: safe; a message is never half taken.
+        """
+        messages = self._messages
+        if messages:
+            await trio.lowlevel.checkpoint()
+        else:
+            await self._read_until_message()
+        if len(messages) <= max_messages:
+            batch = list(messages)
+            messages.clear()
+            return batch
+        return [messages.popleft() for _ in range(max_messages)]
+
+    async def _read_until_message(self) -> None:
+        messages = self._messages
         while not messages:
             if self.closed is not None:
                 raise ConnectionClosed(self.closed)
@@ -228,7 +276,11 @@ class NativeFeedSocket:
                 await self._fail(error.code, error.reason)
             if self._outgoing:
                 await self._flush()
-        return messages.popleft()
+
+    @property
+    def buffered(self) -> int:
+        """Messages read from the socket and not yet taken (part of the read-ahead)."""
+        return len(self._messages)
 
     async def send_message(self, message: str | bytes) -> None:
         """Send a text message (a control request to the exchange).

@@ -156,7 +156,11 @@ class FeedSettings:
         default=30.0,
     )
     receive_buffer_size: int = _key(
-        "Socket read size of the WebSocket client, bytes.", _positive, default=65536
+        "Bytes one socket read may take: the read-ahead's byte bound. The reader takes what "
+        "the socket holds in one read, so a backlog moves out of the kernel into the "
+        "service, where the overload policy applies to it.",
+        _positive,
+        default=4 * 1024 * 1024,
     )
     max_message_size: int = _key(
         "Largest frame accepted, bytes; a larger one closes the connection and is counted.",
@@ -231,6 +235,15 @@ class PipelineSettings:
     )
     batch_budget_ms: float = _key(
         "Most milliseconds of work per micro-batch before yielding.", _positive, default=20.0
+    )
+    behind_frames: int = _key(
+        "A read-ahead (what one socket read brought) of more frames than this means the "
+        "service is behind its feed. Then, of a partial-book or bookTicker stream, only the "
+        "newest frame is decoded (the older ones count as conflated), and depth diffs merge "
+        "per symbol before they are applied (later levels win, no level is lost): cheap work "
+        "on what a newer message supersedes. Trades are never merged nor dropped.",
+        _integer(1),
+        default=2048,
     )
     stale_after: float = _key(
         "Seconds after which a message is stale: rules skipped, state still updated, "

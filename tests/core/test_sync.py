@@ -20,6 +20,7 @@ from oraculo_trio.core.sync import (
     SNAPSHOT_STALE,
     SYNCING,
     BookSync,
+    PendingDiff,
     merge_depth,
 )
 
@@ -295,6 +296,43 @@ def test_a_merged_diff_gives_the_book_the_two_diffs_give() -> None:
         for sync, diffs in ((one, [a, b]), (two, [merged(a, b)])):
             feed(sync, [diffs[0], snap(10, bids=(), asks=((100.0, 1.0),)), *diffs[1:]])
         assert one.book.levels("bid") == two.book.levels("bid")
+
+
+def test_pending_diffs_merge_as_merge_depth_folds_them() -> None:
+    """PendingDiff (levels waiting in dicts) gives the diff that folding merge_depth over the
+    same arrivals gives: forward runs, gaps, duplicates and out-of-order diffs alike."""
+    rng = random.Random(11)
+    for _ in range(300):
+        arrivals = []
+        update_id = rng.randint(1, 5)
+        for _ in range(rng.randint(1, 12)):
+            step = rng.choice(["next", "next", "next", "gap", "repeat", "older"])
+            if step == "gap":
+                update_id += rng.randint(2, 4)
+            elif step == "repeat" and arrivals:
+                arrivals.append(arrivals[-1])
+                continue
+            elif step == "older" and arrivals:
+                first = max(1, arrivals[-1].first_update_id - rng.randint(1, 3))
+                arrivals.append(diff(first, first + 1, bids=[(float(first), 9.0)]))
+                continue
+            last = update_id + rng.randint(0, 2)
+            bids = [(float(rng.randint(1, 20)), float(rng.randint(0, 3))) for _ in range(3)]
+            asks = [(float(rng.randint(21, 40)), float(rng.randint(0, 3))) for _ in range(3)]
+            arrivals.append(diff(update_id, last, bids=bids, asks=asks))
+            update_id = last + 1
+        folded: object = arrivals[0]
+        pending = PendingDiff(arrivals[0])
+        for later in arrivals[1:]:
+            folded = merge_depth(folded, later)
+            pending.add(later)
+        got = pending.event()
+        assert (got.first_update_id, got.final_update_id) == (
+            folded.first_update_id,
+            folded.final_update_id,
+        )
+        assert dict(got.bids) == dict(folded.bids)
+        assert dict(got.asks) == dict(folded.asks)
 
 
 # --------------------------------------------------------------------------------------

@@ -115,10 +115,12 @@ async def running_service(
 
 
 async def wait_accounted(handle: ServiceHandle, received: int) -> dict[str, int]:
-    """Wait until ``received`` messages were read and every one is accounted for."""
+    """Wait until ``received`` messages were read and every one is decided (evaluated or
+    dropped, none left in flight); the terms balance all along."""
     while True:
         terms = handle.metrics.accounting()
-        if terms["received"] >= received and terms["unaccounted"] == 0:
+        assert terms["unaccounted"] == 0, terms
+        if terms["received"] >= received and terms["in_flight"] == 0:
             return terms
         # Counters have no wake-up event; poll them (the test's fail_after bounds it).
         await trio.sleep(0.01)

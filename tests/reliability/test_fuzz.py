@@ -294,7 +294,7 @@ def test_diff_books_account_for_every_diff(mode: Mode, scenario) -> None:
     ]
 
     def counted() -> int:
-        return int(sum(counter._value.get() for counter in counters))
+        return int(sum(counter.value for counter in counters))
 
     @_settings(mode, "diff-books")
     @given(DIFFS)
