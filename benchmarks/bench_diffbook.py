@@ -38,11 +38,11 @@ def main() -> None:
 
     def through_books() -> float:
         books = ShardBooks(0, ShardEngine([]), SnapshotRequests(), ServiceMetrics(), 5.0)
-        books.process(diffs[0], 0.0, 0.0, True)
+        books.process(diffs[0], 0.0, 0.0, 0.0)
         books.apply_snapshot(BookSnapshot("BENCH", 1, last, bids, asks), 0.0, 0.0)
         started = time.perf_counter()
         for diff in diffs[1:]:
-            books.process(diff, 0.0, 0.0, True)
+            books.process(diff, 0.0, 0.0, 0.0)
         elapsed = time.perf_counter() - started
         assert books.syncs["BENCH"].book.last_update_id == market.update_id("BENCH")
         return elapsed

@@ -123,7 +123,7 @@ class Shard:
             metrics, ConsumerSettings.from_settings(settings), self.books,
         )  # fmt: skip
         for symbol in SYMBOLS:
-            self.books.process(first_diff(symbol), 0.0, 0.0, True)
+            self.books.process(first_diff(symbol), 0.0, 0.0, 0.0)
             self.books.apply_snapshot(snapshot(symbol), 0.0, 0.0)
 
     def drain_outlets(self) -> None:
@@ -154,7 +154,9 @@ async def measure(raw: list[bytes], batch: int) -> dict[str, float]:
         chunk = raw[start : start + batch]
         began = time.perf_counter()
         keys = [decoder.stream_key(frame) for frame in chunk]
-        events = [decoder.decode_keyed(k, f, now, now_wall) for k, f in zip(keys, chunk, strict=True)]
+        events = [
+            decoder.decode_keyed(k, f, now, now_wall) for k, f in zip(keys, chunk, strict=True)
+        ]
         read = time.perf_counter()
         for event in events:
             await router.route(event)

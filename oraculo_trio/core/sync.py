@@ -54,12 +54,13 @@ CROSSED = "crossed"  # live: the book is crossed after it
 SNAPSHOT_STALE = "snapshot_stale"  # lastUpdateId < first buffered U: fetch again
 SNAPSHOT_APPLIED = "snapshot_applied"  # the book is the snapshot plus the buffer's later diffs
 SNAPSHOT_IGNORED = "snapshot_ignored"  # not the snapshot this sync is waiting for
+SHED = "shed"  # behind its feed: the book and its backlog dropped for a fresh snapshot
 SIGNALS = (
     BUFFER, BUFFER_RESTART, OLD, APPLY, GAP, CROSSED,
-    SNAPSHOT_STALE, SNAPSHOT_APPLIED, SNAPSHOT_IGNORED,
+    SNAPSHOT_STALE, SNAPSHOT_APPLIED, SNAPSHOT_IGNORED, SHED,
 )  # fmt: skip
 
-RESYNC_REASONS = (GAP, CROSSED, SNAPSHOT_STALE)
+RESYNC_REASONS = (GAP, CROSSED, SNAPSHOT_STALE, SHED)
 """Why a snapshot is fetched again (the ``reason`` label of ``oraculo_book_resyncs_total``)."""
 
 TRANSITIONS: Mapping[tuple[str, str], str] = {
@@ -74,6 +75,8 @@ TRANSITIONS: Mapping[tuple[str, str], str] = {
     (LIVE, GAP): SYNCING,
     (LIVE, CROSSED): SYNCING,
     (LIVE, SNAPSHOT_IGNORED): LIVE,
+    (LIVE, SHED): SYNCING,
+    (SYNCING, SHED): SYNCING,
 }
 
 BOOK_SYNC = Machine("book-sync", SYNCING, BOOK_STATES, SIGNALS, TRANSITIONS)
@@ -81,7 +84,8 @@ BOOK_SYNC = Machine("book-sync", SYNCING, BOOK_STATES, SIGNALS, TRANSITIONS)
 
 MAX_BUFFERED = 1000
 """Diffs a syncing symbol holds at most (100 s of ``@depth@100ms``); beyond it the oldest is
-superseded: a snapshot requested while they were buffered is newer than they are."""
+dropped, counted as ``overflow`` (load shed on purpose): a snapshot requested while they were
+buffered is newer than they are, so the book does not need them."""
 
 
 @attrs.frozen(slots=True)
@@ -113,6 +117,8 @@ class Step:
         applied: diffs of the buffer applied after a snapshot, to a book that is live now
             (a live diff applied on its own is signalled ``apply`` with ``applied`` empty).
         superseded: diffs discarded because the book, the buffer or the snapshot holds them.
+        overflow: diffs dropped on purpose: past the buffer's bound, or shed by a resync of
+            a book too far behind its feed.
         resync: set when a snapshot must be fetched again: ``gap``, ``crossed`` or
             ``snapshot_stale``.
         request: the id of a snapshot request to send (the snapshot must carry it back).
@@ -124,6 +130,7 @@ class Step:
     state: str
     applied: tuple[DepthDiff, ...] = ()
     superseded: int = 0
+    overflow: int = 0
     resync: str | None = None
     request: int | None = None
     synced_after: float | None = None
@@ -135,7 +142,7 @@ APPLIED = Step(APPLY, LIVE)
 _OLD_LIVE = Step(OLD, LIVE, superseded=1)
 _OLD_SYNCING = Step(OLD, SYNCING, superseded=1)
 _BUFFERED = Step(BUFFER, SYNCING)
-_BUFFERED_DROPPING_OLDEST = Step(BUFFER, SYNCING, superseded=1)
+_BUFFERED_DROPPING_OLDEST = Step(BUFFER, SYNCING, overflow=1)
 
 
 @attrs.define(eq=False, slots=True)
@@ -265,6 +272,17 @@ class BookSync:
             synced_after=None if since is None else now - since,
             initial=initial,
         )
+
+    def shed(self, now: float) -> Step:
+        """Drop the book and whatever waits in the buffer, and ask for a fresh snapshot: the
+        symbol is too far behind its feed to be worth catching up diff by diff. The diffs
+        still to come that the snapshot holds are superseded (:attr:`caught_up_to`)."""
+        dropped = len(self.buffer)
+        self.buffer.clear()
+        self.requested = False
+        step = self._resync(SHED, now, None)
+        request = step.request if step.request is not None else self._request()
+        return Step(SHED, self.state, overflow=dropped, resync=SHED, request=request)
 
     def discard(self) -> int:
         """Forget the buffer (the consumer is stopping); returns how many diffs it held."""

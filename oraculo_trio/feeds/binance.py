@@ -503,6 +503,20 @@ def _control(frame: _Frame) -> Control | BadFrame:
     return BadFrame("invalid_payload", "neither a stream envelope nor a control message")
 
 
+def raw_final_update_id(frame: bytes) -> int | None:
+    """A depth diff frame's ``u``, read from the raw bytes without decoding the frame; None
+    when it is not there as Binance writes it (the caller then decodes)."""
+    start = frame.find(b'"u":')
+    if start < 0:
+        return None
+    start += 4
+    end = frame.find(b",", start)
+    try:
+        return int(frame[start:end])
+    except ValueError:
+        return None
+
+
 # ---------------------------------------------------------------------------------------
 # The decoder
 
@@ -520,7 +534,7 @@ class BinanceDecoder:
         max_frame_bytes: Longer frames are ``too_large`` without being parsed.
     """
 
-    __slots__ = ("_closed", "_fast", "_max_frame", "_specs", "latest_only")
+    __slots__ = ("_closed", "_fast", "_max_frame", "_specs", "diff_symbols", "latest_only")
 
     _MAX_LEARNED_STREAMS = 65_536
 
@@ -536,6 +550,8 @@ class BinanceDecoder:
         self._fast: dict[bytes, _Spec] = {}
         self.latest_only: set[bytes] = set()
         """Raw names of the known streams whose kind is in :data:`LATEST_ONLY_KINDS`."""
+        self.diff_symbols: dict[bytes, str] = {}
+        """Raw names of the known depth-diff streams, and their symbol."""
         self._closed = streams is not None
         for name in streams or ():
             spec = _spec_for(name)
@@ -560,6 +576,8 @@ class BinanceDecoder:
             self._fast[raw] = (kind, symbol, _ENVELOPES[kind], build)
             if kind in LATEST_ONLY_KINDS:
                 self.latest_only.add(raw)
+            elif kind == KIND_DEPTH_DIFF:
+                self.diff_symbols[raw] = symbol
 
     def stream_key(self, frame: bytes) -> bytes | None:
         """The raw name of a known market-data stream that ``frame`` carries, read from the

@@ -20,6 +20,7 @@ that never synced are superseded too.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 
 import attrs
@@ -28,7 +29,16 @@ import trio
 from oraculo_trio.core.alerts import AlertTransition
 from oraculo_trio.core.engine import ShardEngine
 from oraculo_trio.core.events import DEPTH, DepthDiff
-from oraculo_trio.core.sync import APPLIED, MAX_BUFFERED, SYNCING, BookSnapshot, BookSync, Step
+from oraculo_trio.core.sync import (
+    APPLIED,
+    LIVE,
+    MAX_BUFFERED,
+    SNAPSHOT_APPLIED,
+    SYNCING,
+    BookSnapshot,
+    BookSync,
+    Step,
+)
 from oraculo_trio.observe.metrics import ServiceMetrics
 from oraculo_trio.observe.ratelimit import RateLimitedLog
 from oraculo_trio.pipeline.snapshots import SnapshotRequest, SnapshotRequests
@@ -66,6 +76,10 @@ class ShardBooks:
         requests: where syncs ask for snapshots (the fetcher serves them).
         metrics: the service's metrics.
         stale_after: ``pipeline.stale_after``, to judge buffered diffs when they are applied.
+        shed_after: ``pipeline.shed_after``: a live book whose next diff is older than this
+            is shed: resynced from a fresh snapshot instead of caught up diff by diff.
+        caught_up_to: per symbol shed, the ``lastUpdateId`` of the snapshot it was made live
+            from again: the feed's reader skips the diffs it holds without decoding them.
         changes: notified after each batch (shared by the shards).
         syncs: each symbol's sync.
     """
@@ -75,6 +89,7 @@ class ShardBooks:
     requests: SnapshotRequests
     metrics: ServiceMetrics
     stale_after: float
+    shed_after: float = math.inf
     max_buffered: int = MAX_BUFFERED
     changes: BookChanges = attrs.field(factory=BookChanges)
     syncs: dict[str, BookSync] = attrs.field(factory=dict)
@@ -82,6 +97,9 @@ class ShardBooks:
     _evaluated: int = 0
     _stale: int = 0
     _superseded: int = 0
+    _overflow: int = 0
+    caught_up_to: dict[str, int] = attrs.field(factory=dict)
+    _shed: set[str] = attrs.field(factory=set)
     _log: RateLimitedLog = attrs.field(factory=lambda: RateLimitedLog(LOGGER))
 
     def sync(self, symbol: str) -> BookSync:
@@ -96,7 +114,7 @@ class ShardBooks:
         return sync
 
     def process(
-        self, diff: DepthDiff, now: float, now_wall: float, fresh: bool
+        self, diff: DepthDiff, now: float, now_wall: float, age: float
     ) -> list[AlertTransition] | None:
         """Take a diff of this shard's stream; evaluate its symbol's rules if its book is live.
 
@@ -104,7 +122,8 @@ class ShardBooks:
             diff: the next diff of its symbol.
             now: ``trio.current_time()``.
             now_wall: wall-clock Unix seconds (the rules' ``now``).
-            fresh: False when the diff is older than ``stale_after`` (rules skipped).
+            age: seconds since the diff's event time: older than ``stale_after``, its rules
+                are skipped (``stale_drop``); older than ``shed_after``, its book is shed.
 
         Returns:
             The alert transitions raised, or None.
@@ -113,14 +132,29 @@ class ShardBooks:
         if sync is None:
             sync = self.sync(diff.symbol)
         before = sync.state
+        if age > self.shed_after and before == LIVE:
+            return self._shed_book(sync, diff, now, now_wall)
         step = sync.on_diff(diff, now)
         if step is APPLIED:
+            fresh = age <= self.stale_after
             if fresh:
                 self._evaluated += 1
             else:
                 self._stale += 1
             return self.engine.process(diff, now_wall, fresh)
         return self._follow(sync, before, step, now, now_wall)
+
+    def _shed_book(
+        self, sync: BookSync, diff: DepthDiff, now: float, now_wall: float
+    ) -> list[AlertTransition] | None:
+        # This diff and everything buffered go (overflow: load shed on purpose); the fresh
+        # snapshot holds them all, and the diffs still on their way that it holds too.
+        if diff.final_update_id > (sync.book.last_update_id or 0):
+            self._overflow += 1
+        else:
+            self._superseded += 1
+        self._shed.add(sync.symbol)
+        return self._follow(sync, LIVE, sync.shed(now), now, now_wall)
 
     def apply_snapshot(
         self, snapshot: BookSnapshot, now: float, now_wall: float
@@ -154,6 +188,9 @@ class ShardBooks:
         if self._superseded:
             metrics.dropped[DEPTH, "superseded"].inc(self._superseded)
             self._superseded = 0
+        if self._overflow:
+            metrics.dropped[DEPTH, "overflow"].inc(self._overflow)
+            self._overflow = 0
 
     def close(self) -> None:
         """The consumer is done: diffs still buffered will never be applied (superseded)."""
@@ -170,6 +207,10 @@ class ShardBooks:
     ) -> list[AlertTransition] | None:
         """Everything but a plain applied diff: counts, requests, state, replayed diffs."""
         self._superseded += step.superseded
+        self._overflow += step.overflow
+        if step.signal == SNAPSHOT_APPLIED and step.state == LIVE and sync.symbol in self._shed:
+            self._shed.discard(sync.symbol)
+            self.caught_up_to[sync.symbol] = sync.book.last_update_id
         # The feed is not silent while a book syncs (time-driven rules such as no_data).
         market = self.engine.market(sync.symbol)
         market.last_event_wall = market.last_depth_wall = now_wall

@@ -16,7 +16,7 @@ import attrs
 import trio
 
 from oraculo_trio.errors import FeedError
-from oraculo_trio.feeds.binance import BadFrame, BinanceDecoder, Control
+from oraculo_trio.feeds.binance import BadFrame, BinanceDecoder, Control, raw_final_update_id
 from oraculo_trio.observe.metrics import ServiceMetrics
 from oraculo_trio.observe.ratelimit import RateLimitedLog
 from oraculo_trio.pipeline.shards import ShardRouter
@@ -40,14 +40,13 @@ class FeedConnectionSettings:
     reconnect_max: float
     connection_lifetime: float
     stall_timeout: float
-    behind_frames: int
     chunk_frames: int
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FeedConnectionSettings:
-        # Every field is the ``feed`` key of the same name, but the read-ahead's two pipeline
-        # keys: how much of it means behind, and how much the reader hands on per step (a
-        # consumer's batch, so that frames are consumed while their memory is still hot).
+        # Every field is the ``feed`` key of the same name, but how much of the read-ahead the
+        # reader hands on per step: a consumer's batch, so that frames are consumed while
+        # their memory is still hot.
         feed = settings.feed
         return cls(
             **{
@@ -55,7 +54,6 @@ class FeedConnectionSettings:
                 for field in attrs.fields(cls)
                 if hasattr(feed, field.name)
             },
-            behind_frames=settings.pipeline.behind_frames,
             chunk_frames=settings.pipeline.batch_max,
         )
 
@@ -238,8 +236,7 @@ async def _read(
     # (a trade on the depth connection, say) is unknown_stream, never routed to the wrong
     # stream's shards (where a depth channel would conflate a trade).
     reader = _BatchReader(
-        BinanceDecoder(streams), router, metrics, bad_log, settings.behind_frames,
-        settings.chunk_frames,
+        BinanceDecoder(streams), router, metrics, bad_log, settings.chunk_frames,
     )  # fmt: skip
     current_time = trio.current_time
     last_frame = current_time()
@@ -279,7 +276,7 @@ async def _read(
                         closed = exc
                         break
                     last_frame = current_time()
-                    if await reader.handle(frames):
+                    if await reader.handle(frames, behind=socket.read_was_full):
                         nursery.cancel_scope.cancel()
                         return "server_shutdown"
             nursery.cancel_scope.cancel()
@@ -296,7 +293,7 @@ async def _read(
 class _BatchReader:
     """Hands on the frames of one socket read (the read-ahead) under the overload policy.
 
-    Behind its feed (a read-ahead of more than ``behind_frames`` frames), the service spends
+    Behind its feed (a socket read that filled ``feed.receive_buffer_size``), it spends
     the least work on what a newer message supersedes: frames of a latest-only stream
     (partial books, book tickers) followed by a newer frame of the same stream are counted
     ``conflated`` and never decoded, and depth diffs merge per symbol in the shard's
@@ -309,12 +306,13 @@ class _BatchReader:
     router: ShardRouter
     metrics: ServiceMetrics
     bad_log: RateLimitedLog
-    behind_frames: int
     chunk: int
     batch: FrameBatch = attrs.field(factory=FrameBatch)
 
-    async def handle(self, frames: list[bytes]) -> bool:
+    async def handle(self, frames: list[bytes], behind: bool = False) -> bool:
         """Hand on every frame of ``frames``; True when the exchange announced its shutdown.
+
+        ``behind``: the read filled the read-ahead (the kernel held at least as much).
 
         Cancellation: not interrupted (see the class); the caller's next read raises it.
         """
@@ -328,14 +326,15 @@ class _BatchReader:
         market = len(keys) - keys.count(None)
         if market:
             metrics.received[stream].inc(market)
-        behind = len(frames) > self.behind_frames
         newest = self._newest_of_latest_only(keys) if behind and decoder.latest_only else None
         decode_keyed = decoder.decode_keyed
         route = self.router.route
         chunk = self.chunk
+        caught_up_to = self.router.caught_up_to
+        conflated = metrics.dropped[stream, "conflated"]
+        superseded = metrics.dropped[stream, "superseded"]
         now = trio.current_time()
         now_wall = time.time()
-        conflated = 0
         shutdown = False
         try:
             for index, frame in enumerate(frames):
@@ -352,7 +351,10 @@ class _BatchReader:
                         await route(event)
                     continue
                 if newest is not None and newest.get(key, index) != index:
-                    conflated += 1
+                    conflated.inc()
+                    continue
+                if caught_up_to and self._held_by_snapshot(key, frame):
+                    superseded.inc()
                     continue
                 result = decode_keyed(key, frame, now, now_wall)
                 if type(result) is BadFrame:
@@ -361,9 +363,21 @@ class _BatchReader:
                 await route(result, behind)
         finally:
             batch.keys, batch.position = [], 0
-            if conflated:
-                metrics.dropped[stream, "conflated"].inc(conflated)
         return shutdown
+
+    def _held_by_snapshot(self, key: bytes, frame: bytes) -> bool:
+        """Whether ``frame`` is a diff of a book shed and made live again from a snapshot
+        that holds it: superseded, skipped without decoding."""
+        symbol = self.decoder.diff_symbols.get(key)
+        caught_up_to = self.router.caught_up_to
+        if symbol is None or symbol not in caught_up_to:
+            return False
+        final = raw_final_update_id(frame)
+        if final is not None and final <= caught_up_to[symbol]:
+            return True
+        # Past the snapshot: the book takes the diffs again, decoded.
+        del caught_up_to[symbol]
+        return False
 
     def _newest_of_latest_only(self, keys: list[bytes | None]) -> dict[bytes, int] | None:
         """Index of the last frame of each latest-only stream, when one has several."""

@@ -113,6 +113,9 @@ class ServiceHandle:
     stopped: trio.Event = attrs.field(factory=trio.Event)
     # Each shard's diff books (empty unless feed.depth_streams holds "depth").
     books: Sequence[ShardBooks] = ()
+    # Per symbol shed, the update id its fresh snapshot holds: the depth readers skip older
+    # diffs undecoded (shared by the books and the readers).
+    caught_up_to: dict[str, int] = attrs.field(factory=dict)
     # The silences the dispatcher matches (refreshed from the store) and the rule reloader.
     silences: SilenceSet = attrs.field(factory=SilenceSet)
     rules: RuleReloader | None = None
@@ -440,9 +443,18 @@ def _open_books(handle: ServiceHandle) -> SnapshotRequests | None:
         return None
     requests = SnapshotRequests()
     changes = BookChanges()
-    stale_after = settings.pipeline.stale_after
+    pipeline = settings.pipeline
     handle.books = [
-        ShardBooks(shard, engine, requests, handle.metrics, stale_after, changes=changes)
+        ShardBooks(
+            shard,
+            engine,
+            requests,
+            handle.metrics,
+            pipeline.stale_after,
+            pipeline.shed_after,
+            changes=changes,
+            caught_up_to=handle.caught_up_to,
+        )  # fmt: skip
         for shard, engine in enumerate(handle.engines)
     ]
     return requests
@@ -626,6 +638,7 @@ async def _run_feeds(
                     buffers if status.stream == DEPTH else None,
                     metrics,
                     channels.rooms[status.stream],
+                    handle.caught_up_to if status.stream == DEPTH else {},
                 )
                 in_flight.readers.append((status.stream, router.held))
                 nursery.start_soon(

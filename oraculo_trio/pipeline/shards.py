@@ -101,6 +101,9 @@ class ShardRouter:
     buffers: Sequence[ConflationBuffer] | None
     metrics: ServiceMetrics
     rooms: Sequence[Room] = ()
+    # Per symbol of a book shed and made live again, the update id its snapshot holds: the
+    # reader skips the diffs it holds without decoding them (pipeline/diffbooks.py).
+    caught_up_to: dict[str, int] = attrs.field(factory=dict)
     _shard_cache: dict[str, int] = attrs.field(factory=dict)
     # While a trade waits for room (backpressure), and when the last wait ended: the feed's
     # stall detector does not count that time as silence from the exchange.
@@ -406,7 +409,7 @@ class ShardConsumer:
             observe_age(age)
             fresh = age <= stale_after
             if books is not None and type(event) is DepthDiff:
-                raised = books.process(event, now, now_wall, fresh)
+                raised = books.process(event, now, now_wall, age)
             else:
                 raised = process(event, now_wall, fresh)
                 if fresh:

@@ -22,10 +22,13 @@ Both raise :data:`ConnectionClosed` (``.reason.code``) when the connection ends.
 
 from __future__ import annotations
 
+import array
 import base64
+import fcntl
 import hashlib
 import os
 import ssl
+import termios
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -111,6 +114,7 @@ class LibraryFeedSocket:
     per :meth:`receive_batch` (the library's reader task reads ahead by itself)."""
 
     buffered = 0
+    read_was_full = False
 
     def __init__(self, connection: trio_websocket.WebSocketConnection) -> None:
         self._connection = connection
@@ -204,6 +208,10 @@ class NativeFeedSocket:
         self._close_sent = False
         self._unyielded = 0
         self.closed: trio_websocket.CloseReason | None = None
+        self.read_was_full = False
+        """Whether the last socket read filled ``receive_buffer_size``: the kernel held at
+        least that much, so the service is behind its feed."""
+        self._fd = _socket_fd(stream)
 
     async def get_message(self) -> bytes:
         """The next message; reads the socket only when none is buffered.
@@ -262,7 +270,7 @@ class NativeFeedSocket:
             else:
                 self._unyielded = 0
                 try:
-                    data = await self._stream.receive_some(self._receive_size)
+                    data = await self._read_ahead()
                 except _GONE as exc:
                     self._ended(_CLOSE_ABNORMAL, f"read failed: {exc!r}")
                     continue
@@ -276,6 +284,41 @@ class NativeFeedSocket:
                 await self._fail(error.code, error.reason)
             if self._outgoing:
                 await self._flush()
+
+    async def _read_ahead(self) -> bytes:
+        """What the socket holds, up to ``receive_buffer_size`` bytes: one read of a plain
+        TCP stream takes it all; a TLS stream gives one record (16 KiB) per read, so reads
+        go on while the kernel holds more. Empty bytes: the peer closed.
+
+        Sets :attr:`read_was_full` when the read-ahead filled: the kernel held at least
+        ``receive_buffer_size`` bytes.
+        """
+        wanted = self._receive_size
+        data = await self._stream.receive_some(wanted)
+        if len(data) >= wanted or not data:
+            self.read_was_full = bool(data)
+            return data
+        parts = [data]
+        size = len(data)
+        while size < wanted and self._kernel_holds() > 0:
+            more = await self._stream.receive_some(wanted - size)
+            if not more:
+                break
+            parts.append(more)
+            size += len(more)
+        self.read_was_full = size >= wanted
+        return b"".join(parts) if len(parts) > 1 else data
+
+    def _kernel_holds(self) -> int:
+        """Bytes waiting in the kernel's receive buffer (FIONREAD); 0 when unknown."""
+        if self._fd is None:
+            return 0
+        count = array.array("i", [0])
+        try:
+            fcntl.ioctl(self._fd, termios.FIONREAD, count, True)
+        except OSError:
+            return 0
+        return count[0]
 
     @property
     def buffered(self) -> int:
@@ -403,6 +446,17 @@ class NativeFeedSocket:
             else:
                 raise _ProtocolError(_CLOSE_PROTOCOL, f"unknown opcode {opcode}")
         del buffer[:position]
+
+
+def _socket_fd(stream: trio.abc.Stream) -> int | None:
+    """The TCP socket's file descriptor under ``stream`` (plain or TLS), to ask the kernel
+    how much it holds; None for any other stream (tests' in-memory streams)."""
+    transport = getattr(stream, "transport_stream", stream)
+    socket = getattr(transport, "socket", None)
+    try:
+        return socket.fileno() if socket is not None else None
+    except OSError:
+        return None
 
 
 async def _handshake(stream: trio.abc.Stream, host: str, resource: str) -> tuple[bytes, str]:

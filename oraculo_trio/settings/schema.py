@@ -156,9 +156,13 @@ class FeedSettings:
         default=30.0,
     )
     receive_buffer_size: int = _key(
-        "Bytes one socket read may take: the read-ahead's byte bound. The reader takes what "
-        "the socket holds in one read, so a backlog moves out of the kernel into the "
-        "service, where the overload policy applies to it.",
+        "Bytes one socket read may take: the read-ahead. The reader takes what the socket "
+        "holds in one read, so a backlog moves out of the kernel into the service, where the "
+        "overload policy applies to it. A read that fills it means the service is behind its "
+        "feed: then, of a partial-book or bookTicker stream, only the newest frame of the "
+        "read is decoded (the older ones count as conflated), and depth diffs merge per "
+        "symbol before they are applied (later levels win, no level is lost). Trades are "
+        "never merged nor dropped.",
         _positive,
         default=4 * 1024 * 1024,
     )
@@ -236,18 +240,23 @@ class PipelineSettings:
     batch_budget_ms: float = _key(
         "Most milliseconds of work per micro-batch before yielding.", _positive, default=20.0
     )
-    behind_frames: int = _key(
-        "A read-ahead (what one socket read brought) of more frames than this means the "
-        "service is behind its feed. Then, of a partial-book or bookTicker stream, only the "
-        "newest frame is decoded (the older ones count as conflated), and depth diffs merge "
-        "per symbol before they are applied (later levels win, no level is lost): cheap work "
-        "on what a newer message supersedes. Trades are never merged nor dropped.",
-        _integer(1),
-        default=2048,
-    )
     stale_after: float = _key(
         "Seconds after which a message is stale: rules skipped, state still updated, "
         "counted as stale_drop.",
+        _positive,
+        default=5.0,
+    )
+    shed_after: float = _key(
+        "Seconds a diff may be behind its exchange event time before its book is shed: its "
+        "buffered diffs dropped (counted as overflow) and a fresh REST snapshot taken, within "
+        "the weight budget, instead of catching up diff by diff. The diffs still on their way "
+        "that the snapshot holds are skipped without being decoded (superseded).",
+        _positive,
+        default=10.0,
+    )
+    max_feed_lag: float = _key(
+        "Seconds behind the exchange (now minus the event time of what is evaluated) past "
+        "which /readyz answers 503 with the reason feed_behind, until it is back under.",
         _positive,
         default=5.0,
     )

@@ -17,6 +17,7 @@ from oraculo_trio.core.sync import (
     OLD,
     SNAPSHOT_APPLIED,
     SNAPSHOT_IGNORED,
+    SHED,
     SNAPSHOT_STALE,
     SYNCING,
     BookSync,
@@ -42,6 +43,8 @@ def feed(sync: BookSync, inputs: list, now: float = 0.0):
     for item in inputs:
         if isinstance(item, DepthDiff):
             step = sync.on_diff(item, now)
+        elif item == "shed":
+            step = sync.shed(now)
         else:
             _, last_update_id, request_id, bids, asks = item
             request_id = sync.request_id if request_id is None else request_id
@@ -82,11 +85,18 @@ CASES = [
         {"buffer": [20], "first_update_id": 20},
     ),
     (
-        "a full buffer supersedes its oldest diff",
+        "a full buffer drops its oldest diff: overflow, load shed on purpose",
         2,
         [diff(1, 1), diff(2, 2), diff(3, 3)],
-        {"signal": BUFFER, "superseded": 1},
+        {"signal": BUFFER, "overflow": 1, "superseded": 0},
         {"buffer": [2, 3], "first_update_id": 2},
+    ),
+    (
+        "shed while live: the book is dropped, a fresh snapshot asked at once",
+        1000,
+        [*LIVE_AT_15, "shed"],
+        {"signal": SHED, "state": SYNCING, "resync": SHED, "request": 2, "overflow": 0},
+        {"buffer": [], "depth": (0, 0), "resyncs": 1},
     ),
     (
         "snapshot older than the first buffered U: fetch it again",

@@ -127,14 +127,14 @@ def test_shard_books_count_each_diff_once_and_pause_the_syncing_symbol() -> None
     requests = SnapshotRequests()
     engine = ShardEngine([])
     books = ShardBooks(0, engine, requests, metrics, stale_after=5.0)
-    books.process(diff("A", 10, 12), 0.0, 0.0, True)
-    books.process(diff("A", 13, 15), 0.0, 0.0, True)
-    books.process(diff("B", 1, 1), 0.0, 0.0, True)
+    books.process(diff("A", 10, 12), 0.0, 0.0, 0.0)
+    books.process(diff("A", 13, 15), 0.0, 0.0, 0.0)
+    books.process(diff("B", 1, 1), 0.0, 0.0, 0.0)
     assert metrics.book_symbols[SYNCING]._value.get() == 2
     snapshot = BookSnapshot("A", 1, 12, ((100.0, 1.0),), ((101.0, 1.0),))
     books.apply_snapshot(snapshot, 0.0, 0.0)
-    books.process(diff("A", 16, 16, asks=[(101.0, 0.0)]), 0.0, 0.0, False)
-    books.process(diff("A", 16, 16), 0.0, 0.0, True)  # a duplicate
+    books.process(diff("A", 16, 16, asks=[(101.0, 0.0)]), 0.0, 0.0, 1e9)
+    books.process(diff("A", 16, 16), 0.0, 0.0, 0.0)  # a duplicate
     books.close()  # B never synced: its buffered diff is superseded
     terms = metrics.accounting()
     assert (terms["evaluated"], terms["stale_drop"], terms["superseded"]) == (1, 1, 3)

@@ -285,12 +285,13 @@ def test_diff_books_account_for_every_diff(mode: Mode, scenario) -> None:
     metrics = ServiceMetrics(shards=1)
     diffs_fed = examples = 0
 
-    # The three counters a diff can end in (read directly: collecting the whole registry
-    # per example would cost more than the example).
+    # The counters a diff can end in (read directly: collecting the whole registry per
+    # example would cost more than the example).
     counters = [
         metrics.evaluated[DEPTH],
         metrics.dropped[DEPTH, "stale_drop"],
         metrics.dropped[DEPTH, "superseded"],
+        metrics.dropped[DEPTH, "overflow"],
     ]
 
     def counted() -> int:
@@ -312,7 +313,7 @@ def test_diff_books_account_for_every_diff(mode: Mode, scenario) -> None:
                     symbol, first, first + span, tuple(levels), tuple(reversed(levels)),
                     None, now if fresh else now - 10.0, 1_000.0,
                 )  # fmt: skip
-                books.process(diff, now, 1_000.0, fresh)
+                books.process(diff, now, 1_000.0, 0.0 if fresh else 10.0)
                 fed += 1
             else:
                 sync = books.syncs.get(symbol)
