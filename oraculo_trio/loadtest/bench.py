@@ -262,6 +262,8 @@ def render_bench(config: BenchConfig, steps: list[dict[str, Any]], result: dict[
     saturation = result.get("saturation")
     if saturation is None:
         lines.append(f"  saturation: below the first step ({shape.rate:,.0f} msg/s)")
+    elif saturation.get("given"):
+        lines.append(f"  saturation: {saturation['throughput']:,.0f} msg/s (given: no search)")
     else:
         lines.append(
             f"  saturation: {saturation['throughput']:,.0f} msg/s processed (step target "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -294,6 +295,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``oraculo-trio loadtest ...``: STREAM RATE, ``bench`` or
     ``calibrate``."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    # The harness logs a child's output when its block ends early; our errors already quote
+    # the log's tail, so a terminal is spared the repeat.
+    logging.getLogger("oraculo_trio.testing.processes").setLevel(logging.ERROR)
     if argv and argv[0] == "bench":
         return bench_main(argv[1:])
     if argv and argv[0] == "calibrate":

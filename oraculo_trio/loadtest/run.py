@@ -182,52 +182,61 @@ async def run_load_test(
     state = RunState()
     shape = config.shape
     extras: dict[str, Any] = {"prometheus": None, "webhook": None, "notes": []}
-    # Children stop before the store is dropped and the scratch directory removed.
+    # Children stop before the store is dropped and the scratch directory removed, and before
+    # the nursery (the generator's reader, the webhook receiver) is cancelled.
     async with (
         scratch_dir() as scratch,
         fresh_store(config.database_url, scratch) as (database_url, store_kind),
         httpx.AsyncClient(timeout=5.0) as client,
         trio.open_nursery() as nursery,
-        _generator(config.generator_spec(), state, run_dir, token, nursery) as generator,
-        contextlib.AsyncExitStack() as stack,
     ):
-        say(f"starting the generator ({shape.stream} {shape.rate:g} msg/s)")
-        await _wait_generator(generator, state)
-        receiver = None
-        if config.webhook is not None:
-            receiver = await nursery.start(WebhookReceiver(config.webhook).serve)
-        config_path, sections = _configure_service(
-            config, run_dir, scratch, state.ready, database_url, receiver
-        )
-        env = run_environ(sections, token)
-        extras["notes"].extend(_passed_through(env))
-        say(f"starting the service (store {store_kind})")
-        service = await stack.enter_async_context(
-            service_process(config_path, cwd=run_dir, env=env, log_path=run_dir / "service.log")
-        )
-        await wait_ready(client, service, config.ready_timeout)
-        prometheus_url = None
-        if config.prometheus:
-            host, port = service.address
-            _, prometheus_url = await stack.enter_async_context(
-                running_prometheus(scratch, f"{host}:{port}", run_environ(token=token))
-            )
-        sampler = Sampler(client, service, generator, state)
-        await sampler.sample("start")
-        say("service ready: load starts")
-        assert generator.process.stdin is not None
-        await generator.process.stdin.send_all(b"start\n")
-        profile_path = await _measure(config, state, sampler, run_dir, stack, token, on_sample)
-        say("draining")
-        await _drain(config, state, sampler, on_sample)
-        final = await sampler.sample("final")
-        if prometheus_url is not None:
-            extras["prometheus"] = await _query_measured(prometheus_url, state)
-        if receiver is not None:
-            extras["webhook"] = receiver.result(final)
-        say("stopping the service")
-        service_exit = await service.stop(signal.SIGTERM, grace=15.0)
-        nursery.cancel_scope.cancel()
+        try:
+            async with (
+                _generator(config.generator_spec(), state, run_dir, token, nursery) as generator,
+                contextlib.AsyncExitStack() as stack,
+            ):
+                say(f"starting the generator ({shape.stream} {shape.rate:g} msg/s)")
+                await _wait_generator(generator, state)
+                receiver = None
+                if config.webhook is not None:
+                    receiver = await nursery.start(WebhookReceiver(config.webhook).serve)
+                config_path, sections = _configure_service(
+                    config, run_dir, scratch, state.ready, database_url, receiver
+                )
+                env = run_environ(sections, token)
+                extras["notes"].extend(_passed_through(env))
+                say(f"starting the service (store {store_kind})")
+                service = await stack.enter_async_context(
+                    service_process(
+                        config_path, cwd=run_dir, env=env, log_path=run_dir / "service.log"
+                    )
+                )
+                await wait_ready(client, service, config.ready_timeout)
+                prometheus_url = None
+                if config.prometheus:
+                    host, port = service.address
+                    _, prometheus_url = await stack.enter_async_context(
+                        running_prometheus(scratch, f"{host}:{port}", run_environ(token=token))
+                    )
+                sampler = Sampler(client, service, generator, state)
+                await sampler.sample("start")
+                say("service ready: load starts")
+                assert generator.process.stdin is not None
+                await generator.process.stdin.send_all(b"start\n")
+                profile_path = await _measure(
+                    config, state, sampler, run_dir, stack, token, on_sample
+                )
+                say("draining")
+                await _drain(config, state, sampler, on_sample)
+                final = await sampler.sample("final")
+                if prometheus_url is not None:
+                    extras["prometheus"] = await _query_measured(prometheus_url, state)
+                if receiver is not None:
+                    extras["webhook"] = receiver.result(final)
+                say("stopping the service")
+                service_exit = await service.stop(signal.SIGTERM, grace=15.0)
+        finally:
+            nursery.cancel_scope.cancel()
     return RunOutput(
         config=config,
         run_dir=run_dir,
@@ -493,23 +502,23 @@ async def calibrate(
     state = RunState()
     counter = [0]
     token = _prepare(run_dir)
-    async with (
-        trio.open_nursery() as nursery,
-        _generator(spec, state, run_dir, token, nursery) as generator,
-    ):
-        await _wait_generator(generator, state)
-        assert generator.process.stdin is not None
-        streams = state.ready["streams"]
-        url = f"{state.ready['url']}/stream?streams={'/'.join(streams)}"
-        await nursery.start(_discard, url, counter)
-        say(f"calibrating: {spec.shape.rate:g} msg/s for {spec.shape.duration:g} s")
-        await generator.process.stdin.send_all(b"start\n")
-        while state.drained is None and not state.generator_ended.is_set():
-            changed = state.phase_changed
-            await changed.wait()
-        if state.done is None:
-            raise LoadTestError(f"the generator ended early:\n{generator.log_tail(15)}")
-        nursery.cancel_scope.cancel()
+    async with trio.open_nursery() as nursery:
+        try:
+            async with _generator(spec, state, run_dir, token, nursery) as generator:
+                await _wait_generator(generator, state)
+                assert generator.process.stdin is not None
+                streams = state.ready["streams"]
+                url = f"{state.ready['url']}/stream?streams={'/'.join(streams)}"
+                await nursery.start(_discard, url, counter)
+                say(f"calibrating: {spec.shape.rate:g} msg/s for {spec.shape.duration:g} s")
+                await generator.process.stdin.send_all(b"start\n")
+                while state.drained is None and not state.generator_ended.is_set():
+                    changed = state.phase_changed
+                    await changed.wait()
+                if state.done is None:
+                    raise LoadTestError(f"the generator ended early:\n{generator.log_tail(15)}")
+        finally:
+            nursery.cancel_scope.cancel()
     done = dict(state.done)
     expected = done["expected"] or 1
     done["bytes"] = counter[0]
