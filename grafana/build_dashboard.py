@@ -89,6 +89,14 @@ def quantile(q: float, metric: str, by: str = "", selector: str = "") -> str:
     return f"histogram_quantile({q}, sum by ({labels}) ({rate(metric + '_bucket', selector)}))"
 
 
+def percentiles(metric: str, *quantiles: float, by: str = "", selector: str = "") -> list[Query]:
+    """One query per quantile of a histogram, legend ``p99 <instance> <worker> <by...>``."""
+    legend = " ".join([WHO, *(f"{{{{{label.strip()}}}}}" for label in by.split(",") if label)])
+    return [
+        (quantile(q, metric, by, selector), f"p{q * 100:g} {legend}".rstrip()) for q in quantiles
+    ]
+
+
 def _targets(queries: Sequence[Query]) -> list[prometheus.Dataquery]:
     return [
         prometheus.Dataquery()
@@ -321,10 +329,7 @@ def latency_row() -> Row:
                 "Queue time p50 / p95 / p99 by stream",
                 "Pipeline time from frame read to rules evaluated "
                 "(oraculo_alerts_queue_time_seconds); red line at 0.2 s (the alert).",
-                [
-                    (quantile(q, "oraculo_alerts_queue_time_seconds", "stream"), f"p{p} {stream}")
-                    for q, p in ((0.5, 50), (0.95, 95), (0.99, 99))
-                ],
+                percentiles("oraculo_alerts_queue_time_seconds", 0.5, 0.95, 0.99, by="stream"),
                 SECONDS,
                 line=0.2,
             ),
@@ -414,21 +419,13 @@ def throughput_row() -> Row:
             graph(
                 "Batch size p50 / p99",
                 "Messages per micro-batch, by stage (oraculo_batch_size).",
-                [
-                    (quantile(q, "oraculo_batch_size", "stage"), f"p{p} {WHO} {{{{stage}}}}")
-                    for q, p in ((0.5, 50), (0.99, 99))
-                ],
+                percentiles("oraculo_batch_size", 0.5, 0.99, by="stage"),
                 COUNT,
             ),
             graph(
                 "CPU per batch p99",
                 "Thread CPU seconds per micro-batch, by stage (oraculo_batch_cpu_seconds).",
-                [
-                    (
-                        quantile(0.99, "oraculo_batch_cpu_seconds", "stage"),
-                        f"p99 {WHO} {{{{stage}}}}",
-                    )
-                ],
+                percentiles("oraculo_batch_cpu_seconds", 0.99, by="stage"),
                 SECONDS,
             ),
             graph(
@@ -561,10 +558,7 @@ def store_row() -> Row:
                 "DB insert p50 / p95",
                 "Latency of store batch statements (oraculo_db_insert_ms), by op. Red line: "
                 "the 50 ms alert on p95.",
-                [
-                    (quantile(q, "oraculo_db_insert_ms", "op", ops), f"p{p} {op}")
-                    for q, p in ((0.5, 50), (0.95, 95))
-                ],
+                percentiles("oraculo_db_insert_ms", 0.5, 0.95, by="op", selector=ops),
                 MILLISECONDS,
                 line=50,
             ),
@@ -719,10 +713,7 @@ def books_row() -> Row:
             graph(
                 "Resync duration p50 / p99",
                 "Time from a resync's start to the book live again (oraculo_book_resync_seconds).",
-                [
-                    (quantile(q, "oraculo_book_resync_seconds"), f"p{p} {WHO}")
-                    for q, p in ((0.5, 50), (0.99, 99))
-                ],
+                percentiles("oraculo_book_resync_seconds", 0.5, 0.99),
                 SECONDS,
             ),
             graph(
@@ -740,10 +731,7 @@ def books_row() -> Row:
             graph(
                 "Snapshot latency p50 / p99",
                 "A REST depth snapshot, request sent to body read (oraculo_book_snapshot_seconds).",
-                [
-                    (quantile(q, "oraculo_book_snapshot_seconds"), f"p{p} {WHO}")
-                    for q, p in ((0.5, 50), (0.99, 99))
-                ],
+                percentiles("oraculo_book_snapshot_seconds", 0.5, 0.99),
                 SECONDS,
             ),
             graph(
