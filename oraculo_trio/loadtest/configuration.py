@@ -105,6 +105,11 @@ class RunConfig:
         if self.rules is not None:
             _check_rule_file(self.rules)
         settings = self.service_settings()
+        if settings.service.log_level.upper() not in ("DEBUG", "INFO"):
+            raise ConfigError(
+                f"--set service.log_level={settings.service.log_level}: the runner reads the "
+                "port the service bound from its INFO log; use INFO or DEBUG"
+            )
         if self.webhook is not None:
             check_webhook_sink(settings)
 
