@@ -159,11 +159,16 @@ def change(name: str, a: float | None, b: float | None) -> float | None:
     return -delta if name in HIGHER_IS_BETTER else delta
 
 
+RATE_BOUND = frozenset({"processed_rate", "service_cpu_cores"})
+"""KPIs that follow the offered rate: no regression between runs at different rates."""
+
+
 def regressions(a: Runs, b: Runs, percent: float) -> list[str]:
     """Each KPI worse in B by more than ``percent`` and than the noise, as a line."""
     found = []
+    same_rate = a.first.get("config", {}).get("rate") == b.first.get("config", {}).get("rate")
     for name in KPIS:
-        if name in NOT_COMPARED:
+        if name in NOT_COMPARED or (name in RATE_BOUND and not same_rate):
             continue
         worse = change(name, a.values.get(name), b.values.get(name))
         noise = 100.0 * max(a.noise.get(name, 0.0), b.noise.get(name, 0.0))
