@@ -65,8 +65,10 @@ def summary_document(
             name: summarize(distribution) for name, distribution in measured.distributions.items()
         },
         "config": {
-            key: config.get(key)
-            for key in ("stream", "rate", "duration", "symbols", "database_url", "settings")
+            **{key: config.get(key) for key in ("stream", "rate", "duration", "symbols")},
+            # The store's kind, never its URL (it may hold a password).
+            "store": "postgresql" if config.get("database_url") else "sqlite",
+            "settings": list(config.get("settings") or []),
         },
         **({"duration": duration} if duration is not None else {}),
         "notes": list(measured.notes),

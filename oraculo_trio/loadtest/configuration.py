@@ -26,6 +26,7 @@ from oraculo_trio.mockexchange.markets.payloads import synthetic_symbols
 from oraculo_trio.pipeline.rules_source import load_rule_file
 from oraculo_trio.pipeline.service import build_sinks
 from oraculo_trio.settings import Settings, load_settings
+from oraculo_trio.settings.secrets import mask_url
 from oraculo_trio.testing.config import Sections, merge_sections, service_sections
 from oraculo_trio.testing.postgres import admin_sql, database_url, fresh_database_name
 
@@ -76,8 +77,11 @@ class RunConfig:
         return GeneratorSpec(self.shape)
 
     def as_dict(self) -> dict[str, Any]:
-        """The configuration as one flat mapping (the shape's fields, then the run's)."""
+        """The configuration as one flat mapping (the shape's fields, then the run's), the
+        database URL's password masked: artifacts get shared."""
         run = attrs.asdict(self, filter=lambda attribute, _value: attribute.name != "shape")
+        if run["database_url"]:
+            run["database_url"] = mask_url(run["database_url"])
         return {**attrs.asdict(self.shape), **run}
 
     def check(self) -> None:

@@ -30,7 +30,7 @@ import secrets
 import shutil
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -308,7 +308,7 @@ async def _query_measured(prometheus_url: str, state: RunState) -> dict[str, flo
 @contextlib.asynccontextmanager
 async def _generator(
     spec: GeneratorSpec, state: RunState, run_dir: Path, token: str, nursery: trio.Nursery
-) -> Any:
+) -> AsyncIterator[ChildProcess]:
     """The generator process for the block, its events read into ``state``.
 
     Raises:
