@@ -6,15 +6,12 @@
 and :data:`SUPERVISOR_METRICS`; the README's metrics table is generated from them by
 ``python -m oraculo_trio.observe.catalog --readme README.md``. Adding a metric is adding a row.
 
-Names, types and label names are a contract: dashboards, alerting rules and PromQL use them,
-so a row is never renamed. That is why two names keep what ``promtool check metrics``
-flags: ``oraculo_db_insert_ms`` (an abbreviated unit) and ``oraculo_threads_total`` (a gauge
-ending in ``_total``).
-
-The ``service`` label is declared on no row: the registry adds it (and any other constant
-label, such as ``worker``) to every sample at scrape time.
-
-This module imports nothing that does I/O and no Prometheus client: the catalog reads it alone.
+Names, types and label names are a contract (dashboards, alerting rules and PromQL use them):
+a row is never renamed, which is why ``oraculo_db_insert_ms`` (an abbreviated unit) and
+``oraculo_threads_total`` (a gauge ending in ``_total``) keep what ``promtool`` flags.
+The ``service`` label is on no row: the registry adds it (and any other constant label, such
+as ``worker``) to every sample at scrape time. No I/O and no Prometheus client are imported
+here: the catalog reads this module alone.
 """
 
 from __future__ import annotations
@@ -22,20 +19,26 @@ from __future__ import annotations
 from oraculo_trio.core.events import STREAMS
 from oraculo_trio.core.sync import BOOK_STATES, RESYNC_REASONS
 from oraculo_trio.observe.metric_spec import (
+    BATCH_SIZE_BUCKETS,
     BOOLEAN,
     CORES,
     COUNT,
     COUNTER,
+    CPU_BUCKETS,
+    DB_MS_BUCKETS,
     GAUGE,
     HISTOGRAM,
+    LATENCY_BUCKETS,
     MILLISECONDS,
     SECONDS,
+    SYNC_BUCKETS,
     TIMESTAMP,
     Given,
     MetricSpec,
 )
+from oraculo_trio.observe.process_table import PROCESS_METRICS
 
-# --- label values that exist from start-up, and histogram buckets ---
+# --- label values that exist from start-up (histogram buckets: metric_spec) ---
 
 DROP_REASONS = ("stale_drop", "conflated", "superseded", "overflow")
 """Why a message was read but not evaluated (the accounting of ``docs/architecture.md``)."""
@@ -61,15 +64,6 @@ STAGES = ("feed_depth", "feed_trade", "depth", "trade", "store", "dispatch")
 BACKPRESSURE_CHANNELS = ("trade_shard", "store", "dispatch")
 SNAPSHOT_OUTCOMES = ("ok", "rate_limited", "banned", "error")
 PARTITION_CHANGES = ("claimed", "released", "lost")
-
-LATENCY_BUCKETS = (
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05,
-    0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-)  # fmt: skip
-DB_MS_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 50, 100, 250, 500, 1000, 5000)
-BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
-SYNC_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0)
-CPU_BUCKETS = (0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5)
 
 # Label values known only to the owner of the metrics (ServiceMetrics(shards=4), register_sink).
 SHARDS = Given("shards")
@@ -676,6 +670,8 @@ SERVICE_METRICS: tuple[MetricSpec, ...] = (
         COUNT,
         "Alert states loaded from the store on claiming partitions.",
     ),
+    # The process itself comes last: a collector reads most of it at scrape time.
+    *PROCESS_METRICS,
 )
 """The metrics of one service process (``oraculo-trio run``, or one of its ``--workers``)."""
 

@@ -454,7 +454,7 @@ def _open_books(handle: ServiceHandle) -> SnapshotRequests | None:
             pipeline.shed_after,
             changes=changes,
             caught_up_to=handle.caught_up_to,
-        )  # fmt: skip
+        )
         for shard, engine in enumerate(handle.engines)
     ]
     return requests
