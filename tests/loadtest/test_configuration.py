@@ -45,7 +45,7 @@ def test_book_section_reads_the_services_metrics() -> None:
     metrics.rest_weight_used.inc(250)
     section = book_section(parse_samples(metrics.exposition().decode()))
     assert section["resyncs"] == 4
-    assert section["resyncs_by_reason"] == {"gap": 3, "crossed": 1, "snapshot_stale": 0}
+    assert section["resyncs_by_reason"] == {"gap": 3, "crossed": 1, "snapshot_stale": 0, "shed": 0}
     assert 0.25 <= section["resync_seconds"]["p50"] <= 0.5
     assert 2.0 <= section["resync_seconds"]["p99"] <= 5.0
     assert section["rest_weight_used"] == 250
