@@ -27,6 +27,7 @@ from oraculo_trio.core.alerts import RESOLVED, AlertTransition
 from oraculo_trio.dispatch.policy import SinkPolicy
 from oraculo_trio.dispatch.render import alert_line, alert_record, wants_colour
 from oraculo_trio.errors import DeliveryError, DeliveryRejected
+from oraculo_trio.settings import Settings
 
 LOGGER = logging.getLogger("oraculo_trio.dispatch.sinks")
 ALERT_LOGGER = logging.getLogger("oraculo_trio.alerts")
@@ -234,3 +235,33 @@ class WebhookSink:
                     f"webhook host {host!r} resolves to the non-public address {address} "
                     "(dispatch.webhook_block_private)"
                 )
+
+
+def build_sinks(settings: Settings) -> list[Sink]:
+    """The configured notification sinks."""
+    sinks: list[Sink] = []
+    for name in settings.dispatch.sinks:
+        if name == "stdout":
+            sinks.append(StdoutSink())
+        elif name == "log":
+            sinks.append(LogSink())
+        elif name == "webhook":
+            dispatch = settings.dispatch
+            policy = SinkPolicy(
+                retries=dispatch.webhook_retries,
+                backoff_initial=dispatch.webhook_backoff,
+                backoff_max=max(30.0, dispatch.webhook_backoff),
+                concurrency=dispatch.webhook_concurrency,
+                queue=dispatch.channel_capacity,
+                breaker_failures=dispatch.webhook_breaker_failures,
+                breaker_cooldown=dispatch.webhook_breaker_cooldown,
+            )
+            sinks.append(
+                WebhookSink(
+                    dispatch.webhook_url,
+                    dispatch.webhook_timeout,
+                    policy,
+                    block_private=dispatch.webhook_block_private,
+                )
+            )
+    return sinks
