@@ -185,7 +185,7 @@ def silence_matchers(args: argparse.Namespace) -> tuple[Matcher, ...]:
         if args.severity:
             found.append(matcher("severity", "=", args.severity))
     except ValueError as exc:
-        raise UsageError(f"{args.prog}: {exc}") from None
+        raise UsageError(f"silence {args.silence_command}: {exc}") from None
     return tuple(found)
 
 
