@@ -73,6 +73,9 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
     timeout = 30
+    # Headers and body go out in two writes: without TCP_NODELAY a keep-alive client waits
+    # for the delayed ACK (40 ms) on every request.
+    disable_nagle_algorithm = True
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
@@ -98,10 +101,18 @@ class _Handler(BaseHTTPRequestHandler):
     def do_DELETE(self) -> None:
         self._api("DELETE")
 
+    def __getattr__(self, name: str) -> Any:
+        # Any other method (PUT, PATCH, QUERY...): a 405 naming the allowed ones (the API's
+        # answer), rather than the standard library's 501.
+        if name.startswith("do_") and name != "do_HEAD":
+            return lambda: self._api(name[3:])
+        raise AttributeError(name)
+
     def _api(self, method: str) -> None:
         api = self.server.api
         if api is None or not self.path.startswith(API_PREFIX):
-            self._send(404, TEXT_CONTENT_TYPE, b"not found: try /metrics /healthz /readyz\n")
+            status = 404 if method in ("POST", "DELETE") else 405
+            self._send(status, TEXT_CONTENT_TYPE, b"not found: try /metrics /healthz /readyz\n")
             return
         try:
             length = int(self.headers.get("Content-Length") or 0)
