@@ -14,6 +14,7 @@ import httpx
 import pytest
 import trio
 
+from oraculo_trio.api.server import Api, ApiSources
 from oraculo_trio.testing.config import service_environ
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -125,3 +126,29 @@ async def test_schemathesis_finds_no_server_error(alert_service, market_script, 
     output = result.stdout.decode() + result.stderr.decode()
     assert result.returncode == 0, output[-6000:]
     assert time.monotonic() - started < 60
+
+
+@pytest.mark.parametrize(
+    ("host", "token", "header", "status"),
+    [
+        ("127.0.0.1", "", None, None),  # loopback, no token: writes accepted
+        ("0.0.0.0", "", None, 403),  # reachable from elsewhere, no token: refused
+        ("0.0.0.0", "s3cret", None, 401),
+        ("0.0.0.0", "s3cret", "Bearer wrong", 401),
+        ("0.0.0.0", "s3cret", "Bearer s3cret", None),
+        ("127.0.0.1", "s3cret", None, 401),  # a token set is always required
+    ],
+)
+async def test_writes_need_the_token_off_loopback(
+    host: str, token: str, header: str | None, status: int | None
+) -> None:
+    api = Api(ApiSources(), host=host, token=token)
+    headers = {"Authorization": header} if header else {}
+
+    def write() -> tuple[int, str, bytes]:
+        return api.respond("DELETE", "/api/v1/silences/1", headers, b"")
+
+    answer = await trio.to_thread.run_sync(write)
+    # Past the token, the (absent) store answers 503.
+    assert answer[0] == (503 if status is None else status), answer
+    assert (await trio.to_thread.run_sync(api.respond, "GET", "/api/v1/nope", {}, b""))[0] == 404
