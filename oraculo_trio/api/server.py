@@ -127,6 +127,14 @@ class Api:
     clock: Callable[[], float] = time.time
     _trio_token: trio.lowlevel.TrioToken = attrs.field(factory=trio.lowlevel.current_trio_token)
 
+    def __attrs_post_init__(self) -> None:
+        if not self.token and not _loopback(self.host):
+            LOGGER.warning(
+                "http.host is %s, not a loopback address, and http.api_token is not set: the "
+                "API's writes (silences) are refused; set ORACULO_HTTP_API_TOKEN to allow them",
+                self.host,
+            )
+
     def respond(
         self, method: str, target: str, headers: Mapping[str, str], body: bytes
     ) -> Response:
