@@ -309,5 +309,5 @@ def check_webhook_sink(settings: Settings) -> None:
     if not any(getattr(sink, "name", None) == "webhook" for sink in sinks):
         raise LoadTestError(
             "--webhook: this service has no webhook sink yet (dispatch.sinks = ['webhook'] "
-            "builds none in oraculo_trio.pipeline.service.build_sinks); run without --webhook"
+            "builds none in oraculo_trio.dispatch.sinks.build_sinks); run without --webhook"
         )

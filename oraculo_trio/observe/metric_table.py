@@ -364,6 +364,16 @@ SERVICE_METRICS: tuple[MetricSpec, ...] = (
         COUNT,
         "Rows the writer holds, not yet committed.",
     ),
+    MetricSpec(
+        "store_pruned",
+        "oraculo_store_pruned_rows_total",
+        COUNTER,
+        COUNT,
+        "History rows deleted by retention (database.retention), by table.",
+        labels=("table",),
+        initial=(("alert_events", "dispatch_logs"),),
+        children=True,
+    ),
     # --- alerts and dispatch ---
     MetricSpec(
         "alerts_active",
@@ -373,6 +383,15 @@ SERVICE_METRICS: tuple[MetricSpec, ...] = (
         "Alerts currently in a state, by state.",
         labels=("state",),
         initial=(("pending", "firing", "resolved"),),
+    ),
+    MetricSpec(
+        "alerts_firing",
+        "oraculo_alerts_firing",
+        GAUGE,
+        COUNT,
+        "Alerts firing now, by rule and severity (a series per rule loaded, so bounded by the "
+        "rules): which rules fire.",
+        labels=("rule_id", "severity"),
     ),
     MetricSpec(
         "alert_transitions",

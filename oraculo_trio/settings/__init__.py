@@ -1,5 +1,9 @@
 """Configuration: ``oraculo.toml`` plus ``ORACULO_<SECTION>_<KEY>`` environment overrides.
 
+The file is ``--config``, else ``$ORACULO_CONFIG``, else ``./oraculo.toml`` when it exists
+(:func:`~oraculo_trio.settings.loading.find_config`); every relative path it holds (and
+every default path it leaves) is taken from its folder.
+
 Every key is declared once, in :mod:`~oraculo_trio.settings.schema`, with its type, default,
 allowed values and help text; the same declarations validate the file, parse environment
 values (:mod:`~oraculo_trio.settings.loading`) and print the configuration reference in
@@ -11,14 +15,18 @@ Rule files are read by :mod:`oraculo_trio.pipeline.rules_source`.
 """
 
 from oraculo_trio.settings.loading import (
+    DEFAULT_CONFIG,
+    ENV_CONFIG,
     ENV_NOT_CONFIG,
     ENV_PREFIX,
     configuration_reference,
     env_overrides,
+    find_config,
     load_settings,
 )
 from oraculo_trio.settings.schema import (
     DEPTH_STREAM_KINDS,
+    LOG_FORMATS,
     LOG_LEVELS,
     SECTIONS,
     TRADE_STREAM_KINDS,
@@ -36,9 +44,12 @@ from oraculo_trio.settings.schema import (
 from oraculo_trio.settings.secrets import SECRET_KEYS, exposed_secrets, mask_url
 
 __all__ = [
+    "DEFAULT_CONFIG",
     "DEPTH_STREAM_KINDS",
+    "ENV_CONFIG",
     "ENV_NOT_CONFIG",
     "ENV_PREFIX",
+    "LOG_FORMATS",
     "LOG_LEVELS",
     "SECRET_KEYS",
     "SECTIONS",
@@ -56,6 +67,7 @@ __all__ = [
     "configuration_reference",
     "env_overrides",
     "exposed_secrets",
+    "find_config",
     "load_settings",
     "mask_url",
 ]

@@ -97,7 +97,7 @@ def test_the_runner_applies_the_sources_settings_under_set(tmp_path) -> None:
         (["--set", "pipeline.shards=many"], "pipeline.shards"),
         (["--set", "shards=2"], "expected SECTION.KEY=VALUE"),
         (["--set", "service.log_level=WARNING"], "use INFO or DEBUG"),
-        (["--rules", "/nonexistent/rules.toml"], "--rules: rules.file: /nonexistent"),
+        (["--rules", "/nonexistent/rules.toml"], "--rules: rule file /nonexistent/rules.toml"),
         (["--database-url", "mysql://x"], "expected a postgresql:// URL"),
         (["--threshold", "nonsense < 1"], "unknown KPI"),
         (["--junit", "/nonexistent/out.xml"], "--junit /nonexistent/out.xml: its folder"),

@@ -49,7 +49,9 @@ Everything here is pure: no trio, no I/O, ``now`` is passed in. One module per f
   :mod:`~oraculo_trio.core.rules.stats`: the kinds, by what they read;
 - :mod:`~oraculo_trio.core.rules.registry`: :data:`RULE_KINDS`, the built-in kinds by name;
 - :mod:`~oraculo_trio.core.rules.parsing`: the rule file (:class:`RuleSpec`,
-  :func:`parse_rules`, :func:`rules_for`).
+  :func:`parse_rules`, :func:`collect_rules`, :func:`rules_for`);
+- :mod:`~oraculo_trio.core.rules.messages`: message templates, their checks and each kind's
+  default messages.
 
 Import from this package: the module layout is not part of the API.
 """
@@ -63,12 +65,19 @@ from oraculo_trio.core.rules.base import (
     RuleState,
     Signal,
 )
+from oraculo_trio.core.rules.checks import rule_warnings
 from oraculo_trio.core.rules.depth import (
     SIDES_BOOK,
     BookImbalance,
     LiquidityWall,
     SpreadAboveBps,
     ThinBook,
+)
+from oraculo_trio.core.rules.messages import (
+    FIELDS,
+    default_messages,
+    did_you_mean,
+    template_problems,
 )
 from oraculo_trio.core.rules.params import parse_duration
 from oraculo_trio.core.rules.parsing import (
@@ -78,6 +87,7 @@ from oraculo_trio.core.rules.parsing import (
     TRIGGERS,
     CompiledRule,
     RuleSpec,
+    collect_rules,
     parse_rule,
     parse_rules,
     rules_for,
@@ -107,6 +117,7 @@ from oraculo_trio.core.rules.trades import (
 )
 
 __all__ = [
+    "FIELDS",
     "OFFLOADS",
     "RULE_KEYS",
     "RULE_KINDS",
@@ -142,8 +153,13 @@ __all__ = [
     "TradeRate",
     "VolumeSpike",
     "ZScore",
+    "collect_rules",
+    "default_messages",
+    "did_you_mean",
     "parse_duration",
     "parse_rule",
     "parse_rules",
+    "rule_warnings",
     "rules_for",
+    "template_problems",
 ]
