@@ -6,7 +6,8 @@ time instead of being ticked: :class:`LoadMarket` is one; :class:`MarketSource` 
 any tick-based :class:`~oraculo_trio.mockexchange.markets.payloads.Market`, stamping ``seq``
 (and ``E``) on its payloads. Every ``alert_period`` seconds one :class:`LoadMarket` frame
 carries a condition the load rules alert on (a wide spread above :data:`WIDE_SPREAD_BPS`, or a
-price spike above :data:`SPIKE_LEVEL` on trade-only runs) so the store gets writes.
+price spike above :data:`SPIKE_LEVEL`; with both streams, one then the other) so the store
+gets writes.
 """
 
 from __future__ import annotations
@@ -217,24 +218,34 @@ class LoadMarket:
                     self._next_alert_ms = now_ms + self.alert_period * 1000.0
         depth_picks = self._depth_picker.pick(depths) if depths else []
         trade_picks = self._trade_picker.pick(trades) if trades else []
-        return self._build(depth_picks, trade_picks, now_ms, alert)
+        # With both streams, alerts alternate between them: a depth alert frame that a newer
+        # book of its symbol supersedes may be skipped by a service behind its feed (only the
+        # newest book matters), while a trade is never skipped.
+        depth_alert = alert and bool(depth_picks) and (not trade_picks or self.alerts_sent % 2)
+        trade_alert = alert and not depth_alert
+        return self._build(depth_picks, trade_picks, now_ms, depth_alert, trade_alert)
 
     def _build(
-        self, depth_picks: list[int], trade_picks: list[int], now_ms: int, alert: bool
+        self,
+        depth_picks: list[int],
+        trade_picks: list[int],
+        now_ms: int,
+        depth_alert: bool,
+        trade_alert: bool,
     ) -> Iterator[Frame]:
         walks = self._walks
         snapshot = self._snapshot
         trade = self._trade
         for i in depth_picks:
             stream, payload = snapshot(walks[i], now_ms)
-            if alert:
-                alert = False
+            if depth_alert:
+                depth_alert = False
                 payload = self._rewiden(payload, walks[i])
             yield stream, payload
         for i in trade_picks:
             stream, payload = trade(walks[i], now_ms)
-            if alert:
-                alert = False
+            if trade_alert:
+                trade_alert = False
                 payload["p"] = _SPIKE_PRICE
             yield stream, payload
 
