@@ -9,16 +9,29 @@ up to date by pinging the store.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TypedDict
+from typing import Any, TypedDict
 
+import attrs
 import trio
 
 from oraculo_trio.errors import StoreError
 from oraculo_trio.observe.metrics import ServiceMetrics
 
 LOGGER = logging.getLogger("oraculo_trio.observe.health")
+
+
+REASONS = {
+    "feed": "feed_disconnected",
+    "store": "store_down",
+    "rules": "rules_not_loaded",
+    "feed_lag": "feed_behind",
+    "books": "book_not_live",
+    "partitions": "partitions_not_claimed",
+}
+"""The reason ``/readyz`` gives for each component that is not ready."""
 
 
 class ComponentStatus(TypedDict):
@@ -28,8 +41,20 @@ class ComponentStatus(TypedDict):
     detail: str
 
 
+class Reason(TypedDict, total=False):
+    """One reason ``/readyz`` gives for not being ready: its code, the component, a line for a
+    person, and what it names (``lag_seconds``, ``symbols``, ...)."""
+
+    reason: str
+    component: str
+    detail: str
+
+
 class Readiness:
     """Thread-safe readiness flags: set from the Trio thread, read from the HTTP thread.
+
+    Each component is ready or not; one that is not gives a reason (:data:`REASONS`), a
+    detail for a person, and may name what it is about (``set(..., symbols=[...])``).
 
     Args:
         metrics: when given, ``oraculo_ready`` is kept at 1 (ready) or 0.
@@ -42,6 +67,7 @@ class Readiness:
         self._metrics = metrics
         self._lock = threading.Lock()
         self._status: dict[str, ComponentStatus] = {}
+        self._names: dict[str, dict[str, Any]] = {}
         for component in components:
             self._status[component] = {"ok": False, "detail": "starting"}
         with self._lock:
@@ -53,8 +79,9 @@ class Readiness:
             self._status.setdefault(component, {"ok": ok, "detail": detail})
             self._publish_locked()
 
-    def set(self, component: str, ok: bool, detail: str = "") -> None:
-        """Say whether ``component`` is ready, and why not.
+    def set(self, component: str, ok: bool, detail: str = "", **names: Any) -> None:
+        """Say whether ``component`` is ready, and why not: ``detail`` for a person, ``names``
+        for a program (JSON values: the symbols not live, the lag in seconds...).
 
         Raises:
             KeyError: ``component`` was never registered (a typo would otherwise hide a
@@ -66,6 +93,7 @@ class Readiness:
                     f"unknown readiness component {component!r}; registered: {sorted(self._status)}"
                 )
             self._status[component] = {"ok": bool(ok), "detail": detail}
+            self._names[component] = dict(names)
             self._publish_locked()
 
     def snapshot(self) -> tuple[bool, dict[str, ComponentStatus]]:
@@ -77,6 +105,20 @@ class Readiness:
             }
         return all(entry["ok"] for entry in status.values()), status
 
+    def reasons(self) -> list[Reason]:
+        """Why the service is not ready, one entry per component that is not (none: ready)."""
+        with self._lock:
+            return [
+                {
+                    "reason": REASONS.get(name, f"{name}_not_ready"),
+                    "component": name,
+                    "detail": entry["detail"],
+                    **self._names.get(name, {}),
+                }
+                for name, entry in sorted(self._status.items())
+                if not entry["ok"]
+            ]
+
     @property
     def ready(self) -> bool:
         """True when every registered component is ready."""
@@ -87,6 +129,69 @@ class Readiness:
         if self._metrics is not None:
             ready = all(entry["ok"] for entry in self._status.values())
             self._metrics.ready.set(1 if ready else 0)
+
+
+@attrs.define(eq=False)
+class FeedAge:
+    """The oldest message evaluated per stream since the last look: the consumers report
+    each batch's (:meth:`observe`), :func:`run_feed_age_watch` takes them once a second."""
+
+    worst: dict[str, float] = attrs.field(factory=dict)
+
+    def observe(self, stream: str, age: float) -> None:
+        if age > self.worst.get(stream, -math.inf):
+            self.worst[stream] = age
+
+    def take(self) -> dict[str, float]:
+        worst, self.worst = self.worst, {}
+        return worst
+
+
+async def run_feed_age_watch(
+    feed_age: FeedAge,
+    readiness: Readiness,
+    bound: float,
+    interval: float = 1.0,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Keep the ``feed_lag`` component: not ready (``feed_behind``) while what the service
+    evaluates is more than ``bound`` seconds behind the exchange's event time.
+
+    Looked at every ``interval`` seconds, over the messages evaluated meanwhile; with none
+    evaluated the verdict stays as it was (a stuck pipeline does not become ready).
+
+    Cancellation: runs until cancelled.
+    """
+    readiness.register("feed_lag", ok=True, detail="")
+    task_status.started()
+    behind = False
+    while True:
+        await trio.sleep(interval)
+        worst = feed_age.take()
+        if not worst:
+            continue
+        lag = max(worst.values())
+        if lag > bound:
+            streams = {stream: round(age, 3) for stream, age in sorted(worst.items())}
+            readiness.set(
+                "feed_lag",
+                False,
+                f"{lag:.1f} s behind the exchange (pipeline.max_feed_lag = {bound:g} s)",
+                lag_seconds=round(lag, 3),
+                streams=streams,
+            )
+            if not behind:
+                LOGGER.warning(
+                    "feed behind: what is evaluated is %.1f s behind the exchange (%s)",
+                    lag,
+                    ", ".join(f"{stream} {age:.1f} s" for stream, age in streams.items()),
+                )
+            behind = True
+        elif behind:
+            readiness.set("feed_lag", True)
+            LOGGER.info("feed caught up: %.2f s behind the exchange", lag)
+            behind = False
 
 
 async def run_store_check(

@@ -141,6 +141,7 @@ class _Handler(BaseHTTPRequestHandler):
             ready, components = readiness.snapshot()
         body: dict[str, Any] = {
             "ready": ready,
+            "reasons": readiness.reasons() if readiness is not None else [],
             "not_ready": sorted(name for name, entry in components.items() if not entry["ok"]),
             "components": components,
         }

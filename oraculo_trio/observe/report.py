@@ -85,13 +85,20 @@ def readiness_reasons(body: str) -> list[str]:
     if not isinstance(document, dict):
         return []
     lines = []
-    for reason in document.get("reasons") or []:
+    reasons = document.get("reasons")
+    for reason in reasons or []:
         if isinstance(reason, dict):
             name = reason.get("reason", "?")
-            rest = ", ".join(f"{k}={v}" for k, v in reason.items() if k != "reason")
-            lines.append(f"{name}: {rest}" if rest else str(name))
+            detail = reason.get("detail")
+            named = ", ".join(
+                f"{k}={v}" for k, v in reason.items() if k not in ("reason", "detail", "component")
+            )
+            line = f"{name}: {detail}" if detail else str(name)
+            lines.append(f"{line} ({named})" if named else line)
         else:
             lines.append(str(reason))
+    if isinstance(reasons, list):
+        return lines
     components = document.get("components") or {}
     if isinstance(components, dict):
         for name, entry in sorted(components.items()):

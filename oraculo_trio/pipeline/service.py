@@ -47,7 +47,7 @@ from oraculo_trio.dispatch.redeliver import unconfirmed_notifications
 from oraculo_trio.dispatch.sinks import Sink, build_sinks
 from oraculo_trio.errors import StoreError
 from oraculo_trio.feeds.binance import DEPTH_KINDS, KIND_DEPTH_DIFF, combined_urls, stream_name
-from oraculo_trio.observe.health import Readiness, run_store_check
+from oraculo_trio.observe.health import FeedAge, Readiness, run_feed_age_watch, run_store_check
 from oraculo_trio.observe.http import serve_http
 from oraculo_trio.observe.instrument import LagInstrument, LagMonitor
 from oraculo_trio.observe.metrics import ServiceMetrics
@@ -87,6 +87,7 @@ LOGGER = logging.getLogger("oraculo_trio.pipeline.service")
 
 TASK_NAMES = (
     "feed",
+    "feed_age",
     "depth_consumer",
     "trade_consumer",
     "store_writer",
@@ -119,6 +120,8 @@ class ServiceHandle:
     # Per symbol shed, the update id its fresh snapshot holds: the depth readers skip older
     # diffs undecoded (shared by the books and the readers).
     caught_up_to: dict[str, int] = attrs.field(factory=dict)
+    # The age of what the consumers evaluate (the feed_behind readiness reason reads it).
+    feed_age: FeedAge = attrs.field(factory=FeedAge)
     # The silences the dispatcher matches (refreshed from the store) and the rule reloader.
     silences: SilenceSet = attrs.field(factory=SilenceSet)
     rules: RuleReloader | None = None
@@ -345,6 +348,15 @@ async def _start_monitors(
     spawn(monitors, "process_stats", run_process_stats, metrics, limiters, **supervision)
     spawn(
         monitors,
+        "feed_age",
+        run_feed_age_watch,
+        handle.feed_age,
+        handle.readiness,
+        settings.pipeline.max_feed_lag,
+        **supervision,
+    )
+    spawn(
+        monitors,
         "store_check",
         run_store_check,
         store.ping,
@@ -561,6 +573,7 @@ def _start_consumers(
                 consumer_settings,
                 handle.books[shard] if handle.books and stream == DEPTH else None,
                 room,
+                handle.feed_age,
                 metrics=metrics,
             )
     return channels

@@ -32,6 +32,7 @@ from oraculo_trio.core.engine import ShardEngine
 from oraculo_trio.core.events import DepthDiff
 from oraculo_trio.core.sharding import shard_of
 from oraculo_trio.core.sync import BookSnapshot, PendingDiff
+from oraculo_trio.observe.health import FeedAge
 from oraculo_trio.observe.metrics import FastHistogramChild, ServiceMetrics
 from oraculo_trio.observe.ratelimit import RateLimitedLog
 from oraculo_trio.pipeline.channels import Room, send_when_room
@@ -274,6 +275,8 @@ class BatchTally(NamedTuple):
     stale: int
     # The largest feed lag (receive time - exchange event time), -inf when none was seen.
     lag_max: float
+    # The oldest message evaluated (now - its event time), -inf for none.
+    age_max: float
     # The queue time of the batch's last frame read.
     latest: float
     transitions: list[AlertTransition]
@@ -300,6 +303,7 @@ class ShardConsumer:
     settings: ConsumerSettings
     books: ShardBooks | None = None
     room: Room = attrs.field(factory=Room)
+    feed_age: FeedAge = attrs.field(factory=FeedAge)
     _queue_time: FastHistogramChild = attrs.field(init=False)
     _evaluated_age: FastHistogramChild = attrs.field(init=False)
     _queue_time_latest: Gauge = attrs.field(init=False)
@@ -378,7 +382,7 @@ class ShardConsumer:
         perf_counter = time.perf_counter
         started = perf_counter()
         processed = evaluated = stale = 0
-        lag_max = -math.inf
+        lag_max = age_max = -math.inf
         latest = 0.0
         transitions: list[AlertTransition] = []
         index = 0
@@ -411,6 +415,8 @@ class ShardConsumer:
                 if lag > lag_max:
                     lag_max = lag
             observe_age(age)
+            if age > age_max:
+                age_max = age
             fresh = age <= stale_after
             if books is not None and type(event) is DepthDiff:
                 raised = books.process(event, now, now_wall, age)
@@ -429,7 +435,9 @@ class ShardConsumer:
         if index < len(pending):
             for event in pending[index:]:
                 self.buffer.put(event)
-        return BatchTally(processed, evaluated, stale, lag_max, latest, transitions, cpu_start)
+        return BatchTally(
+            processed, evaluated, stale, lag_max, age_max, latest, transitions, cpu_start
+        )
 
     async def publish(self, tally: BatchTally) -> None:
         """Count the batch, flush the books and the costly rules, hand the transitions to the
@@ -456,6 +464,8 @@ class ShardConsumer:
         self._queue_time_latest.set(tally.latest)
         if tally.lag_max > -math.inf:
             self._feed_lag.set(tally.lag_max)
+        if tally.age_max > -math.inf:
+            self.feed_age.observe(self.stream, tally.age_max)
         depth = self.receive_channel.statistics().current_buffer_used
         if self.buffer is not None:
             depth += len(self.buffer.pending)
@@ -479,6 +489,7 @@ async def run_consumer(
     settings: ConsumerSettings,
     books: ShardBooks | None = None,
     room: Room | None = None,
+    feed_age: FeedAge | None = None,
 ) -> None:
     """Consume one shard's channel of one stream in micro-batches until it closes.
 
@@ -492,7 +503,7 @@ async def run_consumer(
     """
     consumer = ShardConsumer(
         stream, shard, receive_channel, buffer, engine, outlet, metrics, settings, books,
-        room if room is not None else Room(),
+        room if room is not None else Room(), feed_age if feed_age is not None else FeedAge(),
     )  # fmt: skip
     take, process, publish = consumer.take, consumer.process, consumer.publish
     with receive_channel, outlet:

@@ -51,7 +51,7 @@ from prometheus_client.registry import Collector
 
 from oraculo_trio.api.server import Api, ApiSources
 from oraculo_trio.errors import ConfigError, OraculoError
-from oraculo_trio.observe.health import ComponentStatus, Readiness
+from oraculo_trio.observe.health import ComponentStatus, Readiness, Reason
 from oraculo_trio.observe.http import serve_http
 from oraculo_trio.observe.logs import configure_logging
 from oraculo_trio.observe.metrics import SupervisorMetrics
@@ -199,6 +199,26 @@ class WorkersReadiness(Readiness):
             detail = "not ready: " + ", ".join(not_ready) if not_ready else ""
             status[name] = {"ok": code == 200, "detail": detail}
         return all(entry["ok"] for entry in status.values()), status
+
+    def reasons(self) -> list[Reason]:
+        """Every worker's reasons, each with its ``worker``; a worker that does not answer
+        is a reason of its own (``worker_down``)."""
+        reasons: list[Reason] = []
+        for index, url in self._endpoints.snapshot():
+            try:
+                if url is None:
+                    raise OSError("not running")
+                _, body = _get(url + "/readyz")
+                document = json.loads(body)
+            except (OSError, ValueError) as exc:
+                reasons.append(
+                    {"reason": "worker_down", "component": f"worker-{index}", "detail": str(exc)}
+                )
+                continue
+            for reason in document.get("reasons") or []:
+                if isinstance(reason, dict):
+                    reasons.append({**reason, "worker": index})
+        return reasons
 
 
 async def run_supervisor(

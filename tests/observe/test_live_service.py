@@ -145,7 +145,7 @@ async def test_metric_contract_and_health_while_healthy_then_feed_down(tmp_path:
     assert "feed connections: 2/2 connected" in healthy
     assert down_code == 1, down
     assert down.startswith("UNHEALTHY")
-    assert "    not ready: feed: disconnected: " in down
+    assert "    not ready: feed_disconnected: disconnected: " in down
     assert "feed connections: 0/2 connected" in down
 
 
@@ -185,5 +185,5 @@ async def test_health_turns_unhealthy_when_the_database_goes_away(
 
     assert code == 0, healthy
     assert down_code == 1, down
-    assert "    not ready: store: ping failed: " in down
+    assert "    not ready: store_down: ping failed: " in down
     assert "ping failed" in down
