@@ -11,7 +11,7 @@ import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
 
 from oraculo_trio.errors import StoreUnavailable
-from oraculo_trio.observe.health import Readiness, run_store_check
+from oraculo_trio.observe.health import FeedAge, Readiness, run_feed_age_watch, run_store_check
 from oraculo_trio.observe.http import METRICS_CONTENT_TYPE, serve_http
 from oraculo_trio.observe.metrics import ServiceMetrics
 from oraculo_trio.observe.report import health_report
@@ -61,8 +61,52 @@ async def test_readyz_names_what_is_not_ready_then_answers_200() -> None:
         "ok": False,
         "detail": "connecting to postgresql://db/alerts",
     }
+    assert body["reasons"] == [
+        {
+            "reason": "store_down",
+            "component": "store",
+            "detail": "connecting to postgresql://db/alerts",
+        }
+    ]
     assert ready.status == 200
     assert json.loads(ready.body)["not_ready"] == []
+    assert json.loads(ready.body)["reasons"] == []
+
+
+async def test_feed_behind_while_what_is_evaluated_is_late_then_ready_again(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="oraculo_trio.observe.health")
+    metrics = ServiceMetrics()
+    readiness = Readiness(metrics)
+    ages = FeedAge()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(run_feed_age_watch, ages, readiness, 5.0)
+        ages.observe("depth", 0.2)
+        ages.observe("trade", 1.0)
+        await trio.sleep(1.5)
+        assert readiness.ready
+        ages.observe("depth", 0.3)
+        ages.observe("trade", 7.25)
+        await trio.sleep(1.0)
+        assert readiness.reasons() == [
+            {
+                "reason": "feed_behind",
+                "component": "feed_lag",
+                "detail": "7.2 s behind the exchange (pipeline.max_feed_lag = 5 s)",
+                "lag_seconds": 7.25,
+                "streams": {"depth": 0.3, "trade": 7.25},
+            }
+        ]
+        assert metrics.inner.get_sample_value("oraculo_ready") == 0.0
+        # Nothing evaluated: the verdict stays (a stuck pipeline does not become ready).
+        await trio.sleep(3.0)
+        assert not readiness.ready
+        ages.observe("trade", 0.5)
+        await trio.sleep(1.0)
+        assert readiness.ready
+        nursery.cancel_scope.cancel()
+    assert "feed behind" in caplog.text and "feed caught up" in caplog.text
 
 
 async def test_healthz_without_a_watchdog_and_unknown_paths() -> None:
