@@ -37,8 +37,11 @@ from oraculo_trio.observe.metric_spec import (
 
 # --- label values that exist from start-up, and histogram buckets ---
 
-DROP_REASONS = ("stale_drop", "conflated", "superseded", "overflow")
-"""Why a message was read but not evaluated (the accounting of ``docs/architecture.md``)."""
+DROP_REASONS = ("stale_drop", "conflated", "superseded", "overflow", "unsynced")
+"""Why a message was read but not evaluated (the accounting of ``docs/architecture.md``).
+``superseded``: a diff a snapshot or the book already holds; ``unsynced``: a diff a syncing
+book discarded before any snapshot took it (its buffer restarted or overflowed, or the
+service stopped)."""
 
 LAG_SPIKE_THRESHOLDS = ("0.5", "2.0", "10.0")
 
@@ -496,7 +499,17 @@ SERVICE_METRICS: tuple[MetricSpec, ...] = (
         "oraculo_rest_weight_budget",
         GAUGE,
         COUNT,
-        "REST request weight the service may spend per minute (feed.rest_weight_budget).",
+        "REST request weight the service may spend per minute (feed.rest_weight_budget, "
+        "summed over the markets; a worker's share under run --workers).",
+    ),
+    MetricSpec(
+        "exchange_clock_offset",
+        "oraculo_exchange_clock_offset_seconds",
+        GAUGE,
+        SECONDS,
+        "The exchange's clock minus ours, by market (GET .../time): ages and feed lag are "
+        "corrected by it.",
+        labels=("market",),
     ),
     MetricSpec(
         "rest_weight_reported",

@@ -15,13 +15,15 @@ from urllib.parse import parse_qs, urlsplit
 import attrs
 import trio
 
+from oraculo_trio.core.markets import SPOT
 from oraculo_trio.errors import FeedError
 from oraculo_trio.feeds.binance import BadFrame, BinanceDecoder, Control
 from oraculo_trio.observe.metrics import ServiceMetrics
 from oraculo_trio.observe.ratelimit import RateLimitedLog
+from oraculo_trio.pipeline.exchange_clock import ExchangeClock
 from oraculo_trio.pipeline.shards import ShardRouter
 from oraculo_trio.pipeline.transport import CLOSE_TOO_LARGE, ConnectionClosed, open_feed_socket
-from oraculo_trio.settings import Settings
+from oraculo_trio.settings import FeedSettings, Settings
 
 LOGGER = logging.getLogger("oraculo_trio.pipeline.feed")
 
@@ -40,10 +42,13 @@ class FeedConnectionSettings:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FeedConnectionSettings:
+        """The first feed's (the only one unless several ``[[feed]]`` tables are given)."""
+        return cls.from_feed(settings.feed)
+
+    @classmethod
+    def from_feed(cls, feed: FeedSettings) -> FeedConnectionSettings:
         # Every field is the ``feed`` key of the same name.
-        return cls(
-            **{field.name: getattr(settings.feed, field.name) for field in attrs.fields(cls)}
-        )
+        return cls(**{field.name: getattr(feed, field.name) for field in attrs.fields(cls)})
 
 
 @attrs.define(eq=False)
@@ -87,7 +92,11 @@ class RotationGate:
 
 @attrs.define(eq=False)
 class ConnectionStatus:
-    """What the rest of the service may know about one feed connection."""
+    """What the rest of the service may know about one feed connection.
+
+    ``market`` is the Binance market it reads (its events are named by it); ``clock`` that
+    market's offset to our clock, added to each read's wall-clock stamp.
+    """
 
     name: str
     stream: str
@@ -95,6 +104,8 @@ class ConnectionStatus:
     connected: bool = False
     connected_event: trio.Event = attrs.field(factory=trio.Event)
     connects: int = 0
+    market: str = SPOT
+    clock: ExchangeClock = attrs.field(factory=lambda: ExchangeClock(SPOT))
 
 
 def subscribed_streams(url: str) -> list[str] | None:
@@ -168,6 +179,7 @@ async def run_feed_connection(
                         this_lifetime,
                         rotation,
                         subscribed_streams(status.url),
+                        status,
                     )
                 finally:
                     set_connected(False)
@@ -199,12 +211,15 @@ async def _read(
     lifetime_seconds: float,
     rotation: RotationGate | None,
     streams: list[str] | None = None,
+    status: ConnectionStatus | None = None,
 ) -> str:
     """Read until the connection should be replaced; return why."""
     # Only the streams this connection subscribed to are known: a frame of any other stream
     # (a trade on the depth connection, say) is unknown_stream, never routed to the wrong
     # stream's shards (where a depth channel would conflate a trade).
-    decoder = BinanceDecoder(streams)
+    market = SPOT if status is None else status.market
+    clock = ExchangeClock(market) if status is None else status.clock
+    decoder = BinanceDecoder(streams, market=market)
     decode = decoder.decode
     route = router.route
     received = metrics.received[router.stream]
@@ -245,7 +260,8 @@ async def _read(
                     closed = exc
                     break
                 last_frame = now = current_time()
-                result = decode(message, now, wall_time())
+                # On the exchange's clock, as E is: ages do not drift with our clock.
+                result = decode(message, now, wall_time() + clock.offset)
                 if isinstance(result, Control):
                     if result.kind == "error":
                         # The exchange refused something of ours: a frame we cannot use.

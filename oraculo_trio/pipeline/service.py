@@ -29,7 +29,7 @@ import functools
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import attrs
 import trio
@@ -37,6 +37,7 @@ import trio
 from oraculo_trio.core.claims import symbols_of
 from oraculo_trio.core.engine import ShardEngine
 from oraculo_trio.core.events import DEPTH, TRADE
+from oraculo_trio.core.markets import SPOT, qualified
 from oraculo_trio.core.rules import CompiledRule
 from oraculo_trio.core.sharding import shard_of
 from oraculo_trio.core.silences import SilenceSet
@@ -47,6 +48,7 @@ from oraculo_trio.dispatch.redeliver import unconfirmed_notifications
 from oraculo_trio.dispatch.sinks import LogSink, Sink, StdoutSink, WebhookSink
 from oraculo_trio.errors import StoreError
 from oraculo_trio.feeds.binance import DEPTH_KINDS, KIND_DEPTH_DIFF, combined_urls, stream_name
+from oraculo_trio.feeds.binance_rest import ws_base_url
 from oraculo_trio.observe.health import Readiness, run_store_check
 from oraculo_trio.observe.http import serve_http
 from oraculo_trio.observe.instrument import LagInstrument, LagMonitor
@@ -55,6 +57,7 @@ from oraculo_trio.observe.process import run_process_stats
 from oraculo_trio.observe.supervise import RestartPolicy, spawn, start, supervised
 from oraculo_trio.observe.watchdog import Watchdog
 from oraculo_trio.pipeline.diffbooks import BookChanges, ShardBooks
+from oraculo_trio.pipeline.exchange_clock import ClockWatch, ExchangeClock
 from oraculo_trio.pipeline.feed import (
     ConnectionStatus,
     FeedConnectionSettings,
@@ -62,6 +65,7 @@ from oraculo_trio.pipeline.feed import (
     run_feed_connection,
 )
 from oraculo_trio.pipeline.partitions import Placement, claims_for, run_partitions
+from oraculo_trio.pipeline.rest import RestBudget, rest_budgets, rest_endpoints
 from oraculo_trio.pipeline.rule_clock import RuleLimiters, run_rule_clock
 from oraculo_trio.pipeline.rules_source import RuleReloader
 from oraculo_trio.pipeline.shards import (
@@ -71,12 +75,8 @@ from oraculo_trio.pipeline.shards import (
     ShardRouter,
     run_consumer,
 )
-from oraculo_trio.pipeline.snapshots import (
-    FetcherSettings,
-    SnapshotFetcher,
-    SnapshotRequests,
-)
-from oraculo_trio.settings import Settings
+from oraculo_trio.pipeline.snapshots import SnapshotFetcher, SnapshotRequests
+from oraculo_trio.settings import FeedSettings, Settings
 from oraculo_trio.store.base import Store
 from oraculo_trio.store.opening import open_store
 from oraculo_trio.store.writer import run_store_writer
@@ -93,6 +93,7 @@ TASK_NAMES = (
     "process_stats",
     "store_check",
     "snapshot_fetcher",
+    "exchange_clock",
     "rule_clock",
     "rules_reload",
     "silences",
@@ -118,6 +119,9 @@ class ServiceHandle:
     rules: RuleReloader | None = None
     # The partitions this process processes now (pipeline/partitions.py).
     partitions: frozenset[int] = frozenset()
+    # Each market's clock offset and REST weight budget (pipeline/exchange_clock.py, rest.py).
+    clocks: dict[str, ExchangeClock] = attrs.field(factory=dict)
+    rest_budgets: Mapping[str, RestBudget] = attrs.field(factory=dict)
 
     @property
     def metrics_url(self) -> str:
@@ -181,27 +185,53 @@ def build_sinks(settings: Settings) -> list[Sink]:
 
 
 def feed_connections(
-    settings: Settings, symbols: Sequence[str] | None = None
+    settings: Settings,
+    symbols: Sequence[str] | None = None,
+    clocks: Mapping[str, ExchangeClock] | None = None,
 ) -> list[ConnectionStatus]:
-    """One connection per stream family and group of <= max_streams_per_connection, for
-    ``symbols`` (default: every symbol of ``feed.symbols``)."""
-    feed = settings.feed
-    symbols = feed.symbols if symbols is None else symbols
+    """One connection per feed, stream family and group of <= max_streams_per_connection,
+    for ``symbols`` (service names; default: every symbol of every feed).
+
+    Connections of spot are ``depth-0``, ``trade-0``...; those of another market carry its
+    name (``usdm-depth-0``). Futures streams (``feed.futures_streams``) ride the trade
+    connections. ``clocks`` gives each connection its market's clock offset.
+    """
+    wanted = None if symbols is None else set(symbols)
     connections = []
-    for stream, kinds in ((DEPTH, feed.depth_streams), (TRADE, feed.trade_streams)):
-        names = [
-            stream_name(
-                symbol, kind, update_ms=feed.depth_update_ms if kind in DEPTH_KINDS else None
+    for feed in settings.feeds:
+        market = feed.market
+        clock = (clocks or {}).get(market) or ExchangeClock(market)
+        prefix = "" if market == SPOT else f"{market}-"
+        names = [s for s in feed.symbols if wanted is None or qualified(market, s) in wanted]
+        families = (
+            (DEPTH, feed.depth_streams),
+            (TRADE, (*feed.trade_streams, *feed.futures_streams)),
+        )
+        for stream, kinds in families:
+            streams = [
+                stream_name(
+                    symbol,
+                    kind,
+                    update_ms=feed.depth_update_ms if kind in DEPTH_KINDS else None,
+                    market=market,
+                )
+                for symbol in names
+                for kind in kinds
+            ]
+            if not streams:
+                continue
+            urls = combined_urls(
+                ws_base_url(feed.url, market),
+                streams,
+                max_streams=feed.max_streams_per_connection,
+                market=market,
             )
-            for symbol in symbols
-            for kind in kinds
-        ]
-        if not names:
-            continue
-        for index, url in enumerate(
-            combined_urls(feed.url, names, max_streams=feed.max_streams_per_connection)
-        ):
-            connections.append(ConnectionStatus(f"{stream}-{index}", stream, url))
+            for index, url in enumerate(urls):
+                connections.append(
+                    ConnectionStatus(
+                        f"{prefix}{stream}-{index}", stream, url, market=market, clock=clock
+                    )
+                )
     return connections
 
 
@@ -267,10 +297,18 @@ async def run_service(
             await reloader.start(rules)
             # Bound before the first message, so no_data also judges a symbol that never speaks.
             started_at = reloader.clock()
-            for symbol in settings.feed.symbols:
+            for symbol in settings.symbols:
                 engines[shard_of(symbol, settings.pipeline.shards)].expect([symbol], started_at)
+            clocks = {feed.market: ExchangeClock(feed.market) for feed in settings.feeds}
             handle = ServiceHandle(
-                settings, metrics, readiness, http_address, engines, feed_connections(settings)
+                settings,
+                metrics,
+                readiness,
+                http_address,
+                engines,
+                feed_connections(settings, clocks=clocks),
+                clocks=clocks,
+                rest_budgets=rest_budgets(settings, metrics, placement.rest_share()),
             )
             handle.rules = reloader
             handle.update_feed_readiness()
@@ -285,7 +323,7 @@ async def run_service(
                         store,
                         claims_for(settings, placement, metrics, readiness),
                         functools.partial(_run_pipeline, handle, store, sinks, rule_limiters),
-                        functools.partial(feed_connections, settings),
+                        functools.partial(feed_connections, settings, clocks=handle.clocks),
                         task_status=task_status,
                     )
                     monitors.cancel_scope.cancel()
@@ -355,6 +393,20 @@ async def _start_monitors(
         **supervision,
     )
     spawn(monitors, "rules_reload", handle.rules.run, **supervision)
+    endpoints = rest_endpoints(settings)
+    for feed in settings.feeds:
+        if feed.clock_check_interval <= 0:
+            continue
+        watch = ClockWatch(
+            handle.clocks[feed.market],
+            endpoints[feed.market],
+            handle.rest_budgets[feed.market],
+            metrics,
+            feed.clock_check_interval,
+            feed.clock_offset_warning,
+        )
+        # Started (measured once, or tried) before any feed connects.
+        await start(monitors, "exchange_clock", watch.run, **supervision)
     if handle_signals:
         # Started (receiver installed) before anyone learns we are up.
         await monitors.start(_watch_signals, handle)
@@ -398,15 +450,7 @@ async def _run_pipeline(
                 nursery, handle, clock_scope, store_send, dispatch_send, buffers, rule_limiters
             )
         feeds_scope = trio.CancelScope()
-        nursery.start_soon(
-            _run_feeds,
-            handle,
-            feeds_scope,
-            senders,
-            buffers,
-            FeedConnectionSettings.from_settings(settings),
-            requests,
-        )
+        nursery.start_soon(_run_feeds, handle, feeds_scope, senders, buffers, requests)
         task_status.started(handle)
         await (handle._shutdown if until is None else until).wait()
         LOGGER.info(
@@ -422,10 +466,10 @@ async def _run_pipeline(
 
 
 def _open_books(handle: ServiceHandle) -> SnapshotRequests | None:
-    # With diff books (feed.depth_streams = ["depth"]): each shard's books, and the queue
-    # where they ask the fetcher for snapshots; None without.
+    # With diff books (depth_streams = ["depth"] in some feed): each shard's books, and the
+    # queue where they ask the fetcher for snapshots; None without.
     settings = handle.settings
-    if KIND_DEPTH_DIFF not in settings.feed.depth_streams:
+    if not any(KIND_DEPTH_DIFF in feed.depth_streams for feed in settings.feeds):
         return None
     requests = SnapshotRequests()
     changes = BookChanges()
@@ -529,7 +573,7 @@ async def _redeliver(
 ) -> None:
     # The owned alerts' latest notifications not recorded as delivered (dispatch/redeliver.py).
     settings = handle.settings
-    owned = set(symbols_of(settings.feed.symbols, handle.partitions, settings.cluster.partitions))
+    owned = set(symbols_of(settings.symbols, handle.partitions, settings.cluster.partitions))
     try:
         transitions = await unconfirmed_notifications(store, [s.name for s in sinks], owned)
     except StoreError as exc:
@@ -560,12 +604,14 @@ async def _run_feeds(
     scope: trio.CancelScope,
     senders: dict[str, list[trio.MemorySendChannel]],
     buffers: list[ConflationBuffer],
-    connection_settings: FeedConnectionSettings,
     requests: SnapshotRequests | None,
 ) -> None:
     metrics = handle.metrics
-    feed = handle.settings.feed
-    rotation = RotationGate(feed.rotation_spacing)
+    settings = handle.settings
+    connection_settings = {
+        feed.market: FeedConnectionSettings.from_feed(feed) for feed in settings.feeds
+    }
+    rotation = RotationGate(min(feed.rotation_spacing for feed in settings.feeds))
     # The fetcher's channel clones are closed with the feeds, so the consumers can drain.
     fetcher_senders = [send.clone() for send in senders[DEPTH]] if requests is not None else []
     with scope, contextlib.ExitStack() as closing:
@@ -574,11 +620,13 @@ async def _run_feeds(
         async with trio.open_nursery() as nursery:
             if requests is not None:
                 # Snapshots are fetched in their own task, never in a read loop or a consumer.
+                endpoints = {
+                    market: endpoint
+                    for market, endpoint in rest_endpoints(settings).items()
+                    if KIND_DEPTH_DIFF in _feed(settings, market).depth_streams
+                }
                 fetcher = SnapshotFetcher(
-                    FetcherSettings.from_settings(handle.settings),
-                    requests,
-                    fetcher_senders,
-                    metrics,
+                    endpoints, handle.rest_budgets, requests, fetcher_senders, metrics
                 )
                 await start(
                     nursery,
@@ -599,19 +647,23 @@ async def _run_feeds(
                     router,
                     status,
                     metrics,
-                    connection_settings,
+                    connection_settings[status.market],
                     handle,
                     functools.partial(
                         run_feed_connection,
                         on_change=handle.update_feed_readiness,
                         rotation=rotation,
-                        lifetime_offset=index * feed.rotation_spacing,
+                        lifetime_offset=index * rotation.spacing,
                     ),
                 )
             # The originals are closed once every connection holds its clones.
             for stream_senders in senders.values():
                 for send in stream_senders:
                     send.close()
+
+
+def _feed(settings: Settings, market: str) -> FeedSettings:
+    return next(feed for feed in settings.feeds if feed.market == market)
 
 
 async def _own_router_and_read(

@@ -1,5 +1,8 @@
 """Configuration: ``oraculo.toml`` plus ``ORACULO_<SECTION>_<KEY>`` environment overrides.
 
+A ``[feed]`` table is one feed; several ``[[feed]]`` tables follow several Binance markets at
+once (one table per market: ``feed.market``).
+
 Every key is declared once, in :mod:`~oraculo_trio.settings.schema`, with its type, default,
 allowed values and help text; the same declarations validate the file, parse environment
 values (:mod:`~oraculo_trio.settings.loading`) and print the configuration reference in
@@ -16,9 +19,11 @@ from oraculo_trio.settings.loading import (
     configuration_reference,
     env_overrides,
     load_settings,
+    rest_weight_budget,
 )
 from oraculo_trio.settings.schema import (
     DEPTH_STREAM_KINDS,
+    FUTURES_STREAM_KINDS,
     LOG_LEVELS,
     SECTIONS,
     TRADE_STREAM_KINDS,
@@ -39,6 +44,7 @@ __all__ = [
     "DEPTH_STREAM_KINDS",
     "ENV_NOT_CONFIG",
     "ENV_PREFIX",
+    "FUTURES_STREAM_KINDS",
     "LOG_LEVELS",
     "SECRET_KEYS",
     "SECTIONS",
@@ -58,4 +64,5 @@ __all__ = [
     "exposed_secrets",
     "load_settings",
     "mask_url",
+    "rest_weight_budget",
 ]

@@ -9,7 +9,8 @@ from typing import Any
 import attrs
 
 from oraculo_trio.core.errors import ConfigError
-from oraculo_trio.core.events import DEPTH, TRADE
+from oraculo_trio.core.events import RULE_STREAMS
+from oraculo_trio.core.markets import normalized
 from oraculo_trio.core.rules.params import seconds_or_none
 from oraculo_trio.core.rules.registry import RULE_KINDS
 
@@ -127,10 +128,10 @@ def _kind_class(rule_id: str, kind: Any, resolve: Callable[[str], type] | None) 
 
 def _check_kind_class(rule_id: str, kind: str, rule: Any) -> None:
     streams = getattr(rule, "streams", None)
-    if not isinstance(streams, frozenset | set) or not streams or not streams <= {DEPTH, TRADE}:
+    if not isinstance(streams, frozenset | set) or not streams or not streams <= set(RULE_STREAMS):
         raise ConfigError(
             f"rule {rule_id!r}: kind = {kind!r} has streams = {streams!r}: expected a "
-            f"non-empty set of {DEPTH!r} and/or {TRADE!r}"
+            f"non-empty set of {', '.join(map(repr, RULE_STREAMS))}"
         )
     if not callable(getattr(rule, "evaluate", None)) or not callable(
         getattr(rule, "initial_data", None)
@@ -225,7 +226,7 @@ def parse_rule(
     spec = RuleSpec(
         id=rule_id,
         kind=kind,
-        symbols=tuple(s.upper() if s != "*" else s for s in symbols),
+        symbols=tuple(normalized(s) for s in symbols),
         params=dict(params),
         severity=severity,
         labels=labels,
