@@ -83,7 +83,7 @@ class ExchangeInfoError(ValueError):
 class _Symbol(msgspec.Struct, gc=False):
     symbol: str
     status: str | None = None
-    contractStatus: str | None = None  # noqa: N815 (Binance's key)
+    contractStatus: str | None = None
 
 
 class _ExchangeInfo(msgspec.Struct, gc=False):

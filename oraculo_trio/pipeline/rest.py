@@ -30,7 +30,6 @@ from oraculo_trio.feeds.binance_rest import rest_base_url
 from oraculo_trio.observe.metrics import ServiceMetrics
 from oraculo_trio.settings import FeedSettings, Settings, rest_weight_budget
 
-
 WINDOW_MARGIN = 1.05
 """The ledger's window against the exchange's: 5 % longer (3 s of a minute)."""
 
