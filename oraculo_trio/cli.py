@@ -103,11 +103,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from oraculo_trio.pipeline.workers import run_workers_command, worker_count
 
     workers = worker_count(args.workers)
+    if not args.offline and args.worker_index is None:
+        # Once, before any worker starts: its supervisor has checked already.
+        from oraculo_trio.pipeline.exchange_info import check_feed_symbols
+
+        trio.run(check_feed_symbols, settings)
     if workers > 1 or args.worker_index is not None:
         return run_workers_command(args, settings, rules, workers)
     LOGGER.info(
         "starting: %d symbols, %d rules, store %s, metrics on http://%s:%d/metrics",
-        len(settings.feed.symbols),
+        len(settings.symbols),
         len(rules),
         _masked(settings.database.url),
         settings.http.host,
@@ -224,6 +229,7 @@ def _cmd_silence_add(args: argparse.Namespace) -> int:
     import getpass
     import time
 
+    from oraculo_trio.core.markets import normalized
     from oraculo_trio.core.rules import parse_duration
 
     if args.rule is None and args.symbol is None:
@@ -236,7 +242,7 @@ def _cmd_silence_add(args: argparse.Namespace) -> int:
         raise ConfigError(f"silence add --for {args.duration!r}: expected a duration > 0")
     settings = _settings_from(args)
     now = time.time()
-    symbol = args.symbol.upper() if args.symbol else None
+    symbol = normalized(args.symbol) if args.symbol else None
     created_by = args.created_by or getpass.getuser()
     silence = _with_store(
         settings,
@@ -314,10 +320,12 @@ def _add_service_commands(commands: argparse._SubParsersAction) -> None:
     run = commands.add_parser(
         "run",
         help="run the service against the configured exchange",
-        description="Run the service: connect to the exchange streams of feed.symbols, "
-        "evaluate the rules of rules.file, store alerts in database.url, serve /metrics, "
-        "/healthz and /readyz on http.host:http.port. SIGINT/SIGTERM drain and stop it "
-        "(exit 0); a second signal exits at once.",
+        description="Run the service: check feed.symbols against each market's "
+        "exchangeInfo (skip with --offline), connect to the exchange streams of "
+        "feed.symbols, evaluate the rules of rules.file, store alerts in database.url, serve "
+        "/metrics, /healthz and /readyz on http.host:http.port. SIGINT/SIGTERM drain and "
+        "stop it (exit 0); a second signal exits at once. Several Binance markets: one "
+        "[[feed]] table each (feed.market).",
         epilog="configuration keys (TOML section/key, default, environment variable):\n\n"
         + configuration_reference(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -329,6 +337,12 @@ def _add_service_commands(commands: argparse._SubParsersAction) -> None:
         metavar="N|auto",
         help="worker processes, each processing its share of the partitions (auto: one per "
         "core); a supervisor serves /metrics of all of them with a `worker` label",
+    )
+    run.add_argument(
+        "--offline",
+        action="store_true",
+        help="start without checking feed.symbols against each market's exchangeInfo "
+        "(by default an unknown or delisted symbol stops the start, with 'did you mean')",
     )
     # Used by the --workers supervisor to start its workers.
     run.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)

@@ -17,8 +17,9 @@ Futures (USD-M ``/fapi/v1/depth``, COIN-M ``/dapi/v1/depth``) differ, because th
 ids are shared by every symbol of the matching engine, so ``U`` is not the previous ``u + 1``
 (``chained`` syncs): a diff carries ``pu``, the ``u`` of the symbol's previous diff. Buffered
 diffs with ``u`` < ``lastUpdateId`` are dropped; the first one applied must span the
-snapshot (``U`` <= ``lastUpdateId`` <= ``u``; a later one means the snapshot is too old);
-from then on each diff must have ``pu`` == the local id, or the symbol resyncs (``gap``).
+snapshot (``U`` <= ``lastUpdateId`` <= ``u``; a later one means the snapshot is too old, unless
+its ``pu`` is ``lastUpdateId``: it continues right from the snapshot); from then on each diff
+must have ``pu`` == the local id, or the symbol resyncs (``gap``).
 
 :class:`BookSync` is that procedure for one symbol, as a table (:data:`TRANSITIONS`) of
 ``(state, signal) -> state`` driven by the same :class:`~oraculo_trio.core.machines.Machine`
@@ -284,7 +285,12 @@ class BookSync:
         """Whether a snapshot misses updates before the buffer's first diff (after the
         diffs it holds were dropped)."""
         if self.chained:
-            return first.first_update_id > last_update_id
+            # A first diff continuing right from the snapshot (pu = lastUpdateId) joins it
+            # exactly, as spot's U = lastUpdateId + 1 does.
+            return (
+                first.first_update_id > last_update_id
+                and first.previous_update_id != last_update_id
+            )
         # Spot: a snapshot that ends right before the first diff joins it exactly.
         return first.first_update_id > last_update_id + 1
 
@@ -294,7 +300,7 @@ class BookSync:
         local = book.last_update_id
         if diff.final_update_id < local:
             return _OLD_LIVE
-        if diff.first_update_id > local:
+        if diff.first_update_id > local and diff.previous_update_id != local:
             return self._resync(GAP, now, diff)
         self.joined = True
         book.apply_diff(diff.bids, diff.asks, diff.final_update_id)

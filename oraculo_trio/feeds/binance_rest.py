@@ -119,7 +119,8 @@ class SymbolProblem:
     def describe(self, market: str) -> str:
         title = binance_market(market).title
         if self.status is None:
-            hint = f"; did you mean {' or '.join(self.suggestions)}?" if self.suggestions else ""
+            names = " or ".join(map(repr, self.suggestions))
+            hint = f"; did you mean {names}?" if self.suggestions else ""
             return f"{self.symbol!r} is not a {title} symbol{hint}"
         return f"{self.symbol!r} does not trade on {title} (status {self.status})"
 

@@ -425,6 +425,12 @@ FUTURES_CASES = [
         {"local": 150},
     ),
     (
+        "snapshot ending at the first buffered diff's pu joins it exactly",
+        [fdiff(100, 120, 90), snap(90)],
+        {"signal": SNAPSHOT_APPLIED, "state": LIVE, "applied": [100]},
+        {"local": 120},
+    ),
+    (
         "snapshot before the first buffered U: fetch it again",
         [fdiff(100, 120, 90), snap(95)],
         {"signal": SNAPSHOT_STALE, "state": SYNCING, "request": 2},

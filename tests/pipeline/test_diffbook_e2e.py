@@ -31,18 +31,24 @@ def symbols(count: int) -> list[str]:
 
 
 async def calm_then_compare(
-    exchange: MockExchange, handle: ServiceHandle, market: DiffBookMarket
+    exchange: MockExchange,
+    handle: ServiceHandle,
+    market: DiffBookMarket,
+    names: list[str] | None = None,
 ) -> None:
     """Stop the faults, let every book take a clean diff, stop the market, and compare each
-    book with the true one once it has every update."""
-    names = market.symbols
+    book with the true one once it has every update. ``names``: the service's names of the
+    market's symbols, in order (default: the same, spot)."""
+    symbols = list(market.symbols)
+    names = symbols if names is None else names
+    pairs = list(zip(symbols, names, strict=True))
     market.calm()
-    calmed = {s: market.update_id(s) for s in names}
+    calmed = {s: market.update_id(s) for s in symbols}
     await wait_for(
         handle,
         lambda: (
             all_live(handle, names)
-            and all(syncs(handle)[s].book.last_update_id > calmed[s] for s in names)
+            and all(syncs(handle)[n].book.last_update_id > calmed[s] for s, n in pairs)
         ),
     )
     exchange.pause()
@@ -50,12 +56,12 @@ async def calm_then_compare(
         handle,
         lambda: (
             all_live(handle, names)
-            and all(syncs(handle)[s].book.last_update_id == market.update_id(s) for s in names)
+            and all(syncs(handle)[n].book.last_update_id == market.update_id(s) for s, n in pairs)
         ),
     )
     books = syncs(handle)
-    for symbol in names:
-        assert sides(books[symbol].book) == market.true_book(symbol), symbol
+    for symbol, name in pairs:
+        assert sides(books[name].book) == market.true_book(symbol), symbol
 
 
 async def test_a_gap_resyncs_that_symbol_alone_and_no_other_symbol_pauses(tmp_path: Path) -> None:

@@ -285,12 +285,13 @@ def test_diff_books_account_for_every_diff(mode: Mode, scenario) -> None:
     metrics = ServiceMetrics(shards=1)
     diffs_fed = examples = 0
 
-    # The three counters a diff can end in (read directly: collecting the whole registry
+    # The four counters a diff can end in (read directly: collecting the whole registry
     # per example would cost more than the example).
     counters = [
         metrics.evaluated[DEPTH],
         metrics.dropped[DEPTH, "stale_drop"],
         metrics.dropped[DEPTH, "superseded"],
+        metrics.dropped[DEPTH, "unsynced"],
     ]
 
     def counted() -> int:
@@ -320,9 +321,10 @@ def test_diff_books_account_for_every_diff(mode: Mode, scenario) -> None:
                 snapshot = BookSnapshot(symbol, request, first, tuple(levels), ())
                 books.apply_snapshot(snapshot, now, 1_000.0)
         books.flush()
-        # Every diff is decided (evaluated, stale, superseded) or waits in a syncing book...
+        # Every diff is decided (evaluated, stale, superseded, unsynced) or waits in a
+        # syncing book...
         assert counted() - before + books.buffered() == fed
-        # ... and once the consumer stops, the ones waiting are superseded too.
+        # ... and once the consumer stops, the ones waiting are unsynced.
         books.close()
         assert counted() - before == fed
         diffs_fed += fed

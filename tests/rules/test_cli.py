@@ -54,14 +54,14 @@ def test_a_bad_rule_fails_naming_the_rule_and_the_key(
 def test_rules_push_fills_the_rules_table(tmp_path: Path, capsys) -> None:
     url = f"sqlite:///{tmp_path / 'a.db'}"
     assert main(["rules", "push", str(SHIPPED[0]), "--database-url", url]) == EXIT_OK
-    assert "22 rules stored" in capsys.readouterr().out
+    assert "26 rules stored" in capsys.readouterr().out
 
     async def read() -> list[dict]:
         async with open_store(url, statement_timeout=5) as store:
             return await store.fetch_rules()
 
     entries = trio.run(read)
-    assert len(entries) == 22 and entries[0]["id"] == "bid-heavy-book"
+    assert len(entries) == 26 and entries[0]["id"] == "basis-wide"
 
 
 def test_silence_add_list_expire(tmp_path: Path, capsys) -> None:
