@@ -11,7 +11,9 @@
     └── sampler             /metrics + /proc every second; the generator's JSON events
 
 Steps: start the generator (it prints its URL), the service pointed at it, wait for
-``/readyz``, tell the generator to ``start``: ramp, warm-up, measured phase (the generator
+``/readyz``; with diff books, tell the generator to ``prime`` (its market ticks at its rate)
+and time how long every book takes to go live (the cold start: snapshots within the REST
+weight budget); then tell it to ``start``: ramp, warm-up, measured phase (the generator
 marks the phases; the runner snapshots the service's counters at each mark), then drain (wait
 until the service has accounted for every frame the exchange wrote) and stop everything
 (``processes.py``: every child in its own process group, stopped on every exit path). The
@@ -68,6 +70,7 @@ from oraculo_trio.loadtest.sampling import (
     wait_ready,
 )
 from oraculo_trio.loadtest.shape import GeneratorSpec
+from oraculo_trio.observe.report import parse_samples
 from oraculo_trio.settings import load_settings
 
 LOGGER = logging.getLogger("oraculo_trio.loadtest.run")
@@ -153,6 +156,7 @@ class RunOutput:
     load_before: tuple[float, float, float]
     load_after: tuple[float, float, float]
     service_exit: int | None
+    cold_start: dict[str, Any] | None = None
 
 
 async def run_load_test(
@@ -228,6 +232,11 @@ async def run_load_test(
             sampler = Sampler(
                 client, f"http://127.0.0.1:{http_port}/metrics", service, generator, state
             )
+            cold_start = None
+            if "depth" in state.ready.get("depth_kinds", ()):
+                say(f"diff books: waiting for {len(state.ready['symbols'])} to go live")
+                cold_start = await _prime_books(generator, client, http_port, state, config)
+                say(_cold_start_line(cold_start))
             await sampler.sample("start")
             say("service ready: load starts")
             await generator.process.stdin.send_all(b"start\n")
@@ -265,6 +274,7 @@ async def run_load_test(
         load_before=load_before,
         load_after=os.getloadavg(),
         service_exit=service_exit,
+        cold_start=cold_start,
     )
 
 
@@ -335,6 +345,61 @@ async def _start_service(
     except LoadTestError as exc:
         raise LoadTestError(f"{exc}\n{tail(run_dir / 'service.log')}") from None
     return service
+
+
+BOOKS_TIMEOUT = 900.0
+"""Seconds the cold start may take before the load starts anyway (500 books of weight 50
+at the default budget of 3000 a minute need about 9 minutes)."""
+
+
+async def _prime_books(
+    generator: Child, client: httpx.AsyncClient, http_port: int, state: RunState, config: RunConfig
+) -> dict[str, Any]:
+    """The cold start: the market ticks; how long until every book is live, and whether any
+    snapshot was refused (429/418) on the way."""
+    symbols = len(state.ready["symbols"])
+    url = f"http://127.0.0.1:{http_port}/metrics"
+    await generator.process.stdin.send_all(b"prime\n")
+    started = trio.current_time()
+    live = 0
+    samples: dict[str, Any] = {}
+    with trio.move_on_after(BOOKS_TIMEOUT):
+        while live < symbols:
+            await trio.sleep(0.1)  # the service's counters have no event to wait on
+            response = await client.get(url)
+            samples = parse_samples(response.text)
+            live = int(_total(samples, "oraculo_book_symbols", state="live"))
+    took = trio.current_time() - started if live >= symbols else None
+    return {
+        "symbols": symbols,
+        "live": live,
+        "live_after_seconds": took,
+        "timeout_seconds": BOOKS_TIMEOUT,
+        "rate_limited": int(
+            _total(samples, "oraculo_book_snapshot_requests_total", outcome="rate_limited")
+            + _total(samples, "oraculo_book_snapshot_requests_total", outcome="banned")
+        ),
+        "rest_weight_used": int(_total(samples, "oraculo_rest_weight_used_total")),
+        "rest_weight_budget_per_minute": _total(samples, "oraculo_rest_weight_budget"),
+    }
+
+
+def _total(samples: dict[str, Any], name: str, **labels: str) -> float:
+    return sum(
+        value
+        for sample_labels, value in samples.get(name, ())
+        if all(sample_labels.get(k) == v for k, v in labels.items())
+    )
+
+
+def _cold_start_line(cold_start: dict[str, Any]) -> str:
+    took = cold_start["live_after_seconds"]
+    limit = cold_start["timeout_seconds"]
+    shown = f"{took:.1f} s" if took is not None else f"not within {limit:g} s"
+    return (
+        f"diff books: {cold_start['live']}/{cold_start['symbols']} live after {shown}, "
+        f"{cold_start['rate_limited']} snapshots refused (429/418)"
+    )
 
 
 async def _query_measured(prometheus_url: str, state: RunState) -> dict[str, float | None]:

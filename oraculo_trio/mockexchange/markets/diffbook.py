@@ -183,10 +183,12 @@ class DiffBookMarket:
 
     @property
     def service_settings(self) -> dict[str, dict[str, Any]]:
-        """Settings a service reading this market needs: a snapshot holding whole books."""
-        tiers = (100, 500, 1000) if self._futures else (100, 500, 1000, 5000)
-        limit = next(tier for tier in tiers if tier >= self.depth)
-        return {"feed": {"snapshot_limit": limit}}
+        """Settings a service reading this market needs: a snapshot holding whole books (the
+        default of 1000 levels, weight 50 on spot, as a real deployment asks, unless the
+        books are deeper)."""
+        if self.depth <= 1000:
+            return {}
+        return {"feed": {"snapshot_limit": 5000}}
 
     def streams(self) -> list[str]:
         """Every stream name this market publishes."""
