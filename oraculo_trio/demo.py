@@ -19,7 +19,7 @@ from oraculo_trio.mockexchange import ExchangeSettings, MockExchange, ScriptedMa
 from oraculo_trio.mockexchange.markets.futures import FuturesScriptMarket
 from oraculo_trio.pipeline.rules_source import load_rule_file
 from oraculo_trio.pipeline.service import ServiceHandle, run_service
-from oraculo_trio.settings import Settings
+from oraculo_trio.settings import FeedSettings, Settings
 from oraculo_trio.store.base import mask_dsn
 
 LOGGER = logging.getLogger("oraculo_trio.demo")
@@ -35,37 +35,34 @@ def demo_settings(
 ) -> Settings:
     """``settings`` pointed at the mock exchanges: spot's scripted symbols, and USD-M's with
     the futures streams when ``futures`` is given."""
-    common = {"reconnect_initial": 0.2, "reconnect_max": 2.0}
-    feeds = [
-        attrs.evolve(
-            settings.feed,
-            market="spot",
-            url=spot.ws_url,
-            rest_url=spot.rest_url,
-            symbols=tuple(spot.market.symbols),
-            depth_streams=("depth20",),
-            trade_streams=("trade",),
-            futures_streams=(),
-            **common,
-        )
-    ]
+    feeds = [_feed(settings, spot, ("depth20",), ("trade",))]
     if futures is not None:
-        feeds.append(
-            attrs.evolve(
-                settings.feed,
-                market="usdm",
-                url=futures.ws_url,
-                rest_url=futures.rest_url,
-                symbols=tuple(futures.market.symbols),
-                depth_streams=(),
-                trade_streams=("aggTrade",),
-                futures_streams=("markPrice", "forceOrder"),
-                **common,
-            )
-        )
+        feeds.append(_feed(settings, futures, (), ("aggTrade",), ("markPrice", "forceOrder")))
     # The demo's rules are the packaged file: edit it while the demo runs and it reloads.
     rules = attrs.evolve(settings.rules, file=str(demo_rules_path()), source="file")
     return attrs.evolve(settings, feeds=tuple(feeds), rules=rules)
+
+
+def _feed(
+    settings: Settings,
+    exchange: MockExchange,
+    depth_streams: tuple[str, ...],
+    trade_streams: tuple[str, ...],
+    futures_streams: tuple[str, ...] = (),
+) -> FeedSettings:
+    """A feed of ``exchange``'s market and symbols (the other keys the user's first feed's)."""
+    return attrs.evolve(
+        settings.feed,
+        market=exchange.settings.market,
+        url=exchange.ws_url,
+        rest_url=exchange.rest_url,
+        symbols=tuple(exchange.market.symbols),
+        depth_streams=depth_streams,
+        trade_streams=trade_streams,
+        futures_streams=futures_streams,
+        reconnect_initial=0.2,
+        reconnect_max=2.0,
+    )
 
 
 async def run_demo(settings: Settings, duration: float | None = None) -> None:

@@ -37,6 +37,13 @@ FUTURES_KINDS = (KIND_AGG_TRADE, KIND_BOOK_TICKER, *DEPTH_KINDS, *FUTURES_ONLY_K
 MARK_PRICE_SPEED = "@1s"
 """``<symbol>@markPrice@1s``: every second (without it, every 3 s)."""
 
+# REST endpoints, the same on every market under its prefix (BinanceMarket.path).
+DEPTH = "depth"
+EXCHANGE_INFO = "exchangeInfo"
+TIME = "time"
+AGG_TRADES = "aggTrades"
+HISTORICAL_TRADES = "historicalTrades"
+
 MAX_STREAMS_PER_CONNECTION = 1024
 """Binance refuses more streams than this on one connection."""
 
@@ -89,25 +96,10 @@ class BinanceMarket:
     chained: bool = False
     status_key: str = "status"
 
-    @property
-    def depth_path(self) -> str:
-        return f"{self.prefix}/depth"
-
-    @property
-    def agg_trades_path(self) -> str:
-        return f"{self.prefix}/aggTrades"
-
-    @property
-    def historical_trades_path(self) -> str:
-        return f"{self.prefix}/historicalTrades"
-
-    @property
-    def exchange_info_path(self) -> str:
-        return f"{self.prefix}/exchangeInfo"
-
-    @property
-    def time_path(self) -> str:
-        return f"{self.prefix}/time"
+    def path(self, endpoint: str) -> str:
+        """The REST path of ``endpoint`` (:data:`DEPTH`, :data:`EXCHANGE_INFO`...) here:
+        ``/api/v3/depth``, ``/fapi/v1/depth``..."""
+        return f"{self.prefix}/{endpoint}"
 
     @property
     def max_depth_limit(self) -> int:

@@ -19,14 +19,14 @@ import attrs
 import msgspec
 
 from oraculo_trio.core.markets import SPOT
-from oraculo_trio.feeds.binance_markets import BINANCE_MARKETS, binance_market
+from oraculo_trio.feeds.binance_markets import BINANCE_MARKETS, DEPTH, binance_market
 
 # Binance spot allows an IP this much request weight per window, for everything it sends
 # (other markets: BinanceMarket.ip_weight_limit).
 IP_WEIGHT_LIMIT = BINANCE_MARKETS[SPOT].ip_weight_limit
 IP_WEIGHT_WINDOW = 60.0
 
-DEPTH_PATH = BINANCE_MARKETS[SPOT].depth_path
+DEPTH_PATH = BINANCE_MARKETS[SPOT].path(DEPTH)
 MAX_SNAPSHOT_LIMIT = BINANCE_MARKETS[SPOT].max_depth_limit
 
 # Seconds to stop for when a 429 or 418 comes without Retry-After (Binance bans for 2 min

@@ -46,7 +46,15 @@ import attrs
 import h11
 import trio
 
-from oraculo_trio.feeds.binance_markets import BINANCE_MARKETS, BinanceMarket
+from oraculo_trio.feeds.binance_markets import (
+    AGG_TRADES,
+    BINANCE_MARKETS,
+    DEPTH,
+    EXCHANGE_INFO,
+    HISTORICAL_TRADES,
+    TIME,
+    BinanceMarket,
+)
 from oraculo_trio.feeds.binance_rest import IP_WEIGHT_WINDOW, TRADING
 from oraculo_trio.mockexchange.tape import AGG_TRADE, TRADE, TradeTape
 
@@ -251,11 +259,11 @@ class RestServer:
         target = urlsplit(request.target.decode("latin-1"))
         market = self.market
         routes = {
-            market.depth_path: self._depth,
-            market.exchange_info_path: self._exchange_info,
-            market.time_path: self._time,
-            market.agg_trades_path: self._agg_trades,
-            market.historical_trades_path: self._historical_trades,
+            market.path(DEPTH): self._depth,
+            market.path(EXCHANGE_INFO): self._exchange_info,
+            market.path(TIME): self._time,
+            market.path(AGG_TRADES): self._agg_trades,
+            market.path(HISTORICAL_TRADES): self._historical_trades,
         }
         route = routes.get(target.path)
         if request.method != b"GET" or route is None:
@@ -267,7 +275,7 @@ class RestServer:
         except ValueError as exc:
             return 400, [], _error(-1100, str(exc))
         now = trio.current_time()
-        depth = target.path == market.depth_path
+        depth = target.path == market.path(DEPTH)
         status, headers, refusal, delay = self._decide(symbol, weight, now, depth)
         self.requests.append(RestRequest(now, symbol, limit, weight, status, target.path))
         self._changed.set()

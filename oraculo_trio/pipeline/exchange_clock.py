@@ -19,6 +19,7 @@ import attrs
 import httpx
 import trio
 
+from oraculo_trio.feeds.binance_markets import TIME
 from oraculo_trio.feeds.binance_rest import parse_server_time
 from oraculo_trio.observe.metrics import ServiceMetrics
 from oraculo_trio.observe.ratelimit import RateLimitedLog
@@ -116,7 +117,7 @@ class ClockWatch:
             for _ in range(SAMPLES):
                 await self.budget.spend(market.time_weight)
                 with trio.fail_after(self.endpoint.timeout):
-                    sample = await measure_offset(client, market.time_path)
+                    sample = await measure_offset(client, market.path(TIME))
                 if best is None or sample[1] < best[1]:
                     best = sample
         except (httpx.HTTPError, ValueError, trio.TooSlowError) as exc:

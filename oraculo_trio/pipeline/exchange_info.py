@@ -15,6 +15,7 @@ import httpx
 import trio
 
 from oraculo_trio.errors import ConfigError, FeedError
+from oraculo_trio.feeds.binance_markets import EXCHANGE_INFO
 from oraculo_trio.feeds.binance_rest import ExchangeInfoError, check_symbols, parse_exchange_info
 from oraculo_trio.pipeline.rest import RestEndpoint
 from oraculo_trio.settings import FeedSettings, Settings
@@ -52,7 +53,7 @@ async def _check_feed(
     feed: FeedSettings, where: str, problems: list[str], failures: list[str]
 ) -> None:
     endpoint = RestEndpoint.of(feed)
-    url = endpoint.base_url + endpoint.market.exchange_info_path
+    url = endpoint.base_url + endpoint.market.path(EXCHANGE_INFO)
     try:
         with trio.fail_after(CHECK_TIMEOUT):
             async with httpx.AsyncClient(timeout=CHECK_TIMEOUT) as client:

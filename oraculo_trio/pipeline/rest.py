@@ -156,9 +156,13 @@ class RestEndpoint:
         )
 
 
-def rest_endpoints(settings: Settings) -> dict[str, RestEndpoint]:
-    """Each feed's REST endpoint, by market."""
-    return {feed.market: RestEndpoint.of(feed) for feed in settings.feeds}
+def rest_endpoints(settings: Settings, depth_kind: str | None = None) -> dict[str, RestEndpoint]:
+    """Each feed's REST endpoint, by market (those reading ``depth_kind`` when given)."""
+    return {
+        feed.market: RestEndpoint.of(feed)
+        for feed in settings.feeds
+        if depth_kind is None or depth_kind in feed.depth_streams
+    }
 
 
 def rest_budgets(

@@ -37,7 +37,6 @@ import trio
 from oraculo_trio.core.claims import symbols_of
 from oraculo_trio.core.engine import ShardEngine
 from oraculo_trio.core.events import DEPTH, TRADE
-from oraculo_trio.core.markets import SPOT, qualified
 from oraculo_trio.core.rules import CompiledRule
 from oraculo_trio.core.sharding import shard_of
 from oraculo_trio.core.silences import SilenceSet
@@ -47,8 +46,7 @@ from oraculo_trio.dispatch.policy import SinkPolicy
 from oraculo_trio.dispatch.redeliver import unconfirmed_notifications
 from oraculo_trio.dispatch.sinks import LogSink, Sink, StdoutSink, WebhookSink
 from oraculo_trio.errors import StoreError
-from oraculo_trio.feeds.binance import DEPTH_KINDS, KIND_DEPTH_DIFF, combined_urls, stream_name
-from oraculo_trio.feeds.binance_rest import ws_base_url
+from oraculo_trio.feeds.binance import KIND_DEPTH_DIFF
 from oraculo_trio.observe.health import Readiness, run_store_check
 from oraculo_trio.observe.http import serve_http
 from oraculo_trio.observe.instrument import LagInstrument, LagMonitor
@@ -56,6 +54,7 @@ from oraculo_trio.observe.metrics import ServiceMetrics
 from oraculo_trio.observe.process import run_process_stats
 from oraculo_trio.observe.supervise import RestartPolicy, spawn, start, supervised
 from oraculo_trio.observe.watchdog import Watchdog
+from oraculo_trio.pipeline.connections import feed_connections
 from oraculo_trio.pipeline.diffbooks import BookChanges, ShardBooks
 from oraculo_trio.pipeline.exchange_clock import ClockWatch, ExchangeClock
 from oraculo_trio.pipeline.feed import (
@@ -76,7 +75,7 @@ from oraculo_trio.pipeline.shards import (
     run_consumer,
 )
 from oraculo_trio.pipeline.snapshots import SnapshotFetcher, SnapshotRequests
-from oraculo_trio.settings import FeedSettings, Settings
+from oraculo_trio.settings import Settings
 from oraculo_trio.store.base import Store
 from oraculo_trio.store.opening import open_store
 from oraculo_trio.store.writer import run_store_writer
@@ -182,57 +181,6 @@ def build_sinks(settings: Settings) -> list[Sink]:
                 )
             )
     return sinks
-
-
-def feed_connections(
-    settings: Settings,
-    symbols: Sequence[str] | None = None,
-    clocks: Mapping[str, ExchangeClock] | None = None,
-) -> list[ConnectionStatus]:
-    """One connection per feed, stream family and group of <= max_streams_per_connection,
-    for ``symbols`` (service names; default: every symbol of every feed).
-
-    Connections of spot are ``depth-0``, ``trade-0``...; those of another market carry its
-    name (``usdm-depth-0``). Futures streams (``feed.futures_streams``) ride the trade
-    connections. ``clocks`` gives each connection its market's clock offset.
-    """
-    wanted = None if symbols is None else set(symbols)
-    connections = []
-    for feed in settings.feeds:
-        market = feed.market
-        clock = (clocks or {}).get(market) or ExchangeClock(market)
-        prefix = "" if market == SPOT else f"{market}-"
-        names = [s for s in feed.symbols if wanted is None or qualified(market, s) in wanted]
-        families = (
-            (DEPTH, feed.depth_streams),
-            (TRADE, (*feed.trade_streams, *feed.futures_streams)),
-        )
-        for stream, kinds in families:
-            streams = [
-                stream_name(
-                    symbol,
-                    kind,
-                    update_ms=feed.depth_update_ms if kind in DEPTH_KINDS else None,
-                    market=market,
-                )
-                for symbol in names
-                for kind in kinds
-            ]
-            if not streams:
-                continue
-            urls = combined_urls(
-                ws_base_url(feed.url, market),
-                streams,
-                max_streams=feed.max_streams_per_connection,
-                market=market,
-            )
-            for index, url in enumerate(urls):
-                connections.append(
-                    ConnectionStatus(
-                        f"{prefix}{stream}-{index}", stream, url, market=market, clock=clock
-                    )
-                )
-    return connections
 
 
 async def run_service(
@@ -620,11 +568,7 @@ async def _run_feeds(
         async with trio.open_nursery() as nursery:
             if requests is not None:
                 # Snapshots are fetched in their own task, never in a read loop or a consumer.
-                endpoints = {
-                    market: endpoint
-                    for market, endpoint in rest_endpoints(settings).items()
-                    if KIND_DEPTH_DIFF in _feed(settings, market).depth_streams
-                }
+                endpoints = rest_endpoints(settings, KIND_DEPTH_DIFF)
                 fetcher = SnapshotFetcher(
                     endpoints, handle.rest_budgets, requests, fetcher_senders, metrics
                 )
@@ -660,10 +604,6 @@ async def _run_feeds(
             for stream_senders in senders.values():
                 for send in stream_senders:
                     send.close()
-
-
-def _feed(settings: Settings, market: str) -> FeedSettings:
-    return next(feed for feed in settings.feeds if feed.market == market)
 
 
 async def _own_router_and_read(

@@ -29,6 +29,7 @@ import trio
 from oraculo_trio.core.markets import split
 from oraculo_trio.core.sync import BookSnapshot
 from oraculo_trio.feeds.binance import BadSnapshot, decode_rest_snapshot
+from oraculo_trio.feeds.binance_markets import DEPTH
 from oraculo_trio.feeds.binance_rest import DEFAULT_RETRY_AFTER
 from oraculo_trio.observe.metrics import ServiceMetrics
 from oraculo_trio.observe.ratelimit import RateLimitedLog
@@ -189,7 +190,7 @@ class SnapshotFetcher:
             try:
                 with trio.fail_after(endpoint.timeout):
                     response = await client.get(
-                        endpoint.market.depth_path,
+                        endpoint.market.path(DEPTH),
                         params={"symbol": symbol, "limit": endpoint.snapshot_limit},
                     )
             except (httpx.HTTPError, trio.TooSlowError) as exc:

@@ -204,11 +204,11 @@ def test_futures_refuse_a_depth_limit_they_do_not_serve() -> None:
 
 
 def test_every_market_has_its_rest_paths() -> None:
-    paths = {name: market.depth_path for name, market in BINANCE_MARKETS.items()}
+    paths = {name: market.path("depth") for name, market in BINANCE_MARKETS.items()}
     assert paths == {
         "spot": "/api/v3/depth",
         "us": "/api/v3/depth",
         "usdm": "/fapi/v1/depth",
         "coinm": "/dapi/v1/depth",
     }
-    assert binance_market("coinm").time_path == "/dapi/v1/time"
+    assert binance_market("coinm").path("time") == "/dapi/v1/time"

@@ -12,10 +12,7 @@ from oraculo_trio.mockexchange import DiffBookMarket, MockExchange
 from oraculo_trio.testing.config import service_sections, write_service_config
 from oraculo_trio.testing.processes import service_process
 from tests.pipeline.diffbook_testing import FAST, all_live, diffbook_service, wait_for
-
-
-def symbols(count: int) -> list[str]:
-    return [f"SYM{index:03d}USDT" for index in range(count)]
+from tests.pipeline.test_diffbook_e2e import symbols
 
 
 async def test_50_books_are_live_within_3_s_of_connecting(tmp_path: Path) -> None:
@@ -100,4 +97,3 @@ async def test_two_workers_share_the_budget_of_their_ip(tmp_path: Path) -> None:
     assert rest.count(429) == rest.count(418) == 0
     assert rest.count(200) == len(names)
     assert rest.max_weight_in(window) <= budget
-
