@@ -18,6 +18,7 @@ import time
 import attrs
 import httpx
 import trio
+from prometheus_client import Gauge
 
 from oraculo_trio.feeds.binance_markets import TIME
 from oraculo_trio.feeds.binance_rest import parse_server_time
@@ -110,7 +111,7 @@ class ClockWatch:
                 await trio.sleep(delay)
                 ok = await self._measure(client, gauge)
 
-    async def _measure(self, client: httpx.AsyncClient, gauge: object) -> bool:
+    async def _measure(self, client: httpx.AsyncClient, gauge: Gauge) -> bool:
         market = self.endpoint.market
         best: tuple[float, float] | None = None
         try:
@@ -134,7 +135,7 @@ class ClockWatch:
         offset, round_trip = best
         self.clock.offset, self.clock.round_trip = offset, round_trip
         self.clock.measured.set()
-        gauge.set(offset)  # type: ignore[attr-defined]
+        gauge.set(offset)
         if abs(offset) > self.warn_after:
             self._log.warning(
                 "offset",

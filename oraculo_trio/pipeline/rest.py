@@ -30,8 +30,11 @@ from oraculo_trio.feeds.binance_rest import rest_base_url
 from oraculo_trio.observe.metrics import ServiceMetrics
 from oraculo_trio.settings import FeedSettings, Settings, rest_weight_budget
 
-WINDOW_MARGIN = 1.05
-"""The ledger's window against the exchange's: 5 % longer (3 s of a minute)."""
+WINDOW_MARGIN = 0.05
+"""How much longer the ledger's window is than the exchange's: 5 % (3 s of a minute)..."""
+
+LEAST_MARGIN = 0.25
+"""...and at least this many seconds (windows shrunk for tests)."""
 
 
 @attrs.define(eq=False)
@@ -177,9 +180,9 @@ def rest_budgets(
         window = feed.rest_weight_window
         budgets[feed.market] = RestBudget(
             binance_market(feed.market),
-            # A little longer than the exchange's window: a request that reaches it a few ms
-            # later than another never lands in a window the other one filled.
-            WeightLedger(budget, window * WINDOW_MARGIN),
+            # A little longer than the exchange's window: a request that reaches it later
+            # than another (network, a busy loop) never lands in a window the other filled.
+            WeightLedger(budget, window + max(window * WINDOW_MARGIN, LEAST_MARGIN)),
             feed.snapshot_stagger,
             metrics,
         )

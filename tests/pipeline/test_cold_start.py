@@ -53,7 +53,8 @@ async def test_500_books_go_live_as_fast_as_the_budget_allows(tmp_path: Path) ->
             await wait_for(handle, lambda: all_live(handle, names))
             took = trio.current_time() - connected
     windows = math.ceil(len(names) * weight / budget) - 1
-    assert windows * window <= took < (windows + 1.5) * window * 1.05, took
+    # Each window the ledger waits out is the exchange's and a margin (0.25 s at least).
+    assert windows * window <= took < (windows + 1.5) * (window + 0.25), took
     assert rest.count(429) == rest.count(418) == 0
     assert rest.max_weight_in(window) <= budget
 
