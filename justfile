@@ -14,6 +14,10 @@ demo *ARGS:
 test *ARGS:
     python -m pytest {{ARGS}}
 
+# Rewrite grafana/oraculo-alerts.json from grafana/build_dashboard.py.
+dashboard *ARGS:
+    python grafana/build_dashboard.py {{ARGS}}
+
 # Lint and format check.
 lint:
     ruff check oraculo_trio tests benchmarks grafana
@@ -43,9 +47,16 @@ loadtest-webhook-hang *ARGS:
 demo-rules:
     oraculo-trio demo --duration 32 --http-port 0 --database-url sqlite:///var/oraculo-demo-rules.db
 
-# Saturation search: steps the rate up until queue-time p99 > 100 ms.
+# Saturation search: steps the rate up until queue-time p99 > 100 ms; the age of what is
+# evaluated per stream at every step. `just bench --overload` then holds 2x the saturation
+# for 60 s (`--stream depthdiff` for diff books; `--saturation RATE` skips the search).
 bench *ARGS:
     oraculo-trio loadtest bench {{ARGS}}
+
+# Render a real load test's report.html in headless Chromium (verdict banner in the first
+# 800 px, nothing wider than the page); `just test` runs it too.
+render-report *ARGS:
+    python -m pytest tests/loadtest/test_report_render.py -p no:cacheprovider {{ARGS}}
 
 # Throughput and CPU per message with 1 and 2 worker processes (run --workers N).
 bench-workers *ARGS:

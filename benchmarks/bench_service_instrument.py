@@ -16,20 +16,19 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import functools
-import os
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
 import trio
 
 # The sibling script's helpers (run as `python benchmarks/...`, this folder is on sys.path).
-from measure_demo import free_port, process_cpu, scrape
+from measure_demo import process_cpu, scrape
 
 from oraculo_trio.mockexchange import MockExchange, RandomWalkMarket, synthetic_symbols
 from oraculo_trio.observe.report import histogram_buckets, histogram_quantile
+from oraculo_trio.testing.config import service_sections, write_service_config
+from oraculo_trio.testing.processes import service_process
 
 RULES = """
 [[rule]]
@@ -46,26 +45,24 @@ params = { bps = 10000 }
 """
 
 
-def service_env(
-    directory: Path, ws_url: str, symbols: list[str], port: int, client: str
-) -> dict[str, str]:
-    """The service's configuration, as ORACULO_* environment variables."""
-    (directory / "rules.toml").write_text(RULES)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORACULO_")}
-    env.update(
-        ORACULO_SERVICE_LOG_LEVEL="WARNING",
-        ORACULO_FEED_URL=ws_url,
-        ORACULO_FEED_CLIENT=client,
-        ORACULO_FEED_SYMBOLS=",".join(symbols),
-        ORACULO_FEED_DEPTH_STREAMS="depth20",
-        ORACULO_FEED_TRADE_STREAMS="trade",
-        ORACULO_RULES_FILE=str(directory / "rules.toml"),
-        ORACULO_DATABASE_URL=f"sqlite:///{directory / 'alerts.db'}",
-        ORACULO_DISPATCH_SINKS="",
-        ORACULO_HTTP_PORT=str(port),
-        ORACULO_OBSERVE_DUMP_DIR=str(directory / "dumps"),
+def write_config(
+    directory: Path, ws_url: str, symbols: list[str], client: str, instrument: bool
+) -> Path:
+    """The service's ``oraculo.toml`` (HTTP on a port the system picks) and its rules."""
+    sections = service_sections(
+        exchange_url=ws_url,
+        symbols=symbols,
+        database_url=f"sqlite:///{directory / 'alerts.db'}",
+        dump_dir=directory / "dumps",
+        overrides={
+            "feed": {"client": client, "depth_streams": ["depth20"], "trade_streams": ["trade"]},
+            "dispatch": {"sinks": []},
+            "http": {"host": "127.0.0.1", "port": 0},
+            "observe": {"instrument": instrument},
+        },
+        defaults={},
     )
-    return env
+    return write_service_config(directory, sections, RULES)
 
 
 def window_p99(before: dict, after: dict, stream: str) -> float:
@@ -78,19 +75,12 @@ def received(samples: dict) -> float:
     return sum(value for _, value in samples.get("oraculo_feed_messages_received_total", []))
 
 
-async def measure(
-    env: dict[str, str], cwd: Path, instrument: bool, port: int, warmup: float, seconds: float
-) -> tuple[float, float, float]:
+async def measure(config: Path, warmup: float, seconds: float) -> tuple[float, float, float]:
     """One run: (CPU seconds per message, messages per second, depth queue-time p99)."""
-    env = {**env, "ORACULO_OBSERVE_INSTRUMENT": "true" if instrument else "false"}
-    # Run from a folder of its own, so no ./oraculo.toml adds settings the environment lacks.
-    command = [sys.executable, "-m", "oraculo_trio.cli", "run"]
-    url = f"http://127.0.0.1:{port}/metrics"
-    async with trio.open_nursery() as nursery:
-        process = await nursery.start(
-            functools.partial(trio.run_process, command, env=env, cwd=cwd, check=False)
-        )
+    async with service_process(config) as service:
         with trio.fail_after(30):
+            await service.wait_address()
+            url = service.url + "/metrics"
             while True:
                 try:
                     first = await trio.to_thread.run_sync(scrape, url)
@@ -101,12 +91,10 @@ async def measure(
                 await trio.sleep(0.2)  # the subprocess is starting: poll its endpoint
         await trio.sleep(warmup)
         before = await trio.to_thread.run_sync(scrape, url)
-        cpu0, t0 = process_cpu(process.pid), trio.current_time()
+        cpu0, t0 = process_cpu(service.pid), trio.current_time()
         await trio.sleep(seconds)
         after = await trio.to_thread.run_sync(scrape, url)
-        cpu1, t1 = process_cpu(process.pid), trio.current_time()
-        process.terminate()
-        await process.wait()
+        cpu1, t1 = process_cpu(service.pid), trio.current_time()
     messages = received(after) - received(before)
     return (cpu1 - cpu0) / messages, messages / (t1 - t0), window_p99(before, after, "depth")
 
@@ -120,9 +108,10 @@ async def main_async(args: argparse.Namespace) -> None:
             exchange = await nursery.start(MockExchange(market).serve)
             for round_ in range(args.rounds):
                 for instrument in (False, True):
-                    port = free_port()
-                    env = service_env(Path(tmp), exchange.ws_url, symbols, port, args.client)
-                    run = await measure(env, Path(tmp), instrument, port, args.warmup, args.seconds)
+                    config = write_config(
+                        Path(tmp), exchange.ws_url, symbols, args.client, instrument
+                    )
+                    run = await measure(config, args.warmup, args.seconds)
                     results[instrument].append(run)
                     cost, rate, p99 = run
                     print(

@@ -30,7 +30,6 @@ import argparse
 import json
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -44,9 +43,14 @@ from prometheus_client.parser import text_string_to_metric_families
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from oraculo_trio.loadtest.configuration import load_rules_text, toml_document  # noqa: E402
-from oraculo_trio.loadtest.processes import LineReader, free_port  # noqa: E402
+from oraculo_trio.loadtest.configuration import load_rules_text  # noqa: E402
 from oraculo_trio.loadtest.shape import GeneratorSpec, LoadShape  # noqa: E402
+from oraculo_trio.testing.config import write_service_config  # noqa: E402
+from oraculo_trio.testing.processes import (  # noqa: E402
+    ChildProcess,
+    child_process,
+    service_process,
+)
 
 TICKS = os.sysconf("SC_CLK_TCK")
 KEEP_UP = 0.97
@@ -111,9 +115,8 @@ def quantile(before: dict[float, float], after: dict[float, float], q: float) ->
     return float("inf")
 
 
-async def read_events(stream: trio.abc.ReceiveStream, events: dict[str, Any], changed: list):
-    lines = LineReader(stream)
-    while (line := await lines.next_line()) is not None:
+async def read_events(generator: ChildProcess, events: dict[str, Any], changed: list):
+    while (line := await generator.stdout.next_line()) is not None:
         try:
             event = json.loads(line)
         except ValueError:
@@ -149,21 +152,18 @@ async def one_run(workers: int, rate: float, args: argparse.Namespace) -> dict[s
         scratch = Path(scratch)
         events: dict[str, Any] = {}
         changed = [trio.Event()]
-        async with trio.open_nursery() as nursery, httpx.AsyncClient(timeout=10) as client:
-            generator = await trio.lowlevel.open_process(
-                [sys.executable, "-m", "oraculo_trio.loadtest.generator", "--spec", spec.to_json()],
-                cwd=ROOT,
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                start_new_session=True,
-            )
-            nursery.start_soon(read_events, generator.stdout, events, changed)
+        argv = [sys.executable, "-m", "oraculo_trio.loadtest.generator", "--spec", spec.to_json()]
+        async with (
+            trio.open_nursery() as nursery,
+            httpx.AsyncClient(timeout=10) as client,
+            child_process(argv, name="generator", cwd=ROOT, stdin=True) as generator,
+        ):
+            nursery.start_soon(read_events, generator, events, changed)
             ready, _ = await wait_for(events, changed, "ready", 30)
             (scratch / "rules.toml").write_text(load_rules_text())
-            port = free_port()
-            config = scratch / "oraculo.toml"
             sections: dict[str, dict[str, Any]] = {
-                "service": {"log_level": "WARNING"},
+                # INFO: the harness reads the port the service bound from its log.
+                "service": {"log_level": "INFO"},
                 "feed": {
                     "url": ready["url"],
                     "symbols": ready["symbols"],
@@ -174,41 +174,21 @@ async def one_run(workers: int, rate: float, args: argparse.Namespace) -> dict[s
                 "rules": {"file": str(scratch / "rules.toml")},
                 "database": {"url": f"sqlite:///{scratch / 'alerts.db'}"},
                 "dispatch": {"sinks": ["log"]},
-                "http": {"port": port},
+                "http": {"host": "127.0.0.1", "port": 0},
                 "observe": {"dump_dir": str(scratch / "dumps")},
             }
             # What the source needs (diff books: a snapshot deep enough...).
             for section, values in (ready.get("service") or {}).items():
                 sections.setdefault(section, {}).update(values)
-            config.write_text(toml_document(sections))
-            log = (scratch / "service.log").open("wb")
-            service = await trio.lowlevel.open_process(
-                [
-                    sys.executable,
-                    "-m",
-                    "oraculo_trio.cli",
-                    "run",
-                    "--config",
-                    str(config),
-                    "--workers",
-                    str(workers),
-                ],
-                cwd=scratch,
-                stdout=log,
-                stderr=log,
-                start_new_session=True,
-            )
-            base = f"http://127.0.0.1:{port}"
-            try:
+            config = write_service_config(scratch, sections)
+            async with service_process(
+                config, workers=workers, log_path=scratch / "service.log", stop_grace=30
+            ) as service:
                 with trio.fail_after(60):
-                    while True:
-                        try:
-                            if (await client.get(base + "/readyz")).status_code == 200:
-                                break
-                        except httpx.HTTPError:
-                            pass
-                        await trio.sleep(0.2)
-                await generator.stdin.send_all(b"start\n")
+                    await service.wait_ready(interval=0.2)
+                base = service.url
+                assert generator.process.stdin is not None
+                await generator.process.stdin.send_all(b"start\n")
                 await wait_for(events, changed, "measure", args.warmup + args.duration + 30)
                 before = scrape((await client.get(base + "/metrics")).text)
                 cpu_before, gen_before, wall_before = (
@@ -223,20 +203,8 @@ async def one_run(workers: int, rate: float, args: argparse.Namespace) -> dict[s
                     tree_cpu(generator.pid),
                     time.monotonic(),
                 )
-            finally:
-                service.send_signal(signal.SIGTERM)
-                with trio.move_on_after(30):
-                    await service.wait()
-                if service.returncode is None:
-                    service.kill()
-                    await service.wait()
-                log.close()
-                await generator.stdin.aclose()
-                with trio.move_on_after(10):
-                    await generator.wait()
-                if generator.returncode is None:
-                    generator.kill()
-                nursery.cancel_scope.cancel()
+                await service.stop(signal.SIGTERM, grace=30)
+            nursery.cancel_scope.cancel()
     wall = wall_after - wall_before
     received = after["received"] - before["received"]
     evaluated = after["evaluated"] - before["evaluated"]

@@ -19,7 +19,7 @@ import tempfile
 import time
 import urllib.request
 
-from oraculo_trio.loadtest.processes import free_port, process_cpu
+from oraculo_trio.loadtest.processes import process_cpu
 from oraculo_trio.observe.report import histogram_buckets, histogram_quantile, parse_samples
 
 
@@ -32,17 +32,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0)
     args = parser.parse_args()
-    port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
+        # Port 0: the demo prints the address it bound ("metrics at http://HOST:PORT/...").
         command = [
-            sys.executable, "-m", "oraculo_trio.cli", "demo", "--http-port", str(port),
+            sys.executable, "-m", "oraculo_trio.cli", "demo", "--http-port", "0",
             "--database-url", f"sqlite:///{tmp}/demo.db", "--log-level", "WARNING",
             "--duration", str(args.seconds + 10),
         ]  # fmt: skip
         process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-        url = f"http://127.0.0.1:{port}/metrics"
+        url = ""
         for line in process.stdout:
-            if re.search(r"metrics at ", line):
+            match = re.search(r"metrics at (http://\S+)", line)
+            if match:
+                url = match.group(1)
                 break
         time.sleep(5.0)
         before, cpu0, t0 = scrape(url), process_cpu(process.pid), time.monotonic()

@@ -1,69 +1,61 @@
-"""Command line: ``oraculo-trio run | demo | health | migrate | rules check | rules push |
-silence add | silence list | silence expire | loadtest``, ``compare``."""
+"""Command line: ``oraculo-trio run | demo | health | alerts | silence | rules | migrate |
+loadtest | compare``.
+
+A user's mistake (a bad option, a bad configuration, a port in use, an unreachable service)
+ends with one line naming the problem and what to do, and exit code 2 (1 for a service or
+store that fails); ``--debug`` adds the traceback. Anything else is a bug and keeps its
+traceback.
+"""
 
 from __future__ import annotations
 
 import argparse
-import datetime
+import errno
 import logging
+import socket
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+import traceback
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
-
-import trio
+from typing import Any, NoReturn
 
 from oraculo_trio import __version__
-from oraculo_trio.errors import ConfigError, OraculoError
-from oraculo_trio.pipeline.rules_source import load_rule_file, rules_path
+from oraculo_trio.errors import ConfigError, OraculoError, UsageError
 from oraculo_trio.settings import (
     LOG_LEVELS,
-    HttpSettings,
     Settings,
     configuration_reference,
     exposed_secrets,
+    find_config,
     load_settings,
 )
 
 LOGGER = logging.getLogger("oraculo_trio.cli")
-
-T = TypeVar("T")
 
 DEMO_DATABASE = "var/oraculo-demo.db"
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_CONFIG = 2
+EXIT_INTERRUPTED = 130
+
+# Options whose value may start with "-" (argparse would take "-5m" for an option).
+_VALUE_OPTIONS = ("--for", "--duration", "--since", "--limit", "--http-port", "--timeout")
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a mistake is one line: ``oraculo-trio demo: ... (see ... --help)``."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(EXIT_CONFIG)
 
 
-def _add_config_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config",
-        metavar="PATH",
-        help="configuration file (TOML). Default: ./oraculo.toml if it exists, else the "
-        "built-in defaults. ORACULO_<SECTION>_<KEY> environment variables override it.",
-    )
-    parser.add_argument(
-        "--database-url",
-        metavar="URL",
-        help="override database.url (sqlite:///PATH or postgresql://...)",
-    )
-    parser.add_argument(
-        "--http-port", type=int, metavar="PORT", help="override http.port (0 picks a free port)"
-    )
-    parser.add_argument(
-        "--log-level",
-        choices=LOG_LEVELS,
-        help="override service.log_level",
-    )
+class _CliFormatter(logging.Formatter):
+    """Before the service configures logging: ``oraculo-trio: warning: ...``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"oraculo-trio: {record.levelname.lower()}: {record.getMessage()}"
 
 
 def _settings_from(args: argparse.Namespace, extra: dict | None = None) -> Settings:
@@ -76,12 +68,9 @@ def _settings_from(args: argparse.Namespace, extra: dict | None = None) -> Setti
         overrides.setdefault("service", {})["log_level"] = args.log_level
     for section, values in (extra or {}).items():
         overrides.setdefault(section, {}).update(values)
-    path = args.config
-    if path is None and Path("oraculo.toml").exists():
-        path = "oraculo.toml"
+    path = find_config(getattr(args, "config", None))
     settings = load_settings(path, overrides=overrides)
     for key in exposed_secrets(path) if path is not None else ():
-        # Before logging is configured: Python's last-resort handler prints it to stderr.
         LOGGER.warning(
             "configuration file %s is readable by every user of this machine and %s holds a "
             "secret: make the file private (chmod 600 %s) or set ORACULO_%s instead",
@@ -93,42 +82,90 @@ def _settings_from(args: argparse.Namespace, extra: dict | None = None) -> Setti
     return settings
 
 
+def _configure_service_logging(settings: Settings) -> None:
+    from oraculo_trio.observe.logs import configure_logging
+
+    configure_logging(settings.service.log_level, settings.service.log_format)
+
+
+def _bind_error(exc: BaseException, settings: Settings) -> ConfigError | None:
+    """A ConfigError for an HTTP endpoint that could not bind (inside groups too)."""
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _bind_error(inner, settings)
+            if found is not None:
+                return found
+        return None
+    host, port = settings.http.host, settings.http.port
+    if isinstance(exc, socket.gaierror):
+        return ConfigError(f"http.host {host!r} is not a known address: use 127.0.0.1")
+    if not isinstance(exc, OSError):
+        return None
+    if exc.errno == errno.EADDRINUSE:
+        return ConfigError(
+            f"http.port {port} is in use (on {host}): stop the other process or pass "
+            "--http-port 0 (a free port)"
+        )
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return ConfigError(f"http.host {host} is not an address of this machine: use 127.0.0.1")
+    if exc.errno == errno.EACCES:
+        return ConfigError(
+            f"http.port {port} needs privileges: use a port above 1023, or --http-port 0"
+        )
+    return None
+
+
+def _serving(settings: Settings, run: Callable[[], Any]) -> Any:
+    """``run()``, with a failure to bind the HTTP endpoint said in one line."""
+    try:
+        return run()
+    except BaseException as exc:
+        error = _bind_error(exc, settings)
+        if error is None:
+            raise
+        raise error from exc
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
+    import trio
+
+    from oraculo_trio.cli_rules import check_file
+    from oraculo_trio.pipeline.rules_source import load_rule_file, rules_path
     from oraculo_trio.pipeline.service import run_service
+    from oraculo_trio.pipeline.workers import run_workers_command, worker_count
+    from oraculo_trio.store.base import mask_dsn
 
     settings = _settings_from(args)
-    _configure_logging(settings.service.log_level)
-    # With rules.source = "db" the service reads the rules table once the store is open.
-    rules = load_rule_file(rules_path(settings)) if settings.rules.source == "file" else []
-    from oraculo_trio.pipeline.workers import run_workers_command, worker_count
-
     workers = worker_count(args.workers)
+    _configure_service_logging(settings)
+    rules = []
+    if settings.rules.source == "file":
+        # With rules.source = "db" the service reads the rules table once the store is open.
+        rules = load_rule_file(rules_path(settings))
+        for warning in check_file(rules_path(settings), settings.symbols)[2]:
+            LOGGER.warning("rules: %s", warning)
     if not args.offline and args.worker_index is None:
         # Once, before any worker starts: its supervisor has checked already.
         from oraculo_trio.pipeline.exchange_info import check_feed_symbols
 
         trio.run(check_feed_symbols, settings)
     if workers > 1 or args.worker_index is not None:
-        return run_workers_command(args, settings, rules, workers)
+        return _serving(settings, lambda: run_workers_command(args, settings, rules, workers))
     LOGGER.info(
         "starting: %d symbols, %d rules, store %s, metrics on http://%s:%d/metrics",
         len(settings.symbols),
         len(rules),
-        _masked(settings.database.url),
+        mask_dsn(settings.database.url),
         settings.http.host,
         settings.http.port,
     )
-    trio.run(run_service, settings, rules)
+    _serving(settings, lambda: trio.run(run_service, settings, rules))
     return EXIT_OK
 
 
-def _masked(url: str) -> str:
-    from oraculo_trio.store.base import mask_dsn
-
-    return mask_dsn(url)
-
-
 def _cmd_demo(args: argparse.Namespace) -> int:
+    import trio
+
     from oraculo_trio.demo import run_demo
 
     extra: dict[str, dict] = {}
@@ -138,153 +175,42 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         for suffix in ("", "-wal", "-shm"):
             Path(DEMO_DATABASE + suffix).unlink(missing_ok=True)
         extra["database"] = {"url": f"sqlite:///{DEMO_DATABASE}"}
+    if args.http_port is None:
+        # A free port: the demo runs beside a service on 9108; it prints the port it got.
+        extra["http"] = {"port": 0}
     settings = _settings_from(args, extra)
-    _configure_logging(settings.service.log_level)
-    trio.run(run_demo, settings, args.duration)
+    _configure_service_logging(settings)
+    _serving(settings, lambda: trio.run(run_demo, settings, args.duration))
     return EXIT_OK
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
-    from oraculo_trio.store.opening import open_store
+    from oraculo_trio.cli_rules import cmd_migrate
 
-    settings = _settings_from(args)
-    _configure_logging(settings.service.log_level)
-
-    async def migrate() -> list[int]:
-        async with open_store(
-            settings.database.url,
-            statement_timeout=settings.database.statement_timeout,
-            apply_migrations=False,
-        ) as store:
-            return await store.migrate()
-
-    applied = trio.run(migrate)
-    newly = f"applied versions {applied}" if applied else "nothing to apply"
-    print(f"{_masked(settings.database.url)}: schema up to date ({newly})")
-    return EXIT_OK
+    return cmd_migrate(args, _settings_from(args))
 
 
 def _cmd_rules_check(args: argparse.Namespace) -> int:
-    rules = load_rule_file(args.file)
-    for compiled in rules:
-        spec = compiled.spec
-        fields = [
-            f"kind={spec.kind}",
-            f"symbols={list(spec.symbols)}",
-            f"params={dict(spec.params)}",
-            f"severity={spec.severity}",
-            f"for={spec.for_:g}s",
-            f"keep_firing_for={spec.keep_firing_for:g}s",
-            f"repeat_interval={spec.repeat_interval:g}s",
-            f"trigger={spec.trigger}",
-            f"enabled={str(spec.enabled).lower()}",
-        ]
-        if spec.expires_at is not None:
-            expires = datetime.datetime.fromtimestamp(spec.expires_at, tz=datetime.UTC)
-            fields.append(f"expires_at={expires.isoformat().replace('+00:00', 'Z')}")
-        if spec.labels:
-            fields.append(f"labels={dict(spec.labels)}")
-        if spec.inhibits:
-            fields.append(f"inhibits={dict(spec.inhibits)}")
-        print(f"{spec.id}: " + " ".join(fields))
-    print(f"{args.file}: {len(rules)} rules OK")
-    return EXIT_OK
+    from oraculo_trio.cli_rules import cmd_rules_check
 
-
-def _with_store(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
-    """Run ``await work(store)`` on the configured store, in a fresh Trio run."""
-    from oraculo_trio.store.opening import open_store
-
-    async def run() -> T:
-        async with open_store(
-            settings.database.url, statement_timeout=settings.database.statement_timeout
-        ) as store:
-            return await work(store)
-
-    return trio.run(run)
+    return cmd_rules_check(args, _settings_from(args))
 
 
 def _cmd_rules_push(args: argparse.Namespace) -> int:
-    rules = load_rule_file(args.file)
-    settings = _settings_from(args)
-    _with_store(settings, lambda store: store.replace_rules([r.spec for r in rules]))
-    print(f"{args.file}: {len(rules)} rules stored in {_masked(settings.database.url)}")
-    return EXIT_OK
+    from oraculo_trio.cli_rules import cmd_rules_push
+
+    return cmd_rules_push(args, _settings_from(args))
 
 
-def _silence_line(silence: object, now: float) -> str:
-    def when(seconds: float) -> str:
-        moment = datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)
-        return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
+def _operator(name: str) -> Callable[[argparse.Namespace], int]:
+    """A handler of :mod:`oraculo_trio.cli_commands`, given the configuration."""
 
-    status = "active" if silence.active(now) else "ended" if silence.ends_at <= now else "pending"
-    return (
-        f"{silence.id}\t{status}\trule={silence.rule_id or '*'}\tsymbol={silence.symbol or '*'}"
-        f"\t{when(silence.starts_at)} -> {when(silence.ends_at)}"
-        f"\tby={silence.created_by or '-'}\t{silence.comment}"
-    )
+    def handler(args: argparse.Namespace) -> int:
+        from oraculo_trio import cli_commands
 
+        return getattr(cli_commands, name)(args, _settings_from(args))
 
-def _cmd_silence_add(args: argparse.Namespace) -> int:
-    import getpass
-    import time
-
-    from oraculo_trio.core.markets import normalized
-    from oraculo_trio.core.rules import parse_duration
-
-    if args.rule is None and args.symbol is None:
-        raise ConfigError("silence add: give --rule and/or --symbol (what to silence)")
-    try:
-        duration = parse_duration(args.duration)
-    except ValueError as exc:
-        raise ConfigError(f"silence add --for {exc}") from None
-    if duration <= 0:
-        raise ConfigError(f"silence add --for {args.duration!r}: expected a duration > 0")
-    settings = _settings_from(args)
-    now = time.time()
-    symbol = normalized(args.symbol) if args.symbol else None
-    created_by = args.created_by or getpass.getuser()
-    silence = _with_store(
-        settings,
-        lambda store: store.add_silence(
-            args.rule, symbol, now, now + duration, args.comment, created_by
-        ),
-    )
-    print(_silence_line(silence, now))
-    return EXIT_OK
-
-
-def _cmd_silence_list(args: argparse.Namespace) -> int:
-    import time
-
-    settings = _settings_from(args)
-    now = time.time()
-    silences = _with_store(settings, lambda store: store.fetch_silences(None if args.all else now))
-    for silence in silences:
-        print(_silence_line(silence, now))
-    if not silences:
-        print("no silences" if args.all else "no active or pending silences")
-    return EXIT_OK
-
-
-def _cmd_silence_expire(args: argparse.Namespace) -> int:
-    import time
-
-    settings = _settings_from(args)
-    expired = _with_store(settings, lambda store: store.expire_silence(args.id, time.time()))
-    if not expired:
-        print(f"silence {args.id}: no such silence still in effect", file=sys.stderr)
-        return EXIT_ERROR
-    print(f"silence {args.id}: expired")
-    return EXIT_OK
-
-
-def _cmd_health(args: argparse.Namespace) -> int:
-    from oraculo_trio.observe.report import health_report
-
-    ok, report = health_report(args.url, timeout=args.timeout)
-    print(report)
-    return EXIT_OK if ok else EXIT_ERROR
+    return handler
 
 
 def _cmd_loadtest(args: argparse.Namespace) -> int:
@@ -301,181 +227,82 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand."""
-    parser = argparse.ArgumentParser(
+    from oraculo_trio.cli_parsers import add_commands
+
+    parser = _Parser(
         prog="oraculo-trio",
         description="Market-data alerting on Trio: exchange feeds -> order books -> alert "
-        "rules -> store and notifications, with Prometheus metrics.",
+        "rules -> store and notifications, with Prometheus metrics and a JSON API.",
+        epilog="Start with `oraculo-trio demo`; the README's walk-through goes from there.",
     )
     parser.add_argument("--version", action="version", version=f"oraculo-trio {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="on an error, print the traceback as well"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    _add_service_commands(commands)
-    _add_rules_commands(commands)
-    _add_silence_commands(commands)
-    _add_load_test_commands(commands)
+    handlers = {
+        "run": _cmd_run,
+        "demo": _cmd_demo,
+        "migrate": _cmd_migrate,
+        "rules check": _cmd_rules_check,
+        "rules push": _cmd_rules_push,
+        "loadtest": _cmd_loadtest,
+        "compare": _cmd_compare,
+        "health": _operator("cmd_health"),
+        "alerts list": _operator("cmd_alerts_list"),
+        "alerts history": _operator("cmd_alerts_history"),
+        "silence add": _operator("cmd_silence_add"),
+        "silence list": _operator("cmd_silence_list"),
+        "silence query": _operator("cmd_silence_query"),
+        "silence expire": _operator("cmd_silence_expire"),
+    }
+    add_commands(commands, handlers, configuration_reference(), LOG_LEVELS)
     return parser
 
 
-def _add_service_commands(commands: argparse._SubParsersAction) -> None:
-    """``run``, ``demo``, ``health`` and ``migrate``."""
-    run = commands.add_parser(
-        "run",
-        help="run the service against the configured exchange",
-        description="Run the service: check feed.symbols against each market's "
-        "exchangeInfo (skip with --offline), connect to the exchange streams of "
-        "feed.symbols, evaluate the rules of rules.file, store alerts in database.url, serve "
-        "/metrics, /healthz and /readyz on http.host:http.port. SIGINT/SIGTERM drain and "
-        "stop it (exit 0); a second signal exits at once. Several Binance markets: one "
-        "[[feed]] table each (feed.market).",
-        epilog="configuration keys (TOML section/key, default, environment variable):\n\n"
-        + configuration_reference(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    _add_config_options(run)
-    run.add_argument(
-        "--workers",
-        default="1",
-        metavar="N|auto",
-        help="worker processes, each processing its share of the partitions (auto: one per "
-        "core); a supervisor serves /metrics of all of them with a `worker` label",
-    )
-    run.add_argument(
-        "--offline",
-        action="store_true",
-        help="start without checking feed.symbols against each market's exchangeInfo "
-        "(by default an unknown or delisted symbol stops the start, with 'did you mean')",
-    )
-    # Used by the --workers supervisor to start its workers.
-    run.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
-    run.add_argument("--worker-fd", type=int, help=argparse.SUPPRESS)
-    run.set_defaults(handler=_cmd_run)
-
-    demo = commands.add_parser(
-        "demo",
-        help="run the service against a bundled mock exchange with a scripted market",
-        description="Start the bundled mock exchange on 127.0.0.1 with a scripted market "
-        "and run the service against it; the demo rules fire within about 10 s and each "
-        "transition prints as `ALERT <state> <rule_id> <symbol> value=<v>`. Needs no "
-        "internet. Alerts go to var/oraculo-demo.db (recreated each run) unless "
-        "--database-url is given.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    _add_config_options(demo)
-    demo.add_argument(
-        "--duration",
-        type=float,
-        metavar="S",
-        help="stop by itself after S seconds (default: run until Ctrl-C)",
-    )
-    demo.set_defaults(handler=_cmd_demo)
-
-    health = commands.add_parser(
-        "health",
-        help="print a running service's health and exit non-zero when unhealthy",
-    )
-    # The endpoint of a service run with the default http.host and http.port.
-    http = HttpSettings()
-    health.add_argument(
-        "--url",
-        default=f"http://{http.host}:{http.port}",
-        help="base URL of the service's HTTP endpoint",
-    )
-    health.add_argument("--timeout", type=float, default=5.0, help="seconds per request")
-    health.set_defaults(handler=_cmd_health)
-
-    migrate = commands.add_parser("migrate", help="apply the store's schema migrations")
-    _add_config_options(migrate)
-    migrate.set_defaults(handler=_cmd_migrate)
-
-
-def _add_rules_commands(commands: argparse._SubParsersAction) -> None:
-    """``rules check`` and ``rules push``."""
-    rules = commands.add_parser("rules", help="rule file tools")
-    rules_commands = rules.add_subparsers(dest="rules_command", required=True, metavar="ACTION")
-    check = rules_commands.add_parser(
-        "check", help="validate a rule file and print every rule normalised"
-    )
-    check.add_argument("file", help="the rule file (TOML)")
-    check.set_defaults(handler=_cmd_rules_check)
-    push = rules_commands.add_parser(
-        "push",
-        help="validate a rule file and make the rules table hold exactly its rules "
-        '(for rules.source = "db"; running instances reload within rules.reload_interval)',
-    )
-    push.add_argument("file", help="the rule file (TOML)")
-    _add_config_options(push)
-    push.set_defaults(handler=_cmd_rules_push)
-
-
-def _add_silence_commands(commands: argparse._SubParsersAction) -> None:
-    """``silence add``, ``silence list`` and ``silence expire``."""
-    silence = commands.add_parser(
-        "silence",
-        help="mute notifications of a rule and/or symbol for a while (stored in the database; "
-        "alerts are still evaluated and recorded)",
-    )
-    silence_commands = silence.add_subparsers(
-        dest="silence_command", required=True, metavar="ACTION"
-    )
-    add = silence_commands.add_parser("add", help="add a silence starting now")
-    add.add_argument("--rule", metavar="ID", help="the rule id to silence (default: every rule)")
-    add.add_argument("--symbol", metavar="S", help="the symbol to silence (default: every one)")
-    add.add_argument(
-        "--for", dest="duration", required=True, metavar="DURATION", help='e.g. "30m", "1h", "2d"'
-    )
-    add.add_argument("--comment", default="", help="why (shown by silence list)")
-    add.add_argument("--created-by", metavar="NAME", help="who (default: the login name)")
-    _add_config_options(add)
-    add.set_defaults(handler=_cmd_silence_add)
-    listing = silence_commands.add_parser("list", help="list active and pending silences")
-    listing.add_argument("--all", action="store_true", help="include silences that ended")
-    _add_config_options(listing)
-    listing.set_defaults(handler=_cmd_silence_list)
-    expire = silence_commands.add_parser("expire", help="end a silence now")
-    expire.add_argument("id", type=int, help="the silence id (see silence list)")
-    _add_config_options(expire)
-    expire.set_defaults(handler=_cmd_silence_expire)
-
-
-def _add_load_test_commands(commands: argparse._SubParsersAction) -> None:
-    """``loadtest`` and ``compare``: their arguments go, unparsed, to the load-test tool."""
-    loadtest = commands.add_parser(
-        "loadtest",
-        help="open-loop load test with a KPI verdict (STREAM RATE | bench | calibrate RATE); "
-        "`oraculo-trio loadtest --help` for its options",
-        # Everything after `loadtest` (its --help too) goes to loadtest/cli.py.
-        add_help=False,
-        prefix_chars="\x00",
-    )
-    loadtest.add_argument("args", nargs=argparse.REMAINDER)
-    loadtest.set_defaults(handler=_cmd_loadtest)
-    compare = commands.add_parser(
-        "compare",
-        help="before/after table of two load-test artifacts",
-        add_help=False,
-        prefix_chars="\x00",
-    )
-    compare.add_argument("args", nargs=argparse.REMAINDER)
-    compare.set_defaults(handler=_cmd_compare)
+def _values_may_be_negative(argv: Sequence[str]) -> list[str]:
+    """``--for -5m`` as ``--for=-5m``, so that the value gets checked (and named) by us."""
+    out: list[str] = []
+    index = 0
+    while index < len(argv):
+        arg = argv[index]
+        if arg in _VALUE_OPTIONS and index + 1 < len(argv) and argv[index + 1].startswith("-"):
+            out.append(f"{arg}={argv[index + 1]}")
+            index += 2
+            continue
+        out.append(arg)
+        index += 1
+    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``oraculo-trio`` console script; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not logging.getLogger().handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(_CliFormatter())
+        logging.getLogger().addHandler(handler)
     parser = build_parser()
+    if argv[:1] not in (["loadtest"], ["compare"]):
+        argv = _values_may_be_negative(argv)
     args = parser.parse_args(argv)
     try:
         return args.handler(args)
     except BaseException as exc:
         if _only(exc, KeyboardInterrupt):
-            return 130
+            return EXIT_INTERRUPTED
         # Errors of ours, alone or inside a nursery's exception group, end with a message;
         # anything else is a bug and keeps its traceback.
         ours = _our_errors(exc)
         if ours is None:
             raise
+        if getattr(args, "debug", False):
+            traceback.print_exception(exc)
         for error in ours:
-            prefix = "configuration error: " if isinstance(error, ConfigError) else ""
-            print(f"oraculo-trio: {prefix}{error}", file=sys.stderr)
-        return EXIT_CONFIG if all(isinstance(e, ConfigError) for e in ours) else EXIT_ERROR
+            prefix = "configuration error" if type(error) is ConfigError else "error"
+            print(f"oraculo-trio: {prefix}: {error}", file=sys.stderr)
+        usage = all(isinstance(e, ConfigError | UsageError) for e in ours)
+        return EXIT_CONFIG if usage else EXIT_ERROR
 
 
 def _only(exc: BaseException, kind: type[BaseException]) -> bool:

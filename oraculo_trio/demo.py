@@ -90,6 +90,12 @@ async def run_demo(settings: Settings, duration: float | None = None) -> None:
             f"(also /healthz and /readyz); alerts stored in {mask_dsn(settings.database.url)}",
             flush=True,
         )
+        host, port = handle.http_address
+        print(
+            f"oraculo-trio demo: API at http://{host}:{port}/api/v1; in another terminal: "
+            f"oraculo-trio alerts list --url {host}:{port}",
+            flush=True,
+        )
         if duration is not None:
             await trio.sleep(duration)
             await _quiesce(exchanges, handle)

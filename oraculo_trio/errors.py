@@ -11,8 +11,10 @@ from oraculo_trio.core.errors import (
     FeedError,
     IllegalTransition,
     OraculoError,
+    ServiceError,
     StoreError,
     StoreUnavailable,
+    UsageError,
 )
 
 __all__ = [
@@ -22,6 +24,8 @@ __all__ = [
     "FeedError",
     "IllegalTransition",
     "OraculoError",
+    "ServiceError",
     "StoreError",
     "StoreUnavailable",
+    "UsageError",
 ]

@@ -24,9 +24,10 @@ def unavailable(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
-def require_tool(name: str) -> str:
-    """The path of the program ``name`` (``promtool``, ``prometheus``), else unavailable."""
+def require_tool(name: str, package: str = "prometheus") -> str:
+    """The path of the program ``name`` (``promtool``, ``prometheus``, ``chromium``), else
+    unavailable (``package``: the Debian package that has it)."""
     path = shutil.which(name)
     if path is None:
-        unavailable(f"{name} not found (Debian package: prometheus)")
+        unavailable(f"{name} not found (Debian package: {package})")
     return path

@@ -7,7 +7,13 @@ import pytest
 
 from oraculo_trio.cli import build_parser
 from oraculo_trio.errors import ConfigError
-from oraculo_trio.settings import SECTIONS, configuration_reference, load_settings
+from oraculo_trio.settings import (
+    SECTIONS,
+    configuration_reference,
+    exposed_secrets,
+    find_config,
+    load_settings,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -20,8 +26,11 @@ def write(tmp_path: Path, text: str) -> Path:
 
 def test_shipped_config_loads() -> None:
     settings = load_settings(ROOT / "oraculo.toml", environ={})
-    assert settings.feed.symbols == ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT")
-    assert settings.database.url == "sqlite:///var/oraculo.db"
+    assert settings.feed.symbols[:5] == ("BTCUSDT", "ETHUSDT", "SOLUSDT", "BNBUSDT", "XRPUSDT")
+    # Relative paths are the configuration file's.
+    assert settings.database.url == f"sqlite:///{ROOT / 'var' / 'oraculo.db'}"
+    assert settings.rules.file == str(ROOT / "rules.toml")
+    assert settings.dispatch.sinks == ("stdout",)
     assert settings.http.port == 9108
 
 
@@ -78,8 +87,8 @@ def test_bad_values_name_the_key(tmp_path: Path, text: str, named: str) -> None:
     ("env", "named"),
     [
         ({"ORACULO_PIPELINE_SHARDZ": "1"}, "pipeline.shardz"),
-        ({"ORACULO_PIPLINE_SHARDS": "1"}, "ORACULO_PIPLINE_SHARDS"),
         ({"ORACULO_HTTP_PORT": "x"}, "http.port = 'x'"),
+        ({"ORACULO_DATABASE_RETENTION": "soon"}, "database.retention = 'soon'"),
     ],
 )
 def test_bad_environment_names_the_variable(env: dict, named: str) -> None:
@@ -176,6 +185,13 @@ def test_a_feed_is_checked_against_its_market(tmp_path: Path, feed: str, named: 
         load_settings(write(tmp_path, f"[feed]\n{feed}\n"), environ={})
 
 
+def test_feed_tables_and_relative_paths_together(tmp_path: Path) -> None:
+    path = write(tmp_path, TWO_MARKETS + '\n[rules]\nfile = "r.toml"\n')
+    settings = load_settings(path, environ={"ORACULO_FEED_CLIENT": "native"})
+    assert [feed.client for feed in settings.feeds] == ["native", "native"]
+    assert settings.rules.file == str(tmp_path / "r.toml")
+
+
 def test_two_tables_of_one_market_are_refused(tmp_path: Path) -> None:
     text = '[[feed]]\nsymbols = ["BTCUSDT"]\n[[feed]]\nsymbols = ["ETHUSDT"]\n'
     with pytest.raises(ConfigError, match=r"feed\[1\].market = 'spot' is not allowed"):
@@ -207,3 +223,50 @@ def test_a_market_gives_its_bases_and_budget() -> None:
     assert rest_base_url(feed.rest_url, feed.url, feed.market) == "https://dapi.binance.com"
     assert rest_weight_budget(feed) == 1200
     assert settings.symbols == ("coinm:BTCUSD_PERP",)
+
+
+def test_other_oraculo_variables_draw_one_warning(caplog: pytest.LogCaptureFixture) -> None:
+    env = {"ORACULO_BIN": "/usr/bin/oraculo-trio", "ORACULO_PIPLINE_SHARDS": "1"}
+    assert load_settings(None, environ=env).pipeline.shards == 4
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2
+    assert "ORACULO_BIN is not configuration: ignored." in warnings[0]
+    assert "(did you mean ORACULO_PIPELINE_SHARDS?)" in warnings[1]
+
+
+def test_the_configuration_file_is_found_as_people_expect(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    named = write(tmp_path, "[pipeline]\nshards = 2\n")
+    monkeypatch.chdir(tmp_path)
+    assert find_config("other.toml", {"ORACULO_CONFIG": str(named)}) == "other.toml"
+    assert find_config(None, {"ORACULO_CONFIG": str(named)}) == str(named)
+    assert find_config(None, {}) == "oraculo.toml"
+    named.rename(tmp_path / "elsewhere.toml")
+    assert find_config(None, {}) is None
+    with pytest.raises(ConfigError, match=r"ORACULO_CONFIG=/nope\.toml: no such file"):
+        find_config(None, {"ORACULO_CONFIG": "/nope.toml"})
+
+
+def test_relative_paths_are_the_files_and_overrides_the_callers(tmp_path: Path) -> None:
+    path = write(tmp_path, '[database]\nurl = "sqlite:///data/a.db"\n[rules]\nfile = "r.toml"\n')
+    settings = load_settings(path, environ={})
+    assert settings.database.url == f"sqlite:///{tmp_path / 'data' / 'a.db'}"
+    assert settings.rules.file == str(tmp_path / "r.toml")
+    assert settings.observe.dump_dir == str(tmp_path / "var" / "dumps")  # a default
+    env = {"ORACULO_DATABASE_URL": "sqlite:///b.db"}
+    overrides = {"observe": {"dump_dir": "d"}}
+    settings = load_settings(path, environ=env, overrides=overrides)
+    assert (settings.database.url, settings.observe.dump_dir) == ("sqlite:///b.db", "d")
+    assert load_settings(None, environ={}).database.url == "sqlite:///var/oraculo.db"
+
+
+def test_retention_takes_durations_and_the_token_is_a_secret(tmp_path: Path) -> None:
+    env = {"ORACULO_DATABASE_RETENTION": "2d", "ORACULO_HTTP_API_TOKEN": "s3cret-token"}
+    settings = load_settings(None, environ=env)
+    assert settings.database.retention == 2 * 86400
+    assert load_settings(None, environ={}).database.retention == 90 * 86400
+    assert "retention = '90d'" in configuration_reference()
+    path = write(tmp_path, '[http]\napi_token = "s3cret-token"\n')
+    path.chmod(0o644)
+    assert exposed_secrets(path) == ["http.api_token"]

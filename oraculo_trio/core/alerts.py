@@ -91,13 +91,17 @@ class _SafeFields(dict):
 
 
 def render_message(template: str, **fields: object) -> str:
-    """Fill ``{symbol}``, ``{value}``... in a rule's message; unknown fields stay as written."""
+    """Fill ``{symbol}``, ``{value}``... in a rule's message; unknown fields stay as written.
+
+    A template that cannot be formatted (``oraculo-trio rules check`` warns about it) is
+    sent as written, followed by the value, so the notification still says something.
+    """
     if not template:
         return ""
     try:
         return template.format_map(_SafeFields(fields))
-    except (ValueError, IndexError, AttributeError):
-        return template
+    except (ValueError, IndexError, AttributeError, TypeError, KeyError):
+        return f"{template} (value {fields.get('value')})"
 
 
 @attrs.define(eq=False, slots=True)
@@ -229,11 +233,12 @@ class AlertTracker:
             fire_count=self.fire_count,
             severity=spec.severity,
             message=render_message(
-                spec.message,
+                spec.template(self.state),
                 symbol=self.symbol,
                 value=value,
                 rule_id=self.rule_id,
                 state=self.state,
+                severity=spec.severity,
             ),
             labels=spec.labels,
             repeat=repeat,

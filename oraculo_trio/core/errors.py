@@ -45,3 +45,13 @@ class DeliveryError(OraculoError):
 class DeliveryRejected(DeliveryError):
     """Raised by a notification sink when the receiver refused the notification itself (an
     HTTP 4xx other than 408 and 429): retrying the same payload will not help."""
+
+
+class UsageError(OraculoError):
+    """Raised by the command line when its arguments are wrong (a bad duration, a missing
+    option); the message names the option and what is allowed."""
+
+
+class ServiceError(OraculoError):
+    """Raised by the command line when the running service's HTTP API cannot be reached,
+    or refuses a request (the message carries the service's own explanation)."""

@@ -32,7 +32,7 @@ import attrs
 import trio
 
 from oraculo_trio.core.alerts import AlertTransition
-from oraculo_trio.core.silences import SilenceSet
+from oraculo_trio.core.silences import SilenceSet, alert_labels
 from oraculo_trio.dispatch.policy import CircuitBreaker, SinkPolicy
 from oraculo_trio.dispatch.sinks import Sink
 from oraculo_trio.errors import DeliveryRejected, StoreError, StoreUnavailable
@@ -144,8 +144,11 @@ async def _route(
     status = detail = None
     if transition.inhibited_by is not None:
         status, detail = "inhibited", f"inhibited by rule {transition.inhibited_by}"
-    elif silences is not None:
-        silence = silences.match(transition.rule_id, transition.symbol, now)
+    elif silences is not None and silences.silences:
+        labels = alert_labels(
+            transition.rule_id, transition.symbol, transition.severity, transition.labels
+        )
+        silence = silences.match(labels, now)
         if silence is not None:
             status, detail = "silenced", f"silence {silence.id}"
     if status is not None:

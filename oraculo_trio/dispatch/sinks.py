@@ -1,6 +1,7 @@
 """Notification sinks. A sink delivers one transition and raises on failure.
 
-- :class:`StdoutSink`: one ``ALERT <state> <rule> <symbol> value=<v>`` line (the demo);
+- :class:`StdoutSink`: the one alert line (:func:`~oraculo_trio.dispatch.render.alert_line`),
+  coloured on a terminal; the default sink;
 - :class:`LogSink`: one structured JSON line on the ``oraculo_trio.alerts`` logger;
 - :class:`WebhookSink`: an HTTP POST in Alertmanager's webhook payload shape
   (:func:`alertmanager_payload`), so existing Alertmanager receivers work unchanged.
@@ -24,7 +25,9 @@ import trio
 
 from oraculo_trio.core.alerts import RESOLVED, AlertTransition
 from oraculo_trio.dispatch.policy import SinkPolicy
+from oraculo_trio.dispatch.render import alert_line, alert_record, wants_colour
 from oraculo_trio.errors import DeliveryError, DeliveryRejected
+from oraculo_trio.settings import Settings
 
 LOGGER = logging.getLogger("oraculo_trio.dispatch.sinks")
 ALERT_LOGGER = logging.getLogger("oraculo_trio.alerts")
@@ -44,48 +47,31 @@ class Sink(Protocol):
 
 
 def format_value(value: float) -> str:
-    """A value as a short, grep-friendly number."""
+    """A value as a short, grep-friendly number (the webhook's ``value`` annotation)."""
     if not math.isfinite(value):
         return str(value)
     return f"{value:.8g}"
 
 
-def alert_line(transition: AlertTransition) -> str:
-    """``ALERT <state> <rule_id> <symbol> value=<v>``, one line per transition."""
-    value = format_value(transition.value)
-    line = f"ALERT {transition.state} {transition.rule_id} {transition.symbol} value={value}"
-    if transition.repeat:
-        line += " repeat=true"
-    return line
-
-
-def alert_record(transition: AlertTransition) -> dict[str, object]:
-    """The transition as a JSON-ready dict."""
-    return {
-        "rule_id": transition.rule_id,
-        "symbol": transition.symbol,
-        "state": transition.state,
-        "previous_state": transition.previous_state,
-        "value": transition.value if math.isfinite(transition.value) else None,
-        "at": transition.at,
-        "started_at": transition.started_at,
-        "fire_count": transition.fire_count,
-        "severity": transition.severity,
-        "message": transition.message,
-        "labels": dict(transition.labels),
-        "repeat": transition.repeat,
-    }
-
-
 @attrs.define(eq=False)
 class StdoutSink:
-    """Prints :func:`alert_line` to stdout, flushed, for the demo and for grep."""
+    """Prints :func:`~oraculo_trio.dispatch.render.alert_line` to ``stream``, flushed.
+
+    Attributes:
+        colour: colour the state and severity; None decides by the stream (a terminal, and
+            ``NO_COLOR`` unset).
+    """
 
     stream: TextIO = attrs.field(factory=lambda: sys.stdout)
     name: str = "stdout"
+    colour: bool | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.colour is None:
+            self.colour = wants_colour(self.stream)
 
     async def deliver(self, transition: AlertTransition) -> None:
-        print(alert_line(transition), file=self.stream, flush=True)
+        print(alert_line(transition, colour=bool(self.colour)), file=self.stream, flush=True)
 
 
 @attrs.define(eq=False)
@@ -249,3 +235,33 @@ class WebhookSink:
                     f"webhook host {host!r} resolves to the non-public address {address} "
                     "(dispatch.webhook_block_private)"
                 )
+
+
+def build_sinks(settings: Settings) -> list[Sink]:
+    """The configured notification sinks."""
+    sinks: list[Sink] = []
+    for name in settings.dispatch.sinks:
+        if name == "stdout":
+            sinks.append(StdoutSink())
+        elif name == "log":
+            sinks.append(LogSink())
+        elif name == "webhook":
+            dispatch = settings.dispatch
+            policy = SinkPolicy(
+                retries=dispatch.webhook_retries,
+                backoff_initial=dispatch.webhook_backoff,
+                backoff_max=max(30.0, dispatch.webhook_backoff),
+                concurrency=dispatch.webhook_concurrency,
+                queue=dispatch.channel_capacity,
+                breaker_failures=dispatch.webhook_breaker_failures,
+                breaker_cooldown=dispatch.webhook_breaker_cooldown,
+            )
+            sinks.append(
+                WebhookSink(
+                    dispatch.webhook_url,
+                    dispatch.webhook_timeout,
+                    policy,
+                    block_private=dispatch.webhook_block_private,
+                )
+            )
+    return sinks

@@ -6,10 +6,12 @@ processes; the product never imports it (``oraculo_trio.cli`` only dispatches to
 
 - ``shape``: ``LoadShape``, what is sent; ``schedule`` and ``generator``: the open-loop
   schedule and the generator process;
-- ``run``, with ``processes``, ``configuration`` and ``sampling``: one measured run;
-- ``measure``, ``thresholds``, ``summary``, ``html_report``, ``artifacts``, ``compare``:
-  the KPIs, the verdict and the artifacts;
-- ``cli``, ``bench``, ``options``, ``console``: the commands.
+- ``run``, with ``processes``, ``configuration`` and ``sampling``: one measured run, its
+  processes started with the test harness (``oraculo_trio.testing``);
+- ``latency`` (HDR distributions, percentiles with their error), ``measure``, ``thresholds``,
+  ``summary``, ``html_report``, ``ci_files`` (``summary.json``, JUnit), ``artifacts``,
+  ``compare``: the KPIs, the verdict and the artifacts;
+- ``cli``, ``bench``, ``overload``, ``options``, ``console``: the commands.
 """
 
 from oraculo_trio.loadtest.configuration import RunConfig

@@ -1,5 +1,11 @@
-"""A run's artifacts: ``metrics.json``, ``summary.txt`` and ``report.html``, and the verdict
-they record (k6's exit codes: 0 every threshold holds, 99 one fails)."""
+"""A run's artifacts: ``metrics.json``, ``summary.txt``, ``summary.json`` and ``report.html``
+(and a JUnit XML with ``--junit``), and the verdict they record (k6's exit codes: 0 every
+threshold holds, 99 one fails).
+
+A run writes into ``<out>.partial``, which becomes ``<out>`` only once every artifact is
+written (:func:`publish`): an artifact folder is complete or absent. A run that fails keeps
+its logs in ``<out>.failed``.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -16,6 +23,7 @@ from typing import Any
 
 import attrs
 
+from oraculo_trio.loadtest.ci_files import junit_xml, summary_document
 from oraculo_trio.loadtest.configuration import RunConfig
 from oraculo_trio.loadtest.console import EXIT_PASS, EXIT_THRESHOLD
 from oraculo_trio.loadtest.html_report import render_html
@@ -111,7 +119,12 @@ def metrics_document(
         "series": series,
         "values": measured.values,
         "units": {name: unit for name, (unit, _) in KPIS.items()},
+        "precision": {name: list(bounds) for name, bounds in measured.precision.items()},
         "trends": measured.trends,
+        "latency_curves": {
+            name: [list(point) for point in distribution.curve()]
+            for name, distribution in measured.distributions.items()
+        },
         "notes": measured.notes,
         "verdict": "pass" if all(check.passed for check in checks) else "fail",
         **(extra or {}),
@@ -156,11 +169,34 @@ def describe(config: RunConfig) -> tuple[str, list[str]]:
     return title, []
 
 
+def partial_dir(out: Path) -> Path:
+    """Where a run writes before its artifacts are complete."""
+    return out.with_name(out.name + ".partial")
+
+
+def publish(out: Path) -> None:
+    """Turn the complete ``<out>.partial`` into ``<out>``."""
+    partial_dir(out).rename(out)
+
+
+def keep_failed(out: Path) -> Path | None:
+    """Move an unfinished ``<out>.partial`` (its logs) to ``<out>.failed``; return it."""
+    partial = partial_dir(out)
+    if not partial.exists():
+        return None
+    failed = out.with_name(out.name + ".failed")
+    shutil.rmtree(failed, ignore_errors=True)
+    partial.rename(failed)
+    return failed
+
+
 def conclude(
     output: RunOutput,
     config: RunConfig,
     out: Path,
     thresholds: Sequence[Threshold] | None = None,
+    *,
+    junit: Path | None = None,
 ) -> Conclusion:
     """Compute the KPIs, check the thresholds, write the artifacts into ``out``.
 
@@ -169,6 +205,7 @@ def conclude(
         config: the run.
         out: the artifact directory.
         thresholds: what to check; default: the defaults, ``--strict``'s and ``--threshold``.
+        junit: also write a JUnit XML of the thresholds there.
 
     Raises:
         ConfigError: a threshold expression does not parse.
@@ -196,7 +233,8 @@ def conclude(
         f"machine: {env['cores']} x {env['cpu_model']} · python {env['python']} · load average "
         f"{output.load_before[0]:.2f} -> {output.load_after[0]:.2f} (1 min)"
     )
-    context.append(f"artifacts: {out}")
+    # A run writes into <out>.partial: name the folder it becomes.
+    context.append(f"artifacts: {out.with_name(out.name.removesuffix('.partial'))}")
     book = _book(output)
     db = [c for c in checks if c.threshold.metric.startswith("db_upsert")]
     if db and db[0].value is None:
@@ -221,7 +259,13 @@ def conclude(
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "metrics.json", document)
     (out / "summary.txt").write_text(summary)
+    write_json(
+        out / "summary.json",
+        summary_document(title=title, config=config.as_dict(), checks=checks, measured=measured),
+    )
     (out / "report.html").write_text(render_html(document, summary))
+    if junit is not None:
+        junit.write_text(junit_xml(checks, title, seconds=shape.duration))
     code = EXIT_PASS if all(check.passed for check in checks) else EXIT_THRESHOLD
     return Conclusion(code, summary, document, out)
 

@@ -1,21 +1,19 @@
-"""A load test's configuration: the run's options, the service's configuration file and
-environment, and a fresh store for every run.
+"""A load test's configuration: the run's options, checked before anything starts; the
+service's configuration (built with the test harness's :mod:`oraculo_trio.testing.config`),
+and a fresh store for every run.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import json
 import logging
 import os
-import secrets
 import shutil
 import tempfile
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import attrs
 import trio
@@ -24,27 +22,16 @@ from oraculo_trio.errors import ConfigError, OraculoError
 from oraculo_trio.loadtest.errors import LoadTestError
 from oraculo_trio.loadtest.shape import GeneratorSpec, LoadShape, build_source
 from oraculo_trio.mockexchange.markets.load import SPIKE_LEVEL, WIDE_SPREAD_BPS
+from oraculo_trio.mockexchange.markets.payloads import synthetic_symbols
+from oraculo_trio.pipeline.rules_source import load_rule_file
 from oraculo_trio.pipeline.service import build_sinks
-from oraculo_trio.settings import ENV_NOT_CONFIG, ENV_PREFIX, load_settings
+from oraculo_trio.settings import Settings, load_settings
+from oraculo_trio.settings.secrets import mask_url
+from oraculo_trio.testing.config import Sections, merge_sections, service_sections
+from oraculo_trio.testing.postgres import admin_sql, database_url, fresh_database_name
 
 LOGGER = logging.getLogger("oraculo_trio.loadtest.configuration")
 
-
-#: Settings the runner decides; ``ORACULO_*`` variables for them are not passed to the service.
-RUNNER_KEYS = (
-    ("feed", "url"),
-    ("feed", "symbols"),
-    ("feed", "depth_streams"),
-    ("feed", "trade_streams"),
-    ("database", "url"),
-    ("http", "host"),
-    ("http", "port"),
-    ("rules", "file"),
-    ("rules", "source"),
-    ("dispatch", "sinks"),
-    ("dispatch", "webhook_url"),
-    ("observe", "dump_dir"),
-)
 
 WEBHOOK_MODES = ("ok", "fail", "hang")
 
@@ -90,15 +77,21 @@ class RunConfig:
         return GeneratorSpec(self.shape)
 
     def as_dict(self) -> dict[str, Any]:
-        """The configuration as one flat mapping (the shape's fields, then the run's)."""
+        """The configuration as one flat mapping (the shape's fields, then the run's), the
+        database URL's password masked: artifacts get shared."""
         run = attrs.asdict(self, filter=lambda attribute, _value: attribute.name != "shape")
+        if run["database_url"]:
+            run["database_url"] = mask_url(run["database_url"])
         return {**attrs.asdict(self.shape), **run}
 
     def check(self) -> None:
-        """Fail early on values the generator or the service would refuse.
+        """Check everything before anything starts: the load's shape, the rule file, every
+        ``--set`` (the service's own validation, on the configuration a run would write) and
+        the webhook sink.
 
         Raises:
             ConfigError: naming the option and what is allowed.
+            LoadTestError: ``--webhook`` and a service that cannot build a webhook sink.
         """
         if self.webhook is not None and self.webhook not in WEBHOOK_MODES:
             raise ConfigError(f"--webhook {self.webhook!r}: expected one of {WEBHOOK_MODES}")
@@ -106,9 +99,57 @@ class RunConfig:
             self.shape.schedule()
             build_source(self.shape)
         except ValueError as exc:
-            raise ConfigError(f"loadtest: {exc}") from None
+            raise ConfigError(str(exc)) from None
+        if self.database_url is not None and not self.database_url.startswith(
+            ("postgresql://", "postgres://")
+        ):
+            raise ConfigError(f"--database-url {self.database_url!r}: expected a postgresql:// URL")
         for item in self.settings:
             parse_setting(item)
+        if self.rules is not None:
+            _check_rule_file(self.rules)
+        settings = self.service_settings()
+        if settings.service.log_level.upper() not in ("DEBUG", "INFO"):
+            raise ConfigError(
+                f"--set service.log_level={settings.service.log_level}: the runner reads the "
+                "port the service bound from its INFO log; use INFO or DEBUG"
+            )
+        if self.webhook is not None:
+            check_webhook_sink(settings)
+
+    def service_settings(self) -> Settings:
+        """The service's settings for this run, with stand-ins for what only a run knows
+        (the exchange's address, the store, the webhook receiver's URL).
+
+        Raises:
+            ConfigError: a ``--set`` the service refuses (named).
+        """
+        source = build_source(self.shape)
+        sections = service_config(
+            self,
+            exchange_url="ws://127.0.0.1:9",
+            rest_url="http://127.0.0.1:9",
+            symbols=list(source.symbols) or synthetic_symbols(self.shape.symbols),
+            depth_kinds=source.depth_kinds,
+            trade_kinds=source.trade_kinds,
+            database_url="sqlite:///oraculo-loadtest-check.db",
+            rules_file=self.rules or "rules.toml",
+            webhook_url="http://127.0.0.1:9/alerts" if self.webhook else None,
+            scratch=Path(tempfile.gettempdir()),
+            source_settings=getattr(source, "service_settings", None),
+        )
+        try:
+            return load_settings(None, environ={}, overrides=sections)
+        except ConfigError as exc:
+            raise ConfigError(f"--set: {exc}") from None
+
+
+def _check_rule_file(path: str) -> None:
+    """Raises ConfigError when ``--rules`` is missing or does not validate."""
+    try:
+        load_rule_file(path)
+    except ConfigError as exc:
+        raise ConfigError(f"--rules: {exc}") from None
 
 
 def parse_setting(item: str) -> tuple[str, str, str]:
@@ -124,34 +165,12 @@ def parse_setting(item: str) -> tuple[str, str, str]:
     return section, key, value.strip()
 
 
-def admin_sql(url: str, *statements: str, timeout: float = 10.0) -> None:
-    """Run ``statements`` on the PostgreSQL server at ``url`` (CREATE/DROP DATABASE...).
-
-    Blocking: asyncpg on its own asyncio loop, so call it from a worker thread (the runner)
-    or outside any Trio run (sync test fixtures).
-
-    Raises:
-        OSError, asyncpg.PostgresError, asyncpg.InterfaceError: as asyncpg raises them.
-    """
-    import asyncpg
-
-    async def run() -> None:
-        conn = await asyncpg.connect(url, timeout=timeout)
-        try:
-            for statement in statements:
-                await conn.execute(statement)
-        finally:
-            await conn.close()
-
-    asyncio.run(run())
-
-
 @contextlib.asynccontextmanager
-async def fresh_store(database_url: str | None, run_dir: Path) -> AsyncIterator[tuple[str, str]]:
+async def fresh_store(server_url: str | None, run_dir: Path) -> AsyncIterator[tuple[str, str]]:
     """A fresh, empty store for one run.
 
     Args:
-        database_url: a PostgreSQL URL (its database is only used to connect: a new database
+        server_url: a PostgreSQL URL (its database is only used to connect: a new database
             ``oraculo_loadtest_<hex>`` is created beside it and dropped afterwards), or None
             for a new SQLite file in ``run_dir``.
         run_dir: the run's scratch directory.
@@ -161,28 +180,28 @@ async def fresh_store(database_url: str | None, run_dir: Path) -> AsyncIterator[
 
     Raises:
         LoadTestError: the PostgreSQL server cannot be reached or refuses.
+
+    Cancellation: the database is dropped all the same (shielded, within 15 s).
     """
-    if database_url is None:
+    if server_url is None:
         yield f"sqlite:///{run_dir / 'oraculo.db'}", "sqlite"
         return
-    if not database_url.startswith(("postgresql://", "postgres://")):
-        raise ConfigError(f"--database-url {database_url!r}: expected a postgresql:// URL")
-    name = f"oraculo_loadtest_{secrets.token_hex(6)}"
-    parts = urlsplit(database_url)
-    url = urlunsplit(parts._replace(path=f"/{name}"))
+    name = fresh_database_name("oraculo_loadtest")
+    parts = urlsplit(server_url)
+    # An identifier cannot be a parameter; this one is built by fresh_database_name.
     try:
-        await trio.to_thread.run_sync(admin_sql, database_url, f'CREATE DATABASE "{name}"')
+        await trio.to_thread.run_sync(admin_sql, server_url, f'CREATE DATABASE "{name}"')
     except Exception as exc:  # asyncpg's errors and OSError: all mean "cannot create"
         raise LoadTestError(
             f"cannot create a database on {parts.hostname}:{parts.port}: {exc}"
         ) from None
     try:
-        yield url, "postgresql"
+        yield database_url(server_url, name), "postgresql"
     finally:
         with trio.CancelScope(shield=True), trio.move_on_after(15):
             try:
                 await trio.to_thread.run_sync(
-                    admin_sql, database_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
+                    admin_sql, server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'
                 )
             except Exception:
                 LOGGER.warning("could not drop database %s", name, exc_info=True)
@@ -225,27 +244,7 @@ def load_rules_text() -> str:
     )
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    return json.dumps(str(value))
-
-
-def toml_document(sections: dict[str, dict[str, Any]]) -> str:
-    """A TOML document of scalar and list values (enough for the service's settings)."""
-    lines = []
-    for section, values in sections.items():
-        lines.append(f"[{section}]")
-        lines.extend(f"{key} = {_toml_value(value)}" for key, value in values.items())
-        lines.append("")
-    return "\n".join(lines)
-
-
-def service_sections(
+def service_config(
     config: RunConfig,
     *,
     exchange_url: str,
@@ -253,19 +252,21 @@ def service_sections(
     depth_kinds: Sequence[str],
     trade_kinds: Sequence[str],
     database_url: str,
-    http_port: int,
     rules_file: str,
     webhook_url: str | None,
     scratch: Path,
     rest_url: str = "",
-    source_settings: dict[str, dict[str, Any]] | None = None,
-) -> dict[str, dict[str, Any]]:
-    """The service's configuration for one run (``--set`` overrides applied last)."""
-    sections: dict[str, dict[str, Any]] = {
+    source_settings: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Sections:
+    """The service's configuration for one run: the product's defaults, what the runner
+    decides, what the source needs (a diff book's snapshot depth), then ``--set``.
+
+    The HTTP endpoint listens on 127.0.0.1 at a port the system picks (port 0): the runner
+    reads the one the service bound from its log.
+    """
+    runner = {
         "service": {"log_level": "INFO"},
         "feed": {
-            "url": exchange_url,
-            "symbols": list(symbols),
             "depth_streams": list(depth_kinds),
             "trade_streams": list(trade_kinds),
             "reconnect_initial": 0.2,
@@ -273,39 +274,32 @@ def service_sections(
             **({"rest_url": rest_url} if rest_url else {}),
         },
         "rules": {"file": rules_file, "source": "file"},
-        "database": {"url": database_url},
         "dispatch": {
             "sinks": ["webhook"] if webhook_url else ["log"],
             **({"webhook_url": webhook_url} if webhook_url else {}),
         },
-        "http": {"host": "127.0.0.1", "port": http_port},
-        "observe": {"dump_dir": str(scratch / "dumps")},
+        "http": {"host": "127.0.0.1", "port": 0},
     }
-    # What the source needs (a diff book's snapshot depth...); --set still wins.
-    for section, values in (source_settings or {}).items():
-        sections.setdefault(section, {}).update(values)
+    settings: Sections = {}
     for item in config.settings:
         section, key, value = parse_setting(item)
-        sections.setdefault(section, {})[key] = value
-    return sections
+        settings.setdefault(section, {})[key] = value
+    return service_sections(
+        exchange_url=exchange_url,
+        symbols=symbols,
+        database_url=database_url,
+        dump_dir=scratch / "dumps",
+        overrides=merge_sections(runner, source_settings, settings),
+        defaults={},
+    )
 
 
-def service_env(base: dict[str, str]) -> tuple[dict[str, str], list[str]]:
-    """The service's environment: ``base`` without ``ORACULO_*`` variables for keys the
-    runner sets. Returns it and the names of the ``ORACULO_*`` overrides passed through."""
-    blocked = {f"{ENV_PREFIX}{s.upper()}_{k.upper()}" for s, k in RUNNER_KEYS}
-    env = {k: v for k, v in base.items() if k not in blocked}
-    passed = sorted(k for k in env if k.startswith(ENV_PREFIX) and not k.startswith(ENV_NOT_CONFIG))
-    return env, passed
-
-
-def check_webhook_sink(config_path: Path) -> None:
+def check_webhook_sink(settings: Settings) -> None:
     """Fail clearly when this service cannot deliver to a webhook.
 
     Raises:
         LoadTestError: ``dispatch.sinks = ["webhook"]`` builds no sink named ``webhook``.
     """
-    settings = load_settings(config_path, environ={})
     try:
         sinks = build_sinks(settings)
     except (TypeError, ValueError, OraculoError) as exc:
@@ -315,11 +309,5 @@ def check_webhook_sink(config_path: Path) -> None:
     if not any(getattr(sink, "name", None) == "webhook" for sink in sinks):
         raise LoadTestError(
             "--webhook: this service has no webhook sink yet (dispatch.sinks = ['webhook'] "
-            "builds none in oraculo_trio.pipeline.service.build_sinks); run without --webhook"
+            "builds none in oraculo_trio.dispatch.sinks.build_sinks); run without --webhook"
         )
-
-
-def write_text(path: Path, text: str) -> str:
-    """Write ``text`` to ``path``; return the path as a string."""
-    path.write_text(text)
-    return str(path)

@@ -2,8 +2,9 @@
 ``trio.run`` under SIGINT/SIGTERM with our errors unwrapped, the exit codes and the artifact
 directory.
 
-Exit codes (k6's convention): 0 every threshold holds, 99 a threshold failed, 1 the test
-could not run (bad option, a process that would not start or died), 130 interrupted.
+Exit codes (k6's convention): 0 every threshold holds, 99 a threshold failed, 2 a bad option
+(nothing started), 1 the test could not run (a process that would not start or died),
+130 interrupted.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ LOGGER = logging.getLogger("oraculo_trio.loadtest.console")
 
 EXIT_PASS = 0
 EXIT_ERROR = 1
+EXIT_USAGE = 2
 EXIT_THRESHOLD = 99
 EXIT_INTERRUPTED = 130
 

@@ -8,16 +8,17 @@
     ├── service process     oraculo-trio run --config <run dir>/oraculo.toml (fresh store)
     ├── prometheus process  with --prometheus: scrapes the service every second
     ├── webhook receiver    with --webhook: answers 200 / 500 / never (in this process)
-    └── sampler             /metrics + /proc every second; the generator's JSON events
+    └── sampler             /metrics, /readyz and /proc every second; the generator's events
 
-Steps: start the generator (it prints its URL), the service pointed at it, wait for
-``/readyz``; with diff books, tell the generator to ``prime`` (its market ticks at its rate)
-and time how long every book takes to go live (the cold start: snapshots within the REST
-weight budget); then tell it to ``start``: ramp, warm-up, measured phase (the generator
-marks the phases; the runner snapshots the service's counters at each mark), then drain (wait
-until the service has accounted for every frame the exchange wrote) and stop everything
-(``processes.py``: every child in its own process group, stopped on every exit path). The
-generator also stops when its stdin (the runner's pipe) closes.
+Steps: start the generator (it prints its URL), the service pointed at it (on a port the
+system picks: the harness reads the one it bound from its log), wait for ``/readyz``; with diff
+books, tell the generator to ``prime`` (its market ticks at its rate) and time how long every
+book takes to go live (the cold start: snapshots within the REST weight budget); then tell it
+to ``start``: ramp, warm-up, measured phase (the generator marks the phases; the runner
+snapshots the service's counters at each mark), then drain (wait until the service has
+accounted for every frame the exchange wrote) and stop everything. Processes are the test
+harness's (:mod:`oraculo_trio.testing.processes`): each in a session of its own, stopped on
+every exit path. The generator also stops when its stdin (the runner's pipe) closes.
 
 :func:`calibrate` runs the generator alone, against a client that discards everything.
 """
@@ -27,10 +28,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import shutil
-import subprocess
+import signal
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -41,37 +43,32 @@ import trio
 
 from oraculo_trio.loadtest.configuration import (
     RunConfig,
-    check_webhook_sink,
     fresh_store,
     load_rules_text,
     scratch_dir,
-    service_env,
-    service_sections,
-    toml_document,
-    write_text,
+    service_config,
 )
 from oraculo_trio.loadtest.errors import LoadTestError
 from oraculo_trio.loadtest.measure import accounted
-from oraculo_trio.loadtest.processes import (
-    Child,
-    Children,
-    LineReader,
-    free_port,
-    open_children,
-    open_logs,
-    tail,
-)
+from oraculo_trio.loadtest.processes import RUN_TOKEN_ENV, run_environ
 from oraculo_trio.loadtest.sampling import (
     RunState,
     Sampler,
     query_prometheus,
     read_generator,
-    start_prometheus,
+    running_prometheus,
     wait_ready,
 )
 from oraculo_trio.loadtest.shape import GeneratorSpec
 from oraculo_trio.observe.report import parse_samples
-from oraculo_trio.settings import load_settings
+from oraculo_trio.settings import ENV_NOT_CONFIG, ENV_PREFIX
+from oraculo_trio.testing.config import write_service_config
+from oraculo_trio.testing.processes import (
+    ChildProcess,
+    ServiceProcess,
+    child_process,
+    service_process,
+)
 
 LOGGER = logging.getLogger("oraculo_trio.loadtest.run")
 
@@ -169,7 +166,7 @@ async def run_load_test(
     """Run one load test; every process it started is stopped when it returns or raises.
 
     Args:
-        config: the test.
+        config: the test (checked again here, before anything starts).
         run_dir: where the run's files go (service config and logs, profiles).
         on_sample: called with each per-second sample (the live progress line).
         say: one-line status messages (starting, ready, draining).
@@ -184,81 +181,70 @@ async def run_load_test(
     Cancellation: stops every process (SIGTERM, then SIGKILL after a short grace).
     """
     config.check()
-    logs = open_logs(run_dir, ("service", "generator", "prometheus"))
-    notes: list[str] = []
+    token = _prepare(run_dir)
     load_before = os.getloadavg()
     state = RunState()
     shape = config.shape
-    prometheus_result: dict[str, float | None] | None = None
-    webhook_result: dict[str, Any] | None = None
-    try:
-        # Children stop before the store is dropped and the scratch directory removed.
-        async with (
-            scratch_dir() as scratch,
-            fresh_store(config.database_url, scratch) as (database_url, store_kind),
-            open_children() as children,
-            httpx.AsyncClient(timeout=5.0) as client,
-            trio.open_nursery() as nursery,
-        ):
-            say(f"starting the generator ({shape.stream} {shape.rate:g} msg/s)")
-            generator = await _start_generator(
-                children, nursery, config.generator_spec(), state, run_dir, logs["generator"]
-            )
-            receiver = None
-            if config.webhook is not None:
-                receiver = await nursery.start(WebhookReceiver(config.webhook).serve)
-            http_port = free_port()
-            config_path = _configure_service(
-                config,
-                run_dir,
-                scratch,
-                state.ready,
-                database_url=database_url,
-                http_port=http_port,
-                webhook_url=receiver.url if receiver is not None else None,
-            )
-            env, passed = service_env(children.env)
-            if passed:
-                notes.append("service environment overrides passed through: " + ", ".join(passed))
-            say(f"starting the service (store {store_kind})")
-            service = await _start_service(
-                children, client, config, run_dir, config_path, http_port, logs["service"], env
-            )
-            prometheus_url = None
-            if config.prometheus:
-                _, prometheus_url = await start_prometheus(
-                    children, scratch, http_port, logs["prometheus"]
+    extras: dict[str, Any] = {"prometheus": None, "webhook": None, "notes": [], "cold": None}
+    # Children stop before the store is dropped and the scratch directory removed, and before
+    # the nursery (the generator's reader, the webhook receiver) is cancelled.
+    async with (
+        scratch_dir() as scratch,
+        fresh_store(config.database_url, scratch) as (database_url, store_kind),
+        httpx.AsyncClient(timeout=5.0) as client,
+        trio.open_nursery() as nursery,
+    ):
+        try:
+            async with (
+                _generator(config.generator_spec(), state, run_dir, token, nursery) as generator,
+                contextlib.AsyncExitStack() as stack,
+            ):
+                say(f"starting the generator ({shape.stream} {shape.rate:g} msg/s)")
+                await _wait_generator(generator, state)
+                receiver = None
+                if config.webhook is not None:
+                    receiver = await nursery.start(WebhookReceiver(config.webhook).serve)
+                config_path, sections = _configure_service(
+                    config, run_dir, scratch, state.ready, database_url, receiver
                 )
-            sampler = Sampler(
-                client, f"http://127.0.0.1:{http_port}/metrics", service, generator, state
-            )
-            cold_start = None
-            if "depth" in state.ready.get("depth_kinds", ()):
-                say(f"diff books: waiting for {len(state.ready['symbols'])} to go live")
-                cold_start = await _prime_books(generator, client, http_port, state, config)
-                say(_cold_start_line(cold_start))
-            await sampler.sample("start")
-            say("service ready: load starts")
-            await generator.process.stdin.send_all(b"start\n")
-            profile_path = await _measure(
-                config, state, sampler, service, run_dir, children, on_sample
-            )
-            say("draining")
-            await _drain(config, state, sampler, on_sample)
-            final = await sampler.sample("final")
-            if prometheus_url is not None:
-                prometheus_result = await _query_measured(prometheus_url, state)
-            if receiver is not None:
-                webhook_result = receiver.result(final)
-            say("stopping the service")
-            service_exit = await service.stop(grace=15.0)
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-                await generator.process.stdin.send_all(b"quit\n")
-            await generator.stop(grace=5.0)
+                env = run_environ(sections, token)
+                extras["notes"].extend(_passed_through(env))
+                say(f"starting the service (store {store_kind})")
+                service = await stack.enter_async_context(
+                    service_process(
+                        config_path, cwd=run_dir, env=env, log_path=run_dir / "service.log"
+                    )
+                )
+                await wait_ready(client, service, config.ready_timeout)
+                prometheus_url = None
+                if config.prometheus:
+                    host, port = service.address
+                    _, prometheus_url = await stack.enter_async_context(
+                        running_prometheus(scratch, f"{host}:{port}", run_environ(token=token))
+                    )
+                sampler = Sampler(client, service, generator, state)
+                if "depth" in state.ready.get("depth_kinds", ()):
+                    say(f"diff books: waiting for {len(state.ready['symbols'])} to go live")
+                    extras["cold"] = await _prime_books(generator, client, service, state)
+                    say(_cold_start_line(extras["cold"]))
+                await sampler.sample("start")
+                say("service ready: load starts")
+                assert generator.process.stdin is not None
+                await generator.process.stdin.send_all(b"start\n")
+                profile_path = await _measure(
+                    config, state, sampler, run_dir, stack, token, on_sample
+                )
+                say("draining")
+                await _drain(config, state, sampler, on_sample)
+                final = await sampler.sample("final")
+                if prometheus_url is not None:
+                    extras["prometheus"] = await _query_measured(prometheus_url, state)
+                if receiver is not None:
+                    extras["webhook"] = receiver.result(final)
+                say("stopping the service")
+                service_exit = await service.stop(signal.SIGTERM, grace=15.0)
+        finally:
             nursery.cancel_scope.cancel()
-    finally:
-        for log in logs.values():
-            log.close()
     return RunOutput(
         config=config,
         run_dir=run_dir,
@@ -267,15 +253,29 @@ async def run_load_test(
         marks=state.marks,
         generator_ready=state.ready,
         generator_done=state.done,
-        prometheus=prometheus_result,
-        webhook=webhook_result,
+        prometheus=extras["prometheus"],
+        webhook=extras["webhook"],
         profile=profile_path,
-        notes=notes,
+        notes=extras["notes"],
         load_before=load_before,
         load_after=os.getloadavg(),
         service_exit=service_exit,
-        cold_start=cold_start,
+        cold_start=extras["cold"],
     )
+
+
+def _prepare(run_dir: Path) -> str:
+    """Create the run's directory; return the run's token (inherited, or a new one)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return os.environ.get(RUN_TOKEN_ENV) or secrets.token_hex(8)
+
+
+def _passed_through(env: dict[str, str]) -> list[str]:
+    """A note naming the ``ORACULO_*`` configuration variables the service still gets."""
+    passed = sorted(
+        name for name in env if name.startswith(ENV_PREFIX) and not name.startswith(ENV_NOT_CONFIG)
+    )
+    return ["service environment overrides passed through: " + ", ".join(passed)] if passed else []
 
 
 def _configure_service(
@@ -283,68 +283,27 @@ def _configure_service(
     run_dir: Path,
     scratch: Path,
     ready: dict[str, Any],
-    *,
     database_url: str,
-    http_port: int,
-    webhook_url: str | None,
-) -> Path:
-    """Write the service's ``oraculo.toml`` for the generator that said ``ready``.
-
-    Raises:
-        ConfigError: a ``--set`` value the service refuses (named).
-        LoadTestError: ``--webhook`` and the service cannot build a webhook sink.
-    """
-    rules_file = config.rules or write_text(run_dir / "rules.toml", load_rules_text())
-    sections = service_sections(
+    receiver: WebhookReceiver | None,
+) -> tuple[Path, dict[str, dict[str, Any]]]:
+    """Write the service's ``oraculo.toml`` (and the load rules) for the generator that said
+    ``ready``; return its path and its sections."""
+    sections = service_config(
         config,
         exchange_url=ready["url"],
         symbols=ready["symbols"],
         depth_kinds=ready["depth_kinds"],
         trade_kinds=ready["trade_kinds"],
         database_url=database_url,
-        http_port=http_port,
-        rules_file=rules_file,
-        webhook_url=webhook_url,
+        rules_file=config.rules or str(run_dir / "rules.toml"),
+        webhook_url=receiver.url if receiver is not None else None,
         scratch=scratch,
         rest_url=ready.get("rest_url", ""),
         source_settings=ready.get("service"),
     )
-    config_path = Path(write_text(run_dir / "oraculo.toml", toml_document(sections)))
-    load_settings(config_path, environ={})  # a bad --set fails here, named
-    if webhook_url is not None:
-        check_webhook_sink(config_path)
-    return config_path
-
-
-async def _start_service(
-    children: Children,
-    client: httpx.AsyncClient,
-    config: RunConfig,
-    run_dir: Path,
-    config_path: Path,
-    http_port: int,
-    log: Any,
-    env: dict[str, str],
-) -> Child:
-    """Start the service and wait for its ``/readyz``.
-
-    Raises:
-        LoadTestError: it exited or was not ready in time (with its log's tail).
-    """
-    service = await children.start(
-        "service",
-        [sys.executable, "-m", "oraculo_trio.cli", "run", "--config", str(config_path)],
-        cwd=run_dir,
-        stdout=log,
-        stderr=log,
-        env=env,
-    )
-    url = f"http://127.0.0.1:{http_port}/readyz"
-    try:
-        await wait_ready(client, url, service, config.ready_timeout)
-    except LoadTestError as exc:
-        raise LoadTestError(f"{exc}\n{tail(run_dir / 'service.log')}") from None
-    return service
+    if config.rules is None:
+        (run_dir / "rules.toml").write_text(load_rules_text())
+    return write_service_config(run_dir, sections), sections
 
 
 BOOKS_TIMEOUT = 900.0
@@ -353,12 +312,12 @@ at the default budget of 3000 a minute need about 9 minutes)."""
 
 
 async def _prime_books(
-    generator: Child, client: httpx.AsyncClient, http_port: int, state: RunState, config: RunConfig
+    generator: ChildProcess, client: httpx.AsyncClient, service: ServiceProcess, state: RunState
 ) -> dict[str, Any]:
     """The cold start: the market ticks; how long until every book is live, and whether any
     snapshot was refused (429/418) on the way."""
     symbols = len(state.ready["symbols"])
-    url = f"http://127.0.0.1:{http_port}/metrics"
+    assert generator.process.stdin is not None
     await generator.process.stdin.send_all(b"prime\n")
     started = trio.current_time()
     live = 0
@@ -366,7 +325,7 @@ async def _prime_books(
     with trio.move_on_after(BOOKS_TIMEOUT):
         while live < symbols:
             await trio.sleep(0.1)  # the service's counters have no event to wait on
-            response = await client.get(url)
+            response = await client.get(service.url + "/metrics")
             samples = parse_samples(response.text)
             live = int(_total(samples, "oraculo_book_symbols", state="live"))
     took = trio.current_time() - started if live >= symbols else None
@@ -410,46 +369,50 @@ async def _query_measured(prometheus_url: str, state: RunState) -> dict[str, flo
     return await query_prometheus(prometheus_url, end - start, end)
 
 
-async def _start_generator(
-    children: Children,
-    nursery: trio.Nursery,
-    spec: GeneratorSpec,
-    state: RunState,
-    run_dir: Path,
-    log: Any,
-) -> Child:
-    """Start the generator process and its event reader; return once it is ready.
+@contextlib.asynccontextmanager
+async def _generator(
+    spec: GeneratorSpec, state: RunState, run_dir: Path, token: str, nursery: trio.Nursery
+) -> AsyncIterator[ChildProcess]:
+    """The generator process for the block, its events read into ``state``.
+
+    Raises:
+        ServiceProcessError: it cannot be started.
+
+    Cancellation: leaving the block closes its stdin (it stops) and stops it.
+    """
+    argv = [sys.executable, "-m", "oraculo_trio.loadtest.generator", "--spec", spec.to_json()]
+    async with child_process(
+        argv,
+        name="generator",
+        cwd=run_dir,
+        env=run_environ(token=token),
+        log_path=run_dir / "generator.log",
+        stdin=True,
+        stop_grace=5.0,
+    ) as generator:
+        nursery.start_soon(read_generator, generator, state, state.ready_event)
+        yield generator
+
+
+async def _wait_generator(generator: ChildProcess, state: RunState) -> None:
+    """Wait for the generator's ``ready`` event.
 
     Raises:
         LoadTestError: it did not say ``ready`` within 30 s.
     """
-    generator = await children.start(
-        "generator",
-        [sys.executable, "-m", "oraculo_trio.loadtest.generator", "--spec", spec.to_json()],
-        cwd=run_dir,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=log,
-    )
-    assert generator.process.stdout is not None
-    ready = trio.Event()
-    nursery.start_soon(read_generator, LineReader(generator.process.stdout), state, ready)
     with trio.move_on_after(30):
-        await ready.wait()
-    if not ready.is_set():
-        raise LoadTestError(
-            "the generator did not start within 30 s:\n" + tail(run_dir / "generator.log")
-        )
-    return generator
+        await state.ready_event.wait()
+    if not state.ready_event.is_set():
+        raise LoadTestError(f"the generator did not start within 30 s:\n{generator.log_tail(15)}")
 
 
 async def _measure(
     config: RunConfig,
     state: RunState,
     sampler: Sampler,
-    service: Child,
     run_dir: Path,
-    children: Children,
+    stack: contextlib.AsyncExitStack,
+    token: str,
     on_sample: OnSample | None,
 ) -> Path | None:
     """Sample every second until the generator is done; mark the measured phase."""
@@ -464,21 +427,14 @@ async def _measure(
             with trio.move_on_at(next_sample):
                 await changed.wait()
         seen_phase = state.phase
-        if state.generator_ended.is_set() and state.done is None:
-            raise LoadTestError(
-                f"the generator exited with {sampler.generator.process.poll()}:\n"
-                + tail(run_dir / "generator.log")
-            )
-        if service.process.poll() is not None:
-            raise LoadTestError(
-                f"the service exited with {service.process.returncode} during the run:\n"
-                + tail(run_dir / "service.log")
-            )
+        _check_alive(state, sampler)
         mark = None
         if state.phase in ("measure", "done") and "measure_start" not in state.marks:
             mark = "measure_start"
             if config.profile > 0:
-                profile_path = await _start_profile(children, service, run_dir, config.profile)
+                profile_path = await _start_profile(
+                    stack, sampler.service, run_dir, config.profile, token
+                )
         elif state.done is not None:
             mark = "measure_end"
         sample = await sampler.sample(mark)
@@ -489,6 +445,19 @@ async def _measure(
             if next_sample < trio.current_time():
                 next_sample = trio.current_time() + 1.0
     return profile_path
+
+
+def _check_alive(state: RunState, sampler: Sampler) -> None:
+    """Raises LoadTestError when the generator or the service exited during the run."""
+    generator, service = sampler.generator, sampler.service
+    if state.generator_ended.is_set() and state.done is None:
+        raise LoadTestError(
+            f"the generator exited with {generator.process.poll()}:\n{generator.log_tail(15)}"
+        )
+    if service.process.poll() is not None:
+        raise LoadTestError(
+            f"the service exited with {service.returncode} during the run:\n" + service.log_tail(15)
+        )
 
 
 async def _drain(
@@ -509,11 +478,15 @@ async def _drain(
                 on_sample(sample, config)
             if accounted(sample) >= sent:
                 return
-            await trio.sleep(0.2)
+            await trio.sleep(0.2)  # the service's counters have no push: poll them
 
 
 async def _start_profile(
-    children: Children, service: Child, run_dir: Path, seconds: float
+    stack: contextlib.AsyncExitStack,
+    service: ServiceProcess,
+    run_dir: Path,
+    seconds: float,
+    token: str,
 ) -> Path | None:
     """py-spy on the service for ``seconds`` (raw collapsed stacks); None without py-spy."""
     binary = shutil.which("py-spy")
@@ -521,31 +494,20 @@ async def _start_profile(
         LOGGER.warning("py-spy not found (pip install py-spy): no profile")
         return None
     path = run_dir / "profile.txt"
-    log = open_logs(run_dir, ("py-spy",))["py-spy"]
-    try:
-        await children.start(
-            "py-spy",
-            [
-                binary,
-                "record",
-                "--pid",
-                str(service.pid),
-                "--duration",
-                str(max(1, int(seconds))),
-                "--rate",
-                "250",
-                "--format",
-                "raw",
-                "--nonblocking",
-                "--output",
-                str(path),
-            ],
+    argv = [
+        binary, "record", "--pid", str(service.pid), "--duration", str(max(1, int(seconds))),
+        "--rate", "250", "--format", "raw", "--nonblocking", "--output", str(path),
+    ]  # fmt: skip
+    await stack.enter_async_context(
+        child_process(
+            argv,
+            name="py-spy",
             cwd=run_dir,
-            stdout=log,
-            stderr=log,
+            env=run_environ(token=token),
+            log_path=run_dir / "py-spy.log",
+            stop_grace=seconds + 5.0,
         )
-    finally:
-        log.close()
+    )
     return path
 
 
@@ -603,22 +565,23 @@ async def calibrate(
     """
     state = RunState()
     counter = [0]
-    with open_logs(run_dir, ("generator",))["generator"] as log:
-        async with open_children() as children, trio.open_nursery() as nursery:
-            generator = await _start_generator(children, nursery, spec, state, run_dir, log)
-            assert generator.process.stdin is not None
-            streams = state.ready["streams"]
-            url = f"{state.ready['url']}/stream?streams={'/'.join(streams)}"
-            await nursery.start(_discard, url, counter)
-            say(f"calibrating: {spec.shape.rate:g} msg/s for {spec.shape.duration:g} s")
-            await generator.process.stdin.send_all(b"start\n")
-            while state.drained is None and not state.generator_ended.is_set():
-                changed = state.phase_changed
-                await changed.wait()
-            if state.done is None:
-                raise LoadTestError(
-                    "the generator ended early:\n" + tail(run_dir / "generator.log")
-                )
+    token = _prepare(run_dir)
+    async with trio.open_nursery() as nursery:
+        try:
+            async with _generator(spec, state, run_dir, token, nursery) as generator:
+                await _wait_generator(generator, state)
+                assert generator.process.stdin is not None
+                streams = state.ready["streams"]
+                url = f"{state.ready['url']}/stream?streams={'/'.join(streams)}"
+                await nursery.start(_discard, url, counter)
+                say(f"calibrating: {spec.shape.rate:g} msg/s for {spec.shape.duration:g} s")
+                await generator.process.stdin.send_all(b"start\n")
+                while state.drained is None and not state.generator_ended.is_set():
+                    changed = state.phase_changed
+                    await changed.wait()
+                if state.done is None:
+                    raise LoadTestError(f"the generator ended early:\n{generator.log_tail(15)}")
+        finally:
             nursery.cancel_scope.cancel()
     done = dict(state.done)
     expected = done["expected"] or 1

@@ -1,5 +1,5 @@
-"""Sampling a run: the service's ``/metrics`` and /proc once a second, the generator's events,
-and Prometheus when it scrapes the service too.
+"""Sampling a run: the service's ``/metrics``, ``/readyz`` and /proc once a second, the
+generator's events, and Prometheus when it scrapes the service too.
 """
 
 from __future__ import annotations
@@ -7,9 +7,10 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,16 +20,15 @@ import trio
 
 from oraculo_trio.core.events import STREAMS
 from oraculo_trio.loadtest.errors import LoadTestError
-from oraculo_trio.loadtest.processes import (
-    Child,
-    Children,
-    LineReader,
-    free_port,
-    process_cpu,
-    process_rss,
-)
+from oraculo_trio.loadtest.processes import process_cpu, process_rss
+from oraculo_trio.observe.metric_table import SERVICE_METRICS
 from oraculo_trio.observe.metrics import BAD_FRAME_REASONS, DROP_REASONS
 from oraculo_trio.observe.report import histogram_buckets, histogram_quantile, parse_samples
+from oraculo_trio.testing.processes import ChildProcess, ServiceProcess, child_process
+
+IN_FLIGHT = tuple(spec.name for spec in SERVICE_METRICS if "in_flight" in spec.name)
+"""The gauges of what the service holds between read and evaluated (read-ahead, channels,
+buffers), where it exports them: the last term of the accounting at every scrape."""
 
 
 def _total(samples: dict, name: str, **match: str) -> float:
@@ -67,8 +67,11 @@ def extract_metrics(text: str) -> dict[str, Any]:
         return {stream: _histogram(samples, name, {"stream": stream}) for stream in STREAMS}
 
     bad = "oraculo_feed_bad_frames_total"
+    in_flight = [_total(samples, name) for name in IN_FLIGHT if name in samples]
     return {
         "received": per_stream("oraculo_feed_messages_received_total"),
+        "in_flight": sum(in_flight) if in_flight else None,
+        "evaluated_age": histograms("oraculo_alerts_evaluated_age_seconds"),
         "evaluated": per_stream("oraculo_alerts_messages_evaluated_total"),
         "dropped": dropped,
         "bad_frames": sum(_total(samples, bad, reason=r) for r in BAD_FRAME_REASONS),
@@ -136,16 +139,17 @@ class RunState:
     phase: str = "starting"
     phase_changed: trio.Event = attrs.field(factory=trio.Event)
     generator_ended: trio.Event = attrs.field(factory=trio.Event)
+    ready_event: trio.Event = attrs.field(factory=trio.Event)
     samples: list[dict[str, Any]] = attrs.field(factory=list)
     marks: dict[str, int] = attrs.field(factory=dict)
     started: float = attrs.field(factory=time.monotonic)
 
 
-async def read_generator(reader: LineReader, state: RunState, ready: trio.Event) -> None:
+async def read_generator(generator: ChildProcess, state: RunState, ready: trio.Event) -> None:
     """Read the generator's JSON events into ``state`` until its stdout ends; set ``ready`` at
     its ``ready`` event."""
     while True:
-        line = await reader.next_line()
+        line = await generator.stdout.next_line()
         if line is None:
             state.generator_ended.set()
             state.phase_changed.set()
@@ -174,28 +178,31 @@ async def read_generator(reader: LineReader, state: RunState, ready: trio.Event)
 
 @attrs.define(eq=False)
 class Sampler:
-    """Takes one sample of the service (metrics + /proc) and of the generator."""
+    """Takes one sample of the service (``/metrics``, ``/readyz``, /proc) and of the
+    generator."""
 
     client: httpx.AsyncClient
-    metrics_url: str
-    service: Child
-    generator: Child
+    service: ServiceProcess
+    generator: ChildProcess
     state: RunState
 
     async def sample(self, mark: str | None = None) -> dict[str, Any]:
-        """Scrape ``/metrics`` and read /proc; append the sample (with ``mark``) and return it.
+        """Scrape ``/metrics`` and ``/readyz`` and read /proc; append the sample (with
+        ``mark``) and return it.
 
         Raises:
             LoadTestError: the service stopped answering (it died).
         """
         try:
-            response = await self.client.get(self.metrics_url)
+            response = await self.client.get(self.service.url + "/metrics")
             response.raise_for_status()
+            ready = await self.client.get(self.service.url + "/readyz")
         except httpx.HTTPError as exc:
             code = self.service.process.poll()
             detail = f"exited with {code}" if code is not None else f"{exc!r}"
             raise LoadTestError(f"the service's /metrics failed: {detail}") from None
         metrics = extract_metrics(response.text)
+        metrics.update(readiness(ready.status_code, ready.text))
         generator = self.state.generator
         sample = {
             "t": time.monotonic() - self.state.started,
@@ -217,26 +224,49 @@ class Sampler:
         return sample
 
 
-async def wait_ready(client: httpx.AsyncClient, url: str, service: Child, within: float) -> None:
-    """Wait for ``/readyz`` to answer 200.
+def readiness(status: int, body: str) -> dict[str, Any]:
+    """What ``/readyz`` said: ``ready``, the components ``not_ready`` and, when not ready,
+    each component's detail (``{"feed_behind": "lag 3.2 s"}``)."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        document = {}
+    not_ready = list(document.get("not_ready", [])) if status != 200 else []
+    components = document.get("components", {}) if isinstance(document, dict) else {}
+    detail = {
+        name: str(components.get(name, {}).get("detail", ""))
+        for name in not_ready
+        if isinstance(components.get(name, {}), dict)
+    }
+    return {"ready": status == 200, "not_ready": not_ready, "not_ready_detail": detail}
+
+
+async def wait_ready(client: httpx.AsyncClient, service: ServiceProcess, within: float) -> None:
+    """Wait until the service logged its address and ``/readyz`` answers 200.
 
     Raises:
         LoadTestError: the service exited, or was not ready within ``within`` seconds.
     """
     last = "no answer"
     with trio.move_on_after(within):
+        await service.wait_address()
         while True:
-            if service.process.poll() is not None:
-                raise LoadTestError(f"the service exited with {service.process.returncode}")
+            if service.returncode is not None:
+                raise LoadTestError(
+                    f"the service exited with {service.returncode}:\n{service.log_tail(15)}"
+                )
             try:
-                response = await client.get(url)
+                response = await client.get(service.url + "/readyz")
                 if response.status_code == 200:
                     return
                 last = f"{response.status_code} {response.text.strip()[:200]}"
             except httpx.HTTPError as exc:
                 last = repr(exc)
-            await trio.sleep(0.1)
-    raise LoadTestError(f"the service was not ready within {within:g} s (last /readyz: {last})")
+            await trio.sleep(0.1)  # readiness has no push: poll it
+    raise LoadTestError(
+        f"the service was not ready within {within:g} s (last /readyz: {last}):\n"
+        + service.log_tail(15)
+    )
 
 
 PROMETHEUS_QUERIES = {
@@ -252,53 +282,58 @@ PROMETHEUS_QUERIES = {
 }
 
 
-async def start_prometheus(
-    children: Children, run_dir: Path, target_port: int, log: Any
-) -> tuple[Child, str]:
-    """A Prometheus scraping ``127.0.0.1:target_port`` every second.
+LISTENING = re.compile(r'msg="Listening on" address=(?P<address>\S+)')
+"""Prometheus's log line naming the address its web server bound."""
 
-    Returns:
+
+@contextlib.asynccontextmanager
+async def running_prometheus(
+    run_dir: Path, target: str, env: dict[str, str]
+) -> AsyncIterator[tuple[ChildProcess, str]]:
+    """A Prometheus scraping ``target`` (``host:port``) every second, for the block.
+
+    Its web server listens on a port the system picks; the address comes from its log.
+
+    Yields:
         The child and its base URL, once ``/-/ready`` answers.
 
     Raises:
         LoadTestError: ``prometheus`` is not installed, or not ready within 30 s.
+
+    Cancellation: leaving the block stops it.
     """
     binary = shutil.which("prometheus")
     if binary is None:
         raise LoadTestError("--prometheus: `prometheus` not found (Debian package: prometheus)")
-    port = free_port()
     config = run_dir / "prometheus.yml"
     config.write_text(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
         "scrape_configs:\n  - job_name: oraculo\n    static_configs:\n"
-        f"      - targets: ['127.0.0.1:{target_port}']\n"
+        f"      - targets: ['{target}']\n"
     )
-    child = await children.start(
-        "prometheus",
-        [
-            binary,
-            f"--config.file={config}",
-            f"--storage.tsdb.path={run_dir / 'prometheus-data'}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            "--log.level=warn",
-        ],
-        cwd=run_dir,
-        stdout=log,
-        stderr=log,
-    )
-    url = f"http://127.0.0.1:{port}"
-    async with httpx.AsyncClient(timeout=2.0) as client:
+    argv = [
+        binary,
+        f"--config.file={config}",
+        f"--storage.tsdb.path={run_dir / 'prometheus-data'}",
+        "--web.listen-address=127.0.0.1:0",
+        "--log.level=info",
+    ]
+    async with (
+        child_process(argv, name="prometheus", cwd=run_dir, env=env) as child,
+        httpx.AsyncClient(timeout=2.0) as client,
+    ):
         with trio.move_on_after(30) as waiting:
+            url = "http://" + (await child.stderr.first(LISTENING))["address"]
             while True:
-                if child.process.poll() is not None:
-                    raise LoadTestError(f"prometheus exited with {child.process.returncode}")
+                if child.returncode is not None:
+                    raise LoadTestError(f"prometheus exited:\n{child.log_tail(10)}")
                 with contextlib.suppress(httpx.HTTPError):
                     if (await client.get(url + "/-/ready")).status_code == 200:
                         break
-                await trio.sleep(0.2)
-    if waiting.cancelled_caught:
-        raise LoadTestError("prometheus was not ready within 30 s")
-    return child, url
+                await trio.sleep(0.2)  # a process starting up: poll its readiness
+        if waiting.cancelled_caught:
+            raise LoadTestError("prometheus was not ready within 30 s")
+        yield child, url
 
 
 async def query_prometheus(url: str, window: float, at: float) -> dict[str, float | None]:

@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 import attrs
 import trio
 
+from oraculo_trio.loadtest.latency import Distribution
 from oraculo_trio.mockexchange.markets.load import FrameSource
 from oraculo_trio.mockexchange.markets.payloads import Frame
 
@@ -126,15 +127,6 @@ class Schedule:
         return sum(b.count for b in self.bursts() if b.phase == "measure")
 
 
-def nearest_rank(values: Sequence[float], quantile: float) -> float | None:
-    """Nearest-rank percentile of ``values`` (None when empty); sorts a copy."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    rank = max(0, math.ceil(quantile * len(ordered)) - 1)
-    return ordered[rank]
-
-
 @attrs.define(eq=False)
 class Lateness:
     """How late each burst finished publishing, per phase, seconds (one float per burst)."""
@@ -152,12 +144,20 @@ class Lateness:
         return value
 
     def summary(self, phase: str = "measure") -> dict[str, float | None]:
+        """Percentiles of the phase's bursts: None where there are too few bursts for one
+        (p99 needs 100; see :mod:`~oraculo_trio.loadtest.latency`)."""
         values = self.by_phase[phase]
+        distribution = Distribution.from_values(values)
+
+        def at(quantile: float) -> float | None:
+            found = distribution.percentile(quantile)
+            return None if found is None else found.value
+
         return {
             "bursts": len(values),
-            "p50": nearest_rank(values, 0.50),
-            "p95": nearest_rank(values, 0.95),
-            "p99": nearest_rank(values, 0.99),
+            "p50": at(0.50),
+            "p95": at(0.95),
+            "p99": at(0.99),
             "max": max(values, default=None),
         }
 

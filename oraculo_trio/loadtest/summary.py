@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from oraculo_trio.loadtest.latency import Distribution
 from oraculo_trio.loadtest.measure import KPIS, Measured, interval
 from oraculo_trio.loadtest.thresholds import Check
-from oraculo_trio.observe.report import histogram_quantile
 
 
 def format_value(value: float | None, unit: str) -> str:
@@ -35,8 +35,23 @@ def format_value(value: float | None, unit: str) -> str:
     return f"{value:,.0f}" if float(value).is_integer() else f"{value:,.3f}"
 
 
-def _kpi(name: str, value: float | None) -> str:
-    return format_value(value, KPIS.get(name, ("", ""))[0])
+def _kpi(name: str, value: float | None, measured: Measured | None = None) -> str:
+    unit = KPIS.get(name, ("", ""))[0]
+    shown = format_value(value, unit)
+    precision = measured.precision.get(name) if measured is not None else None
+    if precision is not None and value is not None:
+        # A percentile read from the service's buckets: the true value is in that bucket.
+        shown += f" (in {format_value(precision[0], unit)}-{format_value(precision[1], unit)})"
+    return shown
+
+
+def verdict_line(checks: Sequence[Check]) -> str:
+    """``PASS: 12/12 thresholds hold`` or ``FAIL: 11/12 thresholds hold; failed: ...``."""
+    passed = sum(1 for check in checks if check.passed)
+    if passed == len(checks):
+        return f"PASS: {passed}/{len(checks)} thresholds hold"
+    failed = ", ".join(check.threshold.text for check in checks if not check.passed)
+    return f"FAIL: {passed}/{len(checks)} thresholds hold; failed: {failed}"
 
 
 def _dots(label: str, width: int = 34) -> str:
@@ -50,14 +65,18 @@ def render_summary(
     measured: Measured,
     extra: Sequence[str] = (),
 ) -> str:
-    """The k6-style summary: thresholds with ✓/✗, the accounting, then the trends."""
-    lines = [f"  {title}"]
+    """The k6-style summary: the verdict, thresholds with ✓/✗, the accounting, the trends.
+
+    Latency percentiles read from the service's buckets show their bucket ("2.50ms (in
+    2.00ms-2.50ms)"); a percentile of too few samples is ``n/a``.
+    """
+    lines = [f"  {verdict_line(checks)}", f"  {title}"]
     lines.extend(f"  {line}" for line in context)
     lines.append("")
     lines.append("  THRESHOLDS")
     for check in checks:
         mark = "✓" if check.passed else "✗"
-        shown = _kpi(check.threshold.metric, check.value)
+        shown = _kpi(check.threshold.metric, check.value, measured)
         note = f"  ({check.note})" if check.note else ""
         lines.append(
             f"    {mark} {_dots(check.threshold.metric)} {shown}  [{check.threshold.text}]{note}"
@@ -81,6 +100,8 @@ def render_summary(
                 parts.append(f"n={value:,.0f}")
             elif key == "max_bound" and value is not None:
                 parts.append(f"max<={format_value(value, unit)}")
+            elif key == "max_bound":
+                continue
             else:
                 parts.append(f"{key}={format_value(value, unit)}")
         lines.append(f"    {_dots(name)} " + " ".join(parts))
@@ -92,6 +113,16 @@ def render_summary(
         ("throughput", f"sent={v('sent_rate')} processed={v('processed_rate')}"),
         ("queue_depth", f"peak={v('queue_depth_peak')}"),
         ("feed_lag", f"max={v('feed_lag_max')} (read time - E)"),
+        (
+            "evaluated_age",
+            f"p50={_kpi('evaluated_age_p50', values['evaluated_age_p50'], measured)} "
+            f"p99={_kpi('evaluated_age_p99', values['evaluated_age_p99'], measured)} (now - E)",
+        ),
+        (
+            "readiness",
+            f"not ready in {v('not_ready_samples')} samples; unaccounted at a scrape "
+            f"(max) {v('unaccounted_max_at_scrape')}",
+        ),
         (
             "service",
             f"cpu={v('service_cpu_cores')} ({v('service_cpu_us_per_msg')}/msg) "
@@ -114,10 +145,8 @@ def render_summary(
     if measured.notes:
         lines.append("")
         lines.extend(f"  note: {note}" for note in measured.notes)
-    passed = sum(1 for check in checks if check.passed)
     lines.append("")
-    verdict = "PASS" if passed == len(checks) else "FAIL"
-    lines.append(f"  {verdict}: {passed}/{len(checks)} thresholds hold")
+    lines.append(f"  {verdict_line(checks)}")
     return "\n".join(lines) + "\n"
 
 
@@ -127,7 +156,8 @@ def progress_line(sample: dict[str, Any], previous: dict[str, Any] | None) -> st
     p99 = None
     if previous is not None:
         _, sent_rate, processed_rate, buckets = interval(sample, previous)
-        p99 = histogram_quantile(0.99, buckets)
+        found = Distribution.from_buckets(buckets).percentile(0.99)
+        p99 = None if found is None else found.value
     return (
         f"[{sample['t']:6.1f}s {sample['phase']:>7}] sent {sent_rate:>8,.0f}/s "
         f"processed {processed_rate:>8,.0f}/s p99 {format_value(p99, 's'):>8} "

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import attrs
 
 from oraculo_trio.errors import ConfigError
-from oraculo_trio.loadtest.measure import KPIS, Measured
+from oraculo_trio.loadtest.measure import KPIS, PERCENTILE_BOUND, Measured
 
 DEFAULT_THRESHOLDS = (
     "lag_p95 < 0.5s",
@@ -136,21 +136,35 @@ class Check:
 def check_thresholds(thresholds: Sequence[Threshold], measured: Measured) -> list[Check]:
     """Apply each threshold to its KPI.
 
-    A KPI without data fails, except the DB upsert latencies when no alert was raised (the
-    store had nothing to write): those pass with a note saying so.
+    A KPI without data fails, with two exceptions that pass with a note: the DB upsert
+    latencies when no alert was raised (the store had nothing to write), and a percentile
+    with too few samples whose upper bound (the maximum) already satisfies an upper limit
+    (``lag_p95 < 0.5s`` with 15 samples, all under 0.5 s).
     """
     checks = []
     transitions = measured.values.get("alert_transitions") or 0
     for threshold in thresholds:
         value = measured.values.get(threshold.metric)
-        if value is None:
-            if threshold.metric.startswith("db_upsert") and not transitions:
-                checks.append(Check(threshold, None, True, "no samples: no alert was raised"))
-            else:
-                note = "no data"
-                if threshold.metric.startswith("db_upsert"):
-                    note = f"no samples although {transitions:.0f} alert transitions were raised"
-                checks.append(Check(threshold, None, False, note))
-            continue
-        checks.append(Check(threshold, value, threshold.holds(value)))
+        db = threshold.metric.startswith("db_upsert")
+        if value is not None:
+            checks.append(Check(threshold, value, threshold.holds(value)))
+        elif db and measured.values.get("db_upsert_max") is None and not transitions:
+            checks.append(Check(threshold, None, True, "no samples: no alert was raised"))
+        elif db and measured.values.get("db_upsert_max") is None:
+            note = f"no samples although {transitions:.0f} alert transitions were raised"
+            checks.append(Check(threshold, None, False, note))
+        else:
+            checks.append(_without_value(threshold, measured))
     return checks
+
+
+def _without_value(threshold: Threshold, measured: Measured) -> Check:
+    """A threshold on a KPI that is n/a: its upper bound may still decide an upper limit."""
+    bound_name = PERCENTILE_BOUND.get(threshold.metric)
+    bound = measured.values.get(bound_name) if bound_name else None
+    if bound is not None and threshold.op in ("<", "<=") and threshold.holds(bound):
+        note = f"too few samples for a percentile; {bound_name} holds it"
+        return Check(threshold, None, True, note)
+    if bound_name is not None:
+        return Check(threshold, None, False, "too few samples for a percentile (run longer)")
+    return Check(threshold, None, False, "no data")

@@ -9,6 +9,7 @@ it only reads thread-safe state (the Prometheus registry, :class:`Readiness`,
 * ``/healthz``: 200 ``ok``; 503 while the watchdog sees the loop blocked.
 * ``/readyz``: 200 when every component is ready, else 503; a JSON body either way, naming
   the components that are not ready.
+* ``/api/...``: handed to the API its owner gives (``oraculo_trio.api.server``), if any.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from prometheus_client import generate_latest
 
@@ -36,6 +37,16 @@ THREAD_NAME = "oraculo-http"
 METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 TEXT_CONTENT_TYPE = "text/plain; charset=utf-8"
 JSON_CONTENT_TYPE = "application/json"
+API_PREFIX = "/api/"
+MAX_API_BODY = 64 * 1024
+
+
+class ApiHandler(Protocol):
+    """Answers the requests under ``/api/`` (called from the HTTP threads; never raises)."""
+
+    def respond(
+        self, method: str, target: str, headers: Mapping[str, str], body: bytes
+    ) -> tuple[int, str, bytes]: ...
 
 
 class _Server(ThreadingHTTPServer):
@@ -49,10 +60,12 @@ class _Server(ThreadingHTTPServer):
         metrics: ServiceMetrics,
         readiness: Readiness | None,
         watchdog: Watchdog | None,
+        api: ApiHandler | None = None,
     ) -> None:
         self.metrics = metrics
         self.readiness = readiness
         self.watchdog = watchdog
+        self.api = api
         super().__init__(address, _Handler)
 
 
@@ -60,9 +73,15 @@ class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
     timeout = 30
+    # Headers and body go out in two writes: without TCP_NODELAY a keep-alive client waits
+    # for the delayed ACK (40 ms) on every request.
+    disable_nagle_algorithm = True
 
     def do_GET(self) -> None:
         path = self.path.split("?", 1)[0]
+        if path.startswith(API_PREFIX):
+            self._api("GET")
+            return
         try:
             if path == "/metrics":
                 self._send(200, METRICS_CONTENT_TYPE, generate_latest(self.server.metrics.registry))
@@ -75,6 +94,38 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception:
             LOGGER.exception("error serving %s", path)
             self._send(500, TEXT_CONTENT_TYPE, b"internal error\n")
+
+    def do_POST(self) -> None:
+        self._api("POST")
+
+    def do_DELETE(self) -> None:
+        self._api("DELETE")
+
+    def __getattr__(self, name: str) -> Any:
+        # Any other method (PUT, PATCH, QUERY...): a 405 naming the allowed ones (the API's
+        # answer), rather than the standard library's 501.
+        if name.startswith("do_") and name != "do_HEAD":
+            return lambda: self._api(name[3:])
+        raise AttributeError(name)
+
+    def _api(self, method: str) -> None:
+        api = self.server.api
+        if api is None or not self.path.startswith(API_PREFIX):
+            status = 404 if method in ("POST", "DELETE") else 405
+            self._send(status, TEXT_CONTENT_TYPE, b"not found: try /metrics /healthz /readyz\n")
+            return
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if not 0 <= length <= MAX_API_BODY:
+            self.close_connection = True
+            body = b'{"error": "the body must be at most 65536 bytes, with a Content-Length"}\n'
+            self._send(413, JSON_CONTENT_TYPE, body)
+            return
+        data = self.rfile.read(length) if length else b""
+        status, content_type, body = api.respond(method, self.path, dict(self.headers), data)
+        self._send(status, content_type, body)
 
     def _healthz(self) -> None:
         watchdog = self.server.watchdog
@@ -117,6 +168,7 @@ def serve_http(
     metrics: ServiceMetrics,
     readiness: Readiness | None = None,
     watchdog: Watchdog | None = None,
+    api: ApiHandler | None = None,
 ) -> Iterator[tuple[str, int]]:
     """Serve ``/metrics``, ``/healthz`` and ``/readyz`` from a thread for the ``with`` block.
 
@@ -126,6 +178,7 @@ def serve_http(
         metrics: the registry served on ``/metrics``.
         readiness: the verdict of ``/readyz``; always ready when None.
         watchdog: makes ``/healthz`` answer 503 while it sees the loop blocked.
+        api: answers ``/api/...`` (404 without one).
 
     Yields:
         The bound ``(host, port)``.
@@ -133,7 +186,7 @@ def serve_http(
     Raises:
         OSError: the address cannot be bound (in use, not local).
     """
-    server = _Server((host, port), metrics, readiness, watchdog)
+    server = _Server((host, port), metrics, readiness, watchdog, api)
     thread = threading.Thread(
         target=server.serve_forever, kwargs={"poll_interval": 0.25}, name=THREAD_NAME, daemon=True
     )

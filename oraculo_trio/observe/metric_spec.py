@@ -27,7 +27,28 @@ BOOLEAN = "boolean"
 """0 or 1."""
 TIMESTAMP = "timestamp"
 """Unix time, seconds."""
-UNITS = (SECONDS, MILLISECONDS, COUNT, CORES, BOOLEAN, TIMESTAMP)
+BYTES = "bytes"
+INFO = "info"
+"""Always 1: the labels carry the information (``oraculo_build_info``)."""
+UNITS = (SECONDS, MILLISECONDS, COUNT, CORES, BOOLEAN, TIMESTAMP, BYTES, INFO)
+
+# Histogram bounds. Latency bounds are at most 20 % apart between 1 and 10 ms, where the
+# targets sit (queue time and age p99 < 10 ms), so a percentile read from them is exact to
+# within its bucket: a load test states that bucket as the error. Every bound of the first,
+# coarser set is kept, so a query naming an ``le`` still finds it; one more level of bisect
+# per observation is all the finer grid costs.
+LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.00075,
+    0.001, 0.00125, 0.0015, 0.00175, 0.002, 0.0025, 0.003, 0.0035, 0.004, 0.005,
+    0.006, 0.007, 0.0075, 0.008, 0.009, 0.01,
+    0.0125, 0.015, 0.02, 0.025, 0.03, 0.04, 0.05, 0.075,
+    0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75,
+    1.0, 1.5, 2.0, 2.5, 5.0, 7.5, 10.0, 15.0, 30.0, 60.0,
+)  # fmt: skip
+DB_MS_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 50, 100, 250, 500, 1000, 5000)
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+SYNC_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0)
+CPU_BUCKETS = (0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5)
 
 
 @attrs.frozen
@@ -52,6 +73,8 @@ def _check_row(spec: MetricSpec) -> None:
         raise ValueError(f"{spec.name}: a histogram, and only a histogram, has buckets")
     if spec.children and not spec.labels:
         raise ValueError(f"{spec.name}: children of a metric without labels")
+    if spec.collected and (spec.children or spec.initial or spec.buckets):
+        raise ValueError(f"{spec.name}: a collected row has no children, initial values or buckets")
     if spec.initial and len(spec.initial) != len(spec.labels):
         raise ValueError(f"{spec.name}: initial values for {len(spec.initial)} of {spec.labels}")
 
@@ -93,6 +116,9 @@ class MetricSpec:
     the children's keys keep them as given (shards are ints)."""
     children: bool = False
     """Hold the metric as a dict of bound children (the hot path's way), not the metric."""
+    collected: bool = False
+    """Read at scrape time by a collector of the builder (the process's memory, CPU and file
+    descriptors), never set by the code: the builder makes no attribute for it."""
 
     def __attrs_post_init__(self) -> None:
         _check_row(self)

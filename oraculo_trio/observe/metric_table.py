@@ -1,85 +1,57 @@
 """Every metric oraculo-trio exports, as data: one
 :class:`~oraculo_trio.observe.metric_spec.MetricSpec` per metric.
 
-:class:`~oraculo_trio.observe.metrics.ServiceMetrics` and
-:class:`~oraculo_trio.observe.metrics.SupervisorMetrics` are built from :data:`SERVICE_METRICS`
-and :data:`SUPERVISOR_METRICS`; the README's metrics table is generated from them by
+:class:`~oraculo_trio.observe.metrics.ServiceMetrics` is built from :data:`SERVICE_METRICS`
+(and :class:`~oraculo_trio.observe.metrics.SupervisorMetrics` from
+:data:`~oraculo_trio.observe.supervisor_table.SUPERVISOR_METRICS`); their label values are in
+:mod:`~oraculo_trio.observe.metric_labels`. The README's metrics table is generated from them by
 ``python -m oraculo_trio.observe.catalog --readme README.md``. Adding a metric is adding a row.
 
-Names, types and label names are a contract: dashboards, alerting rules and PromQL use them,
-so a row is never renamed. That is why two names keep what ``promtool check metrics``
-flags: ``oraculo_db_insert_ms`` (an abbreviated unit) and ``oraculo_threads_total`` (a gauge
-ending in ``_total``).
-
-The ``service`` label is declared on no row: the registry adds it (and any other constant
-label, such as ``worker``) to every sample at scrape time.
-
-This module imports nothing that does I/O and no Prometheus client: the catalog reads it alone.
+Names, types and label names are a contract (dashboards, alerting rules and PromQL use them):
+a row is never renamed, which is why ``oraculo_db_insert_ms`` (an abbreviated unit) and
+``oraculo_threads_total`` (a gauge ending in ``_total``) keep what ``promtool`` flags.
+The ``service`` label is on no row: the registry adds it (and any other constant label, such
+as ``worker``) to every sample at scrape time. No I/O and no Prometheus client are imported
+here: the catalog reads this module alone.
 """
 
 from __future__ import annotations
 
 from oraculo_trio.core.events import STREAMS
 from oraculo_trio.core.sync import BOOK_STATES, RESYNC_REASONS
+from oraculo_trio.observe.metric_labels import (
+    BACKPRESSURE_CHANNELS,
+    BAD_FRAME_REASONS,
+    DB_OPS,
+    DISPATCH_DROP_REASONS,
+    DROP_REASONS,
+    LAG_SPIKE_THRESHOLDS,
+    LIMITERS,
+    PARTITION_CHANGES,
+    SHARDS,
+    SINKS,
+    SNAPSHOT_OUTCOMES,
+    STAGES,
+    TASKS,
+)
 from oraculo_trio.observe.metric_spec import (
+    BATCH_SIZE_BUCKETS,
     BOOLEAN,
     CORES,
     COUNT,
     COUNTER,
+    CPU_BUCKETS,
+    DB_MS_BUCKETS,
     GAUGE,
     HISTOGRAM,
+    LATENCY_BUCKETS,
     MILLISECONDS,
     SECONDS,
+    SYNC_BUCKETS,
     TIMESTAMP,
-    Given,
     MetricSpec,
 )
-
-# --- label values that exist from start-up, and histogram buckets ---
-
-DROP_REASONS = ("stale_drop", "conflated", "superseded", "overflow", "unsynced")
-"""Why a message was read but not evaluated (the accounting of ``docs/architecture.md``).
-``superseded``: a diff a snapshot or the book already holds; ``unsynced``: a diff a syncing
-book discarded before any snapshot took it (its buffer restarted or overflowed, or the
-service stopped)."""
-
-LAG_SPIKE_THRESHOLDS = ("0.5", "2.0", "10.0")
-
-DB_OPS = ("upsert_rule_alert", "insert_alert_events", "insert_dispatch_logs", "migrate", "ping")
-
-DISPATCH_DROP_REASONS = ("overflow", "sink_overflow", "silenced", "inhibited", "breaker_open")
-"""Why a notification was not delivered (``oraculo_dispatch_dropped_total{reason}``)."""
-
-BAD_FRAME_REASONS = (
-    "malformed_json",
-    "binary_frame",
-    "unknown_stream",
-    "invalid_payload",
-    "invalid_value",
-    "exchange_error",
-    "too_large",
-)
-
-STAGES = ("feed_depth", "feed_trade", "depth", "trade", "store", "dispatch")
-BACKPRESSURE_CHANNELS = ("trade_shard", "store", "dispatch")
-SNAPSHOT_OUTCOMES = ("ok", "rate_limited", "banned", "error")
-PARTITION_CHANGES = ("claimed", "released", "lost")
-
-LATENCY_BUCKETS = (
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.0075, 0.01, 0.025, 0.05,
-    0.1, 0.2, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-)  # fmt: skip
-DB_MS_BUCKETS = (0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 50, 100, 250, 500, 1000, 5000)
-BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
-SYNC_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0)
-CPU_BUCKETS = (0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5)
-
-# Label values known only to the owner of the metrics (ServiceMetrics(shards=4), register_sink).
-SHARDS = Given("shards")
-LIMITERS = Given("limiters")
-TASKS = Given("tasks")
-SINKS = Given("sinks")
-WORKERS = Given("workers")
+from oraculo_trio.observe.process_table import PROCESS_METRICS
 
 # --- the rows, in the order a scrape lists them ---
 
@@ -356,6 +328,16 @@ SERVICE_METRICS: tuple[MetricSpec, ...] = (
         COUNT,
         "Rows the writer holds, not yet committed.",
     ),
+    MetricSpec(
+        "store_pruned",
+        "oraculo_store_pruned_rows_total",
+        COUNTER,
+        COUNT,
+        "History rows deleted by retention (database.retention), by table.",
+        labels=("table",),
+        initial=(("alert_events", "dispatch_logs"),),
+        children=True,
+    ),
     # --- alerts and dispatch ---
     MetricSpec(
         "alerts_active",
@@ -365,6 +347,15 @@ SERVICE_METRICS: tuple[MetricSpec, ...] = (
         "Alerts currently in a state, by state.",
         labels=("state",),
         initial=(("pending", "firing", "resolved"),),
+    ),
+    MetricSpec(
+        "alerts_firing",
+        "oraculo_alerts_firing",
+        GAUGE,
+        COUNT,
+        "Alerts firing now, by rule and severity (a series per rule loaded, so bounded by the "
+        "rules): which rules fire.",
+        labels=("rule_id", "severity"),
     ),
     MetricSpec(
         "alert_transitions",
@@ -672,46 +663,7 @@ SERVICE_METRICS: tuple[MetricSpec, ...] = (
         COUNT,
         "Alert states loaded from the store on claiming partitions.",
     ),
+    # The process itself comes last: a collector reads most of it at scrape time.
+    *PROCESS_METRICS,
 )
 """The metrics of one service process (``oraculo-trio run``, or one of its ``--workers``)."""
-
-SUPERVISOR_METRICS: tuple[MetricSpec, ...] = (
-    MetricSpec(
-        "workers",
-        "oraculo_workers",
-        GAUGE,
-        COUNT,
-        "Worker processes the supervisor keeps running.",
-    ),
-    MetricSpec(
-        "worker_up",
-        "oraculo_worker_up",
-        GAUGE,
-        BOOLEAN,
-        "1 while the worker process runs and has reported its endpoint.",
-        labels=("worker",),
-        initial=(WORKERS,),
-        children=True,
-    ),
-    MetricSpec(
-        "worker_restarts",
-        "oraculo_worker_restarts_total",
-        COUNTER,
-        COUNT,
-        "Worker processes started again after an unexpected exit.",
-        labels=("worker",),
-        initial=(WORKERS,),
-        children=True,
-    ),
-    MetricSpec(
-        "worker_scrape_errors",
-        "oraculo_worker_scrape_errors_total",
-        COUNTER,
-        COUNT,
-        "Failed reads of a worker's /metrics by the supervisor.",
-        labels=("worker",),
-        initial=(WORKERS,),
-        children=True,
-    ),
-)
-"""The metrics of the ``run --workers N`` supervisor itself (its workers export their own)."""

@@ -11,34 +11,45 @@ never pays for it.
 Hot-path rule: bind ``.labels(...)`` once and keep the child (the table's ``children`` rows
 are dicts of bound children). Histograms are :class:`FastHistogram`, whose ``observe`` is a
 bisect and two additions with no lock.
+
+No ``_created`` series: prometheus_client adds one to every counter, which doubles the
+series of a scrape for a value nobody queries; :class:`ConstantLabels` leaves them out.
 """
 
 from __future__ import annotations
 
 import bisect
 import itertools
+import os
+import platform
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
+import trio
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
-from prometheus_client.metrics_core import HistogramMetricFamily, Metric
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
+import oraculo_trio
 from oraculo_trio.core.events import STREAMS
-from oraculo_trio.observe.metric_spec import COUNTER, HISTOGRAM, Given, MetricSpec
-from oraculo_trio.observe.metric_table import (
+from oraculo_trio.observe.metric_labels import (
     BAD_FRAME_REASONS,
     DB_OPS,
     DROP_REASONS,
     LAG_SPIKE_THRESHOLDS,
-    LATENCY_BUCKETS,
     LIMITERS,
-    SERVICE_METRICS,
     SHARDS,
     SINKS,
-    SUPERVISOR_METRICS,
     TASKS,
     WORKERS,
 )
+from oraculo_trio.observe.metric_spec import COUNTER, HISTOGRAM, LATENCY_BUCKETS, Given, MetricSpec
+from oraculo_trio.observe.metric_table import SERVICE_METRICS
+from oraculo_trio.observe.supervisor_table import SUPERVISOR_METRICS
 
 __all__ = [
     "BAD_FRAME_REASONS",
@@ -125,7 +136,8 @@ def _format_bound(bound: float) -> str:
 
 
 class ConstantLabels(Collector):
-    """Re-exposes everything in ``inner`` with constant labels (``service``, ``worker``) added."""
+    """Re-exposes everything in ``inner`` with constant labels (``service``, ``worker``) added,
+    and without prometheus_client's ``_created`` series."""
 
     def __init__(self, inner: CollectorRegistry, labels: dict[str, str]) -> None:
         self._inner = inner
@@ -134,9 +146,63 @@ class ConstantLabels(Collector):
     def collect(self) -> Iterator[Metric]:
         for family in self._inner.collect():
             relabelled = Metric(family.name, family.documentation, family.type, family.unit)
+            created = family.name + "_created"
             for sample in family.samples:
-                relabelled.samples.append(sample._replace(labels={**self._labels, **sample.labels}))
+                if sample.name != created:
+                    labels = {**self._labels, **sample.labels}
+                    relabelled.samples.append(sample._replace(labels=labels))
             yield relabelled
+
+
+def _read_proc(proc: str) -> dict[str, float]:
+    """The collected process rows' values, by attribute, from ``proc`` (``/proc/self``)."""
+    with open(f"{proc}/stat", "rb") as stat:
+        data = stat.read()
+    # After the comm field, which may hold spaces and parentheses.
+    fields = data[data.rindex(b")") + 2 :].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    with open("/proc/stat", "rb") as system:
+        boot = next(float(line.split()[1]) for line in system if line.startswith(b"btime"))
+    values = {
+        "process_cpu": (int(fields[11]) + int(fields[12])) / ticks,  # utime, stime
+        "process_start_time": boot + int(fields[19]) / ticks,  # starttime
+        "process_virtual_memory": float(fields[20]),  # vsize
+        "process_resident_memory": float(int(fields[21]) * os.sysconf("SC_PAGE_SIZE")),  # rss
+        "process_open_fds": float(len(os.listdir(f"{proc}/fd"))),
+    }
+    with open(f"{proc}/limits", encoding="ascii") as limits:
+        for line in limits:
+            if line.startswith("Max open files"):
+                values["process_max_fds"] = float(line.split()[3])
+    return values
+
+
+class ProcessCollector(Collector):
+    """The table's ``collected`` rows (``process_*``), read from ``/proc/self`` at each
+    scrape; nothing where there is no ``/proc``."""
+
+    def __init__(self, specs: Sequence[MetricSpec], proc: str = "/proc/self") -> None:
+        self._specs = tuple(specs)
+        self._proc = proc
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            values = _read_proc(self._proc)
+        except (OSError, ValueError, IndexError, StopIteration):
+            return
+        for spec in self._specs:
+            value = values.get(spec.attribute)
+            if value is None:
+                continue
+            if spec.type == COUNTER:
+                yield CounterMetricFamily(spec.name, spec.help, value=value)
+            else:
+                yield GaugeMetricFamily(spec.name, spec.help, value=value)
+
+
+def build_labels() -> tuple[str, str, str]:
+    """``oraculo_build_info``'s label values: oraculo-trio's, Python's and Trio's versions."""
+    return oraculo_trio.__version__, platform.python_version(), trio.__version__
 
 
 def _new_family(spec: MetricSpec, registry: CollectorRegistry) -> Counter | Gauge | FastHistogram:
@@ -176,7 +242,10 @@ class MetricSet:
         self._table = tuple(table)
         self._given = {name: tuple(values) for name, values in given.items()}
         self._families: dict[str, Counter | Gauge | FastHistogram] = {}
+        collected = [spec for spec in self._table if spec.collected]
         for spec in self._table:
+            if spec.collected:
+                continue
             family = self._families[spec.attribute] = _new_family(spec, self.inner)
             if not spec.labels:
                 # A Counter or Gauge without labels is its own series; a FastHistogram's is
@@ -186,6 +255,8 @@ class MetricSet:
             else:
                 setattr(self, spec.attribute, {} if spec.children else family)
             self._create_series(spec, self._given)
+        if collected:
+            self.inner.register(ProcessCollector(collected))
 
     def _create_series(self, spec: MetricSpec, given: Mapping[Given, tuple[object, ...]]) -> None:
         """Create ``spec``'s series for every combination of its initial label values."""
@@ -233,6 +304,7 @@ class ServiceMetrics(MetricSet):
     ) -> None:
         given = {SHARDS: range(shards), LIMITERS: limiters, TASKS: tasks, SINKS: ()}
         super().__init__(SERVICE_METRICS, given, constant_labels)
+        self.build_info.labels(*build_labels()).set(1)
 
     def register_sink(self, name: str) -> None:
         """Create the zero series of a notification sink (at dispatcher start-up)."""
@@ -277,7 +349,7 @@ class ServiceMetrics(MetricSet):
 
 class SupervisorMetrics(MetricSet):
     """Metrics of the ``run --workers N`` supervisor itself (its workers have their own): the
-    rows of :data:`~oraculo_trio.observe.metric_table.SUPERVISOR_METRICS`.
+    rows of :data:`~oraculo_trio.observe.supervisor_table.SUPERVISOR_METRICS`.
 
     Args:
         workers: worker processes kept running; every ``worker`` series exists from start-up.

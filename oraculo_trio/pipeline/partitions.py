@@ -40,7 +40,7 @@ from typing import Any, Protocol
 import attrs
 import trio
 
-from oraculo_trio.core.alerts import INACTIVE
+from oraculo_trio.core.alerts import FIRING, INACTIVE
 from oraculo_trio.core.claims import (
     plan_claims,
     preference,
@@ -448,11 +448,21 @@ async def _apply(
 
 def _forget(handle: _Service, engine: Any, symbols: Iterable[str]) -> None:
     symbols = set(symbols)
+    _count_active(handle, engine, symbols, -1)
+    engine.forget(symbols)
+
+
+def _count_active(handle: _Service, engine: Any, symbols: set[str], step: int) -> None:
+    # oraculo_alerts_active{state} and oraculo_alerts_firing{rule_id, severity} follow the
+    # alerts an engine takes on (restored) or lets go of (forgotten).
     active = handle.metrics.alerts_active
+    firing = handle.metrics.alerts_firing
+    severity = {rule.spec.id: rule.spec.severity for rule in engine.rules}
     for tracker in engine.trackers():
         if tracker.symbol in symbols and tracker.state != INACTIVE:
-            active.labels(tracker.state).dec()
-    engine.forget(symbols)
+            active.labels(tracker.state).inc(step)
+            if tracker.state == FIRING and tracker.rule_id in severity:
+                firing.labels(tracker.rule_id, severity[tracker.rule_id]).inc(step)
 
 
 async def _restore(handle: _Service, store: Any, claimed: frozenset[int]) -> bool:
@@ -491,10 +501,7 @@ async def _restore(handle: _Service, store: Any, claimed: frozenset[int]) -> boo
         engines[shard_of(symbol, len(engines))].expect((symbol,), now)
     for shard, shard_rows in by_shard.items():
         restored += engines[shard].restore(shard_rows, now)
-    active = handle.metrics.alerts_active
     for engine in engines:
-        for tracker in engine.trackers():
-            if tracker.symbol in wanted and tracker.state != INACTIVE:
-                active.labels(tracker.state).inc()
+        _count_active(handle, engine, wanted, 1)
     handle.metrics.alert_states_restored.inc(restored)
     return True

@@ -74,11 +74,32 @@ def load_rule_file(path: str | os.PathLike[str]) -> list[CompiledRule]:
         ConfigError: the file is missing or not TOML, or a rule is invalid (the message
             names the rule id and the key).
     """
+    return parse_rule_text(read_rule_file(path), str(path))
+
+
+def read_rule_file(path: str | os.PathLike[str]) -> str:
+    """The text of a rule file.
+
+    Raises:
+        ConfigError: it is missing, a directory, unreadable or not UTF-8 (what to do named).
+    """
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"rules.file: {path} does not exist") from None
-    return parse_rule_text(text, str(path))
+        raise ConfigError(
+            f"rule file {path} does not exist: give the path of a TOML file"
+        ) from None
+    except IsADirectoryError:
+        raise ConfigError(
+            f"rule file {path} is a directory: give the path of a TOML file in it "
+            f"(such as {Path(path) / 'rules.toml'})"
+        ) from None
+    except PermissionError:
+        raise ConfigError(f"rule file {path} cannot be read: permission denied") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"rule file {path} is not UTF-8 text: {exc.reason}") from None
+    except OSError as exc:
+        raise ConfigError(f"rule file {path} cannot be read: {exc.strerror}") from None
 
 
 def parse_rule_text(text: str, origin: str) -> list[CompiledRule]:
@@ -252,6 +273,9 @@ class RuleReloader:
         self.rules = rules
         self.generation += 1
         self.metrics.rules_loaded.set(len(rules))
+        for compiled in rules:
+            # Every rule's series exists (at 0 until it fires), so a dashboard lists them all.
+            self.metrics.alerts_firing.labels(compiled.spec.id, compiled.spec.severity)
         self.readiness.set("rules", bool(rules), f"{len(rules)} rules loaded")
         self._changed.set()
         self._changed = trio.Event()

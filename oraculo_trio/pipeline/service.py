@@ -5,7 +5,7 @@
     run_service
     ├── http (thread), watchdog (thread)
     ├── monitors nursery: lag monitor + instrument, process stats, signals (SIGHUP too),
-    │                     silences refresh, rules reload (file / rules table)
+    │                     silences refresh, rules reload (file / rules table), retention
     └── pipeline nursery: one generation per set of owned partitions (pipeline/partitions.py)
         ├── store writer            <- store channel (bounded; backpressure, never dropped)
         ├── dispatcher              <- dispatch channel (bounded; overflow dropped + counted)
@@ -29,11 +29,13 @@ import functools
 import logging
 import os
 import signal
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import attrs
 import trio
 
+from oraculo_trio.api.server import Api, ApiSources
 from oraculo_trio.core.claims import symbols_of
 from oraculo_trio.core.engine import ShardEngine
 from oraculo_trio.core.events import DEPTH, TRADE
@@ -42,9 +44,8 @@ from oraculo_trio.core.sharding import shard_of
 from oraculo_trio.core.silences import SilenceSet
 from oraculo_trio.core.sync import merge_depth
 from oraculo_trio.dispatch.dispatcher import run_dispatcher, run_silence_refresh
-from oraculo_trio.dispatch.policy import SinkPolicy
 from oraculo_trio.dispatch.redeliver import unconfirmed_notifications
-from oraculo_trio.dispatch.sinks import LogSink, Sink, StdoutSink, WebhookSink
+from oraculo_trio.dispatch.sinks import Sink, build_sinks
 from oraculo_trio.errors import StoreError
 from oraculo_trio.feeds.binance import KIND_DEPTH_DIFF
 from oraculo_trio.observe.health import Readiness, run_store_check
@@ -78,6 +79,7 @@ from oraculo_trio.pipeline.snapshots import SnapshotFetcher, SnapshotRequests
 from oraculo_trio.settings import Settings
 from oraculo_trio.store.base import Store
 from oraculo_trio.store.opening import open_store
+from oraculo_trio.store.retention import run_retention
 from oraculo_trio.store.writer import run_store_writer
 
 LOGGER = logging.getLogger("oraculo_trio.pipeline.service")
@@ -96,6 +98,7 @@ TASK_NAMES = (
     "rule_clock",
     "rules_reload",
     "silences",
+    "retention",
 )
 
 
@@ -153,36 +156,6 @@ class ServiceHandle:
             await status.connected_event.wait()
 
 
-def build_sinks(settings: Settings) -> list[Sink]:
-    """The configured notification sinks."""
-    sinks: list[Sink] = []
-    for name in settings.dispatch.sinks:
-        if name == "stdout":
-            sinks.append(StdoutSink())
-        elif name == "log":
-            sinks.append(LogSink())
-        elif name == "webhook":
-            dispatch = settings.dispatch
-            policy = SinkPolicy(
-                retries=dispatch.webhook_retries,
-                backoff_initial=dispatch.webhook_backoff,
-                backoff_max=max(30.0, dispatch.webhook_backoff),
-                concurrency=dispatch.webhook_concurrency,
-                queue=dispatch.channel_capacity,
-                breaker_failures=dispatch.webhook_breaker_failures,
-                breaker_cooldown=dispatch.webhook_breaker_cooldown,
-            )
-            sinks.append(
-                WebhookSink(
-                    dispatch.webhook_url,
-                    dispatch.webhook_timeout,
-                    policy,
-                    block_private=dispatch.webhook_block_private,
-                )
-            )
-    return sinks
-
-
 async def run_service(
     settings: Settings,
     rules: Sequence[CompiledRule] | None,
@@ -225,10 +198,15 @@ async def run_service(
     readiness.set("rules", bool(rules), f"{len(rules or ())} rules loaded")
     sinks = build_sinks(settings) if sinks is None else list(sinks)
     observe = settings.observe
+    api = Api(
+        ApiSources(symbols=settings.symbols, status=lambda: _status(settings, readiness)),
+        host=settings.http.host,
+        token=settings.http.api_token,
+    )
     with (
         Watchdog(metrics, dump_after=observe.dump_after, dump_dir=observe.dump_dir) as watchdog,
         serve_http(
-            settings.http.host, settings.http.port, metrics, readiness, watchdog=watchdog
+            settings.http.host, settings.http.port, metrics, readiness, watchdog=watchdog, api=api
         ) as http_address,
     ):
         readiness.set("store", False, "opening")
@@ -260,6 +238,7 @@ async def run_service(
             )
             handle.rules = reloader
             handle.update_feed_readiness()
+            _serve_api(api.sources, handle, store)
             try:
                 async with trio.open_nursery() as monitors:
                     await _start_monitors(
@@ -281,6 +260,32 @@ async def run_service(
     LOGGER.info("service stopped; accounting: %s", terms)
     # What a shutdown did with the alerts: every transition raised goes to the store.
     LOGGER.info("service stopped; alerts: %s", _alert_terms(metrics))
+
+
+def _serve_api(sources: ApiSources, handle: ServiceHandle, store: Store) -> None:
+    # The API reads this process's store and rules; a silence added through it reaches
+    # the dispatcher at once rather than at the next dispatch.silence_refresh.
+    async def rules() -> Sequence[CompiledRule]:
+        return handle.rules.rules if handle.rules is not None else []
+
+    async def silences_changed() -> None:
+        now = time.time()
+        handle.silences.replace(await store.fetch_silences(not_ended_at=now))
+        handle.metrics.silences_active.set(handle.silences.active(now))
+
+    sources.rules = rules
+    sources.silences_changed = silences_changed
+    sources.store = store
+
+
+def _status(settings: Settings, readiness: Readiness) -> dict[str, object]:
+    ready, components = readiness.snapshot()
+    return {
+        "service": settings.service.name,
+        "ready": ready,
+        "components": components,
+        "symbols": list(settings.symbols),
+    }
 
 
 def _limiters(
@@ -341,6 +346,19 @@ async def _start_monitors(
         **supervision,
     )
     spawn(monitors, "rules_reload", handle.rules.run, **supervision)
+    database = settings.database
+    if database.retention > 0:
+        spawn(
+            monitors,
+            "retention",
+            run_retention,
+            store,
+            database.retention,
+            database.prune_interval,
+            database.prune_batch,
+            metrics,
+            **supervision,
+        )
     endpoints = rest_endpoints(settings)
     for feed in settings.feeds:
         if feed.clock_check_interval <= 0:

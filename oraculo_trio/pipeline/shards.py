@@ -185,8 +185,12 @@ class AlertOutlet:
             # Only pending and firing last; resolved passes to inactive without a record.
             if transition.previous_state in (PENDING, FIRING) and not transition.repeat:
                 metrics.alerts_active.labels(transition.previous_state).dec()
+                if transition.previous_state == FIRING:
+                    metrics.alerts_firing.labels(transition.rule_id, transition.severity).dec()
             if transition.state in (PENDING, FIRING) and not transition.repeat:
                 metrics.alerts_active.labels(transition.state).inc()
+                if transition.state == FIRING:
+                    metrics.alerts_firing.labels(transition.rule_id, transition.severity).inc()
             try:
                 self.store.send_nowait(transition)
             except trio.WouldBlock:

@@ -49,9 +49,11 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
-from oraculo_trio.errors import ConfigError
+from oraculo_trio.api.server import Api, ApiSources
+from oraculo_trio.errors import ConfigError, OraculoError
 from oraculo_trio.observe.health import ComponentStatus, Readiness
 from oraculo_trio.observe.http import serve_http
+from oraculo_trio.observe.logs import configure_logging
 from oraculo_trio.observe.metrics import SupervisorMetrics
 from oraculo_trio.observe.supervise import RestartPolicy
 from oraculo_trio.pipeline.partitions import Placement
@@ -224,21 +226,62 @@ async def run_supervisor(
     """
     from oraculo_trio.store.opening import open_store
 
-    # Once, before any worker opens the store, so no two of them migrate at once.
-    async with open_store(
-        settings.database.url, statement_timeout=settings.database.statement_timeout
-    ):
-        pass
     metrics = SupervisorMetrics(workers=workers, constant_labels={"service": settings.service.name})
     slots = [WorkerSlot(i) for i in range(workers)]
     endpoints = _WorkerEndpoints(slots)
     metrics.registry.register(WorkersCollector(endpoints, metrics))
     env = {**os.environ, "ORACULO_HTTP_HOST": "127.0.0.1"}
+    # Opened (and migrated) before any worker opens it, so no two of them migrate at once;
+    # kept open for the API, which answers for every worker from the store.
+    async with open_store(
+        settings.database.url, statement_timeout=settings.database.statement_timeout
+    ) as store:
+        api = Api(
+            ApiSources(
+                store=store,
+                rules=functools.partial(_rules_of_source, settings, store),
+                symbols=settings.symbols,
+                status=lambda: {"service": settings.service.name, "workers": workers},
+            ),
+            host=settings.http.host,
+            token=settings.http.api_token,
+        )
+        await _supervise(settings, workers, worker_command, handle_signals, task_status,
+                         metrics, slots, endpoints, env, api)  # fmt: skip
+    LOGGER.info("all workers stopped")
+
+
+async def _rules_of_source(settings: Settings, store: Any) -> list[Any]:
+    """The rules the workers run (their source read again); [] when it does not load."""
+    from oraculo_trio.pipeline.rules_source import load_db_rules, load_rule_file, rules_path
+
+    try:
+        if settings.rules.source == "db":
+            return await load_db_rules(store)
+        return await trio.to_thread.run_sync(load_rule_file, rules_path(settings))
+    except OraculoError as exc:
+        LOGGER.warning("the API cannot read the rules: %s", exc)
+        return []
+
+
+async def _supervise(
+    settings: Settings,
+    workers: int,
+    worker_command: Sequence[str],
+    handle_signals: bool,
+    task_status: trio.TaskStatus[SupervisorHandle],
+    metrics: SupervisorMetrics,
+    slots: list[WorkerSlot],
+    endpoints: _WorkerEndpoints,
+    env: dict[str, str],
+    api: Api,
+) -> None:
     with serve_http(
         settings.http.host,
         settings.http.port,
         metrics,  # serve_http only reads .registry
         WorkersReadiness(endpoints),
+        api=api,
     ) as http_address:
         handle = SupervisorHandle(http_address, slots, metrics)
         grace = settings.service.shutdown_grace + STOP_MARGIN
@@ -259,7 +302,6 @@ async def run_supervisor(
             # Each worker drains (shielded); meanwhile a second signal is still forwarded.
             await pool.done.wait()
             nursery.cancel_scope.cancel()
-    LOGGER.info("all workers stopped")
 
 
 @attrs.define(eq=False)
@@ -452,12 +494,9 @@ async def run_worker(
             handle.request_shutdown()
 
 
-def _log_as_worker(index: int) -> None:
-    formatter = logging.Formatter(
-        f"%(asctime)s %(levelname)s [worker {index}] %(name)s: %(message)s"
-    )
-    for handler in logging.getLogger().handlers:
-        handler.setFormatter(formatter)
+def _log_as_worker(settings: Settings, index: int) -> None:
+    # Each line tagged with the worker (the supervisor's lines have no tag).
+    configure_logging(settings.service.log_level, settings.service.log_format, worker=index)
 
 
 def worker_command(args: argparse.Namespace, settings: Settings, workers: int) -> list[str]:
@@ -486,7 +525,7 @@ def run_workers_command(
                 f"--worker-index {args.worker_index} needs --worker-fd and 0 <= index < "
                 f"--workers ({workers}); these options are for the supervisor's use"
             )
-        _log_as_worker(args.worker_index)
+        _log_as_worker(settings, args.worker_index)
         placement = Placement(worker=args.worker_index, workers=workers)
         trio.run(run_worker, settings, rules, placement, args.worker_fd)
         return 0

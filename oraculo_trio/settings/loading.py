@@ -3,15 +3,19 @@ checks across sections, and the configuration reference printed by ``--help``.""
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
+import logging
 import os
 import tomllib
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
 
+from oraculo_trio.core.rules.params import seconds_or_none
 from oraculo_trio.errors import ConfigError
 from oraculo_trio.feeds.binance_markets import binance_market
 from oraculo_trio.settings.schema import (
@@ -24,9 +28,35 @@ from oraculo_trio.settings.schema import (
 )
 from oraculo_trio.settings.secrets import shown_value
 
+LOGGER = logging.getLogger("oraculo_trio.settings")
+
 ENV_PREFIX = "ORACULO_"
+ENV_CONFIG = "ORACULO_CONFIG"
+"""The configuration file to read when ``--config`` is not given."""
+DEFAULT_CONFIG = "oraculo.toml"
+"""The configuration file read from the working directory when neither names one."""
 # Environment variables of ours that are not configuration keys.
-ENV_NOT_CONFIG = ("ORACULO_CONFIG", "ORACULO_REQUIRE_SERVICES", "ORACULO_TEST_")
+ENV_NOT_CONFIG = (ENV_CONFIG, "ORACULO_REQUIRE_SERVICES", "ORACULO_TEST_")
+
+
+def find_config(explicit: str | None, environ: Mapping[str, str] | None = None) -> str | None:
+    """The configuration file to read: ``explicit`` (``--config``), else ``$ORACULO_CONFIG``,
+    else ``./oraculo.toml`` when it exists, else None (the built-in defaults).
+
+    Raises:
+        ConfigError: ``ORACULO_CONFIG`` names a file that does not exist.
+    """
+    if explicit is not None:
+        return explicit
+    environ = os.environ if environ is None else environ
+    named = environ.get(ENV_CONFIG)
+    if named:
+        if not os.path.isfile(named):
+            raise ConfigError(
+                f"{ENV_CONFIG}={named}: no such file: point it at an oraculo.toml, or unset it"
+            )
+        return named
+    return DEFAULT_CONFIG if os.path.isfile(DEFAULT_CONFIG) else None
 
 
 def _fields(section_cls: type) -> dict[str, attrs.Attribute]:
@@ -49,6 +79,13 @@ def _coerce(where: str, field: attrs.Attribute, value: Any) -> Any:
         if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on", "0", "false"):
             return value.lower() in ("1", "true", "yes", "on")
         raise ConfigError(f"{where} = {value!r}: expected true or false")
+    if kind is float and field.metadata.get("duration") and isinstance(value, str):
+        seconds = seconds_or_none(value)
+        if seconds is None:
+            raise ConfigError(
+                f'{where} = {value!r}: expected seconds or a duration such as "30m", "90d"'
+            )
+        return seconds
     if kind is int or kind is float:
         if isinstance(value, str):
             try:
@@ -99,28 +136,43 @@ def _build_section(name: str, values: Mapping[str, Any], shown: str | None = Non
 def env_overrides(environ: Mapping[str, str]) -> dict[str, dict[str, str]]:
     """Map ``ORACULO_<SECTION>_<KEY>`` variables to ``{section: {key: text}}``.
 
+    A variable whose SECTION is not a section (``ORACULO_BIN``, set by a wrapper script for
+    itself) is not configuration: it draws one warning and is otherwise ignored.
+
     Raises:
-        ConfigError: a variable names no known section and key.
+        ConfigError: a variable names a section and a key that section does not have.
     """
     found: dict[str, dict[str, str]] = {}
-    for name, value in environ.items():
+    for name, value in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX) or name.startswith(ENV_NOT_CONFIG):
             continue
         rest = name[len(ENV_PREFIX) :].lower()
         for section in SECTIONS:
             if rest.startswith(section + "_"):
                 key = rest[len(section) + 1 :]
-                if key not in _fields(SECTIONS[section]):
+                fields = _fields(SECTIONS[section])
+                if key not in fields:
+                    close = difflib.get_close_matches(key, list(fields), n=1)
+                    hint = f" (did you mean {ENV_PREFIX}{section.upper()}_{close[0].upper()}?)"
                     raise ConfigError(
                         f"environment variable {name} names unknown key {section}.{key}"
+                        f"{hint if close else ''}; [{section}] takes: {', '.join(fields)}"
                     )
                 found.setdefault(section, {})[key] = value
                 break
         else:
-            sections = ", ".join(s.upper() for s in SECTIONS)
-            raise ConfigError(
-                f"environment variable {name} names no configuration section "
-                f"(ORACULO_<SECTION>_<KEY>, SECTION one of {sections})"
+            head = rest.split("_", 1)[0]
+            close = difflib.get_close_matches(head, list(SECTIONS), n=1)
+            hint = ""
+            if close:
+                meant = f"{ENV_PREFIX}{close[0]}_{rest[len(head) + 1 :]}".upper()
+                hint = f" (did you mean {meant}?)"
+            LOGGER.warning(
+                "environment variable %s is not configuration: ignored%s. Configuration "
+                "variables are ORACULO_<SECTION>_<KEY>, SECTION one of %s",
+                name,
+                hint,
+                ", ".join(section.upper() for section in SECTIONS),
             )
     return found
 
@@ -174,15 +226,24 @@ def load_settings(
         else:
             merged[section] = dict(values)
     env = env_overrides(os.environ if environ is None else environ)
+    given = set()
     for origin, layer in (("environment", env), ("command line", overrides or {})):
         for section, values in layer.items():
             if section == FEED:
                 feeds = _override_feeds(feeds, values, origin, source)
             else:
                 merged.setdefault(section, {}).update(values)
+                given.update((section, key) for key in values)
     sections = {
         name: _build_section(name, merged.get(name, {})) for name in SECTIONS if name != FEED
     }
+    if path is not None:
+        # The file's paths (and the defaults it leaves) are the file's; a path given on the
+        # command line or in the environment is the caller's, relative to where they are.
+        # (No feed key is a path.)
+        folder = Path(path).resolve().parent
+        for name, section in sections.items():
+            sections[name] = _resolve_paths(name, section, folder, given)
     built = tuple(
         _build_section(FEED, values, _feed_where(index, len(feeds)))
         for index, values in enumerate(feeds)
@@ -225,6 +286,21 @@ def _override_feeds(
 
 def _feed_where(index: int, count: int) -> str:
     return FEED if count == 1 else f"feed[{index}]"
+
+
+def _resolve_paths(name: str, section: Any, folder: Path, given: set[tuple[str, str]]) -> Any:
+    changes = {}
+    for key, field in _fields(type(section)).items():
+        if not field.metadata.get("path") or (name, key) in given:
+            continue
+        value = getattr(section, key)
+        if value.startswith("sqlite:///"):
+            target = value[len("sqlite:///") :]
+            if target and target != ":memory:" and not os.path.isabs(target):
+                changes[key] = "sqlite:///" + str(folder / target)
+        elif "://" not in value and value and not os.path.isabs(value):
+            changes[key] = str(folder / value)
+    return attrs.evolve(section, **changes) if changes else section
 
 
 def _non_public_host(url: str) -> str | None:
@@ -356,6 +432,8 @@ def configuration_reference() -> str:
             default = field.default
             if isinstance(default, tuple):
                 default = list(default)
+            elif field.metadata.get("duration") and default:
+                default = f"{default / 86400:g}d" if default % 86400 == 0 else default
             env = f"{ENV_PREFIX}{section.upper()}_{name.upper()}"
             lines.append(f"  {name} = {default!r}   ({env})")
             lines.append(f"      {field.metadata['help']}")

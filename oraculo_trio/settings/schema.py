@@ -18,15 +18,28 @@ import attrs
 from oraculo_trio.core.markets import MARKETS, qualified, split
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("text", "json")
 DEPTH_STREAM_KINDS = ("depth5", "depth10", "depth20", "bookTicker", "depth")
 TRADE_STREAM_KINDS = ("trade", "aggTrade")
 FUTURES_STREAM_KINDS = ("markPrice", "forceOrder")
 DEPTH_SPEEDS = (100, 250, 500, 1000)
 
 
-def _key(help: str, check: Callable[[Any], str | None] | None = None, **kwargs: Any) -> Any:
-    """An attrs field carrying its help text and a check returning an error or None."""
-    return attrs.field(metadata={"help": help, "check": check}, **kwargs)
+def _key(
+    help: str,
+    check: Callable[[Any], str | None] | None = None,
+    *,
+    path: bool = False,
+    duration: bool = False,
+    **kwargs: Any,
+) -> Any:
+    """An attrs field carrying its help text and a check returning an error or None.
+
+    ``path``: a relative value is taken from the configuration file's folder. ``duration``:
+    seconds, or a string such as ``"90d"``, ``"30m"``.
+    """
+    metadata = {"help": help, "check": check, "path": path, "duration": duration}
+    return attrs.field(metadata=metadata, **kwargs)
 
 
 def _positive(value: Any) -> str | None:
@@ -112,6 +125,12 @@ class ServiceSettings:
         default=10.0,
     )
     log_level: str = _key("Log level.", _one_of(*LOG_LEVELS), default="INFO")
+    log_format: str = _key(
+        "Format of the service's own log lines on stderr: `text` (time, level, logger: "
+        "message) or `json` (one object a line, ISO-8601 UTC times). Alerts go to the sinks.",
+        _one_of(*LOG_FORMATS),
+        default="text",
+    )
 
 
 @attrs.frozen
@@ -298,7 +317,11 @@ class PipelineSettings:
 
 @attrs.frozen
 class RulesSettings:
-    file: str = _key("Rule file (TOML, [[rule]] entries).", default="rules.toml")
+    file: str = _key(
+        "Rule file (TOML, [[rule]] entries); relative to the configuration file's folder.",
+        default="rules.toml",
+        path=True,
+    )
     source: str = _key(
         "Where rules live: `file`, or `db` (the rules table, shared by instances).",
         _one_of("file", "db"),
@@ -328,9 +351,11 @@ class RulesSettings:
 @attrs.frozen
 class DatabaseSettings:
     url: str = _key(
-        "Alert store: sqlite:///PATH (embedded default) or postgresql://USER@HOST:PORT/DB.",
+        "Alert store: sqlite:///PATH (embedded default; a relative PATH is taken from the "
+        "configuration file's folder) or postgresql://USER@HOST:PORT/DB.",
         _database_url,
         default="sqlite:///var/oraculo.db",
+        path=True,
     )
     statement_timeout: float = _key(
         "Seconds before a store statement counts as a timeout and is retried.",
@@ -353,14 +378,32 @@ class DatabaseSettings:
         _integer(1),
         default=10_000,
     )
+    retention: float = _key(
+        "How long alert_events and dispatch_logs keep a row (seconds or a duration such as "
+        '"90d"); older rows are pruned in small batches off the hot path. rule_alerts keeps '
+        "every alert's latest state whatever its age. 0 keeps everything.",
+        _non_negative,
+        default=90 * 86400.0,
+        duration=True,
+    )
+    prune_interval: float = _key(
+        "Seconds between two rounds of retention pruning.", _positive, default=300.0
+    )
+    prune_batch: int = _key(
+        "Rows deleted per statement when pruning (short transactions, so writes never wait long).",
+        _integer(1),
+        default=1000,
+    )
 
 
 @attrs.frozen
 class DispatchSettings:
     sinks: tuple[str, ...] = _key(
-        "Notification sinks: stdout (one ALERT line per transition), log (JSON line), webhook.",
+        "Notification sinks: stdout (one line per notification: time, state, severity, rule, "
+        "symbol, value, message; coloured on a terminal), log (a JSON line on the "
+        "oraculo_trio.alerts logger), webhook (Alertmanager payload).",
         _subset_of("stdout", "log", "webhook"),
-        default=("stdout", "log"),
+        default=("stdout",),
         converter=tuple,
     )
     channel_capacity: int = _key(
@@ -417,8 +460,18 @@ class DispatchSettings:
 
 @attrs.frozen
 class HttpSettings:
-    host: str = _key("Address of /metrics, /healthz and /readyz.", default="127.0.0.1")
+    host: str = _key(
+        "Address of /metrics, /healthz, /readyz and the /api/v1 API. Anything but a loopback "
+        "address makes the API's writes (silences) require http.api_token.",
+        default="127.0.0.1",
+    )
     port: int = _key("Port of the HTTP endpoint (0 picks a free one).", _port, default=9108)
+    api_token: str = _key(
+        "Bearer token the API's writes (POST and DELETE /api/v1/silences) require; empty: "
+        "writes are accepted from loopback only when http.host is a loopback address, and "
+        "refused otherwise. Pass it as ORACULO_HTTP_API_TOKEN rather than in a shared file.",
+        default="",
+    )
 
 
 @attrs.frozen
@@ -434,7 +487,11 @@ class ObserveSettings:
         _positive,
         default=2.0,
     )
-    dump_dir: str = _key("Where stack dumps are written.", default="var/dumps")
+    dump_dir: str = _key(
+        "Where stack dumps are written (relative to the configuration file's folder).",
+        default="var/dumps",
+        path=True,
+    )
     instrument: bool = _key(
         "Install the Trio Instrument (scheduler delay, slow task steps). false keeps only "
         "the heartbeat's oversleep as the lag; for measuring the instrument's overhead.",

@@ -11,7 +11,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 # Keys whose values may hold secrets (a password, a token in a webhook URL): masked in every
 # message, and a world-readable configuration file holding them draws a warning.
-SECRET_KEYS = ("database.url", "dispatch.webhook_url")
+SECRET_KEYS = ("database.url", "dispatch.webhook_url", "http.api_token")
 
 
 def mask_url(url: str) -> str:
@@ -40,7 +40,7 @@ def shown_value(where: str, value: Any) -> str:
             from oraculo_trio.store.base import mask_dsn
 
             return repr(mask_dsn(value))
-        return repr(mask_url(value))
+        return repr(mask_url(value)) if where != "http.api_token" else "'***'"
     if where in SECRET_KEYS:
         return "<hidden>"
     return repr(value)
@@ -50,6 +50,8 @@ def holds_secret(where: str, value: Any) -> bool:
     """Whether ``value`` of key ``where`` holds a secret (a password, a token)."""
     if not isinstance(value, str) or not value:
         return False
+    if where == "http.api_token":
+        return True
     if where == "database.url":
         from oraculo_trio.store.base import mask_dsn
 

@@ -23,7 +23,7 @@ import attrs
 
 from oraculo_trio.core.alerts import AlertTransition
 from oraculo_trio.core.rules import RuleSpec
-from oraculo_trio.core.silences import Silence
+from oraculo_trio.core.silences import RULE_NAMES, Matcher, Silence
 from oraculo_trio.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -76,6 +76,7 @@ class AlertRow:
         last_value: the value of the last transition (None when it was NaN on SQLite).
         labels: the labels of the last transition.
         last_notified_at: Unix seconds of the last transition marked ``notify``, or None.
+        severity, message: those of the last transition.
     """
 
     rule_id: str
@@ -87,6 +88,8 @@ class AlertRow:
     last_value: float | None
     labels: dict[str, str]
     last_notified_at: float | None
+    severity: str = "warning"
+    message: str = ""
 
 
 @runtime_checkable
@@ -131,10 +134,17 @@ class Store(Protocol):
         ...
 
     async def fetch_alert_events(
-        self, rule_id: str | None = None, symbol: str | None = None, *, after_id: int = 0
+        self,
+        rule_id: str | None = None,
+        symbol: str | None = None,
+        *,
+        after_id: int = 0,
+        since: float | None = None,
+        limit: int | None = None,
     ) -> list[dict[str, Any]]:
         """``alert_events`` rows (optionally of one rule and/or symbol, with an id above
-        ``after_id``), ordered by id."""
+        ``after_id``, at or after ``since``), ordered by id; with ``limit``, the last
+        ``limit`` of them."""
         ...
 
     async def fetch_dispatch_logs(self, since: float | None = None) -> list[dict[str, Any]]:
@@ -154,14 +164,13 @@ class Store(Protocol):
 
     async def add_silence(
         self,
-        rule_id: str | None,
-        symbol: str | None,
+        matchers: Sequence[Matcher],
         starts_at: float,
         ends_at: float,
         comment: str = "",
         created_by: str = "",
     ) -> Silence:
-        """Store a silence (None: any rule / symbol) and return it with its id.
+        """Store a silence and return it with its id.
 
         Raises:
             StoreError: ``ends_at`` is not after ``starts_at``.
@@ -174,6 +183,16 @@ class Store(Protocol):
 
     async def expire_silence(self, silence_id: int, now: float) -> bool:
         """End silence ``silence_id`` at ``now``; False when it does not exist or has ended."""
+        ...
+
+    async def prune(self, before: float, limit: int) -> dict[str, int]:
+        """Delete at most ``limit`` rows older than ``before`` from each of ``alert_events``
+        and ``dispatch_logs`` (oldest first), in one short transaction per table.
+
+        Returns:
+            The rows deleted, by table. ``rule_alerts`` is never pruned: it keeps every
+            alert's latest state, whatever its age.
+        """
         ...
 
     async def ping(self) -> None:
@@ -330,6 +349,7 @@ def last_per_alert(
 RULE_COLUMNS = (
     "id", "kind", "symbols", "params", "severity", "labels", "message", "for_s",
     "keep_firing_for_s", "repeat_interval_s", "trigger", "expires_at", "enabled", "inhibits",
+    "message_resolved",
 )  # fmt: skip
 """Columns of the ``rules`` table, in the order of :func:`rule_row`."""
 
@@ -355,6 +375,7 @@ def rule_row(spec: RuleSpec) -> tuple[Any, ...]:
         spec.expires_at,
         spec.enabled,
         encode_labels(spec.inhibits),
+        spec.message_resolved,
     )
 
 
@@ -368,6 +389,7 @@ def rule_entry(row: Mapping[str, Any]) -> dict[str, Any]:
         "severity": row["severity"],
         "labels": json.loads(row["labels"]),
         "message": row["message"],
+        "message_resolved": row["message_resolved"],
         "for": row["for_s"],
         "keep_firing_for": row["keep_firing_for_s"],
         "enabled": bool(row["enabled"]),
@@ -381,3 +403,42 @@ def rule_entry(row: Mapping[str, Any]) -> dict[str, Any]:
         if row[column] is not None:
             entry[key] = row[column]
     return entry
+
+
+# What an earlier release reads in silences.rule_id for a silence it cannot express (label
+# matchers): a rule id no rule has, so that release mutes nothing with it (rather than
+# taking the NULL for "every rule").
+MATCHERS_ONLY = "(see matchers)"
+
+
+def silence_columns(matchers: Sequence[Matcher]) -> tuple[str | None, str | None, str]:
+    """``(rule_id, symbol, matchers)`` columns of a silence: the JSON list of matchers, and
+    the columns an earlier release reads (equal to them when it can express the silence)."""
+    text = json.dumps([m.to_list() for m in matchers], separators=(",", ":"), ensure_ascii=False)
+    equal = {m.name: m.value for m in matchers if m.op == "="}
+    simple = len(equal) == len(matchers) and set(equal) <= {*RULE_NAMES, "symbol"}
+    rules = {equal[name] for name in RULE_NAMES if name in equal}
+    if not simple or len(rules) > 1:
+        return MATCHERS_ONLY, None, text
+    return next(iter(rules), None), equal.get("symbol"), text
+
+
+def silence_from_row(
+    silence_id: int,
+    rule_id: str | None,
+    symbol: str | None,
+    starts_at: float,
+    ends_at: float,
+    comment: str,
+    created_by: str,
+    matchers: str | None,
+) -> Silence:
+    """A ``silences`` row as a :class:`Silence`; a row without matchers (written before
+    they existed) has equality matchers on its rule_id and symbol."""
+    found = [Matcher(name, op, value) for name, op, value in json.loads(matchers or "[]")]
+    if not found:
+        if rule_id is not None:
+            found.append(Matcher("rule_id", "=", rule_id))
+        if symbol is not None:
+            found.append(Matcher("symbol", "=", symbol))
+    return Silence(silence_id, tuple(found), starts_at, ends_at, comment, created_by)

@@ -27,11 +27,8 @@ import trio_asyncio
 import triopg
 
 from oraculo_trio.core.alerts import AlertTransition
-from oraculo_trio.core.rules import RuleSpec
-from oraculo_trio.core.silences import Silence
 from oraculo_trio.errors import StoreError, StoreUnavailable
 from oraculo_trio.store.base import (
-    RULE_COLUMNS,
     AlertRow,
     DispatchLog,
     StatementMeter,
@@ -40,14 +37,13 @@ from oraculo_trio.store.base import (
     encode_labels_many,
     last_per_alert,
     mask_dsn,
-    rule_entry,
-    rule_row,
 )
 from oraculo_trio.store.migrations import (
     SCHEMA_MIGRATIONS_DDL,
     load_migrations,
     pending_migrations,
 )
+from oraculo_trio.store.postgres_queries import PostgresQueries, no_nul, status_rows
 
 if TYPE_CHECKING:
     from oraculo_trio.observe.metrics import ServiceMetrics
@@ -78,15 +74,17 @@ _PERMANENT_AT_CONNECT = ("28", "3D")
 
 _UPSERT_RULE_ALERTS = """
 INSERT INTO rule_alerts AS r (rule_id, symbol, state, started_at, last_change, fire_count,
-                              last_value, labels, last_notified_at)
+                              last_value, labels, last_notified_at, severity, message)
 SELECT u.rule_id, u.symbol, u.state, u.started_at, u.last_change, u.fire_count, u.last_value,
-       u.labels::jsonb, u.last_notified_at
+       u.labels::jsonb, u.last_notified_at, u.severity, u.message
 FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::float8[], $6::int4[],
-            $7::float8[], $8::text[], $9::float8[])
+            $7::float8[], $8::text[], $9::float8[], $10::text[], $11::text[])
      AS u(rule_id, symbol, state, started_at, last_change, fire_count, last_value, labels,
-          last_notified_at)
+          last_notified_at, severity, message)
 ON CONFLICT (rule_id, symbol) DO UPDATE SET
     state = EXCLUDED.state,
+    severity = EXCLUDED.severity,
+    message = EXCLUDED.message,
     started_at = EXCLUDED.started_at,
     last_change = EXCLUDED.last_change,
     fire_count = EXCLUDED.fire_count,
@@ -121,66 +119,9 @@ ORDER BY u.ord
 
 _SELECT_ALERT_STATES = """
 SELECT rule_id, symbol, state, started_at, last_change, fire_count, last_value,
-       labels::text AS labels, last_notified_at
+       labels::text AS labels, last_notified_at, severity, message
 FROM rule_alerts ORDER BY rule_id, symbol
 """
-
-_SELECT_ALERT_EVENTS = """
-SELECT id, rule_id, symbol, state, previous_state, value, at, started_at, fire_count, repeat,
-       severity, message, labels::text AS labels
-FROM alert_events
-WHERE ($1::text IS NULL OR rule_id = $1) AND ($2::text IS NULL OR symbol = $2) AND id > $3
-ORDER BY id
-"""
-
-_SELECT_RULES = """
-SELECT id, kind, symbols::text AS symbols, params::text AS params, severity,
-       labels::text AS labels, message, for_s, keep_firing_for_s, repeat_interval_s, trigger,
-       expires_at, enabled, inhibits::text AS inhibits
-FROM rules ORDER BY id
-"""
-
-_INSERT_RULES = """
-INSERT INTO rules (id, kind, symbols, params, severity, labels, message, for_s,
-                   keep_firing_for_s, repeat_interval_s, trigger, expires_at, enabled, inhibits)
-SELECT u.id, u.kind, u.symbols::jsonb, u.params::jsonb, u.severity, u.labels::jsonb, u.message,
-       u.for_s, u.keep_firing_for_s, u.repeat_interval_s, u.trigger, u.expires_at, u.enabled,
-       u.inhibits::jsonb
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-            $7::text[], $8::float8[], $9::float8[], $10::float8[], $11::text[], $12::float8[],
-            $13::bool[], $14::text[])
-     AS u(id, kind, symbols, params, severity, labels, message, for_s, keep_firing_for_s,
-          repeat_interval_s, trigger, expires_at, enabled, inhibits)
-"""
-
-_INSERT_SILENCE = """
-INSERT INTO silences (rule_id, symbol, starts_at, ends_at, comment, created_by)
-VALUES ($1, $2, $3, $4, $5, $6)
-RETURNING id
-"""
-
-_SELECT_SILENCES = """
-SELECT id, rule_id, symbol, starts_at, ends_at, comment, created_by FROM silences
-WHERE $1::float8 IS NULL OR ends_at > $1
-ORDER BY id
-"""
-
-# A silence that has not started yet ends where it starts: it never mutes anything.
-_EXPIRE_SILENCE = """
-UPDATE silences SET ends_at = $2, starts_at = LEAST(starts_at, $2 - 0.001)
-WHERE id = $1 AND ends_at > $2
-"""
-
-_SELECT_DISPATCH_LOGS = """
-SELECT id, rule_id, symbol, sink, status, attempt, latency_ms, error, at, state
-FROM dispatch_logs WHERE $1::float8 IS NULL OR at >= $1 ORDER BY id
-"""
-
-
-def _no_nul(text: str) -> str:
-    # PostgreSQL text cannot hold NUL (and jsonb refuses \u0000): the one character it
-    # cannot store is dropped rather than failing the batch forever.
-    return text.replace("\x00", "") if "\x00" in text else text
 
 
 def _labels_json(label_maps: Iterable[Mapping[str, str]]) -> list[str]:
@@ -188,7 +129,7 @@ def _labels_json(label_maps: Iterable[Mapping[str, str]]) -> list[str]:
     for i, text in enumerate(texts):
         if "\\u0000" in text:
             labels = json.loads(text)
-            texts[i] = encode_labels({_no_nul(k): _no_nul(v) for k, v in labels.items()})
+            texts[i] = encode_labels({no_nul(k): no_nul(v) for k, v in labels.items()})
     return texts
 
 
@@ -210,15 +151,7 @@ def _classify(exc: BaseException, *, connecting: bool = False) -> tuple[bool, bo
     return None
 
 
-def _status_rows(status: str) -> int:
-    # "INSERT 0 500" -> 500
-    try:
-        return int(status.rsplit(" ", 1)[-1])
-    except (ValueError, AttributeError):
-        return 0
-
-
-class PostgresStore:
+class PostgresStore(PostgresQueries):
     """A :class:`~oraculo_trio.store.base.Store` on PostgreSQL. Open it with
     :func:`open_postgres_store` (or :func:`~oraculo_trio.store.base.open_store`).
 
@@ -298,7 +231,7 @@ class PostgresStore:
             op,
             lambda conn: conn.execute(sql, *columns),
             what=op,
-            count_rows=_status_rows,
+            count_rows=status_rows,
         )
 
     # --- the Store protocol ---
@@ -328,6 +261,8 @@ class PostgresStore:
             [t.value for t, _ in pairs],
             _labels_json(t.labels for t, _ in pairs),
             [notified_at for _, notified_at in pairs],
+            [t.severity for t, _ in pairs],
+            [no_nul(t.message) for t, _ in pairs],
         )
         await self._execute("upsert_rule_alert", _UPSERT_RULE_ALERTS, columns)
 
@@ -353,7 +288,7 @@ class PostgresStore:
             [t.fire_count for t in ts],
             [t.repeat for t in ts],
             [t.severity for t in ts],
-            [_no_nul(t.message) for t in ts],
+            [no_nul(t.message) for t in ts],
             _labels_json(t.labels for t in ts),
         )
         await self._execute("insert_alert_events", _INSERT_ALERT_EVENTS, columns)
@@ -375,7 +310,7 @@ class PostgresStore:
             [log.status for log in logs],
             [log.attempt for log in logs],
             [log.latency_ms for log in logs],
-            [None if log.error is None else _no_nul(log.error) for log in logs],
+            [None if log.error is None else no_nul(log.error) for log in logs],
             [log.at for log in logs],
             [log.state for log in logs],
         )
@@ -403,122 +338,11 @@ class PostgresStore:
                 last_value=r["last_value"],
                 labels=decode_labels(r["labels"]),
                 last_notified_at=r["last_notified_at"],
+                severity=r["severity"],
+                message=r["message"],
             )
             for r in records
         ]
-
-    async def fetch_alert_events(
-        self, rule_id: str | None = None, symbol: str | None = None, *, after_id: int = 0
-    ) -> list[dict[str, Any]]:
-        """``alert_events`` rows as dicts (``labels`` a dict), ordered by id.
-
-        Args:
-            rule_id, symbol: only rows of this rule / symbol when given.
-            after_id: only rows with a larger id.
-
-        Cancellation: aborts the query.
-        """
-        records = await self._run(
-            None,
-            lambda conn: conn.fetch(_SELECT_ALERT_EVENTS, rule_id, symbol, after_id),
-            what="fetch_alert_events",
-        )
-        events = []
-        for record in records:
-            event = dict(record.items())
-            event["labels"] = decode_labels(event["labels"])
-            events.append(event)
-        return events
-
-    async def fetch_dispatch_logs(self, since: float | None = None) -> list[dict[str, Any]]:
-        """``dispatch_logs`` rows as dicts (only ``at >= since`` when given), ordered by id.
-
-        Cancellation: aborts the query.
-        """
-        records = await self._run(
-            None,
-            lambda conn: conn.fetch(_SELECT_DISPATCH_LOGS, since),
-            what="fetch_dispatch_logs",
-        )
-        return [dict(record.items()) for record in records]
-
-    async def fetch_rules(self) -> list[dict[str, Any]]:
-        """The ``rules`` table as rule-file entries, ordered by id.
-
-        Raises:
-            StoreUnavailable: retry. StoreError: a retry will not help.
-
-        Cancellation: aborts the query.
-        """
-        records = await self._run(None, lambda conn: conn.fetch(_SELECT_RULES), what="fetch_rules")
-        return [rule_entry(dict(record.items())) for record in records]
-
-    async def replace_rules(self, specs: Sequence[RuleSpec]) -> None:
-        """Make the ``rules`` table hold exactly ``specs``, in one transaction.
-
-        Raises:
-            StoreUnavailable: retry. StoreError: a retry will not help (a repeated id).
-
-        Cancellation: aborts the transaction (it rolls back).
-        """
-        rows = [rule_row(spec) for spec in specs]
-        columns = [[row[i] for row in rows] for i in range(len(RULE_COLUMNS))]
-        columns[6] = [_no_nul(message) for message in columns[6]]
-
-        async def work(conn: Any) -> None:
-            async with conn.transaction():
-                await conn.execute("DELETE FROM rules")
-                if rows:
-                    await conn.execute(_INSERT_RULES, *columns)
-
-        await self._run(None, work, what="replace_rules")
-
-    async def add_silence(
-        self,
-        rule_id: str | None,
-        symbol: str | None,
-        starts_at: float,
-        ends_at: float,
-        comment: str = "",
-        created_by: str = "",
-    ) -> Silence:
-        """Store a silence and return it with its id.
-
-        Raises:
-            StoreError: ``ends_at`` is not after ``starts_at``.
-            StoreUnavailable: retry.
-
-        Cancellation: aborts the statement.
-        """
-        values = (rule_id, symbol, starts_at, ends_at, _no_nul(comment), _no_nul(created_by))
-        silence_id = await self._run(
-            None, lambda conn: conn.fetchval(_INSERT_SILENCE, *values), what="add_silence"
-        )
-        return Silence(silence_id, *values)
-
-    async def fetch_silences(self, not_ended_at: float | None = None) -> list[Silence]:
-        """Every silence, or those not ended at ``not_ended_at``, ordered by id.
-
-        Cancellation: aborts the query.
-        """
-        records = await self._run(
-            None,
-            lambda conn: conn.fetch(_SELECT_SILENCES, not_ended_at),
-            what="fetch_silences",
-        )
-        return [Silence(*record.values()) for record in records]
-
-    async def expire_silence(self, silence_id: int, now: float) -> bool:
-        """End a silence at ``now``; False when there is no such silence still running.
-
-        Cancellation: aborts the statement.
-        """
-        status = await self._run(
-            None,
-            lambda conn: conn.execute(_EXPIRE_SILENCE, silence_id, now),
-            what="expire_silence",
-        )
-        return _status_rows(status) == 1
 
     async def ping(self) -> None:
         """Run ``SELECT 1``.

@@ -24,25 +24,21 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import trio
 
 from oraculo_trio.core.alerts import AlertTransition
-from oraculo_trio.core.rules import RuleSpec
-from oraculo_trio.core.silences import Silence
 from oraculo_trio.errors import StoreError, StoreUnavailable
 from oraculo_trio.store.base import (
-    RULE_COLUMNS,
     AlertRow,
     DispatchLog,
     StatementMeter,
     decode_labels,
     encode_labels_many,
     last_per_alert,
-    rule_entry,
-    rule_row,
 )
 from oraculo_trio.store.migrations import (
     SCHEMA_MIGRATIONS_DDL,
     load_migrations,
     pending_migrations,
 )
+from oraculo_trio.store.sqlite_queries import SqliteQueries, rollback
 
 if TYPE_CHECKING:
     from oraculo_trio.observe.metrics import ServiceMetrics
@@ -61,10 +57,12 @@ _PROGRESS_STEPS = 1000
 
 _UPSERT_RULE_ALERTS = """
 INSERT INTO rule_alerts (rule_id, symbol, state, started_at, last_change, fire_count,
-                         last_value, labels, last_notified_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                         last_value, labels, last_notified_at, severity, message)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (rule_id, symbol) DO UPDATE SET
     state = excluded.state,
+    severity = excluded.severity,
+    message = excluded.message,
     started_at = excluded.started_at,
     last_change = excluded.last_change,
     fire_count = excluded.fire_count,
@@ -87,62 +85,12 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 
 _SELECT_ALERT_STATES = """
 SELECT rule_id, symbol, state, started_at, last_change, fire_count, last_value, labels,
-       last_notified_at
+       last_notified_at, severity, message
 FROM rule_alerts ORDER BY rule_id, symbol
 """
 
-_SELECT_ALERT_EVENTS = """
-SELECT id, rule_id, symbol, state, previous_state, value, at, started_at, fire_count, repeat,
-       severity, message, labels
-FROM alert_events
-WHERE (?1 IS NULL OR rule_id = ?1) AND (?2 IS NULL OR symbol = ?2) AND id > ?3
-ORDER BY id
-"""
 
-_SELECT_DISPATCH_LOGS = """
-SELECT id, rule_id, symbol, sink, status, attempt, latency_ms, error, at, state
-FROM dispatch_logs WHERE ?1 IS NULL OR at >= ?1 ORDER BY id
-"""
-
-_SELECT_RULES = """
-SELECT id, kind, symbols, params, severity, labels, message, for_s, keep_firing_for_s,
-       repeat_interval_s, trigger, expires_at, enabled, inhibits
-FROM rules ORDER BY id
-"""
-
-_INSERT_RULE = """
-INSERT INTO rules (id, kind, symbols, params, severity, labels, message, for_s,
-                   keep_firing_for_s, repeat_interval_s, trigger, expires_at, enabled, inhibits)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-"""
-
-_INSERT_SILENCE = """
-INSERT INTO silences (rule_id, symbol, starts_at, ends_at, comment, created_by)
-VALUES (?, ?, ?, ?, ?, ?)
-"""
-
-_SELECT_SILENCES = """
-SELECT id, rule_id, symbol, starts_at, ends_at, comment, created_by FROM silences
-WHERE ?1 IS NULL OR ends_at > ?1
-ORDER BY id
-"""
-
-# A silence that has not started yet ends where it starts: it never mutes anything.
-_EXPIRE_SILENCE = """
-UPDATE silences SET ends_at = ?2, starts_at = MIN(starts_at, ?2 - 0.001)
-WHERE id = ?1 AND ends_at > ?2
-"""
-
-_EVENT_COLUMNS = (
-    "id", "rule_id", "symbol", "state", "previous_state", "value", "at", "started_at",
-    "fire_count", "repeat", "severity", "message", "labels",
-)  # fmt: skip
-_LOG_COLUMNS = (
-    "id", "rule_id", "symbol", "sink", "status", "attempt", "latency_ms", "error", "at", "state",
-)  # fmt: skip
-
-
-class SqliteStore:
+class SqliteStore(SqliteQueries):
     """A :class:`~oraculo_trio.store.base.Store` in one SQLite file. Open it with
     :func:`open_sqlite_store` (or :func:`~oraculo_trio.store.base.open_store`).
 
@@ -320,7 +268,7 @@ class SqliteStore:
                 cursor = conn.executemany(sql, rows)
                 conn.execute("COMMIT")
             except BaseException:
-                _rollback(conn)
+                rollback(conn)
                 raise
             return cursor.rowcount
 
@@ -353,6 +301,8 @@ class SqliteStore:
                 t.value,
                 labels_json,
                 notified_at,
+                t.severity,
+                t.message,
             )
             for (t, notified_at), labels_json in zip(pairs, labels, strict=True)
         ]
@@ -430,121 +380,11 @@ class SqliteStore:
                 last_value=r[6],
                 labels=decode_labels(r[7]),
                 last_notified_at=r[8],
+                severity=r[9],
+                message=r[10],
             )
             for r in rows
         ]
-
-    async def fetch_alert_events(
-        self, rule_id: str | None = None, symbol: str | None = None, *, after_id: int = 0
-    ) -> list[dict[str, Any]]:
-        """``alert_events`` rows as dicts (``repeat`` a bool, ``labels`` a dict), by id.
-
-        Args:
-            rule_id, symbol: only rows of this rule / symbol when given.
-            after_id: only rows with a larger id.
-
-        Cancellation: the query runs to completion (at most ``statement_timeout``).
-        """
-        rows = await self._run(
-            None,
-            lambda conn: conn.execute(_SELECT_ALERT_EVENTS, (rule_id, symbol, after_id)).fetchall(),
-        )
-        events = []
-        for row in rows:
-            event = dict(zip(_EVENT_COLUMNS, row, strict=True))
-            event["repeat"] = bool(event["repeat"])
-            event["labels"] = decode_labels(event["labels"])
-            events.append(event)
-        return events
-
-    async def fetch_dispatch_logs(self, since: float | None = None) -> list[dict[str, Any]]:
-        """``dispatch_logs`` rows as dicts (only ``at >= since`` when given), ordered by id.
-
-        Cancellation: the query runs to completion (at most ``statement_timeout``).
-        """
-        rows = await self._run(
-            None, lambda conn: conn.execute(_SELECT_DISPATCH_LOGS, (since,)).fetchall()
-        )
-        return [dict(zip(_LOG_COLUMNS, row, strict=True)) for row in rows]
-
-    async def fetch_rules(self) -> list[dict[str, Any]]:
-        """The ``rules`` table as rule-file entries, ordered by id.
-
-        Raises:
-            StoreUnavailable: retry. StoreError: a retry will not help.
-
-        Cancellation: the query runs to completion (at most ``statement_timeout``).
-        """
-        rows = await self._run(None, lambda conn: conn.execute(_SELECT_RULES).fetchall())
-        return [rule_entry(dict(zip(RULE_COLUMNS, row, strict=True))) for row in rows]
-
-    async def replace_rules(self, specs: Sequence[RuleSpec]) -> None:
-        """Make the ``rules`` table hold exactly ``specs``, in one transaction.
-
-        Raises:
-            StoreUnavailable: retry. StoreError: a retry will not help (a repeated id).
-
-        Cancellation: the statement runs to completion (at most ``statement_timeout``).
-        """
-        rows = [rule_row(spec) for spec in specs]
-
-        def work(conn: sqlite3.Connection) -> None:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.execute("DELETE FROM rules")
-                conn.executemany(_INSERT_RULE, rows)
-                conn.execute("COMMIT")
-            except BaseException:
-                _rollback(conn)
-                raise
-
-        await self._run(None, work)
-
-    async def add_silence(
-        self,
-        rule_id: str | None,
-        symbol: str | None,
-        starts_at: float,
-        ends_at: float,
-        comment: str = "",
-        created_by: str = "",
-    ) -> Silence:
-        """Store a silence and return it with its id.
-
-        Raises:
-            StoreError: ``ends_at`` is not after ``starts_at``.
-            StoreUnavailable: retry.
-
-        Cancellation: the statement runs to completion (at most ``statement_timeout``).
-        """
-        values = (rule_id, symbol, starts_at, ends_at, comment, created_by)
-
-        def work(conn: sqlite3.Connection) -> int:
-            return conn.execute(_INSERT_SILENCE, values).lastrowid
-
-        silence_id = await self._run(None, work)
-        return Silence(silence_id, *values)
-
-    async def fetch_silences(self, not_ended_at: float | None = None) -> list[Silence]:
-        """Every silence, or those not ended at ``not_ended_at``, ordered by id.
-
-        Cancellation: the query runs to completion (at most ``statement_timeout``).
-        """
-        rows = await self._run(
-            None, lambda conn: conn.execute(_SELECT_SILENCES, (not_ended_at,)).fetchall()
-        )
-        return [Silence(*row) for row in rows]
-
-    async def expire_silence(self, silence_id: int, now: float) -> bool:
-        """End a silence at ``now``; False when there is no such silence still running.
-
-        Cancellation: the statement runs to completion (at most ``statement_timeout``).
-        """
-
-        def work(conn: sqlite3.Connection) -> int:
-            return conn.execute(_EXPIRE_SILENCE, (silence_id, now)).rowcount
-
-        return await self._run(None, work) == 1
 
     async def ping(self) -> None:
         """Run ``SELECT 1``.
@@ -586,7 +426,7 @@ class SqliteStore:
                     )
                     conn.execute("COMMIT")
                 except BaseException:
-                    _rollback(conn)
+                    rollback(conn)
                     raise
                 done.append(migration.version)
             return done
@@ -598,12 +438,6 @@ class SqliteStore:
         if applied:
             LOGGER.info("SQLite %s: applied migrations %s", self.path, applied)
         return applied
-
-
-def _rollback(conn: sqlite3.Connection) -> None:
-    if conn.in_transaction:
-        with suppress(sqlite3.Error):
-            conn.execute("ROLLBACK")
 
 
 @asynccontextmanager

@@ -107,7 +107,7 @@ def test_transition_carries_identity_counts_and_message() -> None:
 
 
 def test_render_message_survives_bad_templates() -> None:
-    assert render_message("{value:d}", value=1.5) == "{value:d}"
+    assert render_message("{value:d}", value=1.5) == "{value:d} (value 1.5)"
     assert render_message("", value=1) == ""
 
 

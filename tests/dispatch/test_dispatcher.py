@@ -10,7 +10,7 @@ import attrs
 import trio
 
 from oraculo_trio.core.alerts import AlertTransition
-from oraculo_trio.core.silences import Silence, SilenceSet
+from oraculo_trio.core.silences import Silence, SilenceSet, parse_matchers
 from oraculo_trio.dispatch.dispatcher import run_dispatcher
 from oraculo_trio.dispatch.policy import SinkPolicy
 from oraculo_trio.dispatch.sinks import WebhookSink, alertmanager_payload
@@ -230,7 +230,8 @@ async def test_a_hanging_sink_never_holds_the_others(nursery: trio.Nursery) -> N
 
 async def test_silenced_and_inhibited_notifications_are_recorded_not_sent() -> None:
     recording = RecordingSink()
-    silences = SilenceSet((Silence(7, "cross", "ETHUSDT", 0.0, 2e9, "maintenance"),))
+    matchers = parse_matchers(["rule_id=cross", "symbol=ETHUSDT"])
+    silences = SilenceSet((Silence(7, matchers, 0.0, 2e9, "maintenance"),))
     with trio.fail_after(10):
         async with dispatching([recording], silences=silences) as dispatch:
             await dispatch.send.send(alert(1, symbol="ETHUSDT"))

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import signal
 import tomllib
 from pathlib import Path
@@ -17,6 +18,12 @@ from oraculo_trio.testing.processes import cli_process, parse_terms
 from tests.observe.prometheus_testing import EXPECTED_PROMTOOL_FINDINGS, promtool_findings
 
 ROOT = Path(__file__).resolve().parents[2]
+
+ALERT_LINE = re.compile(
+    r"^(?P<at>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ) (?P<state>FIRING|RESOLVED) "
+    r"(?P<severity>info|warning|critical) (?P<rule>\S+) (?P<symbol>(usdm:)?[A-Z]+) "
+    r'(?P<value>\S+) (?P<message>".*")$'
+)
 
 CONTRACT = (
     "oraculo_event_loop_lag_seconds",
@@ -56,7 +63,7 @@ async def test_demo_end_to_end(tmp_path: Path) -> None:
             metrics_url = (await demo.stdout.until(r"metrics at (http://\S+/metrics)"))[1]
             _, port = await demo.wait_address()
             assert metrics_url == f"http://127.0.0.1:{port}/metrics"
-            await demo.stdout.until(r"^ALERT firing ")
+            await demo.stdout.until(r"^\S+Z FIRING ")
             scrape = await http_get(metrics_url)
             returncode = await demo.wait()
             await demo.wait_output()
@@ -73,10 +80,22 @@ async def test_demo_end_to_end(tmp_path: Path) -> None:
     assert all(s.labels.get("service") == "alerts" for f in families.values() for s in f.samples)
     assert sorted(promtool_findings(exposition)) == sorted(EXPECTED_PROMTOOL_FINDINGS)
 
-    # Alerts on stdout are in the store, once each.
-    printed = [line.split()[1:4] for line in lines if line.startswith("ALERT ")]
+    # Each notification is one line (no colour through a pipe), and is in the store once.
+    assert not any("\x1b[" in line for line in lines)
+    alert_lines = [
+        ALERT_LINE.match(line) for line in lines if not line.startswith(("oraculo", "ACC"))
+    ]
+    assert all(alert_lines), [line for line in lines if not ALERT_LINE.match(line)]
+    printed = [[m["state"].lower(), m["rule"], m["symbol"]] for m in alert_lines]
     assert ["firing", "btc-crosses-50k", "BTCUSDT"] in printed
     assert ["firing", "eth-wide-spread", "ETHUSDT"] in printed
+    # The second market (USD-M futures, its symbols named by market) notifies too.
+    assert any(state == "firing" and symbol == "usdm:BTCUSDT" for state, _, symbol in printed)
+    assert any(
+        m["severity"] == "critical" and m["message"] == '"SOLUSDT block trade of 1,065,890 USDT"'
+        for m in alert_lines
+        if m["rule"] == "sol-block-trade" and m["state"] == "FIRING"
+    )
     # Rules of at least five different kinds fired and resolved (within these 9 s).
     kinds = {r["id"]: r["kind"] for r in tomllib.loads(demo_rules_path().read_text())["rule"]}
     fired = {kinds[rule] for state, rule, _ in printed if state == "firing"}

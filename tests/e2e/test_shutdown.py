@@ -3,6 +3,7 @@ every alert it raised before the signal is in the store."""
 
 from __future__ import annotations
 
+import re
 import signal
 from collections import Counter
 from pathlib import Path
@@ -45,7 +46,7 @@ async def test_sigterm_under_load_drains_and_persists(tmp_path: Path) -> None:
             )
             async with service_process(config(tmp_path, exchange.ws_url, symbols)) as service:
                 stdout = service.stdout
-                await stdout.until(r"^ALERT firing tenth ")
+                await stdout.until(r"^\S+Z FIRING \S+ tenth ")
                 # Under load for a moment longer, then the signal.
                 seen = len(stdout.lines)
                 await stdout.wait_until(lambda: len(stdout.lines) >= seen + 200)
@@ -57,7 +58,9 @@ async def test_sigterm_under_load_drains_and_persists(tmp_path: Path) -> None:
     assert code == 0, service.log_tail()
     assert took < GRACE + 3.0
     lines = service.stdout.lines
-    printed = Counter(tuple(line.split()[1:4]) for line in lines if line.startswith("ALERT "))
+    # TIME STATE SEVERITY RULE SYMBOL VALUE "MESSAGE": (state, rule, symbol) of each line.
+    fields = [line.split() for line in lines if re.match(r"^\S+Z (FIRING|RESOLVED) ", line)]
+    printed = Counter((f[1].lower(), f[3], f[4]) for f in fields)
     assert sum(printed.values()) > 100
     async with open_store(f"sqlite:///{tmp_path / 'alerts.db'}", statement_timeout=5) as store:
         events = await store.fetch_alert_events()

@@ -70,7 +70,7 @@ async def test_the_cli_exits_non_zero_with_the_traceback_when_a_task_fails(
     assert "Traceback (most recent call last)" in stderr
     assert REFUSAL in stderr
     last = stderr.rstrip().splitlines()[-1]
-    assert last.startswith("oraculo-trio: insert_alert_events failed on SQLite"), last
+    assert last.startswith("oraculo-trio: error: insert_alert_events failed on SQLite"), last
 
 
 async def test_the_failure_is_counted_and_ends_run_service(

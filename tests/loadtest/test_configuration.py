@@ -4,12 +4,13 @@ configuration, and what the sampler reads from the service's metrics."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from oraculo_trio.errors import ConfigError
-from oraculo_trio.loadtest.cli import build_parser, config_from
-from oraculo_trio.loadtest.configuration import RunConfig, service_sections
+from oraculo_trio.loadtest.cli import build_parser, config_from, loadtest_main
+from oraculo_trio.loadtest.configuration import RunConfig, service_config
 from oraculo_trio.loadtest.sampling import book_section
 from oraculo_trio.loadtest.shape import GeneratorSpec, LoadShape, build_source
 from oraculo_trio.mockexchange import DiffBookMarket
@@ -68,14 +69,13 @@ def test_depthdiff_is_a_load_test_stream_with_its_faults() -> None:
 
 def test_the_runner_applies_the_sources_settings_under_set(tmp_path) -> None:
     def sections(*settings: str) -> dict:
-        return service_sections(
+        return service_config(
             RunConfig(LoadShape(stream="depthdiff"), settings=settings),
             exchange_url="ws://127.0.0.1:1",
             symbols=["AAAUSDT"],
             depth_kinds=["depth"],
             trade_kinds=[],
             database_url="sqlite:///x.db",
-            http_port=1,
             rules_file="rules.toml",
             webhook_url=None,
             scratch=tmp_path,
@@ -86,3 +86,30 @@ def test_the_runner_applies_the_sources_settings_under_set(tmp_path) -> None:
     assert sections()["feed"]["snapshot_limit"] == 100
     assert sections()["feed"]["rest_url"] == "http://127.0.0.1:2"
     assert sections("feed.snapshot_limit=500")["feed"]["snapshot_limit"] == "500"
+    # The service picks its port; the runner reads it from the service's log.
+    assert sections()["http"] == {"host": "127.0.0.1", "port": 0}
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--set", "feed.nope=1"], "--set: unknown key 'feed.nope'"),
+        (["--set", "pipeline.shards=many"], "pipeline.shards"),
+        (["--set", "shards=2"], "expected SECTION.KEY=VALUE"),
+        (["--set", "service.log_level=WARNING"], "use INFO or DEBUG"),
+        (["--rules", "/nonexistent/rules.toml"], "--rules: rule file /nonexistent/rules.toml"),
+        (["--database-url", "mysql://x"], "expected a postgresql:// URL"),
+        (["--threshold", "nonsense < 1"], "unknown KPI"),
+        (["--junit", "/nonexistent/out.xml"], "--junit /nonexistent/out.xml: its folder"),
+    ],
+)
+def test_every_option_is_checked_before_anything_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], options: list[str], message: str
+) -> None:
+    out = tmp_path / "out"
+    code = loadtest_main(["depth", "100", "--out", str(out), *options])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert err.startswith("oraculo-trio loadtest: error: ") and message in err, err
+    assert err.count("error:") == 1 and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == [], "nothing is written for a run that never started"

@@ -11,7 +11,7 @@ import pytest
 from oraculo_trio.errors import ConfigError
 from oraculo_trio.loadtest.artifacts import metrics_document, write_json
 from oraculo_trio.loadtest.bench import summarize_profile
-from oraculo_trio.loadtest.compare import compare
+from oraculo_trio.loadtest.compare import compare, load_runs
 from oraculo_trio.loadtest.html_report import render_html, series_charts
 from oraculo_trio.loadtest.measure import Accounting, derive_series, measure
 from oraculo_trio.loadtest.summary import render_summary
@@ -116,6 +116,14 @@ def sample(
         "dropped": {"stale_drop": 0, "conflated": conflated, "superseded": 0, "overflow": 0},
         "bad_frames": 0,
         "queue_time": {"depth": histogram(queue, queue_sum), "trade": empty},
+        # The age of what is evaluated: the queue time plus 2 ms of exchange and network.
+        "evaluated_age": {
+            "depth": histogram(queue, queue_sum + 0.002 * sum(queue)),
+            "trade": empty,
+        },
+        "ready": True,
+        "not_ready": [],
+        "in_flight": None,
         "queue_time_latest": {"depth": 0.002, "trade": 0.0},
         "queue_depth_max": 3,
         "queue_depth_sum": 3,
@@ -155,7 +163,16 @@ def test_kpis_come_from_the_measured_window() -> None:
     values = measured.values
     # Queue time: the histogram from measure_start to final (198 messages, 1.25 s in total).
     assert values["queue_time_mean"] == pytest.approx(1.25 / 198)
-    assert 0.001 < values["queue_time_p99"] <= 0.1
+    # A percentile read from buckets is its bucket's upper bound, with the bucket as error.
+    assert values["queue_time_p99"] == 0.1
+    assert measured.precision["queue_time_p99"] == (0.01, 0.1)
+    assert values["evaluated_age_p99"] == values["evaluated_age_p99_depth"] == 0.1
+    assert values["evaluated_age_p99_trade"] is None
+    # p99.9 of 198 messages, and any percentile of 3 one-second lag samples but the median:
+    # too few samples, n/a.
+    assert values["queue_time_p999"] is None
+    assert values["lag_p95"] is None and values["lag_p99"] is None
+    assert any("lag_p95 n/a: 3 one-second samples, it needs 20" in n for n in measured.notes)
     # Lag: the measured phase's per-second samples.
     assert values["lag_max"] == 0.004
     assert values["conflated"] == 2
@@ -171,6 +188,9 @@ def test_kpis_come_from_the_measured_window() -> None:
     assert not checks["conflated"].passed
     assert checks["unaccounted"].passed
     assert checks["sent_rate_error"].passed
+    # lag_p95 is n/a, but every sample (the max, 4 ms) is under its 0.5 s limit.
+    assert checks["lag_p95"].passed and checks["lag_p95"].value is None
+    assert "lag_max holds it" in checks["lag_p95"].note
 
 
 @pytest.mark.parametrize(("transitions", "passed"), [(0, True), (12, False)])
@@ -192,9 +212,16 @@ def test_summary_artifacts_and_compare(tmp_path: Path) -> None:
     checks = check_thresholds(thresholds_for(100, False, ("queue_time_p99 < 1ms",)), measured)
     summary = render_summary("title", ["context"], checks, measured)
     assert "    ✗ queue_time_p99" in summary
+    assert "100.00ms (in 10.00ms-100.00ms)" in summary
     assert "    ✓ lag_p95" in summary
     assert "unaccounted=0" in summary
-    assert summary.rstrip().endswith("thresholds hold")
+    # No generator figures here: sent_rate_error has no data, and fails.
+    verdict = (
+        "FAIL: 10/13 thresholds hold; failed: conflated == 0, sent_rate_error <= 1%, "
+        "queue_time_p99 < 1ms"
+    )
+    assert summary.splitlines()[0].strip() == verdict
+    assert summary.rstrip().endswith(verdict)
     series = derive_series(samples)
     document = metrics_document(
         config={"stream": "depth", "rate": 100}, env={}, checks=checks, measured=measured,
@@ -204,12 +231,16 @@ def test_summary_artifacts_and_compare(tmp_path: Path) -> None:
     loaded = json.loads((tmp_path / "metrics.json").read_text())
     assert loaded["nan"] is None
     page = render_html(document, summary)
-    assert page.count("<svg") == len(series_charts(series)) == 5
+    # Five charts over time, and one percentile plot for the only stream with data.
+    assert page.count("<svg") == len(series_charts(series)) + 1 == 6
+    assert page.index('id="verdict"') < page.index("<pre>")
     assert "<script" not in page
     assert "http://" not in page.replace('xmlns="http://www.w3.org/2000/svg"', "")
-    table = compare(loaded, loaded, ("before", "after"))
+    runs = load_runs(tmp_path)
+    table = compare(runs, runs, ("before", "after"))
     assert "queue_time_p99" in table
     assert "+0.0%" in table
+    assert "{" not in table, "the accounting is a plain line, not a Python dict"
 
 
 def test_profile_summary_from_py_spy_raw_stacks(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """The whole load test as a user runs it: real processes, real sockets, a real store.
 
 Each test starts ``oraculo-trio loadtest`` as a subprocess (which starts the generator and
-the service as its own subprocesses), so they are the slowest of the suite (~35 s together).
+the service as its own subprocesses), so they are the slowest of the suite (~50 s together).
 """
 
 from __future__ import annotations
@@ -10,14 +10,15 @@ import json
 import os
 import secrets
 import signal
-import subprocess
 import sys
 from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 import trio
 
-from oraculo_trio.loadtest.processes import RUN_TOKEN_ENV, LineReader
+from oraculo_trio.loadtest.processes import RUN_TOKEN_ENV
+from oraculo_trio.testing.processes import child_process
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -74,11 +75,21 @@ async def test_a_short_load_test_passes_and_writes_its_artifacts(tmp_path: Path)
     out = tmp_path / "out"
     code, stdout, stderr = await run_loadtest(
         tmp_path, "depth", "500", "--duration", "10", "--warmup", "1", "--webhook", "ok",
-        "--out", str(out),
+        "--out", str(out), "--junit", str(tmp_path / "junit.xml"),
     )  # fmt: skip
     assert code == 0, stdout + stderr
-    assert "PASS: 12/12 thresholds hold" in stdout
+    assert stdout.splitlines()[0].strip() == "PASS: 12/12 thresholds hold"
     assert "✗" not in stdout
+    # The artifact folder appears complete, under its own name only.
+    assert sorted(os.listdir(tmp_path)) == ["junit.xml", "out"]
+    junit = ElementTree.parse(tmp_path / "junit.xml").getroot()
+    cases = junit.findall("./testsuite/testcase")
+    assert len(cases) == 12 and not junit.findall(".//failure")
+    assert {case.get("name") for case in cases} >= {"unaccounted == 0", "queue_time_mean < 200ms"}
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["verdict"] == "pass" and len(summary["thresholds"]) == 12
+    assert summary["kpis"]["evaluated_age_p99_depth"]["unit"] == "s"
+    assert summary["distributions"]["evaluated_age{depth}"]["count"] > 1000
 
     document = json.loads((out / "metrics.json").read_text())
     assert {"config", "environment", "kpis", "accounting", "series"} <= set(document)
@@ -113,50 +124,61 @@ async def test_a_short_load_test_passes_and_writes_its_artifacts(tmp_path: Path)
     assert (out / "summary.txt").read_text() in stdout
 
 
-async def test_a_service_slowed_on_purpose_fails_its_thresholds_with_99(tmp_path: Path) -> None:
+async def test_a_service_slowed_on_purpose_fails_with_99_and_compare_says_it_regressed(
+    tmp_path: Path,
+) -> None:
+    common = ("--duration", "4", "--warmup", "1")
     code, stdout, stderr = await run_loadtest(
-        tmp_path, "depth", "300", "--duration", "4", "--warmup", "1", "--out", str(tmp_path / "o"),
+        tmp_path, "depth", "600", *common, "--out", str(tmp_path / "before")
+    )
+    assert code == 0, stdout + stderr
+    code, stdout, stderr = await run_loadtest(
+        tmp_path, "depth", "300", *common, "--out", str(tmp_path / "after"),
         "--set", "pipeline.debug_batch_delay_ms=800",
     )  # fmt: skip
     assert code == 99, stdout + stderr
     failed = [line.strip() for line in stdout.splitlines() if line.strip().startswith("✗")]
     assert any(line.startswith("✗ queue_time_mean") for line in failed), stdout
     assert any(line.startswith("✗ queue_time_latest_max") for line in failed), stdout
-    assert "FAIL:" in stdout
-    assert json.loads((tmp_path / "o" / "metrics.json").read_text())["verdict"] == "fail"
+    assert stdout.splitlines()[0].strip().startswith("FAIL:")
+    assert "failed: " in stdout.splitlines()[0] and "queue_time_mean < 200ms" in stdout
+    assert json.loads((tmp_path / "after" / "metrics.json").read_text())["verdict"] == "fail"
+    page = (tmp_path / "after" / "report.html").read_text()
+    assert '<div class="banner fail" id="verdict">FAIL:' in page
+
+    with trio.fail_after(30):
+        compared = await trio.run_process(
+            [sys.executable, "-m", "oraculo_trio.cli", "compare", str(tmp_path / "before"),
+             str(tmp_path / "after"), "--fail-on-regression", "10"],
+            env=environment(), capture_stdout=True, capture_stderr=True, check=False,
+        )  # fmt: skip
+    out, err = compared.stdout.decode(), compared.stderr.decode()
+    assert compared.returncode == 99, out + err
+    assert "warning: rate (msg/s) differs: 600 in before, 300 in after" in err
+    assert "warning: --set differs" in err
+    assert "regression: queue_time_p99:" in err
+    assert "queue_time_p99" in out and "{" not in out
 
 
 async def test_ctrl_c_during_a_run_leaves_no_process_behind(tmp_path: Path) -> None:
     token = secrets.token_hex(8)
-    process = await trio.lowlevel.open_process(
-        loadtest_command("depth", "300", "--duration", "60", "--warmup", "1", "--out",
-                         str(tmp_path / "o"), "--quiet"),
-        cwd=tmp_path,
-        env=environment(token),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
+    argv = loadtest_command(
+        "depth", "300", "--duration", "60", "--warmup", "1", "--out", str(tmp_path / "o"),
+        "--quiet",
     )  # fmt: skip
-    try:
-        assert process.stderr is not None
-        reader = LineReader(process.stderr)
-        with trio.fail_after(60):
-            while True:
-                line = await reader.next_line()
-                assert line is not None, "the load test ended before the load started"
-                if "load starts" in line:
-                    break
+    with trio.fail_after(60):
+        async with child_process(
+            argv, name="loadtest", cwd=tmp_path, env=environment(token)
+        ) as loadtest:
+            await loadtest.stderr.until("load starts")
             # The generator and the service (and the runner itself) carry the token.
             assert len(processes_with(token)) >= 3
-            process.send_signal(signal.SIGINT)
-            await process.wait()
-        assert process.returncode == 130
-        assert processes_with(token) == []
-    finally:
-        if process.returncode is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            await process.wait()
-        await process.stderr.aclose()
+            loadtest.send_signal(signal.SIGINT)
+            assert await loadtest.wait() == 130
+    assert processes_with(token) == []
+    # No artifact folder: the interrupted run's logs are kept apart.
+    assert not (tmp_path / "o").exists()
+    assert (tmp_path / "o.failed" / "service.log").exists()
 
 
 async def test_calibrate_runs_the_generator_alone_and_writes_its_result(tmp_path: Path) -> None:

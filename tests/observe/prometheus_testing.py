@@ -55,16 +55,20 @@ def runbook_queries() -> list[str]:
 
 
 def dashboard_queries(dashboard: dict[str, Any]) -> Iterator[tuple[str, str]]:
-    """``(where, expr)`` for every PromQL query of a dashboard: panel targets, then the
-    template variables' ``label_values(selector, label)`` selectors."""
+    """``(where, expr)`` for every PromQL query of a dashboard: panel targets (those inside
+    collapsed rows too), then the query variables' ``label_values(selector, label)``
+    selectors."""
     for panel in dashboard["panels"]:
-        for query in panel.get("targets", []):
-            yield f"panel {panel['title']!r} {query['refId']}", query["expr"]
+        for inner in [panel, *panel.get("panels", [])]:
+            for query in inner.get("targets", []):
+                yield f"panel {inner['title']!r} {query['refId']}", query["expr"]
     for variable in dashboard["templating"]["list"]:
+        if variable["type"] != "query":
+            continue  # the data source picker
         match = re.fullmatch(
-            r"label_values\((?P<selector>.+),\s*(?P<label>\w+)\)", variable["definition"]
+            r"label_values\((?P<selector>.+),\s*(?P<label>\w+)\)", variable["query"]
         )
-        assert match is not None, variable["definition"]
+        assert match is not None, variable["query"]
         yield f"variable {variable['name']}", match.group("selector")
 
 

@@ -127,6 +127,14 @@ async def test_metric_contract_and_health_while_healthy_then_feed_down(tmp_path:
         fixed = [values for values in labels.values() if values is not None]
         if len(fixed) == len(labels):
             assert present >= set(itertools.product(*fixed)), name
+    # What the process holds and runs, and no prometheus_client _created series.
+    for name in (
+        "process_resident_memory_bytes",
+        "process_start_time_seconds",
+        "oraculo_build_info",
+    ):
+        assert families[name].samples, name
+    assert "_created" not in scrape.body
     thread_names = {s.labels["thread_name"] for s in families["oraculo_thread_cpu_seconds"].samples}
     assert {"MainThread", "oraculo-watchdog", "oraculo-http"} <= thread_names
 
@@ -137,7 +145,7 @@ async def test_metric_contract_and_health_while_healthy_then_feed_down(tmp_path:
     assert "feed connections: 2/2 connected" in healthy
     assert down_code == 1, down
     assert down.startswith("UNHEALTHY")
-    assert '"not_ready": ["feed"]' in down
+    assert "    not ready: feed: disconnected: " in down
     assert "feed connections: 0/2 connected" in down
 
 
@@ -177,5 +185,5 @@ async def test_health_turns_unhealthy_when_the_database_goes_away(
 
     assert code == 0, healthy
     assert down_code == 1, down
-    assert '"not_ready": ["store"]' in down
+    assert "    not ready: store: ping failed: " in down
     assert "ping failed" in down

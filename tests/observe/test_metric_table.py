@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import platform
+import time
 from typing import Any
 
 import pytest
+import trio
 from prometheus_client import REGISTRY
 
+import oraculo_trio
 from oraculo_trio.core.events import STREAMS
+from oraculo_trio.observe.metric_labels import DROP_REASONS
 from oraculo_trio.observe.metric_spec import COUNT, COUNTER, GAUGE, HISTOGRAM, SECONDS, MetricSpec
-from oraculo_trio.observe.metric_table import DROP_REASONS, SERVICE_METRICS, SUPERVISOR_METRICS
+from oraculo_trio.observe.metric_table import SERVICE_METRICS
 from oraculo_trio.observe.metrics import MetricSet, ServiceMetrics, SupervisorMetrics
+from oraculo_trio.observe.supervisor_table import SUPERVISOR_METRICS
 
 TABLES = {"service": SERVICE_METRICS, "supervisor": SUPERVISOR_METRICS}
 
@@ -51,6 +57,8 @@ def test_every_initial_series_exists_at_zero_from_start_up(table: str) -> None:
     found = families(metrics)
     for spec in TABLES[table]:
         samples = found[base_name(spec)].samples
+        if spec.collected or spec.name == "oraculo_build_info":
+            continue  # what the process is and holds: tested below
         if spec.labels and not spec.initial:
             assert samples == [], spec.name
         else:
@@ -128,3 +136,24 @@ def test_every_row_states_a_unit() -> None:
     by_name = {spec.name: spec.unit for spec in SERVICE_METRICS}
     assert by_name["oraculo_db_insert_ms"] == "milliseconds"
     assert by_name["oraculo_alerts_queue_time_seconds"] == SECONDS
+
+
+def test_the_process_says_what_it_runs_and_holds_and_no_created_series() -> None:
+    text = ServiceMetrics().exposition().decode()
+    samples = {
+        line.split("{")[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if not line.startswith("#")
+    }
+    assert samples["process_resident_memory_bytes"] > 1e6
+    assert samples["process_virtual_memory_bytes"] >= samples["process_resident_memory_bytes"]
+    assert samples["process_cpu_seconds_total"] > 0
+    assert samples["process_open_fds"] >= 3
+    assert samples["process_max_fds"] >= samples["process_open_fds"]
+    assert time.time() - 3600 * 24 < samples["process_start_time_seconds"] <= time.time()
+    assert samples["oraculo_build_info"] == 1
+    [info] = [line for line in text.splitlines() if line.startswith("oraculo_build_info{")]
+    assert f'version="{oraculo_trio.__version__}"' in info
+    assert f'python="{platform.python_version()}"' in info
+    assert f'trio="{trio.__version__}"' in info
+    assert "_created" not in text

@@ -22,6 +22,7 @@ from oraculo_trio.core.rules import parse_rules
 from oraculo_trio.mockexchange import Frame, RandomWalkMarket, synthetic_symbols
 from oraculo_trio.pipeline.service import ServiceHandle
 from oraculo_trio.testing.net import fetch
+from oraculo_trio.testing.service import RecordingSink
 from tests.observe.prometheus_testing import (
     DASHBOARD,
     EXPECTED_PROMTOOL_FINDINGS,
@@ -142,6 +143,8 @@ async def test_every_shipped_query_runs_on_a_real_prometheus_and_alerts_fire(
                 tmp_path,
                 market,
                 parse_rules(RULES),
+                # A sink, so the dispatch panels (queue, breaker) have their series.
+                sinks=[RecordingSink()],
                 observe={"dump_after": 1.0},
                 pipeline={"shards": 2},
             ) as (exchange, handle),
@@ -164,6 +167,9 @@ async def test_every_shipped_query_runs_on_a_real_prometheus_and_alerts_fire(
             shards = "|".join(str(i) for i in range(handle.settings.pipeline.shards))
             variables = {
                 "service": handle.settings.service.name,
+                # "All": a single process has no worker label, and .* matches its absence.
+                "instance": ".*",
+                "worker": ".*",
                 "shard": shards,
                 "__rate_interval": "1m",
                 "__interval": "5s",
@@ -181,7 +187,7 @@ async def test_every_shipped_query_runs_on_a_real_prometheus_and_alerts_fire(
             for rule in rules:
                 queries[f"rule {rule['name']}"] = without_comparison(rule["query"])
             for index, expr in enumerate(runbook_queries()):
-                queries[f"plan query {index + 1}"] = expr
+                queries[f"runbook query {index + 1}"] = expr
 
             missing = await evaluate_until_every_one_has_series(prometheus, queries)
             assert not missing, missing

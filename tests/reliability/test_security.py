@@ -20,6 +20,7 @@ import trio
 from oraculo_trio.cli import main
 from oraculo_trio.core.alerts import AlertTransition
 from oraculo_trio.core.rules import parse_rules
+from oraculo_trio.core.silences import parse_matchers
 from oraculo_trio.dispatch.sinks import WebhookSink
 from oraculo_trio.errors import ConfigError, DeliveryRejected
 from oraculo_trio.pipeline.service import run_service
@@ -76,7 +77,11 @@ async def test_every_sql_statement_is_parameterized(
                 await rig.wait_transitions(mode.count(10, 200))
                 async with open_store(private_database, statement_timeout=10) as store:
                     silence = await store.add_silence(
-                        "mkRule7f3a", "BTCUSDT", 1.0, 2.0, "mkSilence51b", "mkWho0e2"
+                        parse_matchers(["rule_id=mkRule7f3a", "symbol=~mkSym9c1.*"]),
+                        1.0,
+                        2.0,
+                        "mkSilence51b",
+                        "mkWho0e2",
                     )
                     await store.expire_silence(silence.id, 1.5)
                     await store.fetch_alert_events("flappy-mkRule7f3a", "BTCUSDT")

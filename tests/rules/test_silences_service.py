@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 import trio
 
+from oraculo_trio.core.silences import parse_matchers
+
 
 @pytest.fixture
 def alert_rules() -> list[dict[str, Any]]:
@@ -32,7 +34,8 @@ async def test_a_silence_mutes_notifications_but_the_alert_is_recorded(
     store = alert_service.store
     now = time.time()
     with trio.fail_after(15):
-        silence = await store.add_silence("big", "BTCUSDT", now - 1, now + 3600, "test", "me")
+        matchers = parse_matchers(["rule_id=big", "symbol=BTCUSDT"])
+        silence = await store.add_silence(matchers, now - 1, now + 3600, "test", "me")
         await wait_silences(handle, 1)
         market_script.trade("BTCUSDT", 100.0, qty=20)  # silenced
         market_script.trade("ETHUSDT", 100.0, qty=20)  # another symbol: delivered

@@ -48,6 +48,8 @@ async def test_upsert_round_trips_every_field(store: Store) -> None:
             last_value=pending.value,
             labels={"team": "desk"},
             last_notified_at=None,
+            severity="critical",
+            message="event 1",
         ),
         AlertRow(
             rule_id="r2",
@@ -59,6 +61,8 @@ async def test_upsert_round_trips_every_field(store: Store) -> None:
             last_value=firing.value,
             labels={"team": "desk", "env": "prod", "ñ": "ü"},
             last_notified_at=firing.at,
+            severity="critical",
+            message="event 2",
         ),
     ]
 

@@ -53,7 +53,9 @@ Everything here is pure: no trio, no I/O, ``now`` is passed in. One module per f
   kinds, by what they read;
 - :mod:`~oraculo_trio.core.rules.registry`: :data:`RULE_KINDS`, the built-in kinds by name;
 - :mod:`~oraculo_trio.core.rules.parsing`: the rule file (:class:`RuleSpec`,
-  :func:`parse_rules`, :func:`rules_for`).
+  :func:`parse_rules`, :func:`collect_rules`, :func:`rules_for`);
+- :mod:`~oraculo_trio.core.rules.messages`: message templates, their checks and each kind's
+  default messages.
 
 Import from this package: the module layout is not part of the API.
 """
@@ -67,6 +69,7 @@ from oraculo_trio.core.rules.base import (
     RuleState,
     Signal,
 )
+from oraculo_trio.core.rules.checks import rule_warnings
 from oraculo_trio.core.rules.depth import (
     SIDES_BOOK,
     BookImbalance,
@@ -82,6 +85,12 @@ from oraculo_trio.core.rules.futures import (
     FundingRateBelow,
     LiquidationNotional,
 )
+from oraculo_trio.core.rules.messages import (
+    FIELDS,
+    default_messages,
+    did_you_mean,
+    template_problems,
+)
 from oraculo_trio.core.rules.params import parse_duration
 from oraculo_trio.core.rules.parsing import (
     OFFLOADS,
@@ -90,6 +99,7 @@ from oraculo_trio.core.rules.parsing import (
     TRIGGERS,
     CompiledRule,
     RuleSpec,
+    collect_rules,
     parse_rule,
     parse_rules,
     rules_for,
@@ -120,6 +130,7 @@ from oraculo_trio.core.rules.trades import (
 
 __all__ = [
     "BASIS_SIDES",
+    "FIELDS",
     "LIQUIDATION_SIDES",
     "OFFLOADS",
     "RULE_KEYS",
@@ -160,8 +171,13 @@ __all__ = [
     "TradeRate",
     "VolumeSpike",
     "ZScore",
+    "collect_rules",
+    "default_messages",
+    "did_you_mean",
     "parse_duration",
     "parse_rule",
     "parse_rules",
+    "rule_warnings",
     "rules_for",
+    "template_problems",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -10,7 +11,8 @@ import attrs
 
 from oraculo_trio.core.errors import ConfigError
 from oraculo_trio.core.events import RULE_STREAMS
-from oraculo_trio.core.markets import normalized
+from oraculo_trio.core.markets import MARKETS, SEPARATOR, normalized
+from oraculo_trio.core.rules.messages import default_messages, did_you_mean
 from oraculo_trio.core.rules.params import seconds_or_none
 from oraculo_trio.core.rules.registry import RULE_KINDS
 
@@ -18,10 +20,18 @@ TRIGGERS = ("once", "every_time", "once_per_interval")
 SEVERITIES = ("info", "warning", "critical")
 OFFLOADS = ("thread", "process")
 
+# A symbol as exchanges name them (letters and digits, COIN-M's BTCUSD_PERP), or a glob of
+# them; an optional market prefix (usdm:BTCUSDT) is checked apart, to name the market.
+_SYMBOL = re.compile(r"[A-Za-z0-9_*?!\[\]-]+")
+_GLOB_MARKET = re.compile(r"[A-Za-z]*[*?\[][A-Za-z*?!\[\]]*")
+
 
 @attrs.frozen
 class RuleSpec:
     """One ``[[rule]]`` entry of the rule file, validated and normalised.
+
+    ``message`` and ``message_resolved``: the templates of the firing and the resolved
+    notifications (the kind's defaults when the file names none).
 
     ``inhibits``: label matchers; while this rule fires for a symbol, notifications of the
     symbol's other alerts whose labels (their ``labels`` plus ``severity`` and ``rule_id``)
@@ -42,6 +52,11 @@ class RuleSpec:
     expires_at: float | None = None
     enabled: bool = True
     inhibits: Mapping[str, str] = attrs.field(factory=dict)
+    message_resolved: str = ""
+
+    def template(self, state: str) -> str:
+        """The message template of a notification in ``state``."""
+        return self.message_resolved if state == "resolved" else self.message
 
     def matches(self, symbol: str) -> bool:
         return any(fnmatch.fnmatchcase(symbol, pattern) for pattern in self.symbols)
@@ -60,6 +75,7 @@ class RuleSpec:
             "severity": self.severity,
             "labels": dict(self.labels),
             "message": self.message,
+            "message_resolved": self.message_resolved,
             "for": self.for_,
             "keep_firing_for": self.keep_firing_for,
             "repeat_interval": self.repeat_interval,
@@ -81,8 +97,8 @@ class CompiledRule:
 
 
 RULE_KEYS = (
-    "id", "kind", "symbols", "params", "severity", "labels", "message", "for",
-    "keep_firing_for", "repeat_interval", "trigger", "expires_at", "enabled", "inhibits",
+    "id", "kind", "symbols", "params", "severity", "labels", "message", "message_resolved",
+    "for", "keep_firing_for", "repeat_interval", "trigger", "expires_at", "enabled", "inhibits",
 )  # fmt: skip
 
 
@@ -121,8 +137,8 @@ def _kind_class(rule_id: str, kind: Any, resolve: Callable[[str], type] | None) 
             ) from None
     allowed = ", ".join(sorted(RULE_KINDS))
     raise ConfigError(
-        f"rule {rule_id!r}: kind = {kind!r} is not allowed: expected one of {allowed}, "
-        "or module:Class"
+        f"rule {rule_id!r}: kind = {kind!r} is not allowed{did_you_mean(kind, RULE_KINDS)}: "
+        f"expected one of {allowed}, or module:Class"
     )
 
 
@@ -172,21 +188,11 @@ def parse_rule(
     for key in entry:
         if key not in RULE_KEYS:
             raise ConfigError(
-                f"rule {rule_id!r}: unknown key {key!r}; keys: {', '.join(RULE_KEYS)}"
+                f"rule {rule_id!r}: unknown key {key!r}{did_you_mean(key, RULE_KEYS)}; "
+                f"keys: {', '.join(RULE_KEYS)}"
             )
     kind, kind_cls = _kind_class(rule_id, entry.get("kind"), resolve)
-    symbols = entry.get("symbols", "*")
-    if isinstance(symbols, str):
-        symbols = [symbols]
-    if (
-        not isinstance(symbols, list | tuple)
-        or not symbols
-        or not all(isinstance(s, str) and s for s in symbols)
-    ):
-        raise ConfigError(
-            f'rule {rule_id!r}: symbols = {symbols!r} is not allowed: expected "*", a glob '
-            "or a list of symbols"
-        )
+    symbols = _symbols(rule_id, entry.get("symbols", "*"))
     params = entry.get("params", {})
     if not isinstance(params, dict):
         raise ConfigError(f"rule {rule_id!r}: params must be a table")
@@ -208,9 +214,11 @@ def parse_rule(
         )
     labels = _string_table(rule_id, "labels", entry.get("labels", {}))
     inhibits = _string_table(rule_id, "inhibits", entry.get("inhibits", {}))
-    message = entry.get("message", "")
-    if not isinstance(message, str):
-        raise ConfigError(f"rule {rule_id!r}: message must be a string")
+    firing, resolved = default_messages(kind if kind in RULE_KINDS else "", rule)
+    message = _message(rule_id, "message", entry.get("message"), firing)
+    message_resolved = _message(
+        rule_id, "message_resolved", entry.get("message_resolved"), resolved
+    )
     enabled = entry.get("enabled", True)
     if not isinstance(enabled, bool):
         raise ConfigError(f"rule {rule_id!r}: enabled = {enabled!r}: expected true or false")
@@ -238,8 +246,84 @@ def parse_rule(
         expires_at=float(expires_at) if expires_at is not None else None,
         enabled=enabled,
         inhibits=inhibits,
+        message_resolved=message_resolved,
     )
     return CompiledRule(spec, rule)
+
+
+def _symbols(rule_id: str, symbols: Any) -> list[str]:
+    if isinstance(symbols, str):
+        symbols = [symbols]
+    if (
+        not isinstance(symbols, list | tuple)
+        or not symbols
+        or not all(isinstance(s, str) and s for s in symbols)
+    ):
+        raise ConfigError(
+            f'rule {rule_id!r}: symbols = {symbols!r} is not allowed: expected "*", a glob '
+            "or a list of symbols"
+        )
+    for symbol in symbols:
+        market, sep, name = symbol.rpartition(SEPARATOR)
+        # A glob prefix ("*:BTCUSDT") selects across markets; a plain one must be a market.
+        if sep and market.lower() not in MARKETS and not _GLOB_MARKET.fullmatch(market):
+            raise ConfigError(
+                f"rule {rule_id!r}: symbols: {symbol!r} names the market {market!r}"
+                f"{did_you_mean(market.lower(), MARKETS)}: expected one of "
+                f"{', '.join(MARKETS)} before the colon (usdm:BTCUSDT), or no prefix for spot"
+            )
+        if not _SYMBOL.fullmatch(name):
+            raise ConfigError(
+                f"rule {rule_id!r}: symbols: {symbol!r} is not a symbol: expected letters and "
+                "digits as the exchange writes it (BTCUSDT, usdm:BTCUSDT, coinm:BTCUSD_PERP), "
+                'a glob such as "BTC*" or "usdm:*", or "*"'
+            )
+    return list(symbols)
+
+
+def _message(rule_id: str, key: str, value: Any, default: str) -> str:
+    if value is None or value == "":
+        return default
+    if not isinstance(value, str):
+        raise ConfigError(f"rule {rule_id!r}: {key} must be a string")
+    return value
+
+
+def collect_rules(
+    document: Mapping[str, Any], resolve: Callable[[str], type] | None = None
+) -> tuple[list[CompiledRule], list[str]]:
+    """Validate a whole rule document (``{"rule": [...]}``), every rule of it.
+
+    Returns:
+        The valid rules, and one message per problem (naming the rule id and the key); ids
+        must be unique.
+    """
+    errors: list[str] = []
+    for extra in sorted(set(document) - {"rule"}):
+        errors.append(
+            f"unknown top-level key {extra!r} in the rule file{did_you_mean(extra, ['rule'])} "
+            "(expected [[rule]] tables)"
+        )
+    entries = document.get("rule", [])
+    if not isinstance(entries, list):
+        return [], [*errors, "the rule file must hold [[rule]] tables"]
+    compiled: list[CompiledRule] = []
+    seen: set[str] = set()
+    for entry in entries:
+        if not isinstance(entry, dict):
+            errors.append(f"the rule file must hold [[rule]] tables, got {entry!r}")
+            continue
+        try:
+            rule = parse_rule(entry, resolve)
+        except ConfigError as exc:
+            errors.append(str(exc))
+            continue
+        if rule.spec.id in seen:
+            errors.append(f"rule {rule.spec.id!r}: id is used twice")
+            continue
+        seen.add(rule.spec.id)
+        compiled.append(rule)
+    return compiled, errors
 
 
 def parse_rules(
@@ -248,26 +332,13 @@ def parse_rules(
     """Validate a whole rule document (``{"rule": [...]}``); ids must be unique.
 
     Raises:
-        ConfigError: naming the rule id and the key that is wrong.
+        ConfigError: the first problem, naming the rule id and the key that is wrong, and
+            how many more there are (``oraculo-trio rules check`` lists them all).
     """
-    extra = sorted(set(document) - {"rule"})
-    if extra:
-        raise ConfigError(
-            f"unknown top-level key {extra[0]!r} in the rule file (expected [[rule]])"
-        )
-    entries = document.get("rule", [])
-    if not isinstance(entries, list):
-        raise ConfigError("the rule file must hold [[rule]] tables")
-    compiled: list[CompiledRule] = []
-    seen: set[str] = set()
-    for entry in entries:
-        if not isinstance(entry, dict):
-            raise ConfigError(f"the rule file must hold [[rule]] tables, got {entry!r}")
-        rule = parse_rule(entry, resolve)
-        if rule.spec.id in seen:
-            raise ConfigError(f"rule {rule.spec.id!r}: id is used twice")
-        seen.add(rule.spec.id)
-        compiled.append(rule)
+    compiled, errors = collect_rules(document, resolve)
+    if errors:
+        more = f" (and {len(errors) - 1} more: see oraculo-trio rules check)" if errors[1:] else ""
+        raise ConfigError(errors[0] + more)
     return compiled
 
 
