@@ -142,13 +142,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if settings.rules.source == "file":
         # With rules.source = "db" the service reads the rules table once the store is open.
         rules = load_rule_file(rules_path(settings))
-        for warning in check_file(rules_path(settings), settings.feed.symbols)[2]:
+        for warning in check_file(rules_path(settings), settings.symbols)[2]:
             LOGGER.warning("rules: %s", warning)
+    if not args.offline and args.worker_index is None:
+        # Once, before any worker starts: its supervisor has checked already.
+        from oraculo_trio.pipeline.exchange_info import check_feed_symbols
+
+        trio.run(check_feed_symbols, settings)
     if workers > 1 or args.worker_index is not None:
         return _serving(settings, lambda: run_workers_command(args, settings, rules, workers))
     LOGGER.info(
         "starting: %d symbols, %d rules, store %s, metrics on http://%s:%d/metrics",
-        len(settings.feed.symbols),
+        len(settings.symbols),
         len(rules),
         mask_dsn(settings.database.url),
         settings.http.host,

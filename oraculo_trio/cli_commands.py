@@ -21,6 +21,7 @@ import trio
 
 from oraculo_trio.api import operations as ops
 from oraculo_trio.api.client import ApiClient, normalize_url, service_url
+from oraculo_trio.core.markets import normalized
 from oraculo_trio.core.rules import CompiledRule
 from oraculo_trio.core.silences import RULE_NAMES, Matcher, matcher, parse_matchers
 from oraculo_trio.dispatch.render import human_value
@@ -181,7 +182,7 @@ def silence_matchers(args: argparse.Namespace) -> tuple[Matcher, ...]:
         if args.rule:
             found.append(matcher("rule_id", "=", args.rule))
         if args.symbol:
-            found.append(matcher("symbol", "=", args.symbol.upper()))
+            found.append(matcher("symbol", "=", normalized(args.symbol)))
         if args.severity:
             found.append(matcher("severity", "=", args.severity))
     except ValueError as exc:
@@ -218,7 +219,7 @@ def cmd_silence_add(args: argparse.Namespace, settings: Settings) -> int:
     except ops.BadRequest as exc:
         raise UsageError(f"silence add {exc}" if str(exc).startswith("--") else str(exc)) from None
     if _direct(args):
-        rules, symbols = _rules(settings), settings.feed.symbols
+        rules, symbols = _rules(settings), settings.symbols
         silence, warnings = _with_store(
             settings, lambda store: ops.add_silence(store, request, rules, symbols, now)
         )

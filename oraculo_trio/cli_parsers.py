@@ -114,11 +114,12 @@ def _add_service(
     run = commands.add_parser(
         "run",
         help="run the service against the configured exchange",
-        description="Run the service: connect to the exchange streams of feed.symbols, "
+        description="Run the service: check feed.symbols against each market's "
+        "exchangeInfo (skip with --offline), connect to the exchange streams of feed.symbols, "
         "evaluate the rules of rules.file, store alerts in database.url, print each "
         "notification on stdout, serve /metrics, /healthz, /readyz and the /api/v1 API on "
         "http.host:http.port. SIGINT/SIGTERM drain and stop it (exit 0); a second signal "
-        "exits at once.",
+        "exits at once. Several Binance markets: one [[feed]] table each (feed.market).",
         epilog="configuration keys (TOML section/key, default, environment variable):\n\n"
         + reference,
         formatter_class=_RAW,
@@ -132,6 +133,12 @@ def _add_service(
         "core); a supervisor serves /metrics of all of them with a `worker` label, and the "
         "API from the store",
     )
+    run.add_argument(
+        "--offline",
+        action="store_true",
+        help="start without checking feed.symbols against each market's exchangeInfo "
+        "(by default an unknown or delisted symbol stops the start, with 'did you mean')",
+    )
     # Used by the --workers supervisor to start its workers.
     run.add_argument("--worker-index", type=int, help=argparse.SUPPRESS)
     run.add_argument("--worker-fd", type=int, help=argparse.SUPPRESS)
@@ -139,10 +146,11 @@ def _add_service(
 
     demo = commands.add_parser(
         "demo",
-        help="run the service against a bundled mock exchange with a scripted market",
-        description="Start the bundled mock exchange on 127.0.0.1 with a scripted market "
-        "and run the service against it; the demo rules fire within about 10 s and each "
-        'notification prints as one line: TIME STATE SEVERITY RULE SYMBOL VALUE "MESSAGE". '
+        help="run the service against bundled mock exchanges with scripted markets",
+        description="Start the bundled mock exchanges on 127.0.0.1, a scripted spot market "
+        "and a scripted USD-M futures market, and run the service against both; the demo "
+        "rules fire within about 10 s and each notification prints as one line: "
+        'TIME STATE SEVERITY RULE SYMBOL VALUE "MESSAGE". '
         "Needs no internet. The HTTP endpoint takes a free port (printed) unless --http-port "
         "says otherwise; alerts go to var/oraculo-demo.db (recreated each run) unless "
         "--database-url is given.",

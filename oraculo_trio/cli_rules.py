@@ -70,7 +70,7 @@ def check_file(path: Path, subscribed: tuple[str, ...] | None) -> tuple[list, li
 def cmd_rules_check(args: argparse.Namespace, settings: Settings) -> int:
     """``rules check [FILE] [--strict]``: every error and warning of the file, at once."""
     path = Path(args.file) if args.file else rules_path(settings)
-    rules, errors, warnings = check_file(path, settings.feed.symbols)
+    rules, errors, warnings = check_file(path, settings.symbols)
     for compiled in rules:
         print(rule_summary(compiled))
     for error in errors:

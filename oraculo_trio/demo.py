@@ -1,7 +1,9 @@
 """``oraculo-trio demo``: the service against the bundled mock exchange, offline.
 
-The mock exchange (``oraculo_trio.mockexchange``) plays a scripted market on 127.0.0.1 whose
-20 s cycle makes every demo rule (``oraculo_trio/data/demo_rules.toml``) fire and resolve.
+Two mock exchanges (``oraculo_trio.mockexchange``) play scripted markets on 127.0.0.1: Binance
+spot (five symbols) and USD-M futures (``usdm:BTCUSDT``: aggTrades, mark price and funding,
+liquidations), whose 20 s cycles make every demo rule (``oraculo_trio/data/demo_rules.toml``)
+fire and resolve. The service follows both, one ``[[feed]]`` each.
 """
 
 from __future__ import annotations
@@ -13,10 +15,11 @@ from pathlib import Path
 import attrs
 import trio
 
-from oraculo_trio.mockexchange import MockExchange, ScriptedMarket
+from oraculo_trio.mockexchange import ExchangeSettings, MockExchange, ScriptedMarket
+from oraculo_trio.mockexchange.markets.futures import FuturesScriptMarket
 from oraculo_trio.pipeline.rules_source import load_rule_file
 from oraculo_trio.pipeline.service import ServiceHandle, run_service
-from oraculo_trio.settings import Settings
+from oraculo_trio.settings import FeedSettings, Settings
 from oraculo_trio.store.base import mask_dsn
 
 LOGGER = logging.getLogger("oraculo_trio.demo")
@@ -27,36 +30,59 @@ def demo_rules_path() -> Path:
     return Path(str(resources.files("oraculo_trio") / "data" / "demo_rules.toml"))
 
 
-def demo_settings(settings: Settings, exchange_url: str, symbols: list[str]) -> Settings:
-    """``settings`` pointed at the mock exchange, for the demo's symbols and streams."""
-    feed = attrs.evolve(
+def demo_settings(
+    settings: Settings, spot: MockExchange, futures: MockExchange | None = None
+) -> Settings:
+    """``settings`` pointed at the mock exchanges: spot's scripted symbols, and USD-M's with
+    the futures streams when ``futures`` is given."""
+    feeds = [_feed(settings, spot, ("depth20",), ("trade",))]
+    if futures is not None:
+        feeds.append(_feed(settings, futures, (), ("aggTrade",), ("markPrice", "forceOrder")))
+    # The demo's rules are the packaged file: edit it while the demo runs and it reloads.
+    rules = attrs.evolve(settings.rules, file=str(demo_rules_path()), source="file")
+    return attrs.evolve(settings, feeds=tuple(feeds), rules=rules)
+
+
+def _feed(
+    settings: Settings,
+    exchange: MockExchange,
+    depth_streams: tuple[str, ...],
+    trade_streams: tuple[str, ...],
+    futures_streams: tuple[str, ...] = (),
+) -> FeedSettings:
+    """A feed of ``exchange``'s market and symbols (the other keys the user's first feed's)."""
+    return attrs.evolve(
         settings.feed,
-        url=exchange_url,
-        symbols=tuple(symbols),
-        depth_streams=("depth20",),
-        trade_streams=("trade",),
+        market=exchange.settings.market,
+        url=exchange.ws_url,
+        rest_url=exchange.rest_url,
+        symbols=tuple(exchange.market.symbols),
+        depth_streams=depth_streams,
+        trade_streams=trade_streams,
+        futures_streams=futures_streams,
         reconnect_initial=0.2,
         reconnect_max=2.0,
     )
-    # The demo's rules are the packaged file: edit it while the demo runs and it reloads.
-    rules = attrs.evolve(settings.rules, file=str(demo_rules_path()), source="file")
-    return attrs.evolve(settings, feed=feed, rules=rules)
 
 
 async def run_demo(settings: Settings, duration: float | None = None) -> None:
-    """Run the mock exchange and the service together until Ctrl-C or ``duration``.
+    """Run the mock exchanges and the service together until Ctrl-C or ``duration``.
 
     Cancellation: the service shuts down gracefully (drain, flush) when the duration ends.
     """
     rules = load_rule_file(demo_rules_path())
-    market = ScriptedMarket()
     async with trio.open_nursery() as nursery:
-        exchange = await nursery.start(MockExchange(market).serve)
-        settings = demo_settings(settings, exchange.ws_url, market.symbols)
+        spot = await nursery.start(MockExchange(ScriptedMarket()).serve)
+        futures = await nursery.start(
+            MockExchange(FuturesScriptMarket(), ExchangeSettings(market="usdm")).serve
+        )
+        exchanges = (spot, futures)
+        settings = demo_settings(settings, spot, futures)
         handle: ServiceHandle = await nursery.start(run_service, settings, rules)
         print(
-            f"oraculo-trio demo: mock exchange at {exchange.ws_url}, "
-            f"{len(rules)} rules on {', '.join(market.symbols)}",
+            f"oraculo-trio demo: mock exchanges at {spot.ws_url} (spot: "
+            f"{', '.join(spot.market.symbols)}) and {futures.ws_url} (USD-M: "
+            f"{', '.join(futures.market.symbols)}), {len(rules)} rules",
             flush=True,
         )
         print(
@@ -72,20 +98,22 @@ async def run_demo(settings: Settings, duration: float | None = None) -> None:
         )
         if duration is not None:
             await trio.sleep(duration)
-            await _quiesce(exchange, handle)
+            await _quiesce(exchanges, handle)
             handle.request_shutdown()
-        # The service ends after its graceful shutdown (or a signal); then the exchange goes.
+        # The service ends after its graceful shutdown (or a signal); then the exchanges go.
         await handle.stopped.wait()
-        print(accounting_line(handle, exchange.frames_sent), flush=True)
+        print(accounting_line(handle, sum(e.frames_sent for e in exchanges)), flush=True)
         nursery.cancel_scope.cancel()
 
 
-async def _quiesce(exchange: MockExchange, handle: ServiceHandle) -> None:
-    # Stop the market and let the service read what is already on the wire, so the final
-    # accounting can compare what the exchange sent with what the service received.
-    exchange.pause()
+async def _quiesce(exchanges: tuple[MockExchange, ...], handle: ServiceHandle) -> None:
+    # Stop the markets and let the service read what is already on the wire, so the final
+    # accounting can compare what the exchanges sent with what the service received.
+    for exchange in exchanges:
+        exchange.pause()
+    sent = sum(exchange.frames_sent for exchange in exchanges)
     with trio.move_on_after(2.0):
-        while handle.metrics.accounting()["received"] < exchange.frames_sent:  # noqa: ASYNC110 (a counter has no event)
+        while handle.metrics.accounting()["received"] < sent:  # noqa: ASYNC110 (a counter has no event)
             await trio.sleep(0.01)
 
 

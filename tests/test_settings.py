@@ -1,5 +1,6 @@
 """Configuration: every key validated, errors name the key, unknown keys are refused."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -116,6 +117,112 @@ def test_run_help_documents_every_key() -> None:
         for field in cls.__attrs_attrs__:
             assert f"ORACULO_{section.upper()}_{field.name.upper()}" in reference
             assert f"ORACULO_{section.upper()}_{field.name.upper()}" in text
+
+
+# --------------------------------------------------------------------------------------
+# Markets: one [feed] table, or one [[feed]] table per market
+
+TWO_MARKETS = """
+[[feed]]
+market = "spot"
+symbols = ["BTCUSDT"]
+
+[[feed]]
+market = "usdm"
+symbols = ["btcusdt", "ETHUSDT_250328"]
+depth_streams = ["depth"]
+trade_streams = ["aggTrade"]
+futures_streams = ["markPrice", "forceOrder"]
+depth_update_ms = 500
+"""
+
+
+def test_one_feed_table_per_market(tmp_path: Path) -> None:
+    settings = load_settings(
+        write(tmp_path, TWO_MARKETS), environ={"ORACULO_FEED_CLIENT": "native"}
+    )
+    assert [feed.market for feed in settings.feeds] == ["spot", "usdm"]
+    assert settings.feed.market == "spot"
+    assert settings.symbols == ("BTCUSDT", "usdm:BTCUSDT", "usdm:ETHUSDT_250328")
+    assert settings.feed_of("usdm:BTCUSDT").depth_update_ms == 500
+    assert settings.feed_of("BTCUSDT").market == "spot"
+
+
+FEED_PROBLEMS = [
+    (
+        'market = "usdm"\ntrade_streams = ["trade"]',
+        "feed.trade_streams = ['trade'] is not allowed: Binance USD-M futures offers 'aggTrade'",
+    ),
+    (
+        'futures_streams = ["markPrice"]',
+        "feed.futures_streams = ['markPrice'] is not allowed: Binance spot offers none",
+    ),
+    (
+        'market = "coinm"\nsymbols = ["BTCUSD"]\ntrade_streams = ["aggTrade"]',
+        "feed.symbols: 'BTCUSD' is not allowed: Binance COIN-M futures symbols look like "
+        "'BTCUSD_PERP'",
+    ),
+    (
+        "depth_update_ms = 250",
+        "feed.depth_update_ms = 250 is not allowed: Binance spot offers 100, 1000",
+    ),
+    (
+        'market = "usdm"\ntrade_streams = ["aggTrade"]\nsnapshot_limit = 200',
+        "feed.snapshot_limit = 200 is not allowed",
+    ),
+    (
+        "rest_weight_budget = 7000",
+        "feed.rest_weight_budget = 7000 is not allowed: Binance spot allows an IP 6000",
+    ),
+    ('market = "binance"', "feed.market = 'binance'"),
+    ('symbols = ["usdm:BTCUSDT"]', "the market is feed.market"),
+]
+
+
+@pytest.mark.parametrize(("feed", "named"), FEED_PROBLEMS)
+def test_a_feed_is_checked_against_its_market(tmp_path: Path, feed: str, named: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        load_settings(write(tmp_path, f"[feed]\n{feed}\n"), environ={})
+
+
+def test_feed_tables_and_relative_paths_together(tmp_path: Path) -> None:
+    path = write(tmp_path, TWO_MARKETS + '\n[rules]\nfile = "r.toml"\n')
+    settings = load_settings(path, environ={"ORACULO_FEED_CLIENT": "native"})
+    assert [feed.client for feed in settings.feeds] == ["native", "native"]
+    assert settings.rules.file == str(tmp_path / "r.toml")
+
+
+def test_two_tables_of_one_market_are_refused(tmp_path: Path) -> None:
+    text = '[[feed]]\nsymbols = ["BTCUSDT"]\n[[feed]]\nsymbols = ["ETHUSDT"]\n'
+    with pytest.raises(ConfigError, match=r"feed\[1\].market = 'spot' is not allowed"):
+        load_settings(write(tmp_path, text), environ={})
+
+
+def test_an_override_naming_what_a_feed_follows_is_ambiguous_with_several(tmp_path: Path) -> None:
+    path = write(tmp_path, TWO_MARKETS)
+    with pytest.raises(ConfigError, match=r"feed\.symbols from the environment cannot apply"):
+        load_settings(path, environ={"ORACULO_FEED_SYMBOLS": "SOLUSDT"})
+    # A key every feed may share applies to each.
+    settings = load_settings(path, environ={"ORACULO_FEED_STALL_TIMEOUT": "12"})
+    assert [feed.stall_timeout for feed in settings.feeds] == [12.0, 12.0]
+
+
+def test_a_market_gives_its_bases_and_budget() -> None:
+    from oraculo_trio.feeds.binance_rest import rest_base_url, ws_base_url
+    from oraculo_trio.settings import rest_weight_budget
+
+    coinm = {
+        "market": "coinm",
+        "symbols": ["BTCUSD_PERP"],
+        "trade_streams": ["aggTrade"],
+        "depth_streams": [],
+    }
+    settings = load_settings(None, environ={}, overrides={"feed": coinm})
+    feed = settings.feed
+    assert ws_base_url(feed.url, feed.market) == "wss://dstream.binance.com"
+    assert rest_base_url(feed.rest_url, feed.url, feed.market) == "https://dapi.binance.com"
+    assert rest_weight_budget(feed) == 1200
+    assert settings.symbols == ("coinm:BTCUSD_PERP",)
 
 
 def test_other_oraculo_variables_draw_one_warning(caplog: pytest.LogCaptureFixture) -> None:

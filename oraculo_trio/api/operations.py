@@ -16,6 +16,7 @@ from typing import Any
 import attrs
 
 from oraculo_trio.core.alerts import FIRING, PENDING, STATES
+from oraculo_trio.core.markets import normalized
 from oraculo_trio.core.rules import SEVERITIES, CompiledRule, did_you_mean, parse_duration
 from oraculo_trio.core.silences import (
     Matcher,
@@ -117,7 +118,7 @@ class AlertFilter:
         return cls(
             states=states,
             rule_id=query.get("rule") or None,
-            symbol=symbol.upper() if symbol else None,
+            symbol=normalized(symbol) if symbol else None,
             severities=_choices(query.get("severity"), SEVERITIES, "severity"),
         )
 
@@ -204,7 +205,7 @@ def history_query(query: Mapping[str, str], now: float) -> dict[str, Any]:
     return {
         "since": since,
         "rule_id": query.get("rule") or None,
-        "symbol": symbol.upper() if symbol else None,
+        "symbol": normalized(symbol) if symbol else None,
         "limit": limit,
     }
 

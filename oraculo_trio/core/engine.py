@@ -35,7 +35,7 @@ from oraculo_trio.core.alerts import (
     AlertTracker,
     AlertTransition,
 )
-from oraculo_trio.core.events import DEPTH, TRADE
+from oraculo_trio.core.events import RULE_STREAMS
 from oraculo_trio.core.rules import CompiledRule, MarketState, RuleState, Signal, rules_for
 
 
@@ -119,7 +119,7 @@ class ShardEngine:
             market = self.market(symbol)
             if market.watch_since is None:
                 market.watch_since = now
-            for stream in (DEPTH, TRADE):
+            for stream in RULE_STREAMS:
                 if (symbol, stream) not in self._routes:
                     self._bind(symbol, stream, now)
 
@@ -317,7 +317,7 @@ class ShardEngine:
         for symbol in gone:
             self.markets.pop(symbol, None)
             self._inhibitors.pop(symbol, None)
-            for stream in (DEPTH, TRADE):
+            for stream in RULE_STREAMS:
                 self._routes.pop((symbol, stream), None)
                 self._dirty.pop((symbol, stream), None)
 
@@ -423,7 +423,7 @@ class ShardEngine:
         self._routes.clear()
         self._dirty.clear()
         for symbol in list(self.markets):
-            for stream in (DEPTH, TRADE):
+            for stream in RULE_STREAMS:
                 self._bind(symbol, stream, now)
         self._next_expiry = _next_expiry(self.rules, now)
 

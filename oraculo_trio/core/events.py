@@ -17,6 +17,13 @@ TRADE = "trade"
 STREAMS = (DEPTH, TRADE)
 """Pipeline stream names, the ``stream`` label of the metric contract."""
 
+MARK = "mark"
+LIQUIDATION = "liquidation"
+RULE_STREAMS = (DEPTH, TRADE, MARK, LIQUIDATION)
+"""What a rule kind may look at (its ``streams``): the pipeline streams, plus the futures
+events that travel on the trade stream (never conflated) but are their own to the rules:
+mark prices (``markPrice``) and liquidations (``forceOrder``)."""
+
 
 @attrs.frozen(slots=True)
 class Trade:
@@ -62,7 +69,12 @@ class DepthSnapshot:
 @attrs.frozen(slots=True)
 class DepthDiff:
     """An incremental book update (``@depth``): levels changed between ``first_update_id``
-    (Binance ``U``) and ``final_update_id`` (``u``)."""
+    (Binance ``U``) and ``final_update_id`` (``u``).
+
+    Futures diffs also carry ``previous_update_id`` (``pu``, the ``u`` of the symbol's
+    previous diff): their update ids are shared by every symbol of the matching engine, so a
+    futures book continues when ``pu`` equals its last ``u``. Spot diffs have None there.
+    """
 
     symbol: str
     first_update_id: int
@@ -72,6 +84,7 @@ class DepthDiff:
     event_time_ms: int | None
     received_at: float
     received_wall: float
+    previous_update_id: int | None = None
 
     stream = DEPTH
 
@@ -96,4 +109,49 @@ class BookTicker:
         return None
 
 
-MarketEvent = Trade | DepthSnapshot | DepthDiff | BookTicker
+@attrs.frozen(slots=True)
+class MarkPrice:
+    """A futures mark price (``@markPrice@1s``): mark and index price, and for perpetuals the
+    funding rate and next funding time (None for delivery contracts)."""
+
+    symbol: str
+    mark_price: float
+    index_price: float
+    funding_rate: float | None
+    next_funding_time_ms: int | None
+    event_time_ms: int | None
+    received_at: float
+    received_wall: float
+
+    stream = MARK
+
+    @property
+    def basis_bps(self) -> float:
+        """(mark - index) / index, in basis points: the premium (> 0) or discount (< 0)."""
+        return (self.mark_price - self.index_price) / self.index_price * 10_000.0
+
+
+@attrs.frozen(slots=True)
+class Liquidation:
+    """A futures liquidation (``@forceOrder``): Binance sends at most one per symbol and second
+    (the latest).
+
+    ``side`` is the forced order's (``SELL`` closes a long position, ``BUY`` a short);
+    ``quantity`` is what was filled, at ``price`` on average; ``notional`` is its value in the
+    quote currency (USD-M) or in USD (COIN-M, where the quantity counts contracts).
+    """
+
+    symbol: str
+    side: str
+    price: float
+    quantity: float
+    notional: float
+    trade_time_ms: int
+    event_time_ms: int | None
+    received_at: float
+    received_wall: float
+
+    stream = LIQUIDATION
+
+
+MarketEvent = Trade | DepthSnapshot | DepthDiff | BookTicker | MarkPrice | Liquidation

@@ -4,12 +4,22 @@ Binance's procedure for a local book from a diff stream (``@depth``/``@depth@100
 
 1. buffer the stream's diffs and note the ``U`` of the first one buffered;
 2. fetch a REST snapshot (``GET /api/v3/depth``), elsewhere, never in the read loop;
-3. if the snapshot's ``lastUpdateId`` < that first ``U``, fetch it again;
-4. drop the buffered diffs with ``u`` <= ``lastUpdateId``; the book is the snapshot, its
-   local id ``lastUpdateId``; apply the rest of the buffer, then every diff that comes:
+3. if the snapshot cannot join the buffer (spot: ``lastUpdateId + 1`` < that first ``U``),
+   fetch it again;
+4. drop the buffered diffs the snapshot holds (``u`` <= ``lastUpdateId``); the book is the
+   snapshot, its local id ``lastUpdateId``; apply the rest of the buffer, then every diff
+   that comes:
 5. a diff with ``u`` <= the local id is ignored (the book already holds it);
 6. a diff with ``U`` > local id + 1 means updates were lost: resync THAT symbol (1 again);
 7. otherwise set each level (quantity 0 removes it) and make ``u`` the local id.
+
+Futures (USD-M ``/fapi/v1/depth``, COIN-M ``/dapi/v1/depth``) differ, because their update
+ids are shared by every symbol of the matching engine, so ``U`` is not the previous ``u + 1``
+(``chained`` syncs): a diff carries ``pu``, the ``u`` of the symbol's previous diff. Buffered
+diffs with ``u`` < ``lastUpdateId`` are dropped; the first one applied must span the
+snapshot (``U`` <= ``lastUpdateId`` <= ``u``; a later one means the snapshot is too old, unless
+its ``pu`` is ``lastUpdateId``: it continues right from the snapshot); from then on each diff
+must have ``pu`` == the local id, or the symbol resyncs (``gap``).
 
 :class:`BookSync` is that procedure for one symbol, as a table (:data:`TRANSITIONS`) of
 ``(state, signal) -> state`` driven by the same :class:`~oraculo_trio.core.machines.Machine`
@@ -21,8 +31,11 @@ use the older ones with it).
 
 Every diff handed to a sync ends exactly once in the accounting (``docs/architecture.md``):
 applied to a book that is live afterwards (:attr:`Step.applied`, or the diff itself for
-``apply``), or ``superseded`` (:attr:`Step.superseded`): the book, the buffer or the snapshot
-to come holds it already. Until then it waits in the buffer.
+``apply``); ``superseded`` (:attr:`Step.superseded`): a snapshot, the book or the buffer
+holds it already (``u`` <= ``lastUpdateId``, a duplicate), or a book it was applied to was
+dropped and the snapshot to come holds it; or ``unsynced`` (:attr:`Step.unsynced`): it was
+discarded while the symbol waited for a snapshot that never took it (the buffer restarted,
+overflowed, or the consumer stopped). Until then it waits in the buffer.
 
 The book cannot see levels deeper than the snapshot's ``limit`` until a diff touches them.
 """
@@ -119,6 +132,7 @@ class Step:
         superseded: diffs discarded because the book, the buffer or the snapshot holds them.
         overflow: diffs dropped on purpose: past the buffer's bound, or shed by a resync of
             a book too far behind its feed.
+        unsynced: diffs discarded while syncing, before any snapshot took them.
         resync: set when a snapshot must be fetched again: ``gap``, ``crossed`` or
             ``snapshot_stale``.
         request: the id of a snapshot request to send (the snapshot must carry it back).
@@ -135,6 +149,7 @@ class Step:
     request: int | None = None
     synced_after: float | None = None
     initial: bool = False
+    unsynced: int = 0
 
 
 # The steps of the hot path, allocated once.
@@ -156,15 +171,19 @@ class BookSync:
     Attributes:
         book: the book; empty while syncing, the exchange's book (down to the snapshot's
             depth) while live.
+        chained: futures: diffs continue on ``pu`` (see the module docstring); spot: on
+            ``U`` = previous ``u`` + 1.
         state: ``syncing`` or ``live``.
-        buffer: diffs waiting for the snapshot, contiguous (each ``U`` = previous ``u`` + 1).
+        buffer: diffs waiting for the snapshot, contiguous.
         first_update_id: ``U`` of the buffer's first diff.
         request_id: id of the latest snapshot request; ``requested`` while it is out.
         resyncs: how many times a snapshot was fetched again.
+        joined: chained books: whether a diff spanning the snapshot was applied yet.
     """
 
     symbol: str
     max_buffered: int = MAX_BUFFERED
+    chained: bool = False
     book: OrderBook = attrs.field(
         default=attrs.Factory(lambda self: OrderBook(self.symbol), takes_self=True)
     )
@@ -176,6 +195,7 @@ class BookSync:
     resyncs: int = 0
     syncing_since: float | None = None
     live_once: bool = False
+    joined: bool = True
 
     def on_diff(self, diff: DepthDiff, now: float) -> Step:
         """Take the symbol's next diff from the stream.
@@ -187,9 +207,14 @@ class BookSync:
         if self.state == LIVE:
             book = self.book
             local = book.last_update_id
+            if not self.joined:
+                return self._join(diff, now)
             if diff.final_update_id <= local:
                 return _OLD_LIVE
-            if diff.first_update_id > local + 1:
+            if self.chained:
+                if diff.previous_update_id != local:
+                    return self._resync(GAP, now, diff)
+            elif diff.first_update_id > local + 1:
                 return self._resync(GAP, now, diff)
             book.apply_diff(diff.bids, diff.asks, diff.final_update_id)
             if book.is_crossed():
@@ -223,16 +248,26 @@ class BookSync:
             return Step(SNAPSHOT_IGNORED, BOOK_SYNC.next_state(self.state, SNAPSHOT_IGNORED))
         self.requested = False
         buffer = self.buffer
-        if buffer and last_update_id < self.first_update_id:
-            self.state = BOOK_SYNC.next_state(self.state, SNAPSHOT_STALE)
-            self.resyncs += 1
-            return Step(SNAPSHOT_STALE, self.state, resync=SNAPSHOT_STALE, request=self._request())
+        # Diffs the snapshot holds: spot u <= lastUpdateId; futures u < lastUpdateId (the
+        # diff ending at lastUpdateId is the first one applied: it spans the snapshot).
+        held = last_update_id if not self.chained else last_update_id - 1
         superseded = 0
-        while buffer and buffer[0].final_update_id <= last_update_id:
+        while buffer and buffer[0].final_update_id <= held:
             buffer.popleft()
             superseded += 1
+        if buffer and self._too_old(last_update_id, buffer[0]):
+            self.state = BOOK_SYNC.next_state(self.state, SNAPSHOT_STALE)
+            self.resyncs += 1
+            return Step(
+                SNAPSHOT_STALE,
+                self.state,
+                superseded=superseded,
+                resync=SNAPSHOT_STALE,
+                request=self._request(),
+            )
         self.book.apply_snapshot(bids, asks, last_update_id)
         self.state = BOOK_SYNC.next_state(self.state, SNAPSHOT_APPLIED)
+        self.joined = not self.chained
         if self.book.is_crossed():
             step = self._resync(CROSSED, now, None)
             return Step(
@@ -242,6 +277,58 @@ class BookSync:
                 resync=CROSSED,
                 request=step.request,
             )
+        return self._replay(superseded, now)
+
+    def shed(self, now: float) -> Step:
+        """Drop the book and whatever waits in the buffer, and ask for a fresh snapshot: the
+        symbol is too far behind its feed to be worth catching up diff by diff. The diffs
+        still to come that the snapshot holds are superseded (:attr:`caught_up_to`)."""
+        dropped = len(self.buffer)
+        self.buffer.clear()
+        self.requested = False
+        step = self._resync(SHED, now, None)
+        request = step.request if step.request is not None else self._request()
+        return Step(SHED, self.state, overflow=dropped, resync=SHED, request=request)
+
+    def discard(self) -> int:
+        """Forget the buffer (the consumer is stopping); returns how many diffs it held
+        (``unsynced``: no snapshot took them)."""
+        held = len(self.buffer)
+        self.buffer.clear()
+        return held
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _too_old(self, last_update_id: int, first: DepthDiff) -> bool:
+        """Whether a snapshot misses updates before the buffer's first diff (after the
+        diffs it holds were dropped)."""
+        if self.chained:
+            # A first diff continuing right from the snapshot (pu = lastUpdateId) joins it
+            # exactly, as spot's U = lastUpdateId + 1 does.
+            return (
+                first.first_update_id > last_update_id
+                and first.previous_update_id != last_update_id
+            )
+        # Spot: a snapshot that ends right before the first diff joins it exactly.
+        return first.first_update_id > last_update_id + 1
+
+    def _join(self, diff: DepthDiff, now: float) -> Step:
+        """A chained book's first diff after its snapshot: it must span ``lastUpdateId``."""
+        book = self.book
+        local = book.last_update_id
+        if diff.final_update_id < local:
+            return _OLD_LIVE
+        if diff.first_update_id > local and diff.previous_update_id != local:
+            return self._resync(GAP, now, diff)
+        self.joined = True
+        book.apply_diff(diff.bids, diff.asks, diff.final_update_id)
+        if book.is_crossed():
+            return self._resync(CROSSED, now, None, superseded=1)
+        return APPLIED
+
+    def _replay(self, superseded: int, now: float) -> Step:
+        """Apply the buffer to the book the snapshot made live."""
+        buffer = self.buffer
         applied: list[DepthDiff] = []
         while buffer:
             diff = buffer.popleft()
@@ -273,46 +360,32 @@ class BookSync:
             initial=initial,
         )
 
-    def shed(self, now: float) -> Step:
-        """Drop the book and whatever waits in the buffer, and ask for a fresh snapshot: the
-        symbol is too far behind its feed to be worth catching up diff by diff. The diffs
-        still to come that the snapshot holds are superseded (:attr:`caught_up_to`)."""
-        dropped = len(self.buffer)
-        self.buffer.clear()
-        self.requested = False
-        step = self._resync(SHED, now, None)
-        request = step.request if step.request is not None else self._request()
-        return Step(SHED, self.state, overflow=dropped, resync=SHED, request=request)
-
-    def discard(self) -> int:
-        """Forget the buffer (the consumer is stopping); returns how many diffs it held."""
-        held = len(self.buffer)
-        self.buffer.clear()
-        return held
-
-    # -- internals --------------------------------------------------------------------------
-
     def _request(self) -> int:
         self.request_id += 1
         self.requested = True
         return self.request_id
+
+    def _follows(self, diff: DepthDiff, last: DepthDiff) -> bool:
+        if self.chained:
+            return diff.previous_update_id == last.final_update_id
+        return diff.first_update_id <= last.final_update_id + 1
 
     def _buffer(self, diff: DepthDiff, now: float) -> Step:
         buffer = self.buffer
         if self.syncing_since is None:
             self.syncing_since = now
         if buffer:
-            last = buffer[-1].final_update_id
-            if diff.final_update_id <= last:
+            last = buffer[-1]
+            if diff.final_update_id <= last.final_update_id:
                 self.state = BOOK_SYNC.next_state(self.state, OLD)
                 return _OLD_SYNCING
-            if diff.first_update_id > last + 1:
+            if not self._follows(diff, last):
                 self.state = BOOK_SYNC.next_state(self.state, BUFFER_RESTART)
                 dropped = len(buffer)
                 buffer.clear()
                 buffer.append(diff)
                 self.first_update_id = diff.first_update_id
-                return Step(BUFFER_RESTART, self.state, superseded=dropped)
+                return Step(BUFFER_RESTART, self.state, unsynced=dropped)
             buffer.append(diff)
             if len(buffer) > self.max_buffered:
                 buffer.popleft()
@@ -331,6 +404,7 @@ class BookSync:
         self.state = BOOK_SYNC.next_state(self.state, reason)
         self.resyncs += 1
         self.book.clear()
+        self.joined = not self.chained
         if self.syncing_since is None:
             self.syncing_since = now
         buffer = self.buffer
@@ -349,13 +423,18 @@ def merge_depth(old: object, new: object) -> object:
     """Merge two waiting depth messages of one symbol (the shard's conflation buffer).
 
     Two diffs become one spanning both: levels of the later (by update id) win, no level is
-    lost. When an update is missing between them only the later one is kept: its book resyncs
+    lost. When an update is missing between them (spot: a gap in ``U``/``u``; futures: the
+    later's ``pu`` is not the earlier's ``u``) only the later one is kept: its book resyncs
     at it, and that snapshot holds the earlier one. Anything else keeps the newest message.
     """
     if type(old) is not DepthDiff or type(new) is not DepthDiff:
         return new
     first, last = (old, new) if old.final_update_id <= new.final_update_id else (new, old)
-    if last.first_update_id > first.final_update_id + 1:
+    previous = last.previous_update_id
+    if previous is None:
+        if last.first_update_id > first.final_update_id + 1:
+            return last
+    elif previous != first.final_update_id:
         return last
     return DepthDiff(
         new.symbol,
@@ -366,6 +445,7 @@ def merge_depth(old: object, new: object) -> object:
         new.event_time_ms,
         new.received_at,
         new.received_wall,
+        first.previous_update_id,
     )
 
 

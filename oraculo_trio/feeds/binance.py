@@ -28,6 +28,11 @@ bad-frame reason reserved for that).
 Stream names are case-sensitive, as Binance writes them: lower-case symbol, then the kind
 spelled exactly (``aggTrade``, ``bookTicker``). ``BTCUSDT@trade`` or ``btcusdt@aggtrade`` is
 not a stream this adapter ever subscribes to, so frames carrying it are ``unknown_stream``.
+
+Markets (:mod:`oraculo_trio.feeds.binance_markets`): a decoder reads one market's
+connection. Spot frames take the path above unchanged; on any other market the events are
+named by market (``usdm:BTCUSDT``) and futures payloads (``pu``, ``markPrice``,
+``forceOrder``) decode in :mod:`oraculo_trio.feeds.binance_futures`.
 """
 
 from __future__ import annotations
@@ -50,28 +55,74 @@ from oraculo_trio.core.events import (
     MarketEvent,
     Trade,
 )
+from oraculo_trio.core.markets import SPOT, qualified
+from oraculo_trio.feeds.binance_futures import (
+    FUTURES_DECODERS,
+    FUTURES_LAX,
+    KIND_PREFIX,
+    MARKET_BUILDERS,
+    MarketBuilder,
+    PayloadError,
+)
+from oraculo_trio.feeds.binance_markets import (
+    DEPTH_KINDS,
+    KIND_AGG_TRADE,
+    KIND_BOOK_TICKER,
+    KIND_DEPTH5,
+    KIND_DEPTH10,
+    KIND_DEPTH20,
+    KIND_DEPTH_DIFF,
+    KIND_FORCE_ORDER,
+    KIND_MARK_PRICE,
+    KIND_TRADE,
+    MAX_STREAMS_PER_CONNECTION,
+    PARTIAL_DEPTH_KINDS,
+    SPOT_KINDS,
+    binance_market,
+    combined_urls,
+    parse_stream_name,
+    raw_url,
+    stream_name,
+)
+
+__all__ = [
+    "CONTROL_KINDS",
+    "DEFAULT_BASE_URL",
+    "DEFAULT_MAX_FRAME_BYTES",
+    "DEPTH_KINDS",
+    "KINDS",
+    "KIND_AGG_TRADE",
+    "KIND_BOOK_TICKER",
+    "KIND_DEPTH5",
+    "KIND_DEPTH10",
+    "KIND_DEPTH20",
+    "KIND_DEPTH_DIFF",
+    "KIND_FORCE_ORDER",
+    "KIND_MARK_PRICE",
+    "KIND_STREAM",
+    "KIND_TRADE",
+    "MAX_STREAMS_PER_CONNECTION",
+    "PARTIAL_DEPTH_KINDS",
+    "BadFrame",
+    "BadSnapshot",
+    "BinanceDecoder",
+    "Control",
+    "combined_urls",
+    "decode_rest_snapshot",
+    "parse_stream_name",
+    "raw_url",
+    "stream_name",
+]
 
 DEFAULT_BASE_URL = "wss://stream.binance.com:9443"
 """Binance spot WebSocket base; Binance.US is ``wss://stream.binance.us:9443``."""
 
-MAX_STREAMS_PER_CONNECTION = 1024
-"""Binance refuses more streams than this on one connection."""
-
 DEFAULT_MAX_FRAME_BYTES = 1 << 20
 """Frames longer than this are ``too_large`` (recorded frames reach 64 KB)."""
 
-KIND_TRADE = "trade"
-KIND_AGG_TRADE = "aggTrade"
-KIND_BOOK_TICKER = "bookTicker"
-KIND_DEPTH5 = "depth5"
-KIND_DEPTH10 = "depth10"
-KIND_DEPTH20 = "depth20"
-KIND_DEPTH_DIFF = "depth"
-
-PARTIAL_DEPTH_KINDS = (KIND_DEPTH5, KIND_DEPTH10, KIND_DEPTH20)
-DEPTH_KINDS = (*PARTIAL_DEPTH_KINDS, KIND_DEPTH_DIFF)
-KINDS = (KIND_TRADE, KIND_AGG_TRADE, KIND_BOOK_TICKER, *DEPTH_KINDS)
-"""Every stream kind this adapter subscribes to and decodes."""
+KINDS = (*SPOT_KINDS, KIND_MARK_PRICE, KIND_FORCE_ORDER)
+"""Every stream kind this adapter subscribes to and decodes (each market offers some:
+``BinanceMarket.kinds``)."""
 
 KIND_STREAM = {
     KIND_TRADE: TRADE,
@@ -81,6 +132,9 @@ KIND_STREAM = {
     KIND_DEPTH10: DEPTH,
     KIND_DEPTH20: DEPTH,
     KIND_DEPTH_DIFF: DEPTH,
+    # Futures events each count (never conflated): they ride the trade connections.
+    KIND_MARK_PRICE: TRADE,
+    KIND_FORCE_ORDER: TRADE,
 }
 """Stream kind -> pipeline stream (``"trade"``/``"depth"``), the connection it belongs to."""
 
@@ -136,111 +190,6 @@ class BadSnapshot(FeedError):
 
 
 # ---------------------------------------------------------------------------------------
-# Stream names and URLs
-
-
-def _is_stream_symbol(symbol: str) -> bool:
-    return bool(symbol) and symbol.isascii() and symbol.isalnum() and symbol == symbol.lower()
-
-
-def stream_name(symbol: str, kind: str, *, update_ms: int | None = None) -> str:
-    """Return the Binance stream name for ``symbol`` and ``kind``.
-
-    Args:
-        symbol: Trading pair in any case (``"BTCUSDT"``); stream names use lower case.
-        kind: One of :data:`KINDS`. ``"depth"`` is the diff stream, ``"depthN"`` partial books.
-        update_ms: Depth kinds only: 100 (default, ``@100ms`` suffix) or 1000 (no suffix).
-
-    Returns:
-        For example ``"btcusdt@depth20@100ms"``, ``"btcusdt@depth"``, ``"btcusdt@aggTrade"``.
-
-    Raises:
-        ValueError: Unknown kind, a symbol that is not ASCII alphanumeric, or an update speed
-            Binance does not offer for that kind.
-    """
-    lowered = symbol.lower()
-    if not _is_stream_symbol(lowered):
-        raise ValueError(f"symbol {symbol!r} is not an ASCII alphanumeric trading pair")
-    if kind in DEPTH_KINDS:
-        if update_ms is None or update_ms == 100:
-            return f"{lowered}@{kind}@100ms"
-        if update_ms == 1000:
-            return f"{lowered}@{kind}"
-        raise ValueError(f"update_ms={update_ms!r} for {kind!r}: allowed 100 or 1000")
-    if kind in KINDS:
-        if update_ms is not None:
-            raise ValueError(f"update_ms={update_ms!r} given for {kind!r}, which has no speed")
-        return f"{lowered}@{kind}"
-    raise ValueError(f"stream kind {kind!r} unknown: allowed {', '.join(KINDS)}")
-
-
-def parse_stream_name(name: str) -> tuple[str, str] | None:
-    """Return ``(SYMBOL, kind)`` for a stream name :func:`stream_name` can produce.
-
-    ``"btcusdt@depth@100ms"`` gives ``("BTCUSDT", "depth")``. Returns None for anything else,
-    including wrong case (``"BTCUSDT@trade"``, ``"btcusdt@aggtrade"``), speeds other than
-    ``@100ms`` and special streams such as ``!serverShutdown``.
-    """
-    symbol, sep, rest = name.partition("@")
-    if not sep or not _is_stream_symbol(symbol):
-        return None
-    kind, sep, speed = rest.partition("@")
-    if kind in DEPTH_KINDS:
-        if sep and speed != "100ms":
-            return None
-    elif kind not in KINDS or sep:
-        return None
-    return symbol.upper(), kind
-
-
-def combined_urls(
-    base_url: str,
-    streams: Iterable[str],
-    *,
-    max_streams: int = MAX_STREAMS_PER_CONNECTION,
-) -> list[str]:
-    """Return combined-stream URLs covering ``streams``, at most ``max_streams`` each.
-
-    ``base/stream?streams=a/b/c``; more streams give more URLs (one connection each), in
-    the order given. Duplicates are subscribed once.
-
-    Args:
-        base_url: For example :data:`DEFAULT_BASE_URL`; a trailing ``/`` is ignored.
-        streams: Stream names as :func:`stream_name` builds them.
-        max_streams: Streams per URL, 1 to 1024.
-
-    Returns:
-        One URL per chunk; an empty list for no streams.
-
-    Raises:
-        ValueError: A stream name :func:`parse_stream_name` does not know, or ``max_streams``
-            out of range.
-    """
-    if not 1 <= max_streams <= MAX_STREAMS_PER_CONNECTION:
-        raise ValueError(f"max_streams={max_streams!r}: allowed 1 to {MAX_STREAMS_PER_CONNECTION}")
-    unique = list(dict.fromkeys(streams))
-    for name in unique:
-        if parse_stream_name(name) is None:
-            raise ValueError(f"stream {name!r} is not a Binance stream name this adapter knows")
-    base = base_url.rstrip("/")
-    return [
-        f"{base}/stream?streams={'/'.join(unique[start : start + max_streams])}"
-        for start in range(0, len(unique), max_streams)
-    ]
-
-
-def raw_url(base_url: str, stream: str) -> str:
-    """Return the raw-stream URL ``base/ws/<stream>`` (frames are payloads, no envelope).
-
-    Raises:
-        ValueError: A stream name :func:`parse_stream_name` does not know.
-    """
-    if parse_stream_name(stream) is None:
-        raise ValueError(f"stream {stream!r} is not a Binance stream name this adapter knows")
-    return f"{base_url.rstrip('/')}/ws/{stream}"
-
-
-# ---------------------------------------------------------------------------------------
 # Wire types
 
 _FLOAT_MAX = sys.float_info.max
@@ -293,28 +242,25 @@ def _decoders(types: dict[str, type[msgspec.Struct]]) -> dict[str, msgspec.json.
     return decoders
 
 
-def _envelope_decoders(types: dict[str, type[msgspec.Struct]]) -> dict[str, msgspec.json.Decoder]:
-    """One-pass decoders of a whole combined-stream frame, ``{"stream": ..., "data": payload}``,
-    per kind: the payload is built in the same pass as the envelope."""
-    decoders = {
-        kind: msgspec.json.Decoder(
-            msgspec.defstruct(f"Envelope_{kind}", [("stream", str), ("data", struct)], gc=False),
-            strict=False,
-        )
-        for kind, struct in types.items()
-        if kind != "rest"
-    }
-    for kind in PARTIAL_DEPTH_KINDS:
-        decoders[kind] = decoders["partial"]
-    return decoders
-
-
 # Checked decoders are the hot path. Lax ones (plain floats) run only after a
 # ValidationError, to tell a bad value (invalid_value) from a bad shape (invalid_payload).
 _CHECKED_TYPES = _payload_types(_PRICE, _QTY, "Checked")
 _CHECKED = _decoders(_CHECKED_TYPES)
-_ENVELOPES = _envelope_decoders(_CHECKED_TYPES)
 _LAX = _decoders(_payload_types(float, float, "Lax"))
+_LAX.update(FUTURES_LAX)
+
+_ENVELOPE_OF: dict[int, msgspec.json.Decoder] = {}
+
+
+def _envelope_of(decoder: msgspec.json.Decoder) -> msgspec.json.Decoder:
+    """The one-pass decoder of a whole combined-stream frame whose payload ``decoder``
+    decodes: ``{"stream": ..., "data": payload}``, built in the same pass."""
+    envelope = _ENVELOPE_OF.get(id(decoder))
+    if envelope is None:
+        struct = msgspec.defstruct("Envelope", [("stream", str), ("data", decoder.type)], gc=False)
+        envelope = _ENVELOPE_OF[id(decoder)] = msgspec.json.Decoder(struct, strict=False)
+    return envelope
+
 
 # A combined-stream frame as Binance writes it starts with its stream name: the reader finds
 # the name in the raw bytes, before any decoding (to skip frames a newer one supersedes).
@@ -420,14 +366,37 @@ _Spec = tuple[str, str, msgspec.json.Decoder, _Builder]
 _SHUTDOWN_SPEC: _Spec = (CONTROL_SERVER_SHUTDOWN, "", _ANY_DECODER, _build_shutdown)
 
 
-def _spec_for(name: str) -> _Spec | None:
+def _spec_for(name: str, market: str = SPOT) -> _Spec | None:
     if name == SERVER_SHUTDOWN_STREAM:
         return _SHUTDOWN_SPEC
-    parsed = parse_stream_name(name)
+    parsed = parse_stream_name(name, market)
     if parsed is None:
         return None
     symbol, kind = parsed
-    return (kind, symbol, _CHECKED[kind], _BUILDERS[kind])
+    if market == SPOT:
+        return (kind, symbol, _CHECKED[kind], _BUILDERS[kind])
+    build = _on_market(MARKET_BUILDERS[kind], symbol)
+    name = qualified(market, symbol)
+    futures = KIND_PREFIX + kind
+    if binance_market(market).chained and futures in FUTURES_DECODERS:
+        # The spec's kind keys the lax decoder of a failure; these builders ignore it.
+        return (futures, name, FUTURES_DECODERS[futures], build)
+    return (kind, name, _CHECKED[kind], build)
+
+
+def _on_market(build: MarketBuilder, wire: str) -> _Builder:
+    """A builder of another market's stream: events named by market, payloads checked
+    against the exchange's name ``wire``."""
+
+    def bound(m: Any, symbol: str, kind: str, at: float, wall: float) -> Any:
+        try:
+            return build(m, symbol, wire, kind, at, wall)
+        except PayloadError as exc:
+            return BadFrame("invalid_payload", _short(exc))
+        except ValueError as exc:
+            return BadFrame("invalid_value", _short(exc))
+
+    return bound
 
 
 # ---------------------------------------------------------------------------------------
@@ -532,9 +501,19 @@ class BinanceDecoder:
             frames for any other stream are ``unknown_stream``. By default every stream
             name :func:`parse_stream_name` accepts is known.
         max_frame_bytes: Longer frames are ``too_large`` without being parsed.
+        market: the market the connection reads (``feed.market``); events of a market other
+            than spot are named by market (``usdm:BTCUSDT``).
     """
 
-    __slots__ = ("_closed", "_fast", "_max_frame", "_specs", "diff_symbols", "latest_only")
+    __slots__ = (
+        "_closed",
+        "_fast",
+        "_market",
+        "_max_frame",
+        "_specs",
+        "diff_symbols",
+        "latest_only",
+    )
 
     _MAX_LEARNED_STREAMS = 65_536
 
@@ -543,8 +522,11 @@ class BinanceDecoder:
         streams: Iterable[str] | None = None,
         *,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        market: str = SPOT,
     ) -> None:
+        binance_market(market)  # an unknown market is a ValueError here, not per frame
         self._max_frame = max_frame_bytes
+        self._market = market
         self._specs: dict[str, _Spec] = {SERVER_SHUTDOWN_STREAM: _SHUTDOWN_SPEC}
         # Market-data streams by the raw bytes of their name, with the one-pass decoder.
         self._fast: dict[bytes, _Spec] = {}
@@ -554,7 +536,7 @@ class BinanceDecoder:
         """Raw names of the known depth-diff streams, and their symbol."""
         self._closed = streams is not None
         for name in streams or ():
-            spec = _spec_for(name)
+            spec = _spec_for(name, market)
             if spec is None:
                 raise ValueError(f"stream {name!r} is not a Binance stream name this adapter knows")
             self._remember(name, spec)
@@ -562,7 +544,7 @@ class BinanceDecoder:
     def _learn(self, name: str) -> _Spec | None:
         if self._closed:
             return None
-        spec = _spec_for(name)
+        spec = _spec_for(name, self._market)
         # Only a misbehaving server sends endless new names; stop caching rather than grow.
         if spec is not None and len(self._specs) < self._MAX_LEARNED_STREAMS:
             self._remember(name, spec)
@@ -570,14 +552,16 @@ class BinanceDecoder:
 
     def _remember(self, name: str, spec: _Spec) -> None:
         self._specs[name] = spec
-        kind, symbol, _, build = spec
-        if kind in _ENVELOPES:
-            raw = name.encode()
-            self._fast[raw] = (kind, symbol, _ENVELOPES[kind], build)
-            if kind in LATEST_ONLY_KINDS:
-                self.latest_only.add(raw)
-            elif kind == KIND_DEPTH_DIFF:
-                self.diff_symbols[raw] = symbol
+        kind, symbol, decoder, build = spec
+        if kind == CONTROL_SERVER_SHUTDOWN:
+            return
+        raw = name.encode()
+        self._fast[raw] = (kind, symbol, _envelope_of(decoder), build)
+        base_kind = kind.removeprefix(KIND_PREFIX)
+        if base_kind in LATEST_ONLY_KINDS:
+            self.latest_only.add(raw)
+        elif base_kind == KIND_DEPTH_DIFF:
+            self.diff_symbols[raw] = symbol
 
     def stream_key(self, frame: bytes) -> bytes | None:
         """The raw name of a known market-data stream that ``frame`` carries, read from the

@@ -1,53 +1,161 @@
 """Binance's REST facts that the service and the mock exchange both follow.
 
-The depth-snapshot path, the request weight of a snapshot by its ``limit``, the weight an IP
-may spend per window, and what a 429 or 418 without ``Retry-After`` means. The snapshot
-fetcher (:mod:`oraculo_trio.pipeline.snapshots`) spends within these limits; the mock
-exchange (its REST server) enforces them.
+Per market (:mod:`oraculo_trio.feeds.binance_markets`): the paths, the request weight of a
+depth snapshot by its ``limit``, the weight an IP may spend per minute, and what a 429 or
+418 without ``Retry-After`` means. Also the bodies the service reads besides snapshots:
+``exchangeInfo`` (which symbols exist and trade) and ``time`` (the exchange's clock). The
+snapshot fetcher (:mod:`oraculo_trio.pipeline.snapshots`) spends within these limits; the
+mock exchange (its REST server) enforces them.
 """
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable, Mapping
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-# Binance allows an IP this much request weight per window, for everything it sends.
-IP_WEIGHT_LIMIT = 6000
+import attrs
+import msgspec
+
+from oraculo_trio.core.markets import SPOT
+from oraculo_trio.feeds.binance_markets import BINANCE_MARKETS, DEPTH, binance_market
+
+# Binance spot allows an IP this much request weight per window, for everything it sends
+# (other markets: BinanceMarket.ip_weight_limit).
+IP_WEIGHT_LIMIT = BINANCE_MARKETS[SPOT].ip_weight_limit
 IP_WEIGHT_WINDOW = 60.0
 
-DEPTH_PATH = "/api/v3/depth"
-MAX_SNAPSHOT_LIMIT = 5000
-
-# (largest limit, weight), Binance spot's GET /api/v3/depth.
-_WEIGHTS = ((100, 5), (500, 25), (1000, 50), (MAX_SNAPSHOT_LIMIT, 250))
+DEPTH_PATH = BINANCE_MARKETS[SPOT].path(DEPTH)
+MAX_SNAPSHOT_LIMIT = BINANCE_MARKETS[SPOT].max_depth_limit
 
 # Seconds to stop for when a 429 or 418 comes without Retry-After (Binance bans for 2 min
 # at least).
 DEFAULT_RETRY_AFTER = {429: 60.0, 418: 120.0}
 
+TRADING = "TRADING"
+"""The status of a symbol that trades (spot ``status``, futures ``contractStatus``)."""
 
-def snapshot_weight(limit: int) -> int:
-    """Binance's request weight of ``GET /api/v3/depth`` with ``limit`` levels per side.
+
+def snapshot_weight(limit: int, market: str = SPOT) -> int:
+    """Binance's request weight of ``GET <prefix>/depth`` with ``limit`` levels per side.
 
     Raises:
-        ValueError: ``limit`` is not in 1..5000.
+        ValueError: ``limit`` is not one ``market`` accepts (the message lists them).
     """
-    for most, weight in _WEIGHTS:
-        if 1 <= limit <= most:
-            return weight
-    raise ValueError(f"limit={limit!r}: allowed 1..{MAX_SNAPSHOT_LIMIT}")
+    return binance_market(market).depth_weight(limit)
 
 
-def rest_base_url(rest_url: str, ws_url: str) -> str:
+def rest_base_url(rest_url: str, ws_url: str, market: str = SPOT) -> str:
     """The REST base URL: ``rest_url`` when set, else derived from the WebSocket URL.
 
-    ``wss://stream.binance.com:9443`` gives ``https://api.binance.com`` (likewise
-    ``binance.us``); any other ``ws(s)://host:port`` gives ``http(s)://host:port``.
+    An empty ``ws_url`` (or the market's own stream base) gives the market's REST base
+    (``https://api.binance.com``, ``https://fapi.binance.com``...); a ``stream.`` host gives
+    its ``api.`` twin (``wss://stream.binance.us:9443`` -> ``https://api.binance.us``); any
+    other ``ws(s)://host:port`` gives ``http(s)://host:port``.
     """
     if rest_url:
         return rest_url.rstrip("/")
+    spec = binance_market(market)
+    if not ws_url or ws_url.rstrip("/") == spec.ws_url:
+        return spec.rest_url
     parts = urlsplit(ws_url)
     scheme = "https" if parts.scheme == "wss" else "http"
     host = parts.hostname or ""
     if host.startswith("stream."):
         return f"{scheme}://api.{host[len('stream.') :]}"
     return urlunsplit((scheme, parts.netloc, "", "", "")).rstrip("/")
+
+
+def ws_base_url(ws_url: str, market: str = SPOT) -> str:
+    """The stream base URL: ``ws_url`` when set, else the market's."""
+    return ws_url.rstrip("/") if ws_url else binance_market(market).ws_url
+
+
+# ---------------------------------------------------------------------------------------
+# exchangeInfo
+
+
+class ExchangeInfoError(ValueError):
+    """Raised by :func:`parse_exchange_info` when a body is not an exchangeInfo answer."""
+
+
+class _Symbol(msgspec.Struct, gc=False):
+    symbol: str
+    status: str | None = None
+    contractStatus: str | None = None
+
+
+class _ExchangeInfo(msgspec.Struct, gc=False):
+    symbols: list[_Symbol]
+
+
+_EXCHANGE_INFO = msgspec.json.Decoder(_ExchangeInfo)
+
+
+def parse_exchange_info(body: bytes | str, market: str = SPOT) -> dict[str, str]:
+    """``{symbol: trading status}`` of an exchangeInfo body of ``market``.
+
+    Raises:
+        ExchangeInfoError: not JSON, or no ``symbols`` list of objects with a ``symbol``.
+    """
+    status_key = binance_market(market).status_key
+    try:
+        info = _EXCHANGE_INFO.decode(body)
+    except msgspec.DecodeError as exc:
+        raise ExchangeInfoError(f"not an exchangeInfo answer: {exc}") from None
+    return {s.symbol: (getattr(s, status_key) or s.status or "") for s in info.symbols}
+
+
+@attrs.frozen
+class SymbolProblem:
+    """One configured symbol the exchange does not trade: unknown (with close names) or
+    listed with another status (``BREAK``: halted or delisted; ``DELIVERED``...)."""
+
+    symbol: str
+    status: str | None
+    suggestions: tuple[str, ...] = ()
+
+    def describe(self, market: str) -> str:
+        title = binance_market(market).title
+        if self.status is None:
+            names = " or ".join(map(repr, self.suggestions))
+            hint = f"; did you mean {names}?" if self.suggestions else ""
+            return f"{self.symbol!r} is not a {title} symbol{hint}"
+        return f"{self.symbol!r} does not trade on {title} (status {self.status})"
+
+
+def check_symbols(symbols: Iterable[str], listed: Mapping[str, str]) -> list[SymbolProblem]:
+    """The symbols of ``symbols`` (the exchange's names) ``listed`` does not show trading.
+
+    Args:
+        symbols: configured symbols, upper case.
+        listed: :func:`parse_exchange_info`'s answer.
+    """
+    problems = []
+    for symbol in symbols:
+        status = listed.get(symbol)
+        if status == TRADING:
+            continue
+        suggestions: tuple[str, ...] = ()
+        if status is None:
+            trading = [name for name, state in listed.items() if state == TRADING]
+            suggestions = tuple(difflib.get_close_matches(symbol, trading, n=3, cutoff=0.6))
+        problems.append(SymbolProblem(symbol, status, suggestions))
+    return problems
+
+
+def parse_server_time(body: bytes | str) -> int:
+    """``serverTime`` (Unix ms) of a ``GET <prefix>/time`` body.
+
+    Raises:
+        ValueError: anything else.
+    """
+    try:
+        value: Any = msgspec.json.decode(body)
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"not a time answer: {exc}") from None
+    server_time = value.get("serverTime") if isinstance(value, dict) else None
+    if not isinstance(server_time, int) or isinstance(server_time, bool) or server_time <= 0:
+        raise ValueError(f"not a time answer: {str(value)[:80]!r}")
+    return server_time

@@ -251,8 +251,9 @@ def conclude(
             "prometheus": output.prometheus,
             "webhook": output.webhook,
             "service_exit": output.service_exit,
-            # Diff books (depthdiff): resyncs and how long they took.
-            **({"book": book} if book else {}),
+            # Diff books (depthdiff): resyncs and how long they took, and the cold start
+            # (from the first diff until every book was live).
+            **({"book": {**book, "cold_start": output.cold_start}} if book else {}),
         },
     )
     out.mkdir(parents=True, exist_ok=True)
@@ -295,6 +296,14 @@ def _extra_lines(output: RunOutput, book: dict[str, Any] | None) -> list[str]:
             f"book............................: resyncs={book['resyncs']} "
             f"{book['resyncs_by_reason']} resync_seconds {shown} "
             f"weight={book['rest_weight_used']} snapshots={book['snapshots']}"
+        )
+    cold = output.cold_start
+    if cold is not None:
+        took = cold["live_after_seconds"]
+        shown = f"{took:.1f}s" if took is not None else "n/a"
+        lines.append(
+            f"book_cold_start.................: live={cold['live']}/{cold['symbols']} "
+            f"after={shown} refused={cold['rate_limited']} weight={cold['rest_weight_used']}"
         )
     return lines
 

@@ -77,7 +77,8 @@ async def serve_generator(
     """The generator process: a mock exchange publishing ``spec``'s schedule on command.
 
     Events (JSON lines through ``emit``): ``ready`` (``url``, ``streams``, ``symbols``, the
-    service's ``depth_kinds``/``trade_kinds``) once the exchange listens; after the ``start``
+    service's ``depth_kinds``/``trade_kinds``) once the exchange listens; on ``prime`` the
+    market ticks on its own (diff books sync before the load) until ``start``; after the ``start``
     command, ``phase`` at each phase change and ``stats`` twice a second; ``done`` (the
     :class:`GeneratorResult`, ``measure_cpu_cores``) at the end of the schedule; ``drained``
     (``sent``) once every generated frame is written to its socket (or the queues stayed
@@ -123,8 +124,12 @@ async def serve_generator(
         )
         started = False
         async for command in _commands(commands):
-            if command == "start" and not started:
+            if command == "prime" and not started:
+                # Diff books sync before the load: the market ticks on its own at its rate.
+                exchange.resume()
+            elif command == "start" and not started:
                 started = True
+                exchange.pause()
                 nursery.start_soon(_stats_loop, exchange, generator, emit)
                 nursery.start_soon(_run_schedule, exchange, generator, emit)
             elif command == "quit":
@@ -154,6 +159,7 @@ async def _run_schedule(
             "event": "done",
             **attrs.asdict(result),
             "sent": exchange.frames_sent,
+            "rest_refused": _refused(exchange),
             "cpu_seconds": time.process_time() - cpu_start,
             "measure_cpu_cores": cores,
             "tick": generator.schedule.tick,
@@ -174,6 +180,12 @@ async def _run_schedule(
         last_sent = exchange.frames_sent
         await trio.sleep(0.02)
     emit({"event": "drained", "sent": exchange.frames_sent, "generated": generated})
+
+
+def _refused(exchange: MockExchange) -> int:
+    """REST requests the exchange refused (429, 418): Binance's per-IP limit was passed."""
+    rest = exchange.rest
+    return 0 if rest is None else rest.count(429) + rest.count(418)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

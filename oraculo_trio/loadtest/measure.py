@@ -51,6 +51,7 @@ KPIS: dict[str, tuple[str, str]] = {
     "stale_drop": ("count", "messages dropped as stale"),
     "conflated": ("count", "depth messages conflated (replaced by a newer one)"),
     "superseded": ("count", "diffs superseded by a snapshot"),
+    "unsynced": ("count", "diffs a syncing book discarded before any snapshot took them"),
     "overflow": ("count", "messages shed on purpose"),
     "bad_frames": ("count", "frames the service could not use"),
     "unaccounted": ("count", "sent - (evaluated + dropped + bad frames), after the drain"),

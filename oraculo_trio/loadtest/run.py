@@ -11,9 +11,11 @@
     └── sampler             /metrics, /readyz and /proc every second; the generator's events
 
 Steps: start the generator (it prints its URL), the service pointed at it (on a port the
-system picks: the harness reads the one it bound from its log), wait for ``/readyz``, tell the
-generator to ``start``: ramp, warm-up, measured phase (the generator marks the phases; the
-runner snapshots the service's counters at each mark), then drain (wait until the service has
+system picks: the harness reads the one it bound from its log), wait for ``/readyz``; with diff
+books, tell the generator to ``prime`` (its market ticks at its rate) and time how long every
+book takes to go live (the cold start: snapshots within the REST weight budget); then tell it
+to ``start``: ramp, warm-up, measured phase (the generator marks the phases; the runner
+snapshots the service's counters at each mark), then drain (wait until the service has
 accounted for every frame the exchange wrote) and stop everything. Processes are the test
 harness's (:mod:`oraculo_trio.testing.processes`): each in a session of its own, stopped on
 every exit path. The generator also stops when its stdin (the runner's pipe) closes.
@@ -58,6 +60,7 @@ from oraculo_trio.loadtest.sampling import (
     wait_ready,
 )
 from oraculo_trio.loadtest.shape import GeneratorSpec
+from oraculo_trio.observe.report import parse_samples
 from oraculo_trio.settings import ENV_NOT_CONFIG, ENV_PREFIX
 from oraculo_trio.testing.config import write_service_config
 from oraculo_trio.testing.processes import (
@@ -150,6 +153,7 @@ class RunOutput:
     load_before: tuple[float, float, float]
     load_after: tuple[float, float, float]
     service_exit: int | None
+    cold_start: dict[str, Any] | None = None
 
 
 async def run_load_test(
@@ -181,7 +185,7 @@ async def run_load_test(
     load_before = os.getloadavg()
     state = RunState()
     shape = config.shape
-    extras: dict[str, Any] = {"prometheus": None, "webhook": None, "notes": []}
+    extras: dict[str, Any] = {"prometheus": None, "webhook": None, "notes": [], "cold": None}
     # Children stop before the store is dropped and the scratch directory removed, and before
     # the nursery (the generator's reader, the webhook receiver) is cancelled.
     async with (
@@ -219,6 +223,10 @@ async def run_load_test(
                         running_prometheus(scratch, f"{host}:{port}", run_environ(token=token))
                     )
                 sampler = Sampler(client, service, generator, state)
+                if "depth" in state.ready.get("depth_kinds", ()):
+                    say(f"diff books: waiting for {len(state.ready['symbols'])} to go live")
+                    extras["cold"] = await _prime_books(generator, client, service, state)
+                    say(_cold_start_line(extras["cold"]))
                 await sampler.sample("start")
                 say("service ready: load starts")
                 assert generator.process.stdin is not None
@@ -252,6 +260,7 @@ async def run_load_test(
         load_before=load_before,
         load_after=os.getloadavg(),
         service_exit=service_exit,
+        cold_start=extras["cold"],
     )
 
 
@@ -295,6 +304,61 @@ def _configure_service(
     if config.rules is None:
         (run_dir / "rules.toml").write_text(load_rules_text())
     return write_service_config(run_dir, sections), sections
+
+
+BOOKS_TIMEOUT = 900.0
+"""Seconds the cold start may take before the load starts anyway (500 books of weight 50
+at the default budget of 3000 a minute need about 9 minutes)."""
+
+
+async def _prime_books(
+    generator: ChildProcess, client: httpx.AsyncClient, service: ServiceProcess, state: RunState
+) -> dict[str, Any]:
+    """The cold start: the market ticks; how long until every book is live, and whether any
+    snapshot was refused (429/418) on the way."""
+    symbols = len(state.ready["symbols"])
+    assert generator.process.stdin is not None
+    await generator.process.stdin.send_all(b"prime\n")
+    started = trio.current_time()
+    live = 0
+    samples: dict[str, Any] = {}
+    with trio.move_on_after(BOOKS_TIMEOUT):
+        while live < symbols:
+            await trio.sleep(0.1)  # the service's counters have no event to wait on
+            response = await client.get(service.url + "/metrics")
+            samples = parse_samples(response.text)
+            live = int(_total(samples, "oraculo_book_symbols", state="live"))
+    took = trio.current_time() - started if live >= symbols else None
+    return {
+        "symbols": symbols,
+        "live": live,
+        "live_after_seconds": took,
+        "timeout_seconds": BOOKS_TIMEOUT,
+        "rate_limited": int(
+            _total(samples, "oraculo_book_snapshot_requests_total", outcome="rate_limited")
+            + _total(samples, "oraculo_book_snapshot_requests_total", outcome="banned")
+        ),
+        "rest_weight_used": int(_total(samples, "oraculo_rest_weight_used_total")),
+        "rest_weight_budget_per_minute": _total(samples, "oraculo_rest_weight_budget"),
+    }
+
+
+def _total(samples: dict[str, Any], name: str, **labels: str) -> float:
+    return sum(
+        value
+        for sample_labels, value in samples.get(name, ())
+        if all(sample_labels.get(k) == v for k, v in labels.items())
+    )
+
+
+def _cold_start_line(cold_start: dict[str, Any]) -> str:
+    took = cold_start["live_after_seconds"]
+    limit = cold_start["timeout_seconds"]
+    shown = f"{took:.1f} s" if took is not None else f"not within {limit:g} s"
+    return (
+        f"diff books: {cold_start['live']}/{cold_start['symbols']} live after {shown}, "
+        f"{cold_start['rate_limited']} snapshots refused (429/418)"
+    )
 
 
 async def _query_measured(prometheus_url: str, state: RunState) -> dict[str, float | None]:

@@ -1,7 +1,10 @@
 """A standalone mock exchange: ``python -m oraculo_trio.mockexchange --port 9443 --market demo``.
 
-Prints the exchange's base URL (``ws://127.0.0.1:PORT``) on stdout, then serves until SIGINT
-(Ctrl-C) or SIGTERM. Connect to ``<url>/stream?streams=btcusdt@trade/...`` or ``<url>/ws/...``.
+Prints the exchange's base URL (``ws://127.0.0.1:PORT``) on stdout, then its REST base URL
+(``http://127.0.0.1:PORT2``) on the next line, then serves until SIGINT (Ctrl-C) or SIGTERM.
+Connect to ``<url>/stream?streams=btcusdt@trade/...`` or ``<url>/ws/...``; the REST side
+answers ``<prefix>/exchangeInfo``, ``/time``, ``/depth``, ``/aggTrades`` as the Binance market
+of ``--binance-market`` does (weights, per-IP limit, 429s).
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Sequence
 
 import trio
 
+from oraculo_trio.core.markets import MARKETS
 from oraculo_trio.mockexchange.config import ExchangeSettings
 from oraculo_trio.mockexchange.exchange import MockExchange
 from oraculo_trio.mockexchange.markets.payloads import Market, synthetic_symbols
@@ -64,6 +68,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="full connection queue: block the publisher (default) or drop the frame",
     )
     parser.add_argument("--queue-size", type=int, default=16384, help="frames per connection")
+    parser.add_argument(
+        "--binance-market",
+        choices=MARKETS,
+        default="spot",
+        help="which Binance market the REST side plays: paths (/api/v3, /fapi/v1, /dapi/v1), "
+        "weights and per-IP limit (default spot)",
+    )
+    parser.add_argument(
+        "--clock-offset",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="run the exchange's clock this far ahead of this host's (negative: behind): "
+        "every E and the /time answer are shifted (default 0)",
+    )
     parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     return parser
 
@@ -98,6 +117,7 @@ async def _run(exchange: MockExchange, host: str, port: int) -> None:
     async with trio.open_nursery() as nursery:
         await nursery.start(exchange.serve, host, port)
         print(exchange.ws_url, flush=True)
+        print(exchange.rest_url, flush=True)
         # SIGINT and SIGTERM end the exchange cleanly (also when started in the background,
         # where the shell leaves SIGINT ignored).
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -127,6 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ping_interval=args.ping_interval or None,
         overflow=args.overflow,
         queue_size=args.queue_size,
+        market=args.binance_market,
+        clock_offset=args.clock_offset,
     )
     exchange = MockExchange(build_market(args), settings)
     try:

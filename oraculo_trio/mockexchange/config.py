@@ -6,6 +6,8 @@ from typing import Literal
 
 import attrs
 
+from oraculo_trio.core.markets import MARKETS
+
 OverflowPolicy = Literal["block", "drop"]
 
 
@@ -31,6 +33,10 @@ class ExchangeSettings:
         batch_writes: write each connection's queued frames with one ``send_all`` per burst
             (default), framing them here; ``False`` sends frame by frame through
             trio-websocket's ``send_message`` (about 10,000 frames/s at most).
+        market: which Binance market the exchange plays (``spot``, ``us``, ``usdm``,
+            ``coinm``): its REST paths, request weights and per-IP weight limit.
+        clock_offset: seconds the exchange's clock runs ahead of this host's (negative:
+            behind): every ``E``, ``T`` it makes and its ``/time`` answer are shifted.
     """
 
     tick: float = attrs.field(default=0.1, validator=attrs.validators.gt(0))
@@ -50,3 +56,5 @@ class ExchangeSettings:
     close_timeout: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
     connect_timeout: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
     batch_writes: bool = True
+    market: str = attrs.field(default="spot", validator=attrs.validators.in_(MARKETS))
+    clock_offset: float = 0.0

@@ -42,6 +42,7 @@ import attrs
 import trio
 from trio_websocket import ConnectionClosed, WebSocketRequest, WebSocketServer
 
+from oraculo_trio.feeds.binance_markets import binance_market
 from oraculo_trio.mockexchange.config import ExchangeSettings
 from oraculo_trio.mockexchange.connection import (
     ABRUPT_CLOSE,
@@ -59,6 +60,7 @@ from oraculo_trio.mockexchange.protocol import (
     parse_path,
 )
 from oraculo_trio.mockexchange.rest import RestServer, SnapshotSource
+from oraculo_trio.mockexchange.tape import TradeTape
 
 LOGGER = logging.getLogger("oraculo_trio.mockexchange.exchange")
 
@@ -113,11 +115,15 @@ class MockExchange:
 
     Attributes:
         market: what to publish.
-        settings: behaviour (tick, pings, queue and overflow policy, limits).
-        clock: epoch-seconds clock anchoring the tick schedule (the frames' ``E``).
-        snapshots: REST depth snapshots to serve (``GET /api/v3/depth``, mockexchange/rest.py);
-            by default the market's own when it has ``snapshot()``. Then ``rest`` is the
-            REST server (faults, requests seen) and ``rest_url`` its base URL.
+        settings: behaviour (tick, pings, queue and overflow policy, limits), and which
+            Binance market the exchange plays (``settings.market``) with what clock offset.
+        clock: epoch-seconds clock of this host; the exchange's own is it plus
+            ``settings.clock_offset`` (:meth:`exchange_time`, the frames' ``E``).
+        snapshots: REST depth snapshots to serve (``GET <prefix>/depth``, mockexchange/rest.py);
+            by default the market's own when it has ``snapshot()``.
+        rest: the REST server (exchangeInfo, time, depth, trades; faults, requests seen),
+            started with the exchange; ``rest_url`` its base URL.
+        tape: every trade and aggTrade published, for the REST trades endpoints.
     """
 
     market: Market = attrs.field(repr=lambda market: type(market).__name__)
@@ -128,6 +134,7 @@ class MockExchange:
     ws_url: str = attrs.field(init=False, default="")
     rest: RestServer | None = attrs.field(init=False, default=None, repr=False)
     rest_url: str = attrs.field(init=False, default="")
+    tape: TradeTape = attrs.field(init=False, factory=TradeTape, repr=False)
     ticks: int = attrs.field(init=False, default=0)
     frames_sent: int = attrs.field(init=False, default=0)
     frames_sent_by_stream: dict[str, int] = attrs.field(init=False, repr=False, factory=dict)
@@ -188,9 +195,15 @@ class MockExchange:
         async with trio.open_nursery() as nursery:
             await nursery.start(server.run)
             source = self.snapshots if self.snapshots is not None else self.market
-            if callable(getattr(source, "snapshot", None)):
-                self.rest = await nursery.start(RestServer(source).serve, host)
-                self.rest_url = self.rest.url
+            rest = RestServer(
+                source if callable(getattr(source, "snapshot", None)) else None,
+                binance_market(self.settings.market),
+                symbols=self.market.symbols,
+                tape=self.tape,
+                clock=self.exchange_time,
+            )
+            self.rest = await nursery.start(rest.serve, host)
+            self.rest_url = self.rest.url
             nursery.start_soon(self._publish_loop)
             LOGGER.info(
                 "mock exchange listening on %s (tick %.3f s, overflow %s)",
@@ -199,6 +212,10 @@ class MockExchange:
                 self.settings.overflow,
             )
             task_status.started(self)
+
+    def exchange_time(self) -> float:
+        """The exchange's clock, epoch seconds: this host's plus ``settings.clock_offset``."""
+        return self.clock() + self.settings.clock_offset
 
     def stream_url(self, streams: Iterable[str]) -> str:
         """The combined-stream URL for ``streams`` (``ws://host:port/stream?streams=a/b``)."""
@@ -301,7 +318,9 @@ class MockExchange:
 
         Cancellation: safe; some connections may not have received it.
         """
-        raw = ENCODER.encode({"e": "serverShutdown", "E": int(self.clock() * 1000)}).decode()
+        raw = ENCODER.encode(
+            {"e": "serverShutdown", "E": int(self.exchange_time() * 1000)}
+        ).decode()
         envelope = '{"stream":"!serverShutdown","data":' + raw + "}"
         return await self._broadcast(lambda connection: envelope if connection.combined else raw)
 
@@ -396,7 +415,7 @@ class MockExchange:
             # Absolute schedule: a late tick does not push the next ones back, so the
             # market's rate holds; lateness is recorded, and ``now`` stays the scheduled time.
             anchor = trio.current_time()
-            wall = self.clock()
+            wall = self.exchange_time()
             count = 0
             while self._resumed.is_set():
                 count += 1
@@ -413,7 +432,10 @@ class MockExchange:
     async def _publish(self, frames: Iterable[Frame]) -> None:
         subscribers = self._subscriptions.by_stream
         block = self.settings.overflow == "block"
+        record = self.tape.record
         for stream, payload in frames:
+            # Kept whether anyone listens or not: what a backfill asks for after a cut.
+            record(stream, payload)
             connections = subscribers.get(stream)
             if not connections:
                 continue

@@ -19,11 +19,13 @@ from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 
-#: Stream kinds the mock accepts: trades, best bid/ask, partial books (100 ms and 1000 ms) and
-#: diff depth (subscribable even when the market does not produce diffs).
+#: Stream kinds the mock accepts: trades, best bid/ask, partial books and diff depth at every
+#: speed of every market (subscribable even when the market does not produce them), and the
+#: futures mark price and liquidation streams. Futures symbols carry ``_``
+#: (``btcusd_perp``).
 STREAM_NAME_RE = re.compile(
-    r"^(?P<symbol>[a-z0-9]+)@(?P<kind>trade|aggTrade|bookTicker"
-    r"|depth(?:5|10|20)?(?:@100ms)?)$"
+    r"^(?P<symbol>[a-z0-9_]+)@(?P<kind>trade|aggTrade|bookTicker|forceOrder"
+    r"|markPrice(?:@1s)?|depth(?:5|10|20)?(?:@100ms|@500ms)?)$"
 )
 
 #: Binance's methods, in the order its "unknown variant" error lists them.

@@ -1,15 +1,24 @@
-"""The mock exchange's REST side: ``GET /api/v3/depth?symbol=X&limit=N``, as Binance serves it.
+"""The mock exchange's REST side, as Binance serves it for one market: ``<prefix>/depth``,
+``/exchangeInfo``, ``/time``, ``/aggTrades`` and ``/historicalTrades`` (``<prefix>``: spot and
+Binance.US ``/api/v3``, USD-M ``/fapi/v1``, COIN-M ``/dapi/v1``).
 
 trio-websocket's server only speaks WebSocket, so this is a small HTTP/1.1 server of its own
-(h11 over a trio listener, keep-alive), on its own port: ``MockExchange`` starts one when its
-market (or its ``snapshots`` argument) can give snapshots, and shows it as ``rest_url``.
+(h11 over a trio listener, keep-alive), on its own port: ``MockExchange`` starts one and shows
+it as ``rest_url``.
 
-Like Binance:
+Like Binance (the market's row of :mod:`oraculo_trio.feeds.binance_markets`):
 
-- a request weighs 5, 25, 50 or 250 by its ``limit`` (up to 100, 500, 1000, 5000; default
-  100); the weight of a fixed ``window`` (Binance: the calendar minute) is limited to
-  ``weight_limit`` (6000): past it, HTTP 429 with ``Retry-After`` (seconds to the window's
-  end) and the ``X-MBX-USED-WEIGHT-1M`` header on every answer;
+- a depth request weighs by its ``limit`` (spot 5, 25, 50 or 250 up to 100, 500, 1000, 5000;
+  futures 2, 5, 10, 20 up to 50, 100, 500, 1000; default 100), every other request its
+  endpoint's weight; the weight of a fixed ``window`` (Binance: the calendar minute) is
+  limited to ``weight_limit`` (the market's per-IP limit: spot 6000, usdm/coinm 2400, us
+  1200): past it, HTTP 429 with ``Retry-After`` (seconds to the window's end) and the
+  ``X-MBX-USED-WEIGHT-1M`` header on every answer;
+- ``exchangeInfo`` lists the market's symbols as ``TRADING`` (and any ``statuses`` given,
+  such as a delisted symbol in ``BREAK``); ``time`` answers the exchange's clock (its
+  ``clock_offset`` included); ``aggTrades?fromId=`` and ``historicalTrades?fromId=`` answer
+  from the trades the exchange published (``tape.py``); ``historicalTrades`` wants an API
+  key where Binance does (every market but spot): without one, 401 and code -2014;
 - a request during a ``Retry-After`` it was given is refused (429 again); more than
   ``ban_after`` of them get the IP banned: HTTP 418 with ``Retry-After`` for ``ban_seconds``,
   and every request until then too (Binance bans for "failing to back off after 429s");
@@ -27,8 +36,9 @@ from __future__ import annotations
 import json
 import logging
 import math
+import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 from urllib.parse import parse_qs, urlsplit
 
@@ -36,12 +46,17 @@ import attrs
 import h11
 import trio
 
-from oraculo_trio.feeds.binance_rest import (
-    DEPTH_PATH,
-    IP_WEIGHT_LIMIT,
-    IP_WEIGHT_WINDOW,
-    snapshot_weight,
+from oraculo_trio.feeds.binance_markets import (
+    AGG_TRADES,
+    BINANCE_MARKETS,
+    DEPTH,
+    EXCHANGE_INFO,
+    HISTORICAL_TRADES,
+    TIME,
+    BinanceMarket,
 )
+from oraculo_trio.feeds.binance_rest import IP_WEIGHT_WINDOW, TRADING
+from oraculo_trio.mockexchange.tape import AGG_TRADE, TRADE, TradeTape
 
 LOGGER = logging.getLogger("oraculo_trio.mockexchange.rest")
 
@@ -77,17 +92,29 @@ class RestRequest:
     limit: int
     weight: int
     status: int
+    path: str = ""
+
+
+_Body = Callable[[], tuple[int, bytes]]
+"""Makes an answer's status and body (called when answered, after any delay)."""
 
 
 @attrs.define(eq=False)
 class RestServer:
-    """A Binance-like ``/api/v3/depth`` endpoint over a :class:`SnapshotSource`.
+    """A Binance-like REST endpoint of one market: depth snapshots from a
+    :class:`SnapshotSource`, exchangeInfo, time, and trades from a :class:`TradeTape`.
 
     Start it with ``await nursery.start(server.serve)``; then ``server.url`` is its base URL.
 
     Attributes:
-        source: the snapshots.
-        weight_limit: weight allowed per ``window``.
+        source: the snapshots (None: every depth request is an invalid symbol).
+        market: the Binance market it plays (paths, weights, its default ``weight_limit``).
+        symbols: the symbols ``exchangeInfo`` lists as trading (upper case).
+        statuses: more symbols for ``exchangeInfo``, with their status (``{"OLDUSDT":
+            "BREAK"}``: delisted).
+        tape: the trades published (``aggTrades``, ``historicalTrades``).
+        clock: the exchange's clock, epoch seconds (``time``).
+        weight_limit: weight allowed per ``window`` (default: the market's per-IP limit).
         window: seconds of one rate-limit window (fixed windows, as Binance's minutes).
         ban_after: requests during a ``Retry-After`` tolerated before a ban (a client may
             have sent some before the 429 reached it).
@@ -96,8 +123,15 @@ class RestServer:
         requests: every request answered, in order.
     """
 
-    source: SnapshotSource
-    weight_limit: int = IP_WEIGHT_LIMIT
+    source: SnapshotSource | None
+    market: BinanceMarket = BINANCE_MARKETS["spot"]
+    symbols: Iterable[str] = ()
+    statuses: Mapping[str, str] = attrs.field(factory=dict)
+    tape: TradeTape = attrs.field(factory=TradeTape)
+    clock: Callable[[], float] = time.time
+    weight_limit: int = attrs.field(
+        default=attrs.Factory(lambda self: self.market.ip_weight_limit, takes_self=True)
+    )
     window: float = IP_WEIGHT_WINDOW
     ban_after: int = 2
     ban_seconds: float = 120.0
@@ -223,33 +257,116 @@ class RestServer:
 
     async def _answer(self, request: h11.Request) -> tuple[int, list[tuple[str, str]], bytes]:
         target = urlsplit(request.target.decode("latin-1"))
-        if request.method != b"GET" or target.path != DEPTH_PATH:
+        market = self.market
+        routes = {
+            market.path(DEPTH): self._depth,
+            market.path(EXCHANGE_INFO): self._exchange_info,
+            market.path(TIME): self._time,
+            market.path(AGG_TRADES): self._agg_trades,
+            market.path(HISTORICAL_TRADES): self._historical_trades,
+        }
+        route = routes.get(target.path)
+        if request.method != b"GET" or route is None:
             return 404, [], _error(-1, "Not found")
-        query = parse_qs(target.query)
-        symbol = (query.get("symbol") or [""])[0]
+        query = {key: values[0] for key, values in parse_qs(target.query).items()}
+        headers_in = {name.decode().lower(): value for name, value in request.headers}
         try:
-            limit = int((query.get("limit") or ["100"])[0])
-            weight = snapshot_weight(limit)
-        except ValueError:
-            return 400, [], _error(-1100, "Illegal characters found in parameter 'limit'.")
+            symbol, limit, weight, body = route(query, headers_in)
+        except ValueError as exc:
+            return 400, [], _error(-1100, str(exc))
         now = trio.current_time()
-        status, headers, body, delay = self._decide(symbol, weight, now)
-        self.requests.append(RestRequest(now, symbol, limit, weight, status))
+        depth = target.path == market.path(DEPTH)
+        status, headers, refusal, delay = self._decide(symbol, weight, now, depth)
+        self.requests.append(RestRequest(now, symbol, limit, weight, status, target.path))
         self._changed.set()
         self._changed = trio.Event()
-        if body is None:
-            # Taken when answered, after any delay (a slow snapshot is as fresh as it comes).
-            await trio.sleep(delay)
-            snapshot = self.source.snapshot(symbol, limit)
+        if refusal is not None:
+            return status, headers, refusal
+        # Taken when answered, after any delay (a slow snapshot is as fresh as it comes).
+        await trio.sleep(delay)
+        status, answer = body()
+        return status, headers, answer
+
+    # -- endpoints: (symbol, limit, weight, body) of a request -----------------------------
+
+    def _depth(self, query: dict[str, str], headers: dict[str, bytes]) -> tuple:
+        symbol = query.get("symbol", "")
+        limit = _int(query, "limit", 100)
+        try:
+            weight = self.market.depth_weight(limit)
+        except ValueError:
+            raise ValueError("Illegal characters found in parameter 'limit'.") from None
+
+        def body() -> tuple[int, bytes]:
+            snapshot = self.source.snapshot(symbol, limit) if self.source is not None else None
             if snapshot is None:
-                return 400, headers, _error(-1121, "Invalid symbol.")
-            body = _encode(snapshot)
-        return status, headers, body
+                return 400, _error(-1121, "Invalid symbol.")
+            return 200, _encode(snapshot)
+
+        return symbol, limit, weight, body
+
+    def _exchange_info(self, query: dict[str, str], headers: dict[str, bytes]) -> tuple:
+        def body() -> tuple[int, bytes]:
+            listed = {symbol.upper(): TRADING for symbol in self.symbols} | dict(self.statuses)
+            key = self.market.status_key
+            symbols = [{"symbol": name, key: state} for name, state in listed.items()]
+            info = {
+                "timezone": "UTC",
+                "serverTime": int(self.clock() * 1000),
+                "rateLimits": [
+                    {
+                        "rateLimitType": "REQUEST_WEIGHT",
+                        "interval": "MINUTE",
+                        "intervalNum": 1,
+                        "limit": self.weight_limit,
+                    }
+                ],
+                "symbols": symbols,
+            }
+            return 200, _encode(info)
+
+        return "", 0, self.market.exchange_info_weight, body
+
+    def _time(self, query: dict[str, str], headers: dict[str, bytes]) -> tuple:
+        def body() -> tuple[int, bytes]:
+            return 200, _encode({"serverTime": int(self.clock() * 1000)})
+
+        return "", 0, self.market.time_weight, body
+
+    def _agg_trades(self, query: dict[str, str], headers: dict[str, bytes]) -> tuple:
+        return self._trades(query, AGG_TRADE, self.market.agg_trades_weight)
+
+    def _historical_trades(self, query: dict[str, str], headers: dict[str, bytes]) -> tuple:
+        symbol, limit, weight, body = self._trades(
+            query, TRADE, self.market.historical_trades_weight
+        )
+        if not self.market.historical_trades_keyless and "x-mbx-apikey" not in headers:
+
+            def body() -> tuple[int, bytes]:
+                return 401, _error(-2014, "API-key format invalid.")
+
+        return symbol, limit, weight, body
+
+    def _trades(self, query: dict[str, str], kind: str, weight: int) -> tuple:
+        symbol = query.get("symbol", "")
+        limit = _int(query, "limit", 500)
+        if not 1 <= limit <= 1000:
+            raise ValueError("Illegal characters found in parameter 'limit'.")
+        from_id = _int(query, "fromId", None)
+
+        def body() -> tuple[int, bytes]:
+            listed = {s.upper() for s in self.symbols}
+            if symbol not in listed:
+                return 400, _error(-1121, "Invalid symbol.")
+            return 200, _encode(self.tape.query(symbol, kind, from_id, limit))
+
+        return symbol, limit, weight, body
 
     def _decide(
-        self, symbol: str, weight: int, now: float
+        self, symbol: str, weight: int, now: float, depth: bool = True
     ) -> tuple[int, list[tuple[str, str]], bytes | None, float]:
-        """Status, headers, body (None: the snapshot, after the delay) for one request."""
+        """Status, headers, the body of a refusal (None: answer, after the delay) for one
+        request. Faults on command (:meth:`fail_next`, the source's) hit depth requests."""
         if now < self._banned_until:
             return 418, _retry(self._banned_until - now), _error(-1003, "IP banned."), 0.0
         if now < self._retry_until:
@@ -259,8 +376,8 @@ class RestServer:
                 return 429, _retry(self._retry_until - now), _too_many(), 0.0
             self._banned_until = now + self.ban_seconds
             return 418, _retry(self.ban_seconds), _error(-1003, "IP banned."), 0.0
-        fault = self._faults.popleft() if self._faults else None
-        if fault is None:
+        fault = self._faults.popleft() if self._faults and depth else None
+        if fault is None and depth:
             rest_fault = getattr(self.source, "rest_fault", None)
             fault = rest_fault(symbol) if callable(rest_fault) else None
         if fault is not None and fault.status in (429, 418):
@@ -295,5 +412,15 @@ def _retry(seconds: float) -> list[tuple[str, str]]:
     return [("Retry-After", str(max(0, math.ceil(seconds * 1000) / 1000)))]
 
 
-def _encode(snapshot: dict[str, Any] | None) -> bytes:
-    return json.dumps(snapshot, separators=(",", ":")).encode()
+def _encode(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def _int(query: dict[str, str], key: str, default: int | None) -> Any:
+    value = query.get(key)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"Illegal characters found in parameter '{key}'.") from None

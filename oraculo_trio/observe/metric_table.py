@@ -1,9 +1,10 @@
 """Every metric oraculo-trio exports, as data: one
 :class:`~oraculo_trio.observe.metric_spec.MetricSpec` per metric.
 
-:class:`~oraculo_trio.observe.metrics.ServiceMetrics` and
-:class:`~oraculo_trio.observe.metrics.SupervisorMetrics` are built from :data:`SERVICE_METRICS`
-and :data:`SUPERVISOR_METRICS`; the README's metrics table is generated from them by
+:class:`~oraculo_trio.observe.metrics.ServiceMetrics` is built from :data:`SERVICE_METRICS`
+(and :class:`~oraculo_trio.observe.metrics.SupervisorMetrics` from
+:data:`~oraculo_trio.observe.supervisor_table.SUPERVISOR_METRICS`); their label values are in
+:mod:`~oraculo_trio.observe.metric_labels`. The README's metrics table is generated from them by
 ``python -m oraculo_trio.observe.catalog --readme README.md``. Adding a metric is adding a row.
 
 Names, types and label names are a contract (dashboards, alerting rules and PromQL use them):
@@ -18,6 +19,21 @@ from __future__ import annotations
 
 from oraculo_trio.core.events import STREAMS
 from oraculo_trio.core.sync import BOOK_STATES, RESYNC_REASONS
+from oraculo_trio.observe.metric_labels import (
+    BACKPRESSURE_CHANNELS,
+    BAD_FRAME_REASONS,
+    DB_OPS,
+    DISPATCH_DROP_REASONS,
+    DROP_REASONS,
+    LAG_SPIKE_THRESHOLDS,
+    LIMITERS,
+    PARTITION_CHANGES,
+    SHARDS,
+    SINKS,
+    SNAPSHOT_OUTCOMES,
+    STAGES,
+    TASKS,
+)
 from oraculo_trio.observe.metric_spec import (
     BATCH_SIZE_BUCKETS,
     BOOLEAN,
@@ -33,44 +49,9 @@ from oraculo_trio.observe.metric_spec import (
     SECONDS,
     SYNC_BUCKETS,
     TIMESTAMP,
-    Given,
     MetricSpec,
 )
 from oraculo_trio.observe.process_table import PROCESS_METRICS
-
-# --- label values that exist from start-up (histogram buckets: metric_spec) ---
-
-DROP_REASONS = ("stale_drop", "conflated", "superseded", "overflow")
-"""Why a message was read but not evaluated (the accounting of ``docs/architecture.md``)."""
-
-LAG_SPIKE_THRESHOLDS = ("0.5", "2.0", "10.0")
-
-DB_OPS = ("upsert_rule_alert", "insert_alert_events", "insert_dispatch_logs", "migrate", "ping")
-
-DISPATCH_DROP_REASONS = ("overflow", "sink_overflow", "silenced", "inhibited", "breaker_open")
-"""Why a notification was not delivered (``oraculo_dispatch_dropped_total{reason}``)."""
-
-BAD_FRAME_REASONS = (
-    "malformed_json",
-    "binary_frame",
-    "unknown_stream",
-    "invalid_payload",
-    "invalid_value",
-    "exchange_error",
-    "too_large",
-)
-
-STAGES = ("feed_depth", "feed_trade", "depth", "trade", "store", "dispatch")
-BACKPRESSURE_CHANNELS = ("trade_shard", "store", "dispatch")
-SNAPSHOT_OUTCOMES = ("ok", "rate_limited", "banned", "error")
-PARTITION_CHANGES = ("claimed", "released", "lost")
-
-# Label values known only to the owner of the metrics (ServiceMetrics(shards=4), register_sink).
-SHARDS = Given("shards")
-LIMITERS = Given("limiters")
-TASKS = Given("tasks")
-SINKS = Given("sinks")
-WORKERS = Given("workers")
 
 # --- the rows, in the order a scrape lists them ---
 
@@ -526,7 +507,17 @@ SERVICE_METRICS: tuple[MetricSpec, ...] = (
         "oraculo_rest_weight_budget",
         GAUGE,
         COUNT,
-        "REST request weight the service may spend per minute (feed.rest_weight_budget).",
+        "REST request weight the service may spend per minute (feed.rest_weight_budget, "
+        "summed over the markets; a worker's share under run --workers).",
+    ),
+    MetricSpec(
+        "exchange_clock_offset",
+        "oraculo_exchange_clock_offset_seconds",
+        GAUGE,
+        SECONDS,
+        "The exchange's clock minus ours, by market (GET .../time): ages and feed lag are "
+        "corrected by it.",
+        labels=("market",),
     ),
     MetricSpec(
         "rest_weight_reported",
@@ -693,44 +684,3 @@ SERVICE_METRICS: tuple[MetricSpec, ...] = (
     *PROCESS_METRICS,
 )
 """The metrics of one service process (``oraculo-trio run``, or one of its ``--workers``)."""
-
-SUPERVISOR_METRICS: tuple[MetricSpec, ...] = (
-    MetricSpec(
-        "workers",
-        "oraculo_workers",
-        GAUGE,
-        COUNT,
-        "Worker processes the supervisor keeps running.",
-    ),
-    MetricSpec(
-        "worker_up",
-        "oraculo_worker_up",
-        GAUGE,
-        BOOLEAN,
-        "1 while the worker process runs and has reported its endpoint.",
-        labels=("worker",),
-        initial=(WORKERS,),
-        children=True,
-    ),
-    MetricSpec(
-        "worker_restarts",
-        "oraculo_worker_restarts_total",
-        COUNTER,
-        COUNT,
-        "Worker processes started again after an unexpected exit.",
-        labels=("worker",),
-        initial=(WORKERS,),
-        children=True,
-    ),
-    MetricSpec(
-        "worker_scrape_errors",
-        "oraculo_worker_scrape_errors_total",
-        COUNTER,
-        COUNT,
-        "Failed reads of a worker's /metrics by the supervisor.",
-        labels=("worker",),
-        initial=(WORKERS,),
-        children=True,
-    ),
-)
-"""The metrics of the ``run --workers N`` supervisor itself (its workers export their own)."""

@@ -36,21 +36,20 @@ from prometheus_client.metrics_core import (
 from prometheus_client.registry import Collector
 
 import oraculo_trio
-from oraculo_trio.observe.metric_spec import COUNTER, HISTOGRAM, Given, MetricSpec
-from oraculo_trio.observe.metric_table import (
+from oraculo_trio.observe.metric_labels import (
     BAD_FRAME_REASONS,
     DB_OPS,
     DROP_REASONS,
     LAG_SPIKE_THRESHOLDS,
-    LATENCY_BUCKETS,
     LIMITERS,
-    SERVICE_METRICS,
     SHARDS,
     SINKS,
-    SUPERVISOR_METRICS,
     TASKS,
     WORKERS,
 )
+from oraculo_trio.observe.metric_spec import COUNTER, HISTOGRAM, LATENCY_BUCKETS, Given, MetricSpec
+from oraculo_trio.observe.metric_table import SERVICE_METRICS
+from oraculo_trio.observe.supervisor_table import SUPERVISOR_METRICS
 
 __all__ = [
     "BAD_FRAME_REASONS",
@@ -487,7 +486,7 @@ class ServiceMetrics(MetricSet):
 
 class SupervisorMetrics(MetricSet):
     """Metrics of the ``run --workers N`` supervisor itself (its workers have their own): the
-    rows of :data:`~oraculo_trio.observe.metric_table.SUPERVISOR_METRICS`.
+    rows of :data:`~oraculo_trio.observe.supervisor_table.SUPERVISOR_METRICS`.
 
     Args:
         workers: worker processes kept running; every ``worker`` series exists from start-up.

@@ -12,9 +12,13 @@ the book they made.
 Accounting (the accounting formula, docs/architecture.md): the books count the diffs
 themselves, because a diff's fate may be decided later than its turn in the batch:
 ``evaluated`` or ``stale_drop`` (by its own age) once applied to a live book, ``superseded``
-once discarded because the book, the buffer or a snapshot holds it. The consumer adds the
-counts up once per batch (:meth:`ShardBooks.flush`); at its end, diffs still buffered by books
-that never synced are superseded too.
+once discarded because the book, the buffer or a snapshot holds it, ``unsynced`` once
+discarded while its book waited for a snapshot that never took it (the buffer restarted or
+overflowed). The consumer adds the counts up once per batch (:meth:`ShardBooks.flush`); at
+its end, diffs still buffered by books that never synced are ``unsynced`` too.
+
+Futures books (``usdm:``/``coinm:`` symbols) follow Binance's futures procedure (diffs chain
+on ``pu``, core/sync.py); spot and Binance.US books the spot one.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import trio
 from oraculo_trio.core.alerts import AlertTransition
 from oraculo_trio.core.engine import ShardEngine
 from oraculo_trio.core.events import DEPTH, DepthDiff
+from oraculo_trio.core.markets import chains_on_previous_id
 from oraculo_trio.core.sync import (
     APPLIED,
     LIVE,
@@ -100,13 +105,16 @@ class ShardBooks:
     _overflow: int = 0
     caught_up_to: dict[str, int] = attrs.field(factory=dict)
     _shed: set[str] = attrs.field(factory=set)
+    _unsynced: int = 0
     _log: RateLimitedLog = attrs.field(factory=lambda: RateLimitedLog(LOGGER))
 
     def sync(self, symbol: str) -> BookSync:
         """The symbol's sync, created (syncing, book empty) on first use."""
         sync = self.syncs.get(symbol)
         if sync is None:
-            sync = self.syncs[symbol] = BookSync(symbol, self.max_buffered)
+            sync = self.syncs[symbol] = BookSync(
+                symbol, self.max_buffered, chained=chains_on_previous_id(symbol)
+            )
             market = self.engine.market(symbol)
             market.book = sync.book
             market.book_sync = sync
@@ -191,11 +199,14 @@ class ShardBooks:
         if self._overflow:
             metrics.dropped[DEPTH, "overflow"].inc(self._overflow)
             self._overflow = 0
+        if self._unsynced:
+            metrics.dropped[DEPTH, "unsynced"].inc(self._unsynced)
+            self._unsynced = 0
 
     def close(self) -> None:
-        """The consumer is done: diffs still buffered will never be applied (superseded)."""
+        """The consumer is done: diffs still buffered will never be applied (unsynced)."""
         for sync in self.syncs.values():
-            self._superseded += sync.discard()
+            self._unsynced += sync.discard()
         self.flush()
 
     def buffered(self) -> int:
@@ -211,6 +222,7 @@ class ShardBooks:
         if step.signal == SNAPSHOT_APPLIED and step.state == LIVE and sync.symbol in self._shed:
             self._shed.discard(sync.symbol)
             self.caught_up_to[sync.symbol] = sync.book.last_update_id
+        self._unsynced += step.unsynced
         # The feed is not silent while a book syncs (time-driven rules such as no_data).
         market = self.engine.market(sync.symbol)
         market.last_event_wall = market.last_depth_wall = now_wall
@@ -235,14 +247,15 @@ class ShardBooks:
         if not applied:
             return None
         # Each replayed diff counts by its own age; the rules run once, on the book they made.
+        # Age = time queued here + feed lag, both on one clock: received_wall is on the
+        # exchange's (pipeline/exchange_clock.py), as E is.
         stale_after = self.stale_after
         fresh = False
         for diff in applied:
+            age = now - diff.received_at
             event_time_ms = diff.event_time_ms
-            if event_time_ms is None:
-                age = now - diff.received_at
-            else:
-                age = now_wall - event_time_ms * 0.001
+            if event_time_ms is not None:
+                age += diff.received_wall - event_time_ms * 0.001
             fresh = age <= stale_after
             if fresh:
                 self._evaluated += 1

@@ -15,13 +15,15 @@ from urllib.parse import parse_qs, urlsplit
 import attrs
 import trio
 
+from oraculo_trio.core.markets import SPOT
 from oraculo_trio.errors import FeedError
 from oraculo_trio.feeds.binance import BadFrame, BinanceDecoder, Control, raw_final_update_id
 from oraculo_trio.observe.metrics import ServiceMetrics
 from oraculo_trio.observe.ratelimit import RateLimitedLog
+from oraculo_trio.pipeline.exchange_clock import ExchangeClock
 from oraculo_trio.pipeline.shards import ShardRouter
 from oraculo_trio.pipeline.transport import CLOSE_TOO_LARGE, ConnectionClosed, open_feed_socket
-from oraculo_trio.settings import Settings
+from oraculo_trio.settings import FeedSettings, Settings
 
 LOGGER = logging.getLogger("oraculo_trio.pipeline.feed")
 
@@ -44,17 +46,21 @@ class FeedConnectionSettings:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FeedConnectionSettings:
-        # Every field is the ``feed`` key of the same name, but how much of the read-ahead the
-        # reader hands on per step: a consumer's batch, so that frames are consumed while
-        # their memory is still hot.
-        feed = settings.feed
+        """The first feed's (the only one unless several ``[[feed]]`` tables are given)."""
+        return cls.from_feed(settings.feed, settings.pipeline.batch_max)
+
+    @classmethod
+    def from_feed(cls, feed: FeedSettings, chunk_frames: int) -> FeedConnectionSettings:
+        # Every field is the ``feed`` key of the same name, but how much of the read-ahead
+        # the reader hands on per step: a consumer's batch (``pipeline.batch_max``), so that
+        # frames are consumed while their memory is still hot.
         return cls(
             **{
                 field.name: getattr(feed, field.name)
                 for field in attrs.fields(cls)
-                if hasattr(feed, field.name)
+                if field.name != "chunk_frames"
             },
-            chunk_frames=settings.pipeline.batch_max,
+            chunk_frames=chunk_frames,
         )
 
 
@@ -99,7 +105,11 @@ class RotationGate:
 
 @attrs.define(eq=False)
 class ConnectionStatus:
-    """What the rest of the service may know about one feed connection."""
+    """What the rest of the service may know about one feed connection.
+
+    ``market`` is the Binance market it reads (its events are named by it); ``clock`` that
+    market's offset to our clock, added to each read's wall-clock stamp.
+    """
 
     name: str
     stream: str
@@ -107,6 +117,8 @@ class ConnectionStatus:
     connected: bool = False
     connected_event: trio.Event = attrs.field(factory=trio.Event)
     connects: int = 0
+    market: str = SPOT
+    clock: ExchangeClock = attrs.field(factory=lambda: ExchangeClock(SPOT))
 
 
 def subscribed_streams(url: str) -> list[str] | None:
@@ -180,6 +192,7 @@ async def run_feed_connection(
                         this_lifetime,
                         rotation,
                         subscribed_streams(status.url),
+                        status,
                     )
                 finally:
                     set_connected(False)
@@ -230,13 +243,17 @@ async def _read(
     lifetime_seconds: float,
     rotation: RotationGate | None,
     streams: list[str] | None = None,
+    status: ConnectionStatus | None = None,
 ) -> str:
     """Read until the connection should be replaced; return why."""
     # Only the streams this connection subscribed to are known: a frame of any other stream
     # (a trade on the depth connection, say) is unknown_stream, never routed to the wrong
     # stream's shards (where a depth channel would conflate a trade).
+    market = SPOT if status is None else status.market
+    clock = ExchangeClock(market) if status is None else status.clock
     reader = _BatchReader(
-        BinanceDecoder(streams), router, metrics, bad_log, settings.chunk_frames,
+        BinanceDecoder(streams, market=market), router, metrics, bad_log,
+        settings.chunk_frames, clock,
     )  # fmt: skip
     current_time = trio.current_time
     last_frame = current_time()
@@ -307,6 +324,7 @@ class _BatchReader:
     metrics: ServiceMetrics
     bad_log: RateLimitedLog
     chunk: int
+    clock: ExchangeClock = attrs.field(factory=lambda: ExchangeClock(SPOT))
     batch: FrameBatch = attrs.field(factory=FrameBatch)
 
     async def handle(self, frames: list[bytes], behind: bool = False) -> bool:
@@ -334,7 +352,8 @@ class _BatchReader:
         conflated = metrics.dropped[stream, "conflated"]
         superseded = metrics.dropped[stream, "superseded"]
         now = trio.current_time()
-        now_wall = time.time()
+        # On the exchange's clock, as E is: ages do not drift with our clock.
+        now_wall = time.time() + self.clock.offset
         shutdown = False
         try:
             for index, frame in enumerate(frames):

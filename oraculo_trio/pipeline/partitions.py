@@ -80,6 +80,12 @@ class Placement:
             labels["worker"] = str(self.worker)
         return labels
 
+    def rest_share(self) -> float:
+        """This process's share of the host's REST weight budget: the workers of one host
+        share its IP, and the supervisor gives each ``1/N`` (each holds ``1/N`` of the
+        partitions, so of the symbols and their snapshots)."""
+        return 1.0 / max(1, self.workers)
+
 
 def instance_id(settings: Settings, placement: Placement) -> str:
     """This process's name among the cluster's live instances."""
@@ -348,7 +354,7 @@ async def run_partitions(
                 if change.stop or (started and handle.shutdown_requested.is_set()):
                     break
                 handle.connections = connections_for(
-                    symbols_of(settings.feed.symbols, owned, settings.cluster.partitions)
+                    symbols_of(settings.symbols, owned, settings.cluster.partitions)
                 )
                 handle.update_feed_readiness()
                 until = trio.Event()
@@ -463,7 +469,7 @@ async def _restore(handle: _Service, store: Any, claimed: frozenset[int]) -> boo
     """Load the stored alert states of ``claimed`` into the engines; False if the store
     would not answer (the partitions are then handed back rather than processed blind)."""
     settings = handle.settings
-    symbols = symbols_of(settings.feed.symbols, claimed, settings.cluster.partitions)
+    symbols = symbols_of(settings.symbols, claimed, settings.cluster.partitions)
     if not symbols:
         return True
     restart = RestartPolicy(initial=0.2, maximum=2.0)

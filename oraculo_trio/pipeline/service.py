@@ -31,7 +31,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 import attrs
 import trio
@@ -47,7 +47,7 @@ from oraculo_trio.dispatch.dispatcher import run_dispatcher, run_silence_refresh
 from oraculo_trio.dispatch.redeliver import unconfirmed_notifications
 from oraculo_trio.dispatch.sinks import Sink, build_sinks
 from oraculo_trio.errors import StoreError
-from oraculo_trio.feeds.binance import DEPTH_KINDS, KIND_DEPTH_DIFF, combined_urls, stream_name
+from oraculo_trio.feeds.binance import KIND_DEPTH_DIFF
 from oraculo_trio.observe.health import FeedAge, Readiness, run_feed_age_watch, run_store_check
 from oraculo_trio.observe.http import serve_http
 from oraculo_trio.observe.instrument import LagInstrument, LagMonitor
@@ -56,7 +56,9 @@ from oraculo_trio.observe.process import run_process_stats
 from oraculo_trio.observe.supervise import RestartPolicy, spawn, start, supervised
 from oraculo_trio.observe.watchdog import Watchdog
 from oraculo_trio.pipeline.channels import InFlight, Room
+from oraculo_trio.pipeline.connections import feed_connections
 from oraculo_trio.pipeline.diffbooks import BookChanges, ShardBooks
+from oraculo_trio.pipeline.exchange_clock import ClockWatch, ExchangeClock
 from oraculo_trio.pipeline.feed import (
     ConnectionStatus,
     FeedConnectionSettings,
@@ -64,6 +66,7 @@ from oraculo_trio.pipeline.feed import (
     run_feed_connection,
 )
 from oraculo_trio.pipeline.partitions import Placement, claims_for, run_partitions
+from oraculo_trio.pipeline.rest import RestBudget, rest_budgets, rest_endpoints
 from oraculo_trio.pipeline.rule_clock import RuleLimiters, run_rule_clock
 from oraculo_trio.pipeline.rules_source import RuleReloader
 from oraculo_trio.pipeline.shards import (
@@ -73,11 +76,7 @@ from oraculo_trio.pipeline.shards import (
     ShardRouter,
     run_consumer,
 )
-from oraculo_trio.pipeline.snapshots import (
-    FetcherSettings,
-    SnapshotFetcher,
-    SnapshotRequests,
-)
+from oraculo_trio.pipeline.snapshots import SnapshotFetcher, SnapshotRequests
 from oraculo_trio.settings import Settings
 from oraculo_trio.store.base import Store
 from oraculo_trio.store.opening import open_store
@@ -97,6 +96,7 @@ TASK_NAMES = (
     "process_stats",
     "store_check",
     "snapshot_fetcher",
+    "exchange_clock",
     "rule_clock",
     "rules_reload",
     "silences",
@@ -128,6 +128,9 @@ class ServiceHandle:
     rules: RuleReloader | None = None
     # The partitions this process processes now (pipeline/partitions.py).
     partitions: frozenset[int] = frozenset()
+    # Each market's clock offset and REST weight budget (pipeline/exchange_clock.py, rest.py).
+    clocks: dict[str, ExchangeClock] = attrs.field(factory=dict)
+    rest_budgets: Mapping[str, RestBudget] = attrs.field(factory=dict)
 
     @property
     def metrics_url(self) -> str:
@@ -158,31 +161,6 @@ class ServiceHandle:
         """Wait until every feed connection has connected once."""
         for status in self.connections:
             await status.connected_event.wait()
-
-
-def feed_connections(
-    settings: Settings, symbols: Sequence[str] | None = None
-) -> list[ConnectionStatus]:
-    """One connection per stream family and group of <= max_streams_per_connection, for
-    ``symbols`` (default: every symbol of ``feed.symbols``)."""
-    feed = settings.feed
-    symbols = feed.symbols if symbols is None else symbols
-    connections = []
-    for stream, kinds in ((DEPTH, feed.depth_streams), (TRADE, feed.trade_streams)):
-        names = [
-            stream_name(
-                symbol, kind, update_ms=feed.depth_update_ms if kind in DEPTH_KINDS else None
-            )
-            for symbol in symbols
-            for kind in kinds
-        ]
-        if not names:
-            continue
-        for index, url in enumerate(
-            combined_urls(feed.url, names, max_streams=feed.max_streams_per_connection)
-        ):
-            connections.append(ConnectionStatus(f"{stream}-{index}", stream, url))
-    return connections
 
 
 async def run_service(
@@ -228,7 +206,7 @@ async def run_service(
     sinks = build_sinks(settings) if sinks is None else list(sinks)
     observe = settings.observe
     api = Api(
-        ApiSources(symbols=settings.feed.symbols, status=lambda: _status(settings, readiness)),
+        ApiSources(symbols=settings.symbols, status=lambda: _status(settings, readiness)),
         host=settings.http.host,
         token=settings.http.api_token,
     )
@@ -252,10 +230,18 @@ async def run_service(
             await reloader.start(rules)
             # Bound before the first message, so no_data also judges a symbol that never speaks.
             started_at = reloader.clock()
-            for symbol in settings.feed.symbols:
+            for symbol in settings.symbols:
                 engines[shard_of(symbol, settings.pipeline.shards)].expect([symbol], started_at)
+            clocks = {feed.market: ExchangeClock(feed.market) for feed in settings.feeds}
             handle = ServiceHandle(
-                settings, metrics, readiness, http_address, engines, feed_connections(settings)
+                settings,
+                metrics,
+                readiness,
+                http_address,
+                engines,
+                feed_connections(settings, clocks=clocks),
+                clocks=clocks,
+                rest_budgets=rest_budgets(settings, metrics, placement.rest_share()),
             )
             handle.rules = reloader
             handle.update_feed_readiness()
@@ -271,7 +257,7 @@ async def run_service(
                         store,
                         claims_for(settings, placement, metrics, readiness),
                         functools.partial(_run_pipeline, handle, store, sinks, rule_limiters),
-                        functools.partial(feed_connections, settings),
+                        functools.partial(feed_connections, settings, clocks=handle.clocks),
                         task_status=task_status,
                     )
                     monitors.cancel_scope.cancel()
@@ -305,7 +291,7 @@ def _status(settings: Settings, readiness: Readiness) -> dict[str, object]:
         "service": settings.service.name,
         "ready": ready,
         "components": components,
-        "symbols": list(settings.feed.symbols),
+        "symbols": list(settings.symbols),
     }
 
 
@@ -389,6 +375,20 @@ async def _start_monitors(
             metrics,
             **supervision,
         )
+    endpoints = rest_endpoints(settings)
+    for feed in settings.feeds:
+        if feed.clock_check_interval <= 0:
+            continue
+        watch = ClockWatch(
+            handle.clocks[feed.market],
+            endpoints[feed.market],
+            handle.rest_budgets[feed.market],
+            metrics,
+            feed.clock_check_interval,
+            feed.clock_offset_warning,
+        )
+        # Started (measured once, or tried) before any feed connects.
+        await start(monitors, "exchange_clock", watch.run, **supervision)
     if handle_signals:
         # Started (receiver installed) before anyone learns we are up.
         await monitors.start(_watch_signals, handle)
@@ -441,14 +441,7 @@ async def _run_pipeline(
         handle.metrics.ledger.attach(in_flight.count, trio.lowlevel.current_trio_token())
         feeds_scope = trio.CancelScope()
         nursery.start_soon(
-            _run_feeds,
-            handle,
-            feeds_scope,
-            shard_channels,
-            buffers,
-            FeedConnectionSettings.from_settings(settings),
-            requests,
-            in_flight,
+            _run_feeds, handle, feeds_scope, shard_channels, buffers, requests, in_flight
         )
         task_status.started(handle)
         # Everything made so far lives as long as the pipeline (modules, settings, books,
@@ -472,10 +465,10 @@ async def _run_pipeline(
 
 
 def _open_books(handle: ServiceHandle) -> SnapshotRequests | None:
-    # With diff books (feed.depth_streams = ["depth"]): each shard's books, and the queue
-    # where they ask the fetcher for snapshots; None without.
+    # With diff books (depth_streams = ["depth"] in some feed): each shard's books, and the
+    # queue where they ask the fetcher for snapshots; None without.
     settings = handle.settings
-    if KIND_DEPTH_DIFF not in settings.feed.depth_streams:
+    if not any(KIND_DEPTH_DIFF in feed.depth_streams for feed in settings.feeds):
         return None
     requests = SnapshotRequests()
     changes = BookChanges()
@@ -607,7 +600,7 @@ async def _redeliver(
 ) -> None:
     # The owned alerts' latest notifications not recorded as delivered (dispatch/redeliver.py).
     settings = handle.settings
-    owned = set(symbols_of(settings.feed.symbols, handle.partitions, settings.cluster.partitions))
+    owned = set(symbols_of(settings.symbols, handle.partitions, settings.cluster.partitions))
     try:
         transitions = await unconfirmed_notifications(store, [s.name for s in sinks], owned)
     except StoreError as exc:
@@ -638,13 +631,16 @@ async def _run_feeds(
     scope: trio.CancelScope,
     channels: ShardChannels,
     buffers: list[ConflationBuffer],
-    connection_settings: FeedConnectionSettings,
     requests: SnapshotRequests | None,
     in_flight: InFlight,
 ) -> None:
     metrics = handle.metrics
-    feed = handle.settings.feed
-    rotation = RotationGate(feed.rotation_spacing)
+    settings = handle.settings
+    connection_settings = {
+        feed.market: FeedConnectionSettings.from_feed(feed, settings.pipeline.batch_max)
+        for feed in settings.feeds
+    }
+    rotation = RotationGate(min(feed.rotation_spacing for feed in settings.feeds))
     # The fetcher's channel clones are closed with the feeds, so the consumers can drain.
     senders = channels.senders
     fetcher_senders = [send.clone() for send in senders[DEPTH]] if requests is not None else []
@@ -654,8 +650,10 @@ async def _run_feeds(
         async with trio.open_nursery() as nursery:
             if requests is not None:
                 # Snapshots are fetched in their own task, never in a read loop or a consumer.
+                endpoints = rest_endpoints(settings, KIND_DEPTH_DIFF)
                 fetcher = SnapshotFetcher(
-                    FetcherSettings.from_settings(handle.settings),
+                    endpoints,
+                    handle.rest_budgets,
                     requests,
                     fetcher_senders,
                     metrics,
@@ -683,13 +681,13 @@ async def _run_feeds(
                     router,
                     status,
                     metrics,
-                    connection_settings,
+                    connection_settings[status.market],
                     handle,
                     functools.partial(
                         run_feed_connection,
                         on_change=handle.update_feed_readiness,
                         rotation=rotation,
-                        lifetime_offset=index * feed.rotation_spacing,
+                        lifetime_offset=index * rotation.spacing,
                     ),
                 )
             # The originals are closed once every connection holds its clones.

@@ -410,8 +410,10 @@ class ShardConsumer:
             if event_time_ms is None:
                 age = latest
             else:
-                age = now_wall - event_time_ms * 0.001
+                # received_wall is on the exchange's clock (pipeline/exchange_clock.py): the
+                # age is the feed's lag plus our queue time, whatever our clock's offset.
                 lag = event.received_wall - event_time_ms * 0.001
+                age = latest + lag
                 if lag > lag_max:
                     lag_max = lag
             observe_age(age)

@@ -260,7 +260,7 @@ async def run_supervisor(
             ApiSources(
                 store=store,
                 rules=functools.partial(_rules_of_source, settings, store),
-                symbols=settings.feed.symbols,
+                symbols=settings.symbols,
                 status=lambda: {"service": settings.service.name, "workers": workers},
             ),
             host=settings.http.host,

@@ -4,6 +4,9 @@ The file is ``--config``, else ``$ORACULO_CONFIG``, else ``./oraculo.toml`` when
 (:func:`~oraculo_trio.settings.loading.find_config`); every relative path it holds (and
 every default path it leaves) is taken from its folder.
 
+A ``[feed]`` table is one feed; several ``[[feed]]`` tables follow several Binance markets at
+once (one table per market: ``feed.market``).
+
 Every key is declared once, in :mod:`~oraculo_trio.settings.schema`, with its type, default,
 allowed values and help text; the same declarations validate the file, parse environment
 values (:mod:`~oraculo_trio.settings.loading`) and print the configuration reference in
@@ -23,9 +26,11 @@ from oraculo_trio.settings.loading import (
     env_overrides,
     find_config,
     load_settings,
+    rest_weight_budget,
 )
 from oraculo_trio.settings.schema import (
     DEPTH_STREAM_KINDS,
+    FUTURES_STREAM_KINDS,
     LOG_FORMATS,
     LOG_LEVELS,
     SECTIONS,
@@ -49,6 +54,7 @@ __all__ = [
     "ENV_CONFIG",
     "ENV_NOT_CONFIG",
     "ENV_PREFIX",
+    "FUTURES_STREAM_KINDS",
     "LOG_FORMATS",
     "LOG_LEVELS",
     "SECRET_KEYS",
@@ -70,4 +76,5 @@ __all__ = [
     "find_config",
     "load_settings",
     "mask_url",
+    "rest_weight_budget",
 ]

@@ -17,8 +17,15 @@ import attrs
 
 from oraculo_trio.core.rules.params import seconds_or_none
 from oraculo_trio.errors import ConfigError
-from oraculo_trio.feeds.binance_rest import snapshot_weight
-from oraculo_trio.settings.schema import SECTIONS, Settings
+from oraculo_trio.feeds.binance_markets import binance_market
+from oraculo_trio.settings.schema import (
+    DEPTH_STREAM_KINDS,
+    FUTURES_STREAM_KINDS,
+    SECTIONS,
+    TRADE_STREAM_KINDS,
+    FeedSettings,
+    Settings,
+)
 from oraculo_trio.settings.secrets import shown_value
 
 LOGGER = logging.getLogger("oraculo_trio.settings")
@@ -101,12 +108,13 @@ def _coerce(where: str, field: attrs.Attribute, value: Any) -> Any:
     raise ConfigError(f"{where} = {value!r}: expected a list of strings")
 
 
-def _build_section(name: str, values: Mapping[str, Any]) -> Any:
+def _build_section(name: str, values: Mapping[str, Any], shown: str | None = None) -> Any:
     section_cls = SECTIONS[name]
     fields = _fields(section_cls)
+    shown = name if shown is None else shown
     kwargs = {}
     for key, raw in values.items():
-        where = f"{name}.{key}"
+        where = f"{shown}.{key}"
         field = fields.get(key)
         if field is None:
             allowed = ", ".join(sorted(fields))
@@ -203,29 +211,81 @@ def load_settings(
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"configuration file {source} is not valid TOML: {exc}") from None
     merged: dict[str, dict[str, Any]] = {}
+    feeds: list[dict[str, Any]] = [{}]
     for section, values in document.items():
         if section not in SECTIONS:
             allowed = ", ".join(SECTIONS)
             raise ConfigError(f"unknown section [{section}] in {source}; sections: {allowed}")
+        if section == FEED and isinstance(values, list):
+            feeds = _feed_tables(values, source)
+            continue
         if not isinstance(values, dict):
             raise ConfigError(f"[{section}] in {source} must be a table")
-        merged[section] = dict(values)
+        if section == FEED:
+            feeds = [dict(values)]
+        else:
+            merged[section] = dict(values)
     env = env_overrides(os.environ if environ is None else environ)
     given = set()
-    for layer in (env, overrides or {}):
+    for origin, layer in (("environment", env), ("command line", overrides or {})):
         for section, values in layer.items():
-            merged.setdefault(section, {}).update(values)
-            given.update((section, key) for key in values)
-    sections = {name: _build_section(name, merged.get(name, {})) for name in SECTIONS}
+            if section == FEED:
+                feeds = _override_feeds(feeds, values, origin, source)
+            else:
+                merged.setdefault(section, {}).update(values)
+                given.update((section, key) for key in values)
+    sections = {
+        name: _build_section(name, merged.get(name, {})) for name in SECTIONS if name != FEED
+    }
     if path is not None:
         # The file's paths (and the defaults it leaves) are the file's; a path given on the
         # command line or in the environment is the caller's, relative to where they are.
+        # (No feed key is a path.)
         folder = Path(path).resolve().parent
         for name, section in sections.items():
             sections[name] = _resolve_paths(name, section, folder, given)
-    settings = Settings(**sections, source=source)
+    built = tuple(
+        _build_section(FEED, values, _feed_where(index, len(feeds)))
+        for index, values in enumerate(feeds)
+    )
+    settings = Settings(**sections, feeds=built, source=source)
     _check_across_sections(settings)
     return settings
+
+
+FEED = "feed"
+# Keys that name what a feed follows: one value cannot apply to several markets' feeds.
+_PER_FEED_KEYS = (
+    "market", "url", "rest_url", "symbols", "depth_streams", "trade_streams",
+    "futures_streams", "depth_update_ms", "snapshot_limit", "rest_weight_budget",
+)  # fmt: skip
+
+
+def _feed_tables(values: list[Any], source: str) -> list[dict[str, Any]]:
+    if not values or not all(isinstance(table, dict) for table in values):
+        raise ConfigError(f"[[feed]] in {source} must be one or more tables")
+    return [dict(table) for table in values]
+
+
+def _override_feeds(
+    feeds: list[dict[str, Any]], values: Any, origin: str, source: str
+) -> list[dict[str, Any]]:
+    """Apply the environment's or the command line's ``feed`` keys: a table applies to every
+    feed, a list of tables replaces them."""
+    if isinstance(values, list | tuple):
+        return _feed_tables(list(values), origin)
+    if len(feeds) > 1:
+        for key in values:
+            if key in _PER_FEED_KEYS:
+                raise ConfigError(
+                    f"feed.{key} from the {origin} cannot apply to the {len(feeds)} [[feed]] "
+                    f"tables of {source}: set it in each [[feed]] table"
+                )
+    return [{**feed, **values} for feed in feeds]
+
+
+def _feed_where(index: int, count: int) -> str:
+    return FEED if count == 1 else f"feed[{index}]"
 
 
 def _resolve_paths(name: str, section: Any, folder: Path, given: set[tuple[str, str]]) -> Any:
@@ -257,29 +317,16 @@ def _non_public_host(url: str) -> str | None:
 
 def _check_across_sections(settings: Settings) -> None:
     """Rules that tie keys of different sections together."""
-    feed = settings.feed
-    if feed.reconnect_initial > feed.reconnect_max:
-        raise ConfigError(
-            f"feed.reconnect_initial = {feed.reconnect_initial} is not allowed: expected at "
-            f"most feed.reconnect_max ({feed.reconnect_max})"
-        )
-    if not feed.depth_streams and not feed.trade_streams:
-        raise ConfigError(
-            "feed.depth_streams and feed.trade_streams are both empty: nothing to read"
-        )
-    if "depth" in feed.depth_streams and len(feed.depth_streams) > 1:
-        raise ConfigError(
-            f"feed.depth_streams = {list(feed.depth_streams)} is not allowed: the diff stream "
-            "'depth' keeps the symbol's one book, so it goes alone"
-        )
-
-    least = 2 * snapshot_weight(feed.snapshot_limit)
-    if "depth" in feed.depth_streams and feed.rest_weight_budget < least:
-        raise ConfigError(
-            f"feed.rest_weight_budget = {feed.rest_weight_budget} is not allowed: expected at "
-            f"least the weight of two snapshots of feed.snapshot_limit = {feed.snapshot_limit} "
-            f"levels ({least})"
-        )
+    markets: dict[str, int] = {}
+    for index, feed in enumerate(settings.feeds):
+        where = _feed_where(index, len(settings.feeds))
+        if feed.market in markets:
+            raise ConfigError(
+                f"{where}.market = {feed.market!r} is not allowed: [[feed]] table "
+                f"{markets[feed.market]} follows that market already (one table per market)"
+            )
+        markets[feed.market] = index
+        _check_feed(feed, where)
     if "webhook" in settings.dispatch.sinks and not settings.dispatch.webhook_url:
         raise ConfigError(
             "dispatch.sinks includes 'webhook' but dispatch.webhook_url is empty: "
@@ -301,6 +348,79 @@ def _check_across_sections(settings: Settings) -> None:
             f"{shown_value('database.url', settings.database.url)}: SQLite serves one instance "
             "only. Use a postgresql:// database.url, or cluster.mode = 'single'"
         )
+
+
+def _check_feed(feed: FeedSettings, where: str) -> None:
+    """One feed's keys against each other and against its market."""
+    market = binance_market(feed.market)
+    if feed.reconnect_initial > feed.reconnect_max:
+        raise ConfigError(
+            f"{where}.reconnect_initial = {feed.reconnect_initial} is not allowed: expected at "
+            f"most {where}.reconnect_max ({feed.reconnect_max})"
+        )
+    if not feed.depth_streams and not feed.trade_streams and not feed.futures_streams:
+        raise ConfigError(
+            f"{where}.depth_streams, trade_streams and futures_streams are all empty: "
+            "nothing to read"
+        )
+    if "depth" in feed.depth_streams and len(feed.depth_streams) > 1:
+        raise ConfigError(
+            f"{where}.depth_streams = {list(feed.depth_streams)} is not allowed: the diff "
+            "stream 'depth' keeps the symbol's one book, so it goes alone"
+        )
+    for key in ("depth_streams", "trade_streams", "futures_streams"):
+        refused = [kind for kind in getattr(feed, key) if kind not in market.kinds]
+        if refused:
+            offered = [k for k in market.kinds if k in _KINDS_OF[key]]
+            raise ConfigError(
+                f"{where}.{key} = {list(getattr(feed, key))} is not allowed: {market.title} "
+                f"offers {', '.join(map(repr, offered)) or 'none of them'} "
+                f"({where}.market = {feed.market!r})"
+            )
+    if feed.depth_update_ms not in market.speeds:
+        allowed = ", ".join(map(str, market.speeds))
+        raise ConfigError(
+            f"{where}.depth_update_ms = {feed.depth_update_ms} is not allowed: {market.title} "
+            f"offers {allowed}"
+        )
+    for symbol in feed.symbols:
+        if not market.is_symbol(symbol):
+            raise ConfigError(
+                f"{where}.symbols: {symbol!r} is not allowed: {market.title} symbols look like "
+                f"{market.symbol_example!r} ({where}.market = {feed.market!r})"
+            )
+    try:
+        weight = market.depth_weight(feed.snapshot_limit)
+    except ValueError as exc:
+        raise ConfigError(
+            f"{where}.snapshot_limit = {feed.snapshot_limit} is not allowed: {exc}"
+        ) from None
+    budget = feed.rest_weight_budget or market.ip_weight_limit // 2
+    # Binance counts a minute; a shorter window is a test's (its mock counts the same).
+    if feed.rest_weight_window == 60.0 and budget > market.ip_weight_limit:
+        raise ConfigError(
+            f"{where}.rest_weight_budget = {budget} is not allowed: {market.title} allows an IP "
+            f"{market.ip_weight_limit} per minute, and more would be answered with 429s"
+        )
+    if "depth" in feed.depth_streams and budget < 2 * weight:
+        raise ConfigError(
+            f"{where}.rest_weight_budget = {budget} is not allowed: expected at least the "
+            f"weight of two snapshots of {where}.snapshot_limit = {feed.snapshot_limit} "
+            f"levels ({2 * weight})"
+        )
+
+
+_KINDS_OF = {
+    "depth_streams": DEPTH_STREAM_KINDS,
+    "trade_streams": TRADE_STREAM_KINDS,
+    "futures_streams": FUTURES_STREAM_KINDS,
+}
+
+
+def rest_weight_budget(feed: FeedSettings) -> int:
+    """The feed's REST weight budget per ``rest_weight_window``: ``rest_weight_budget``, or
+    half of what its market allows an IP per minute when that is 0."""
+    return feed.rest_weight_budget or binance_market(feed.market).ip_weight_limit // 2
 
 
 def configuration_reference() -> str:

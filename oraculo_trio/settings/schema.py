@@ -15,10 +15,14 @@ from urllib.parse import urlsplit
 
 import attrs
 
+from oraculo_trio.core.markets import MARKETS, qualified, split
+
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS = ("text", "json")
 DEPTH_STREAM_KINDS = ("depth5", "depth10", "depth20", "bookTicker", "depth")
 TRADE_STREAM_KINDS = ("trade", "aggTrade")
+FUTURES_STREAM_KINDS = ("markPrice", "forceOrder")
+DEPTH_SPEEDS = (100, 250, 500, 1000)
 
 
 def _key(
@@ -77,12 +81,20 @@ def _port(value: Any) -> str | None:
 def _symbols(values: Any) -> str | None:
     if not values:
         return 'a non-empty list of symbols such as ["BTCUSDT"]'
-    bad = [v for v in values if not (isinstance(v, str) and v.isalnum())]
-    return None if not bad else f"letters and digits only (bad: {bad[0]!r})"
+    bad = [v for v in values if not (isinstance(v, str) and v.replace("_", "").isalnum())]
+    if not bad:
+        return None
+    if ":" in str(bad[0]):
+        return (
+            f"the exchange's names (bad: {bad[0]!r}): the market is feed.market, and a "
+            "[[feed]] table per market lists its symbols"
+        )
+    return f"letters, digits and '_' only (bad: {bad[0]!r})"
 
 
 def _ws_url(value: Any) -> str | None:
-    return None if value.startswith(("ws://", "wss://")) else "a ws:// or wss:// URL"
+    ok = value == "" or value.startswith(("ws://", "wss://"))
+    return None if ok else "a ws:// or wss:// URL, or empty (the market's)"
 
 
 def _http_url(value: Any) -> str | None:
@@ -124,15 +136,28 @@ class ServiceSettings:
 @attrs.frozen
 class FeedSettings:
     exchange: str = _key("Exchange adapter.", _one_of("binance"), default="binance")
+    market: str = _key(
+        "Binance market of this feed: `spot` (binance.com), `us` (Binance.US), `usdm` (USD-M "
+        "futures) or `coinm` (COIN-M futures). It decides the stream and REST bases, the "
+        "symbols' spelling, the streams and speeds offered, the request weights and the "
+        "book sync; symbols of a market other than spot are named `<market>:<SYMBOL>` in "
+        "rules, the store and metrics (`usdm:BTCUSDT`). Several markets: one [[feed]] table "
+        "each.",
+        _one_of(*MARKETS),
+        default="spot",
+    )
     url: str = _key(
-        "WebSocket base URL; combined streams are read from URL/stream?streams=...",
+        "WebSocket base URL; combined streams are read from URL/stream?streams=...; empty: "
+        "the market's (wss://stream.binance.com:9443, wss://stream.binance.us:9443, "
+        "wss://fstream.binance.com, wss://dstream.binance.com).",
         _ws_url,
-        default="wss://stream.binance.com:9443",
+        default="",
     )
     rest_url: str = _key(
-        "REST base URL for depth snapshots (diff books); empty derives it from feed.url.",
+        "REST base URL (depth snapshots, exchangeInfo, time); empty: the market's "
+        "(https://api.binance.com...) when feed.url is, else derived from feed.url's host.",
         _http_url,
-        default="https://api.binance.com",
+        default="",
     )
     symbols: tuple[str, ...] = _key(
         "Symbols to watch (upper case, as the exchange names them).",
@@ -148,9 +173,18 @@ class FeedSettings:
         converter=tuple,
     )
     trade_streams: tuple[str, ...] = _key(
-        "Trade stream kinds per symbol, read on their own connection(s).",
+        "Trade stream kinds per symbol, read on their own connection(s). Futures markets "
+        "offer `aggTrade` only.",
         _subset_of(*TRADE_STREAM_KINDS),
         default=("trade",),
+        converter=tuple,
+    )
+    futures_streams: tuple[str, ...] = _key(
+        "Futures streams per symbol (usdm, coinm), read with the trades (each counted, never "
+        "conflated): `markPrice` (mark and index price, funding rate; every second) and "
+        "`forceOrder` (liquidations).",
+        _subset_of(*FUTURES_STREAM_KINDS),
+        default=(),
         converter=tuple,
     )
     max_streams_per_connection: int = _key(
@@ -198,22 +232,26 @@ class FeedSettings:
         default="native",
     )
     depth_update_ms: int = _key(
-        "Update speed of the depth streams: 100 (`@100ms`) or 1000 (Binance's default speed).",
-        lambda v: None if v in (100, 1000) else "100 or 1000",
+        "Update speed of the depth streams, ms: 100 (`@100ms`) on every market; spot and us "
+        "also 1000 (`@depth`), futures 250 (`@depth`) and 500 (`@500ms`).",
+        lambda v: None if v in DEPTH_SPEEDS else "100, 250, 500 or 1000",
         default=100,
     )
     snapshot_limit: int = _key(
-        "Levels per side of the REST snapshot a diff book starts from (1..5000). Its request "
-        "weight grows with it (5/25/50/250 up to 100/500/1000/5000); the book cannot see "
-        "levels beyond it until a diff touches them.",
+        "Levels per side of the REST snapshot a diff book starts from (spot 1..5000; futures "
+        "5, 10, 20, 50, 100, 500 or 1000). Its request weight grows with it (spot 5/25/50/250 "
+        "up to 100/500/1000/5000; futures 2/5/10/20 up to 50/100/500/1000); the book cannot "
+        "see levels beyond it until a diff touches them.",
         _integer(1, 5000),
         default=1000,
     )
     rest_weight_budget: int = _key(
-        "REST request weight the snapshot fetcher may spend in any rest_weight_window "
-        "(Binance allows an IP 6000 per minute for everything it sends).",
-        _integer(1),
-        default=3000,
+        "REST request weight this service may spend in any rest_weight_window (snapshots, "
+        "exchangeInfo, time); 0: half of what Binance allows an IP per minute on the market "
+        "(spot 6000, us 1200, usdm and coinm 2400). Workers of one host share it. Snapshots "
+        "burst up to what is left of it, then pace.",
+        _integer(0),
+        default=0,
     )
     rest_weight_window: float = _key(
         "Seconds rest_weight_budget applies to; Binance counts per minute (shorter in tests).",
@@ -221,8 +259,9 @@ class FeedSettings:
         default=60.0,
     )
     snapshot_stagger: float = _key(
-        "Least seconds between two REST snapshot requests, so that books resyncing together "
-        "(after a reconnect) are spread out rather than stampeded.",
+        "Least seconds between two REST snapshot requests once the budget has run out (the "
+        "burst before that is not staggered), so that the rest are spread out rather than "
+        "stampeded when the window frees up.",
         _non_negative,
         default=0.1,
     )
@@ -236,6 +275,18 @@ class FeedSettings:
         "one at a time, never all at once (the first lifetimes are staggered by it).",
         _non_negative,
         default=60.0,
+    )
+    clock_check_interval: float = _key(
+        "Seconds between measurements of the exchange's clock against ours (GET .../time; "
+        "also at start-up); ages (now - E) are corrected by the offset found. 0: never.",
+        _non_negative,
+        default=300.0,
+    )
+    clock_offset_warning: float = _key(
+        "Seconds of clock offset to the exchange past which a warning is logged (ages are "
+        "corrected in any case).",
+        _positive,
+        default=1.0,
     )
 
 
@@ -522,12 +573,22 @@ SECTIONS: Mapping[str, type] = {
 }
 
 
+def _feeds(value: Any) -> tuple[FeedSettings, ...]:
+    return (value,) if isinstance(value, FeedSettings) else tuple(value)
+
+
 @attrs.frozen
 class Settings:
-    """The whole configuration, validated. Build it with :func:`load_settings`."""
+    """The whole configuration, validated. Build it with :func:`load_settings`.
+
+    ``feeds`` holds one :class:`FeedSettings` per ``[[feed]]`` table (one for a ``[feed]``
+    table): a feed per market.
+    """
 
     service: ServiceSettings = attrs.field(factory=ServiceSettings)
-    feed: FeedSettings = attrs.field(factory=FeedSettings)
+    feeds: tuple[FeedSettings, ...] = attrs.field(
+        factory=lambda: (FeedSettings(),), converter=_feeds
+    )
     pipeline: PipelineSettings = attrs.field(factory=PipelineSettings)
     rules: RulesSettings = attrs.field(factory=RulesSettings)
     database: DatabaseSettings = attrs.field(factory=DatabaseSettings)
@@ -536,3 +597,26 @@ class Settings:
     observe: ObserveSettings = attrs.field(factory=ObserveSettings)
     cluster: ClusterSettings = attrs.field(factory=ClusterSettings)
     source: str = "defaults"
+
+    @property
+    def feed(self) -> FeedSettings:
+        """The first feed: the only one unless several ``[[feed]]`` tables are given."""
+        return self.feeds[0]
+
+    @property
+    def symbols(self) -> tuple[str, ...]:
+        """Every symbol the service follows, by its service name (``BTCUSDT`` for spot,
+        ``usdm:BTCUSDT``...), feed by feed."""
+        return tuple(qualified(f.market, symbol) for f in self.feeds for symbol in f.symbols)
+
+    def feed_of(self, symbol: str) -> FeedSettings:
+        """The feed following the service symbol ``symbol``.
+
+        Raises:
+            KeyError: no feed follows it.
+        """
+        market, name = split(symbol)
+        for feed in self.feeds:
+            if feed.market == market and name in feed.symbols:
+                return feed
+        raise KeyError(symbol)

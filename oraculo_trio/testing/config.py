@@ -46,6 +46,7 @@ TEST_DEFAULTS: SectionsLike = MappingProxyType(
             "trade_streams": ["trade"],
             "reconnect_initial": 0.05,
             "reconnect_max": 0.5,
+            "clock_check_interval": 0.0,
         },
         "rules": {"tick_interval": 0.1, "reload_interval": 0.0},
         "database": {"batch_window_ms": 5.0},
@@ -55,15 +56,28 @@ TEST_DEFAULTS: SectionsLike = MappingProxyType(
 )
 """Where a test service departs from the product's defaults: reconnects, rule ticks, store
 batches and silence reads within a tenth of a second, no rule-file polling, no notification
-sinks, and the HTTP endpoint on 127.0.0.1 at a port the system picks (port 0)."""
+sinks, no measurement of the exchange's clock (a test that wants it sets
+``feed.clock_check_interval`` and ``feed.rest_url``), and the HTTP endpoint on 127.0.0.1 at a
+port the system picks (port 0)."""
 
 
 def merge_sections(*layers: SectionsLike | None) -> Sections:
-    """The ``layers`` merged key by key, later layers winning; None layers are skipped."""
-    merged: Sections = {}
+    """The ``layers`` merged key by key, later layers winning; None layers are skipped.
+
+    A section given as a list of tables (several ``[[feed]]``) is each of those tables over
+    what lower layers had for the section, and a table of a later layer applies to each.
+    """
+    merged: dict[str, Any] = {}
     for layer in layers:
         for section, values in (layer or {}).items():
-            merged.setdefault(section, {}).update(values)
+            if isinstance(values, list | tuple):
+                under = merged.get(section)
+                under = under if isinstance(under, dict) else {}
+                merged[section] = [{**under, **table} for table in values]
+            elif isinstance(merged.get(section), list):
+                merged[section] = [{**table, **values} for table in merged[section]]
+            else:
+                merged.setdefault(section, {}).update(values)
     return merged
 
 
@@ -135,12 +149,16 @@ def _toml_value(value: Any) -> str:
 
 
 def toml_document(sections: SectionsLike) -> str:
-    """A TOML document of ``sections`` (values: scalars, lists, inline tables)."""
+    """A TOML document of ``sections`` (values: scalars, lists, inline tables; a section
+    given as a list of tables becomes ``[[section]]`` tables)."""
     lines = []
     for section, values in sections.items():
-        lines.append(f"[{section}]")
-        lines.extend(f"{key} = {_toml_value(value)}" for key, value in values.items())
-        lines.append("")
+        tables = values if isinstance(values, list | tuple) else [values]
+        header = f"[[{section}]]" if isinstance(values, list | tuple) else f"[{section}]"
+        for table in tables:
+            lines.append(header)
+            lines.extend(f"{key} = {_toml_value(value)}" for key, value in table.items())
+            lines.append("")
     return "\n".join(lines)
 
 
@@ -208,7 +226,8 @@ def service_environ(
         blocked = {
             f"{ENV_PREFIX}{section.upper()}_{key.upper()}"
             for section, values in sections.items()
-            for key in values
+            for table in (values if isinstance(values, list | tuple) else [values])
+            for key in table
         }
     env = {name: value for name, value in base.items() if name not in blocked}
     root = str(Path(oraculo_trio.__file__).resolve().parents[1])

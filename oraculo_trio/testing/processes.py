@@ -483,6 +483,7 @@ def service_process(
     config: str | os.PathLike[str],
     *args: str,
     workers: int | None = None,
+    offline: bool = True,
     name: str = "service",
     cwd: str | os.PathLike[str] | None = None,
     env: dict[str, str] | None = None,
@@ -497,6 +498,9 @@ def service_process(
             :func:`~oraculo_trio.testing.config.write_service_config`).
         args: more options of ``run``.
         workers: run the supervisor of that many worker processes.
+        offline: pass ``--offline``: no check of ``feed.symbols`` against the exchange's
+            ``exchangeInfo`` (a test's mock serves it on its REST port, which a test names
+            in ``feed.rest_url`` when it wants the check).
         name, cwd, env, log_path, stop_grace: as for :func:`cli_process`.
 
     Raises:
@@ -514,6 +518,8 @@ def service_process(
     argv = ["run", "--config", str(config)]
     if workers is not None:
         argv += ["--workers", str(workers)]
+    if offline:
+        argv.append("--offline")
     cwd = Path(config).parent if cwd is None else cwd
     return cli_process(
         [*argv, *args], name=name, cwd=cwd, env=env, log_path=log_path, stop_grace=stop_grace

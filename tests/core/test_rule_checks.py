@@ -40,6 +40,25 @@ def test_every_error_of_a_file_is_reported_with_did_you_mean() -> None:
         parse_rules(document)
 
 
+def test_market_qualified_symbols_are_checked_and_normalised() -> None:
+    document = {
+        "rule": [
+            entry(id="a", symbols=["USDM:btcusdt", "coinm:BTCUSD_PERP", "usdm:*", "spot:eth*"]),
+            entry(id="b", symbols=["usd:BTCUSDT"]),
+            entry(id="c", symbols=["usdm:BTC/USDT"]),
+        ]
+    }
+    rules, errors = collect_rules(document)
+    assert rules[0].spec.symbols == ("usdm:BTCUSDT", "coinm:BTCUSD_PERP", "usdm:*", "ETH*")
+    assert len(errors) == 2
+    assert "names the market 'usd' (did you mean 'usdm'?)" in errors[0]
+    assert "'usdm:BTC/USDT' is not a symbol" in errors[1]
+    subscribed = ["BTCUSDT", "usdm:BTCUSDT", "coinm:BTCUSD_PERP"]
+    warnings = rule_warnings(rules, subscribed)
+    assert len(warnings) == 1
+    assert "'ETH*' matches no symbol of feed.symbols" in warnings[0]
+
+
 @pytest.mark.parametrize(
     ("template", "problems"),
     [
@@ -117,6 +136,10 @@ SAMPLE_PARAMS = {
     "thin_book": {"notional": 1000, "bps": 5},
     "no_data": {"seconds": 3},
     "zscore": {"window": "10s", "threshold": 2},
+    "funding_rate_above": {"level": 0.0005},
+    "funding_rate_below": {"level": -0.0003},
+    "basis_bps": {"bps": 20},
+    "liquidation_notional": {"notional": 100000, "window": "1m"},
 }
 
 

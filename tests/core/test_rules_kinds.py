@@ -18,7 +18,7 @@ from typing import Any
 import attrs
 import pytest
 
-from oraculo_trio.core.events import DepthSnapshot, Trade
+from oraculo_trio.core.events import DepthSnapshot, Liquidation, MarkPrice, Trade
 from oraculo_trio.core.rules import RULE_KINDS, MarketState, RuleState, Signal
 from oraculo_trio.errors import ConfigError
 
@@ -49,6 +49,25 @@ class K:
     now: float
 
 
+@attrs.frozen
+class M:
+    """A futures mark price at ``now``: mark, index, funding rate (None: delivery)."""
+
+    now: float
+    mark: float
+    index: float = 100.0
+    funding: float | None = 0.0001
+
+
+@attrs.frozen
+class L:
+    """A futures liquidation at ``now``: the forced order's side and notional."""
+
+    now: float
+    notional: float
+    side: str = "SELL"
+
+
 def quote(now: float, bid: float, ask: float, bid_qty: float = 1.0, ask_qty: float = 1.0) -> B:
     return B(now, ((bid, bid_qty),), ((ask, ask_qty),))
 
@@ -66,6 +85,10 @@ def drive(kind: str, params: dict[str, Any], steps: list, symbol: str = "XUSDT")
         else:
             if isinstance(step, T):
                 event = Trade(symbol, step.price, step.qty, not step.buy, 1, 0, None, 0.0, 0.0)
+            elif isinstance(step, M):
+                event = MarkPrice(symbol, step.mark, step.index, step.funding, 0, 0, 0.0, 0.0)
+            elif isinstance(step, L):
+                event = Liquidation(symbol, step.side, 1.0, 1.0, step.notional, 0, 0, 0.0, 0.0)
             else:
                 event = DepthSnapshot(symbol, step.bids, step.asks, 1, None, 0.0, 0.0)
             market.apply(event, step.now)
@@ -433,6 +456,74 @@ TABLE: dict[str, dict[str, tuple[dict[str, Any], list, list]]] = {
             [_, _, _, _, True, _],
         ),
     },
+    "funding_rate_above": {
+        "fires": ({"level": 0.0005}, [M(0, 100, funding=0.001)], [True]),
+        "does_not_fire": ({"level": 0.0005}, [M(0, 100, funding=0.0001)], [False]),
+        "resolves": (
+            {"level": 0.0005},
+            [M(0, 100, funding=0.001), M(1, 100, funding=0.0)],
+            [True, False],
+        ),
+        # Equal is not above; a delivery contract (no funding rate) is not judged.
+        "boundary": (
+            {"level": 0.0005, "hysteresis": 0.0002},
+            [
+                M(0, 100, funding=0.0005),
+                M(1, 100, funding=0.0006),
+                M(2, 100, funding=0.0004),
+                M(3, 100, funding=0.0003),
+                M(4, 100, funding=None),
+            ],
+            [False, True, True, False, _],
+        ),
+        "time": ({"level": 0.0005}, [M(0, 100, funding=0.001), K(100)], [True, _]),
+    },
+    "funding_rate_below": {
+        "fires": ({"level": -0.0005}, [M(0, 100, funding=-0.001)], [True]),
+        "does_not_fire": ({"level": -0.0005}, [M(0, 100, funding=0.0)], [False]),
+        "resolves": (
+            {"level": -0.0005},
+            [M(0, 100, funding=-0.001), M(1, 100, funding=0.0)],
+            [True, False],
+        ),
+        "boundary": ({"level": -0.0005}, [M(0, 100, funding=-0.0005)], [False]),
+        "time": ({"level": -0.0005}, [M(0, 100, funding=-0.001), K(100)], [True, _]),
+    },
+    "basis_bps": {
+        "fires": ({"bps": 50}, [M(0, 101, 100)], [True]),
+        "does_not_fire": ({"bps": 50}, [M(0, 100.1, 100)], [False]),
+        "resolves": ({"bps": 50}, [M(0, 99, 100), M(1, 100, 100)], [True, False]),
+        # 100 bps exactly holds; a discount is not a premium.
+        "boundary": (
+            {"bps": 100, "side": "premium"},
+            [M(0, 101, 100), M(1, 99, 100)],
+            [True, False],
+        ),
+        "time": ({"bps": 50}, [M(0, 101, 100), K(100)], [True, _]),
+    },
+    "liquidation_notional": {
+        "fires": (
+            {"notional": 1000, "window": 10},
+            [L(0, 600), L(1, 500)],
+            [False, True],
+        ),
+        "does_not_fire": (
+            {"notional": 1000, "window": 10, "side": "short"},
+            [L(0, 600), L(1, 500)],
+            [False, False],
+        ),
+        "resolves": (
+            {"notional": 1000, "window": 10},
+            [L(0, 600), L(1, 500), K(10.5)],
+            [False, True, False],
+        ),
+        "boundary": ({"notional": 1000, "window": 10}, [L(0, 1000)], [True]),
+        "time": (
+            {"notional": 1000, "window": 10, "side": "long"},
+            [L(0, 1000), K(10.0), K(10.01)],
+            [True, True, False],
+        ),
+    },
 }
 
 
@@ -476,6 +567,10 @@ BAD_PARAMS = [
     ("thin_book", {"notional": 1, "bps": 1, "side": "middle"}, "params.side"),
     ("no_data", {"seconds": 0}, "params.seconds"),
     ("zscore", {"window": 10, "threshold": 2, "min_samples": 2}, "params.min_samples"),
+    ("funding_rate_above", {}, "params.level is required"),
+    ("funding_rate_below", {"level": 0.1, "hysteresis": -1}, "params.hysteresis"),
+    ("basis_bps", {"bps": 10, "side": "up"}, "params.side"),
+    ("liquidation_notional", {"notional": 1}, "params.window is required"),
 ]
 
 

@@ -81,7 +81,7 @@ CASES = [
         "syncing: a gap restarts the buffer at the later diff",
         1000,
         [diff(10, 12), diff(13, 15), diff(20, 22)],
-        {"signal": BUFFER_RESTART, "state": SYNCING, "superseded": 2, "request": None},
+        {"signal": BUFFER_RESTART, "state": SYNCING, "unsynced": 2, "superseded": 0},
         {"buffer": [20], "first_update_id": 20},
     ),
     (
@@ -104,6 +104,13 @@ CASES = [
         [diff(10, 12), snap(8)],
         {"signal": SNAPSHOT_STALE, "state": SYNCING, "resync": SNAPSHOT_STALE, "request": 2},
         {"buffer": [10], "depth": (0, 0), "resyncs": 1},
+    ),
+    (
+        "snapshot ending right before the first buffered U joins it exactly",
+        1000,
+        [diff(10, 12, asks=[(101.0, 5.0)]), snap(9)],
+        {"signal": SNAPSHOT_APPLIED, "state": LIVE, "superseded": 0, "applied": [10]},
+        {"buffer": [], "local": 12, "resyncs": 0},
     ),
     (
         "snapshot: buffered u <= lastUpdateId superseded, the rest applied, live",
@@ -192,7 +199,11 @@ CASES = [
 )
 def test_procedure(max_buffered: int, inputs: list, step_fields: dict, sync_fields: dict) -> None:
     sync = BookSync("X", max_buffered)
-    step = feed(sync, inputs)
+    check(sync, feed(sync, inputs), step_fields, sync_fields)
+
+
+def check(sync: BookSync, step: object, step_fields: dict, sync_fields: dict) -> None:
+    """The step's fields and the sync's state are as expected."""
     for field, expected in step_fields.items():
         actual = getattr(step, field)
         if field == "applied":
@@ -227,7 +238,7 @@ def test_sync_time_is_reported_for_a_resync_not_the_first_sync() -> None:
     assert (first.synced_after, first.initial) == (0.5, True)
     feed(sync, [diff(20, 21)], now=10.0)  # gap
     feed(sync, [diff(22, 22)], now=11.0)
-    stale = feed(sync, [snap(19)], now=12.0)  # older than U=20: fetch again, same sync
+    stale = feed(sync, [snap(18)], now=12.0)  # misses update 19: fetch again, same sync
     assert stale.signal == SNAPSHOT_STALE
     done = feed(sync, [snap(21)], now=13.0)
     assert (done.state, done.synced_after, done.initial) == (LIVE, 3.0, False)
@@ -427,3 +438,160 @@ def test_random_run_with_faults_ends_equal_to_the_true_book() -> None:
     assert (sync.book.levels("bid"), sync.book.levels("ask")) == state()
     assert resynced > 50
     assert checked > 8_000
+
+
+# --------------------------------------------------------------------------------------
+# Futures: update ids shared by every symbol, diffs chained on pu
+
+
+def fdiff(first: int, last: int, previous: int, bids=(), asks=()) -> DepthDiff:
+    return DepthDiff("X", first, last, tuple(bids), tuple(asks), None, 0.0, 0.0, previous)
+
+
+# A futures book live at 150: diffs [100, 120] (pu 90), [130, 150] (pu 120), snapshot 140.
+FUTURES_LIVE = [fdiff(100, 120, 90), fdiff(130, 150, 120), snap(140)]
+
+FUTURES_CASES = [
+    (
+        "buffered diffs chain on pu, not on U = u + 1",
+        [fdiff(100, 120, 90), fdiff(130, 150, 120)],
+        {"signal": BUFFER, "state": SYNCING, "request": None},
+        {"buffer": [100, 130], "first_update_id": 100},
+    ),
+    (
+        "syncing: a pu break restarts the buffer (unsynced)",
+        [fdiff(100, 120, 90), fdiff(130, 150, 125)],
+        {"signal": BUFFER_RESTART, "unsynced": 1},
+        {"buffer": [130]},
+    ),
+    (
+        "snapshot: u < lastUpdateId dropped, the diff spanning it applies first",
+        [*FUTURES_LIVE],
+        {"signal": SNAPSHOT_APPLIED, "state": LIVE, "superseded": 1, "applied": [130]},
+        {"local": 150, "buffer": []},
+    ),
+    (
+        "snapshot: a diff ending exactly at lastUpdateId is the first applied",
+        [fdiff(100, 120, 90), fdiff(130, 150, 120), snap(120)],
+        {"signal": SNAPSHOT_APPLIED, "state": LIVE, "superseded": 0, "applied": [100, 130]},
+        {"local": 150},
+    ),
+    (
+        "snapshot ending at the first buffered diff's pu joins it exactly",
+        [fdiff(100, 120, 90), snap(90)],
+        {"signal": SNAPSHOT_APPLIED, "state": LIVE, "applied": [100]},
+        {"local": 120},
+    ),
+    (
+        "snapshot before the first buffered U: fetch it again",
+        [fdiff(100, 120, 90), snap(95)],
+        {"signal": SNAPSHOT_STALE, "state": SYNCING, "request": 2},
+        {"buffer": [100]},
+    ),
+    (
+        "live: the next diff continues when pu is the local id",
+        [*FUTURES_LIVE, fdiff(170, 180, 150, asks=[(103.0, 1.0)])],
+        {"signal": APPLY, "state": LIVE},
+        {"local": 180, "asks": (*ASKS, (103.0, 1.0))},
+    ),
+    (
+        "live: a pu break resyncs the symbol",
+        [*FUTURES_LIVE, fdiff(170, 180, 160)],
+        {"signal": GAP, "state": SYNCING, "resync": GAP, "request": 2},
+        {"buffer": [170], "depth": (0, 0)},
+    ),
+    (
+        "live: a duplicate is superseded",
+        [*FUTURES_LIVE, fdiff(130, 150, 120)],
+        {"signal": OLD, "state": LIVE, "superseded": 1},
+        {"local": 150},
+    ),
+    (
+        "snapshot newer than the whole buffer: the next diff must span it",
+        [fdiff(100, 120, 90), snap(125), fdiff(124, 130, 120)],
+        {"signal": APPLY, "state": LIVE},
+        {"local": 130},
+    ),
+    (
+        "snapshot newer than the whole buffer: a later first diff is a gap",
+        [fdiff(100, 120, 90), snap(125), fdiff(126, 130, 120)],
+        {"signal": GAP, "state": SYNCING, "resync": GAP},
+        {"buffer": [126]},
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("inputs", "step_fields", "sync_fields"),
+    [case[1:] for case in FUTURES_CASES],
+    ids=[case[0] for case in FUTURES_CASES],
+)
+def test_futures_procedure(inputs: list, step_fields: dict, sync_fields: dict) -> None:
+    sync = BookSync("X", chained=True)
+    check(sync, feed(sync, inputs), step_fields, sync_fields)
+
+
+def test_spot_diffs_after_a_futures_gap_would_not_chain() -> None:
+    # The spot rule (U = u + 1) would take these futures diffs for a gap every time.
+    spot = BookSync("X")
+    feed(spot, FUTURES_LIVE)
+    assert spot.on_diff(fdiff(170, 180, 150), 0.0).signal == GAP
+
+
+FUTURES_MERGES = [
+    ("chained on pu: one diff", fdiff(100, 120, 90), fdiff(130, 150, 120), (100, 150, 90)),
+    ("a pu break: the later alone", fdiff(100, 120, 90), fdiff(130, 150, 125), (130, 150, 125)),
+]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "want"), [m[1:] for m in FUTURES_MERGES], ids=[m[0] for m in FUTURES_MERGES]
+)
+def test_merge_futures_diffs(old: DepthDiff, new: DepthDiff, want: tuple) -> None:
+    result = merged(old, new)
+    assert (result.first_update_id, result.final_update_id, result.previous_update_id) == want
+
+
+def test_random_futures_run_ends_equal_to_the_true_book() -> None:
+    """Ids shared with other symbols (jumps between a symbol's diffs), drops, duplicates and
+    late snapshots: whenever live, the book is the true book as of its local id."""
+    rng = random.Random(11)
+    true_asks: dict[float, float] = {float(p): 1.0 for p in range(101, 111)}
+    history: dict[int, tuple] = {}
+    sync = BookSync("X", max_buffered=50, chained=True)
+    update_id = previous = 0
+    pending: tuple[int, int] | None = None
+    checked = 0
+    for n in range(5_000):
+        asks = []
+        for _ in range(rng.randint(1, 3)):
+            price = float(rng.randint(101, 110))
+            qty = float(rng.choice([0, 1, 2]))
+            asks.append((price, qty))
+            true_asks.pop(price, None) if not qty else true_asks.__setitem__(price, qty)
+        first = update_id + rng.randint(1, 40)  # other symbols' updates in between
+        update_id = first + rng.randint(0, 30)
+        history[update_id] = tuple(sorted(true_asks.items()))
+        event = fdiff(first, update_id, previous, asks=asks)
+        previous = update_id
+        roll = rng.random() if n < 4_900 else 1.0
+        for item in [] if roll < 0.01 else [event, event] if roll < 0.02 else [event]:
+            step = sync.on_diff(item, float(n))
+            if step.request is not None:
+                pending = (step.request, rng.randint(0, 6))
+            if sync.state == LIVE:
+                assert sync.book.levels("ask") == history[sync.book.last_update_id]
+                checked += 1
+        if pending is not None:
+            request_id, wait = pending
+            if wait:
+                pending = (request_id, wait - 1)
+                continue
+            pending = None
+            asks_now = tuple(sorted(true_asks.items()))
+            step = sync.on_snapshot(request_id, update_id, ((100.0, 1.0),), asks_now, float(n))
+            if step.request is not None:
+                pending = (step.request, rng.randint(0, 6))
+    assert sync.state == LIVE
+    assert sync.book.levels("ask") == tuple(sorted(true_asks.items()))
+    assert checked > 4_000

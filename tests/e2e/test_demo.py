@@ -21,8 +21,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 ALERT_LINE = re.compile(
     r"^(?P<at>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ) (?P<state>FIRING|RESOLVED) "
-    r"(?P<severity>info|warning|critical) (?P<rule>\S+) (?P<symbol>[A-Z]+) (?P<value>\S+) "
-    r'(?P<message>".*")$'
+    r"(?P<severity>info|warning|critical) (?P<rule>\S+) (?P<symbol>(usdm:)?[A-Z]+) "
+    r'(?P<value>\S+) (?P<message>".*")$'
 )
 
 CONTRACT = (
@@ -89,6 +89,8 @@ async def test_demo_end_to_end(tmp_path: Path) -> None:
     printed = [[m["state"].lower(), m["rule"], m["symbol"]] for m in alert_lines]
     assert ["firing", "btc-crosses-50k", "BTCUSDT"] in printed
     assert ["firing", "eth-wide-spread", "ETHUSDT"] in printed
+    # The second market (USD-M futures, its symbols named by market) notifies too.
+    assert any(state == "firing" and symbol == "usdm:BTCUSDT" for state, _, symbol in printed)
     assert any(
         m["severity"] == "critical" and m["message"] == '"SOLUSDT block trade of 1,065,890 USDT"'
         for m in alert_lines

@@ -60,7 +60,8 @@ def port_in_use() -> Iterator[int]:
 async def test_a_port_in_use_is_one_line_for_run_and_demo(tmp_path: Path) -> None:
     with port_in_use() as port:
         config = configuration(tmp_path / "svc", {"http": {"port": port}})
-        run = await oraculo("run", "--config", str(config), cwd=tmp_path)
+        # --offline: no exchange to check feed.symbols against (see the next test).
+        run = await oraculo("run", "--config", str(config), "--offline", cwd=tmp_path)
         demo = await oraculo(
             "demo", "--http-port", str(port), "--duration", "5", cwd=tmp_path,
         )  # fmt: skip
@@ -68,6 +69,17 @@ async def test_a_port_in_use_is_one_line_for_run_and_demo(tmp_path: Path) -> Non
     for outcome in (run, demo):
         assert outcome.code == 2
         assert outcome.stderr[-1].startswith(f"oraculo-trio: configuration error: {expected}")
+
+
+async def test_an_exchange_out_of_reach_at_start_up_is_one_line(tmp_path: Path) -> None:
+    config = configuration(tmp_path, {"http": {"port": 0}})
+    outcome = await oraculo("run", "--config", str(config), cwd=tmp_path)
+    assert outcome.code == 1
+    assert outcome.stderr[-1].startswith(
+        "oraculo-trio: error: feed: exchangeInfo of http://127.0.0.1:9/api/v3/exchangeInfo "
+        "could not be read ("
+    )
+    assert outcome.stderr[-1].endswith("start with --offline to skip the check of feed.symbols")
 
 
 @pytest.mark.parametrize(

@@ -28,6 +28,7 @@ from oraculo_trio.feeds.binance import (
     raw_url,
     stream_name,
 )
+from oraculo_trio.feeds.binance_markets import BINANCE_MARKETS
 from oraculo_trio.observe.metrics import BAD_FRAME_REASONS
 from tests.data import BINANCE_DATA
 
@@ -139,7 +140,7 @@ def test_event_field_order_is_what_the_decoder_builds() -> None:
     ]  # fmt: skip
     assert [f.name for f in attrs.fields(DepthDiff)] == [
         "symbol", "first_update_id", "final_update_id", "bids", "asks", "event_time_ms",
-        "received_at", "received_wall",
+        "received_at", "received_wall", "previous_update_id",
     ]  # fmt: skip
     assert [f.name for f in attrs.fields(BookTicker)] == [
         "symbol", "bid_price", "bid_quantity", "ask_price", "ask_quantity", "update_id",
@@ -570,9 +571,12 @@ def test_stream_name(symbol: str, kind: str, update_ms: int | None, name: str) -
 
 def test_every_kind_round_trips_and_has_a_pipeline_stream() -> None:
     assert set(KIND_STREAM) == set(KINDS)
-    for kind in KINDS:
-        assert parse_stream_name(stream_name("bnbbtc", kind)) == ("BNBBTC", kind)
-        assert KIND_STREAM[kind] in ("trade", "depth")
+    for market in BINANCE_MARKETS.values():
+        symbol = market.symbol_example
+        for kind in market.kinds:
+            name = stream_name(symbol, kind, market=market.name)
+            assert parse_stream_name(name, market.name) == (symbol, kind)
+            assert KIND_STREAM[kind] in ("trade", "depth")
 
 
 @pytest.mark.parametrize(

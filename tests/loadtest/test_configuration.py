@@ -61,8 +61,8 @@ def test_depthdiff_is_a_load_test_stream_with_its_faults() -> None:
     assert source.faults is not None
     assert source.faults.kinds == {"gaps", "dups"}
     assert source.depth_kinds == ("depth",)
-    # The service is told to fetch snapshots deep enough for the whole true book.
-    assert source.service_settings == {"feed": {"snapshot_limit": 100}}
+    # The service's default snapshots (1000 levels, weight 50) hold the whole true book.
+    assert source.service_settings == {}
     with pytest.raises(ConfigError, match="fault 'lag'"):
         config_from(parser.parse_args(["depthdiff", "10", "--faults", "lag"])).check()
 

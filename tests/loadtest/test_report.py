@@ -71,7 +71,9 @@ def test_strict_and_user_thresholds_replace_the_defaults_of_their_kpi() -> None:
 def test_accounting_follows_the_design_formula() -> None:
     accounting = Accounting.from_totals(1000, 998, 990, {"stale_drop": 3, "conflated": 4}, bad=1)
     assert accounting.unaccounted == 1000 - (990 + 3 + 4 + 1)
-    assert accounting.dropped == {"stale_drop": 3, "conflated": 4, "superseded": 0, "overflow": 0}
+    assert accounting.dropped == {
+        "stale_drop": 3, "conflated": 4, "superseded": 0, "overflow": 0, "unsynced": 0,
+    }  # fmt: skip
 
 
 def histogram(counts: list[float], total: float) -> dict[str, Any]:

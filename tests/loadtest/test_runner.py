@@ -105,7 +105,9 @@ async def test_a_short_load_test_passes_and_writes_its_artifacts(tmp_path: Path)
     assert set(accounting) == {
         "sent", "received", "evaluated", "dropped", "bad_frames", "unaccounted",
     }  # fmt: skip
-    assert set(accounting["dropped"]) == {"stale_drop", "conflated", "superseded", "overflow"}
+    assert set(accounting["dropped"]) == {
+        "stale_drop", "conflated", "superseded", "overflow", "unsynced",
+    }  # fmt: skip
     assert accounting["sent"] == accounting["received"] >= 5500
     assert accounting["unaccounted"] == 0
     assert accounting["sent"] == accounting["evaluated"] + sum(accounting["dropped"].values())

@@ -12,9 +12,11 @@ from prometheus_client import REGISTRY
 
 import oraculo_trio
 from oraculo_trio.core.events import STREAMS
+from oraculo_trio.observe.metric_labels import DROP_REASONS
 from oraculo_trio.observe.metric_spec import COUNT, COUNTER, GAUGE, HISTOGRAM, SECONDS, MetricSpec
-from oraculo_trio.observe.metric_table import DROP_REASONS, SERVICE_METRICS, SUPERVISOR_METRICS
+from oraculo_trio.observe.metric_table import SERVICE_METRICS
 from oraculo_trio.observe.metrics import MetricSet, ServiceMetrics, SupervisorMetrics
+from oraculo_trio.observe.supervisor_table import SUPERVISOR_METRICS
 
 TABLES = {"service": SERVICE_METRICS, "supervisor": SUPERVISOR_METRICS}
 

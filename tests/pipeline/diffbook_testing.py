@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, ClassVar
 
+import attrs
 import trio
 
 from oraculo_trio.core.events import DEPTH
@@ -58,10 +59,13 @@ async def diffbook_service(
     symbols: Sequence[str] | None = None,
     feed: dict[str, Any] | None = None,
     pipeline: dict[str, Any] | None = None,
+    binance_market: str = "spot",
 ) -> AsyncIterator[tuple[MockExchange, ServiceHandle]]:
-    """The mock exchange (WebSocket and REST) and a service keeping diff books of ``symbols``
-    (the market's by default); on exit the service drains and stops, then the exchange."""
+    """The mock exchange (WebSocket and REST, playing ``binance_market``) and a service
+    keeping diff books of ``symbols`` (the market's by default) on that market; on exit the
+    service drains and stops, then the exchange."""
     async with trio.open_nursery() as nursery:
+        exchange_settings = attrs.evolve(exchange_settings, market=binance_market)
         exchange = MockExchange(market, exchange_settings, snapshots=snapshots)
         # Nothing is published before the service listens (a replay would lose its start).
         exchange.pause()
@@ -72,6 +76,7 @@ async def diffbook_service(
             exchange.ws_url,
             symbols,
             feed={
+                "market": binance_market,
                 "rest_url": exchange.rest_url,
                 "depth_streams": ["depth"],
                 "trade_streams": [],

@@ -1,4 +1,4 @@
-"""The pieces around the book sync: request weights and the token bucket, the request queue,
+"""The pieces around the book sync: request weights and the weight ledger, the request queue,
 the shard's books and their accounting, settings, and connections rotating one at a time."""
 
 from __future__ import annotations
@@ -19,11 +19,8 @@ from oraculo_trio.mockexchange import DiffBookMarket
 from oraculo_trio.observe.metrics import ServiceMetrics
 from oraculo_trio.pipeline.diffbooks import ShardBooks
 from oraculo_trio.pipeline.feed import RotationGate
-from oraculo_trio.pipeline.snapshots import (
-    SnapshotRequest,
-    SnapshotRequests,
-    WeightBucket,
-)
+from oraculo_trio.pipeline.rest import WeightLedger
+from oraculo_trio.pipeline.snapshots import SnapshotRequest, SnapshotRequests
 from oraculo_trio.settings import load_settings
 from tests.pipeline.diffbook_testing import diffbook_service, wait_for
 
@@ -45,29 +42,30 @@ def test_snapshot_weight_refuses_limits_binance_refuses(limit: int) -> None:
 @pytest.mark.parametrize(
     ("budget", "window", "weight"), [(3000, 60.0, 50), (100, 1.0, 5), (100, 1.0, 50)]
 )
-def test_a_greedy_client_never_spends_more_than_the_budget_in_any_window(
+def test_a_greedy_client_bursts_the_budget_and_never_spends_more_in_any_window(
     budget: float, window: float, weight: float
 ) -> None:
-    bucket = WeightBucket.for_budget(budget, window, weight)
+    ledger = WeightLedger(budget, window)
     now = 0.0
     sent = []
     while now < 5 * window:
-        wait = bucket.wait_time(weight, now)
+        wait = ledger.wait_time(weight, now)
         now += wait
-        bucket.take(weight, now)
+        ledger.take(weight, now)
         sent.append(now)
     start = 0
     for end, at in enumerate(sent):
         while at - sent[start] >= window:
             start += 1
         assert (end - start + 1) * weight <= budget + 1e-9
-    # ...and it does spend it: the bucket refills at the budget less its capacity.
-    assert len(sent) * weight >= 5 * (budget - bucket.capacity)
+    # The whole budget goes at once (a cold start), and so does each window's.
+    burst = int(budget // weight)
+    assert sent[:burst] == [0.0] * burst
+    assert len(sent) >= 5 * burst
 
 
-def test_a_budget_below_one_request_is_refused() -> None:
-    with pytest.raises(ValueError, match="budget"):
-        WeightBucket.for_budget(99, 60.0, 50)
+def test_a_request_heavier_than_the_budget_never_fits() -> None:
+    assert WeightLedger(99, 60.0).wait_time(100, 0.0) == math.inf
 
 
 @pytest.mark.parametrize(
@@ -77,10 +75,23 @@ def test_a_budget_below_one_request_is_refused() -> None:
         ("", "wss://stream.binance.us:9443", "https://api.binance.us"),
         ("", "ws://127.0.0.1:8765", "http://127.0.0.1:8765"),
         ("http://127.0.0.1:9/", "ws://127.0.0.1:8765", "http://127.0.0.1:9"),
+        ("", "", "https://api.binance.com"),
     ],
 )
 def test_rest_base_url(rest_url: str, ws_url: str, expected: str) -> None:
     assert rest_base_url(rest_url, ws_url) == expected
+
+
+@pytest.mark.parametrize(
+    ("market", "ws_url", "expected"),
+    [
+        ("usdm", "", "https://fapi.binance.com"),
+        ("coinm", "wss://dstream.binance.com", "https://dapi.binance.com"),
+        ("usdm", "ws://127.0.0.1:8765", "http://127.0.0.1:8765"),
+    ],
+)
+def test_rest_base_url_of_a_market(market: str, ws_url: str, expected: str) -> None:
+    assert rest_base_url("", ws_url, market) == expected
 
 
 async def test_requests_are_one_per_symbol_oldest_first_and_survive_a_restart() -> None:
@@ -135,9 +146,10 @@ def test_shard_books_count_each_diff_once_and_pause_the_syncing_symbol() -> None
     books.apply_snapshot(snapshot, 0.0, 0.0)
     books.process(diff("A", 16, 16, asks=[(101.0, 0.0)]), 0.0, 0.0, 1e9)
     books.process(diff("A", 16, 16), 0.0, 0.0, 0.0)  # a duplicate
-    books.close()  # B never synced: its buffered diff is superseded
+    books.close()  # B never synced: its buffered diff is unsynced
     terms = metrics.accounting()
-    assert (terms["evaluated"], terms["stale_drop"], terms["superseded"]) == (1, 1, 3)
+    assert (terms["evaluated"], terms["stale_drop"], terms["superseded"]) == (1, 1, 2)
+    assert terms["unsynced"] == 1
     assert books.syncs["A"].state == LIVE
     assert engine.market("A").best_ask is None
     assert engine.market("A").book is books.syncs["A"].book

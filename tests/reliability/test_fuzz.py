@@ -292,6 +292,7 @@ def test_diff_books_account_for_every_diff(mode: Mode, scenario) -> None:
         metrics.dropped[DEPTH, "stale_drop"],
         metrics.dropped[DEPTH, "superseded"],
         metrics.dropped[DEPTH, "overflow"],
+        metrics.dropped[DEPTH, "unsynced"],
     ]
 
     def counted() -> int:
@@ -321,9 +322,10 @@ def test_diff_books_account_for_every_diff(mode: Mode, scenario) -> None:
                 snapshot = BookSnapshot(symbol, request, first, tuple(levels), ())
                 books.apply_snapshot(snapshot, now, 1_000.0)
         books.flush()
-        # Every diff is decided (evaluated, stale, superseded) or waits in a syncing book...
+        # Every diff is decided (evaluated, stale, superseded, unsynced) or waits in a
+        # syncing book...
         assert counted() - before + books.buffered() == fed
-        # ... and once the consumer stops, the ones waiting are superseded too.
+        # ... and once the consumer stops, the ones waiting are unsynced.
         books.close()
         assert counted() - before == fed
         diffs_fed += fed

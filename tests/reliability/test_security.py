@@ -345,7 +345,7 @@ def test_the_warning_reaches_stderr_at_start_up(tmp_path: Path) -> None:
     path.write_text(f'[database]\nurl = "postgresql://u:{DB_PASSWORD}@127.0.0.1:9/db"\n')
     os.chmod(path, 0o644)
     result = subprocess.run(
-        cli_argv("run", "--config", str(path)),
+        cli_argv("run", "--config", str(path), "--offline"),
         capture_output=True, text=True, env=service_environ(), timeout=60, check=False,
     )  # fmt: skip
     assert result.returncode != 0

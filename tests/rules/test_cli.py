@@ -12,21 +12,37 @@ import trio
 from oraculo_trio.cli import EXIT_CONFIG, EXIT_ERROR, EXIT_OK, main
 from oraculo_trio.core.rules import RULE_KINDS
 from oraculo_trio.demo import demo_rules_path
+from oraculo_trio.mockexchange import ScriptedMarket
+from oraculo_trio.mockexchange.markets.futures import FuturesScriptMarket
 from oraculo_trio.store.opening import open_store
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = [ROOT / "rules.toml", demo_rules_path()]
 
 
+def demo_config(tmp_path: Path) -> Path:
+    """A configuration following the demo's markets (spot and USD-M), as the demo does."""
+    spot = ", ".join(f'"{s}"' for s in ScriptedMarket().symbols)
+    usdm = ", ".join(f'"{s}"' for s in FuturesScriptMarket().symbols)
+    path = tmp_path / "oraculo.toml"
+    path.write_text(
+        f'[[feed]]\nmarket = "spot"\nsymbols = [{spot}]\n\n'
+        f'[[feed]]\nmarket = "usdm"\nsymbols = [{usdm}]\ndepth_streams = []\n'
+        'trade_streams = ["aggTrade"]\nfutures_streams = ["markPrice", "forceOrder"]\n'
+    )
+    return path
+
+
 @pytest.mark.parametrize("path", SHIPPED, ids=["rules.toml", "demo_rules.toml"])
 def test_shipped_rule_files_cover_every_kind_and_pass_check(
-    path: Path, capsys: pytest.CaptureFixture[str]
+    path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     kinds = {entry["kind"] for entry in tomllib.loads(path.read_text())["rule"]}
     assert kinds == set(RULE_KINDS)
-    assert (
-        main(["rules", "check", str(path), "--strict", "--config", str(ROOT / "oraculo.toml")]) == 0
-    )
+    # rules.toml beside the shipped oraculo.toml (spot only: its futures rules are disabled);
+    # the demo's rules beside the demo's markets.
+    config = ROOT / "oraculo.toml" if path == SHIPPED[0] else demo_config(tmp_path)
+    assert main(["rules", "check", str(path), "--strict", "--config", str(config)]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[-1] == f"{path}: {len(out) - 1} rules OK"
 
@@ -59,14 +75,14 @@ def test_a_bad_rule_fails_naming_the_rule_and_the_key(
 def test_rules_push_fills_the_rules_table(tmp_path: Path, capsys) -> None:
     url = f"sqlite:///{tmp_path / 'a.db'}"
     assert main(["rules", "push", str(SHIPPED[0]), "--database-url", url]) == EXIT_OK
-    assert "22 rules stored" in capsys.readouterr().out
+    assert "26 rules stored" in capsys.readouterr().out
 
     async def read() -> list[dict]:
         async with open_store(url, statement_timeout=5) as store:
             return await store.fetch_rules()
 
     entries = trio.run(read)
-    assert len(entries) == 22 and entries[0]["id"] == "bid-heavy-book"
+    assert len(entries) == 26 and entries[0]["id"] == "basis-wide"
 
 
 def test_silence_add_list_query_expire_on_the_store(tmp_path: Path, capsys) -> None:

@@ -34,6 +34,9 @@ liquidity_wall         depth    one level within ``bps`` of mid has notional >= 
 thin_book              depth    notional within ``bps`` of mid < ``notional``
 no_data                both     no message for >= ``seconds``
 zscore                 trade    abs(z-score of the price over ``window``) >= ``threshold``
+funding_rate_above     mark     a perpetual's funding rate > ``level`` (``_below``: < level)
+basis_bps              mark     abs((mark - index) / index) >= ``bps`` (``side``)
+liquidation_notional   liq.     notional liquidated over ``window`` >= ``notional`` (``side``)
 =====================  =======  =============================================================
 
 Event kinds read false again as soon as the moment has passed (the next trade or tick), so
@@ -46,7 +49,8 @@ Everything here is pure: no trio, no I/O, ``now`` is passed in. One module per f
 - :mod:`~oraculo_trio.core.rules.params`: parameter checks and durations;
 - :mod:`~oraculo_trio.core.rules.price`, :mod:`~oraculo_trio.core.rules.trades`,
   :mod:`~oraculo_trio.core.rules.depth`, :mod:`~oraculo_trio.core.rules.timing`,
-  :mod:`~oraculo_trio.core.rules.stats`: the kinds, by what they read;
+  :mod:`~oraculo_trio.core.rules.stats`, :mod:`~oraculo_trio.core.rules.futures`: the
+  kinds, by what they read;
 - :mod:`~oraculo_trio.core.rules.registry`: :data:`RULE_KINDS`, the built-in kinds by name;
 - :mod:`~oraculo_trio.core.rules.parsing`: the rule file (:class:`RuleSpec`,
   :func:`parse_rules`, :func:`collect_rules`, :func:`rules_for`);
@@ -72,6 +76,14 @@ from oraculo_trio.core.rules.depth import (
     LiquidityWall,
     SpreadAboveBps,
     ThinBook,
+)
+from oraculo_trio.core.rules.futures import (
+    BASIS_SIDES,
+    LIQUIDATION_SIDES,
+    BasisBps,
+    FundingRateAbove,
+    FundingRateBelow,
+    LiquidationNotional,
 )
 from oraculo_trio.core.rules.messages import (
     FIELDS,
@@ -117,7 +129,9 @@ from oraculo_trio.core.rules.trades import (
 )
 
 __all__ = [
+    "BASIS_SIDES",
     "FIELDS",
+    "LIQUIDATION_SIDES",
     "OFFLOADS",
     "RULE_KEYS",
     "RULE_KINDS",
@@ -125,6 +139,7 @@ __all__ = [
     "SIDES_ANY",
     "SIDES_BOOK",
     "TRIGGERS",
+    "BasisBps",
     "BookImbalance",
     "BuySellImbalance",
     "CompiledRule",
@@ -133,10 +148,13 @@ __all__ = [
     "CrossingUp",
     "EnteringChannel",
     "ExitingChannel",
+    "FundingRateAbove",
+    "FundingRateBelow",
     "GreaterThan",
     "InsideChannel",
     "LargeTrade",
     "LessThan",
+    "LiquidationNotional",
     "LiquidityWall",
     "MarketState",
     "MovingDownPct",

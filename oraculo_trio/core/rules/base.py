@@ -11,7 +11,15 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 import attrs
 
 from oraculo_trio.core.book import Book, OrderBook, PartialBook
-from oraculo_trio.core.events import TRADE, BookTicker, DepthDiff, DepthSnapshot, Trade
+from oraculo_trio.core.events import (
+    TRADE,
+    BookTicker,
+    DepthDiff,
+    DepthSnapshot,
+    Liquidation,
+    MarkPrice,
+    Trade,
+)
 
 
 @attrs.frozen(slots=True)
@@ -29,7 +37,8 @@ class MarketState:
     ``last_event_wall``, ``last_trade_wall`` and ``last_depth_wall`` are the wall-clock
     times the last message (of any stream, of trades, of depth) was folded in;
     ``watch_since`` is when the service started expecting the symbol, so that a symbol
-    that never sent anything still counts as silent.
+    that never sent anything still counts as silent. Futures symbols also keep their last
+    mark price (``mark``) and liquidation (``last_liquidation``).
     """
 
     symbol: str
@@ -46,6 +55,8 @@ class MarketState:
     # The symbol's core.sync.BookSync when the shard keeps a diff book: it applies each diff
     # after Binance's sequence checks, before the rules see it (pipeline/diffbooks.py).
     book_sync: Any = None
+    mark: MarkPrice | None = None
+    last_liquidation: Liquidation | None = None
 
     def spread_bps(self) -> float | None:
         bid, ask = self.best_bid, self.best_ask
@@ -63,8 +74,8 @@ class MarketState:
             self.last_price = event.price
             self.last_trade = event
             return
-        self.last_depth_wall = now_wall
         if isinstance(event, DepthSnapshot):
+            self.last_depth_wall = now_wall
             book = self.book
             if book is None:
                 # Partial books replace the whole top-N: keeping the decoder's level tuples
@@ -73,6 +84,7 @@ class MarketState:
             book.apply_snapshot(event.bids, event.asks, event.last_update_id)
             self._top_from_book(book)
         elif isinstance(event, DepthDiff):
+            self.last_depth_wall = now_wall
             book = self.book
             if self.book_sync is None:
                 if not isinstance(book, OrderBook):
@@ -80,8 +92,13 @@ class MarketState:
                 book.apply_diff(event.bids, event.asks, event.final_update_id)
             self._top_from_book(book)
         elif isinstance(event, BookTicker):
+            self.last_depth_wall = now_wall
             self.best_bid = event.bid_price
             self.best_ask = event.ask_price
+        elif isinstance(event, MarkPrice):
+            self.mark = event
+        elif isinstance(event, Liquidation):
+            self.last_liquidation = event
 
     def _top_from_book(self, book: Book) -> None:
         bid = book.best_bid

@@ -2,8 +2,9 @@
 
 Errors stop a rule file from loading (:func:`~oraculo_trio.core.rules.collect_rules`);
 these only draw a warning (``rules check --strict`` makes them errors): no rules at all,
-rules on symbols the feed does not subscribe to, and message templates that name unknown
-fields or use bad formats.
+enabled rules on symbols no feed subscribes to (``feed.symbols``, by market: ``usdm:BTCUSDT``),
+and message templates that name unknown fields or use bad formats. A disabled rule
+(``enabled = false``) never sees a symbol anyway: its symbols are not checked.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ def rule_warnings(rules: Sequence[CompiledRule], subscribed: Sequence[str] | Non
 
     Args:
         rules: the valid rules of a file.
-        subscribed: the symbols the feed subscribes to (``feed.symbols``); None skips the
-            symbol checks.
+        subscribed: the symbols the feeds subscribe to, by their service names
+            (``Settings.symbols``); None skips the symbol checks.
     """
     if not rules:
         return ["the file holds no rules: nothing will ever fire"]
@@ -34,7 +35,7 @@ def rule_warnings(rules: Sequence[CompiledRule], subscribed: Sequence[str] | Non
         ):
             for problem in template_problems(template):
                 warnings.append(f"rule {spec.id!r}: {key}: {problem}")
-        if subscribed is None:
+        if subscribed is None or not spec.enabled:
             continue
         for pattern in spec.symbols:
             if any(fnmatch.fnmatchcase(symbol, pattern) for symbol in subscribed):

@@ -154,6 +154,23 @@ _DEFAULTS: dict[str, Callable[[Any], tuple[str, str]]] = {
         "{symbol} price z-score {value:+.2f}",
         f"{{symbol}} price z-score back within ±{r.threshold:g} ({{value:+.2f}})",
     ),
+    "funding_rate_above": lambda r: (
+        f"{{symbol}} funding rate {{value:.4%}} above {r.level:.4%}",
+        f"{{symbol}} funding rate back at or under {r.level:.4%} ({{value:.4%}})",
+    ),
+    "funding_rate_below": lambda r: (
+        f"{{symbol}} funding rate {{value:.4%}} below {r.level:.4%}",
+        f"{{symbol}} funding rate back at or over {r.level:.4%} ({{value:.4%}})",
+    ),
+    "basis_bps": lambda r: (
+        "{symbol} mark/index basis {value:+.1f} bps",
+        f"{{symbol}} mark/index basis back within {r.bps:g} bps ({{value:+.1f}} bps)",
+    ),
+    "liquidation_notional": lambda r: (
+        f"{{symbol}} {{value:,.0f}} liquidated within {_seconds(r.window)}",
+        f"{{symbol}} liquidations within {_seconds(r.window)} back under "
+        f"{r.notional:,.10g} ({{value:,.0f}})",
+    ),
 }
 
 GENERIC = ("{rule_id} firing on {symbol} (value {value:,.8g})", "{rule_id} resolved on {symbol}")

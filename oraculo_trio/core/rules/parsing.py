@@ -10,7 +10,8 @@ from typing import Any
 import attrs
 
 from oraculo_trio.core.errors import ConfigError
-from oraculo_trio.core.events import DEPTH, TRADE
+from oraculo_trio.core.events import RULE_STREAMS
+from oraculo_trio.core.markets import MARKETS, SEPARATOR, normalized
 from oraculo_trio.core.rules.messages import default_messages, did_you_mean
 from oraculo_trio.core.rules.params import seconds_or_none
 from oraculo_trio.core.rules.registry import RULE_KINDS
@@ -19,8 +20,10 @@ TRIGGERS = ("once", "every_time", "once_per_interval")
 SEVERITIES = ("info", "warning", "critical")
 OFFLOADS = ("thread", "process")
 
-# A symbol as exchanges name them (letters and digits), or a glob of them.
-_SYMBOL = re.compile(r"[A-Za-z0-9*?!\[\]-]+")
+# A symbol as exchanges name them (letters and digits, COIN-M's BTCUSD_PERP), or a glob of
+# them; an optional market prefix (usdm:BTCUSDT) is checked apart, to name the market.
+_SYMBOL = re.compile(r"[A-Za-z0-9_*?!\[\]-]+")
+_GLOB_MARKET = re.compile(r"[A-Za-z]*[*?\[][A-Za-z*?!\[\]]*")
 
 
 @attrs.frozen
@@ -141,10 +144,10 @@ def _kind_class(rule_id: str, kind: Any, resolve: Callable[[str], type] | None) 
 
 def _check_kind_class(rule_id: str, kind: str, rule: Any) -> None:
     streams = getattr(rule, "streams", None)
-    if not isinstance(streams, frozenset | set) or not streams or not streams <= {DEPTH, TRADE}:
+    if not isinstance(streams, frozenset | set) or not streams or not streams <= set(RULE_STREAMS):
         raise ConfigError(
             f"rule {rule_id!r}: kind = {kind!r} has streams = {streams!r}: expected a "
-            f"non-empty set of {DEPTH!r} and/or {TRADE!r}"
+            f"non-empty set of {', '.join(map(repr, RULE_STREAMS))}"
         )
     if not callable(getattr(rule, "evaluate", None)) or not callable(
         getattr(rule, "initial_data", None)
@@ -231,7 +234,7 @@ def parse_rule(
     spec = RuleSpec(
         id=rule_id,
         kind=kind,
-        symbols=tuple(s.upper() if s != "*" else s for s in symbols),
+        symbols=tuple(normalized(s) for s in symbols),
         params=dict(params),
         severity=severity,
         labels=labels,
@@ -261,10 +264,19 @@ def _symbols(rule_id: str, symbols: Any) -> list[str]:
             "or a list of symbols"
         )
     for symbol in symbols:
-        if not _SYMBOL.fullmatch(symbol):
+        market, sep, name = symbol.rpartition(SEPARATOR)
+        # A glob prefix ("*:BTCUSDT") selects across markets; a plain one must be a market.
+        if sep and market.lower() not in MARKETS and not _GLOB_MARKET.fullmatch(market):
+            raise ConfigError(
+                f"rule {rule_id!r}: symbols: {symbol!r} names the market {market!r}"
+                f"{did_you_mean(market.lower(), MARKETS)}: expected one of "
+                f"{', '.join(MARKETS)} before the colon (usdm:BTCUSDT), or no prefix for spot"
+            )
+        if not _SYMBOL.fullmatch(name):
             raise ConfigError(
                 f"rule {rule_id!r}: symbols: {symbol!r} is not a symbol: expected letters and "
-                'digits as the exchange writes it (BTCUSDT), a glob such as "BTC*", or "*"'
+                "digits as the exchange writes it (BTCUSDT, usdm:BTCUSDT, coinm:BTCUSD_PERP), "
+                'a glob such as "BTC*" or "usdm:*", or "*"'
             )
     return list(symbols)
 

@@ -13,6 +13,11 @@ It is both a tick-based :class:`~oraculo_trio.mockexchange.markets.payloads.Mark
 frame source for open-loop load (``frames(count, now_ms)``, ``depth_kinds``), so the load
 test publishes it as it is.
 
+With ``market = "usdm"`` or ``"coinm"`` it plays Binance futures: update ids are shared by
+every symbol (one counter: a symbol's next ``U`` is not its last ``u + 1``), each diff carries
+``pu`` (its symbol's previous ``u``) and ``T``, COIN-M diffs ``ps`` too, and snapshots carry
+``E`` and ``T`` (COIN-M: ``symbol`` and ``pair``).
+
 Faults, on the ``@depth@100ms`` stream (the 1000 ms stream stays faithful):
 
 - ``gaps``: a diff is made (the true book changes) but never sent: the next one shows a gap;
@@ -29,8 +34,9 @@ a :class:`FaultPlan` makes them happen at random, ``per_second`` of each kind.
 from __future__ import annotations
 
 import random
+import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -98,6 +104,7 @@ class _Book:
     asks: dict[int, int] = attrs.field(factory=dict)
     faults: deque[str] = attrs.field(factory=deque)
     held: Payload | None = None
+    previous: int = 0
     slow_first: int | None = None
     slow_bids: dict[int, int] = attrs.field(factory=dict)
     slow_asks: dict[int, int] = attrs.field(factory=dict)
@@ -113,8 +120,10 @@ class DiffBookMarket:
         depth: most levels a side of a true book (a snapshot of ``limit`` >= ``depth`` holds
             the whole book).
         faults: faults to make at random; None for none (``inject`` still works).
-        slow_stream: also publish ``@depth`` (1000 ms, merged) frames.
+        slow_stream: also publish ``@depth`` (1000 ms, merged) frames (spot only).
         seed: seed of everything random.
+        market: ``spot`` (default), ``usdm`` or ``coinm`` (futures payloads and ids).
+        clock: the exchange's clock for snapshots' ``E``/``T`` (epoch seconds).
     """
 
     symbols: tuple[str, ...] = attrs.field(converter=tuple)
@@ -125,6 +134,8 @@ class DiffBookMarket:
     seed: int = 0
     depth_kinds: tuple[str, ...] = ("depth",)
     trade_kinds: tuple[str, ...] = ()
+    market: str = "spot"
+    clock: Callable[[], float] = time.time
     frames_made: int = attrs.field(init=False, default=0)
     faults_made: dict[str, int] = attrs.field(init=False, factory=dict)
     _rng: random.Random = attrs.field(init=False)
@@ -136,10 +147,17 @@ class DiffBookMarket:
     _rest_faults: deque[RestFault] = attrs.field(init=False, factory=deque)
     _last_slow: float | None = attrs.field(init=False, default=None)
     _surplus: list[Frame] = attrs.field(init=False, factory=list)
+    _futures: bool = attrs.field(init=False, default=False)
+    _engine_id: int = attrs.field(init=False, default=1_000_000)
 
     def __attrs_post_init__(self) -> None:
         if not self.symbols:
             raise ValueError("DiffBookMarket: symbols must not be empty")
+        if self.market not in ("spot", "usdm", "coinm"):
+            raise ValueError(f"DiffBookMarket: market {self.market!r}: spot, usdm or coinm")
+        self._futures = self.market != "spot"
+        if self._futures and self.slow_stream:
+            raise ValueError("DiffBookMarket: slow_stream is spot's (futures' @depth is 250 ms)")
         if self.depth < 2:
             raise ValueError(f"DiffBookMarket: depth must be >= 2, got {self.depth!r}")
         self._rng = rng = random.Random(self.seed)
@@ -151,8 +169,10 @@ class DiffBookMarket:
                 f"{lower}@depth",
                 base=rng.randrange(100_000, 1_000_000),
                 mid=0,
-                update_id=1_000_000 * (index + 1),
+                # Futures: every book starts at the matching engine's id.
+                update_id=self._engine_id if self._futures else 1_000_000 * (index + 1),
             )
+            book.previous = book.update_id
             for distance in range(1, self.depth + 1):
                 book.bids[-distance] = rng.choice(_QTY_POOL)
                 book.asks[distance] = rng.choice(_QTY_POOL)
@@ -163,9 +183,12 @@ class DiffBookMarket:
 
     @property
     def service_settings(self) -> dict[str, dict[str, Any]]:
-        """Settings a service reading this market needs: a snapshot holding whole books."""
-        limit = next(tier for tier in (100, 500, 1000, 5000) if tier >= self.depth)
-        return {"feed": {"snapshot_limit": limit}}
+        """Settings a service reading this market needs: a snapshot holding whole books (the
+        default of 1000 levels, weight 50 on spot, as a real deployment asks, unless the
+        books are deeper)."""
+        if self.depth <= 1000:
+            return {}
+        return {"feed": {"snapshot_limit": 5000}}
 
     def streams(self) -> list[str]:
         """Every stream name this market publishes."""
@@ -217,16 +240,20 @@ class DiffBookMarket:
         if book is None:
             return None
         price = self._price
-        return {
-            "lastUpdateId": book.update_id,
-            "bids": [
-                [price(book, i), format_units(book.bids[i])]
-                for i in sorted(book.bids, reverse=True)[:limit]
-            ],
-            "asks": [
-                [price(book, i), format_units(book.asks[i])] for i in sorted(book.asks)[:limit]
-            ],
-        }
+        snapshot: dict[str, Any] = {"lastUpdateId": book.update_id}
+        if self._futures:
+            now_ms = int(self.clock() * 1000)
+            snapshot |= {"E": now_ms, "T": now_ms}
+            if self.market == "coinm":
+                snapshot |= {"symbol": symbol, "pair": symbol.partition("_")[0]}
+        snapshot["bids"] = [
+            [price(book, i), format_units(book.bids[i])]
+            for i in sorted(book.bids, reverse=True)[:limit]
+        ]
+        snapshot["asks"] = [
+            [price(book, i), format_units(book.asks[i])] for i in sorted(book.asks)[:limit]
+        ]
+        return snapshot
 
     def rest_fault(self, symbol: str) -> RestFault | None:
         """The REST server asks before answering: the next queued ``429``/``slow``, if any."""
@@ -338,9 +365,11 @@ class DiffBookMarket:
                 side, changes, index = book.asks, asks, book.mid + distance
             quantity = 0 if index in side and rng.random() < _DELETE else rng.choice(_QTY_POOL)
             _set(side, changes, index, quantity)
-        first = book.update_id + 1
+        first = self._next_id(book)
         # Binance's ids count every book event, some of which change no level we show.
-        book.update_id += updates + rng.randint(0, 2)
+        book.update_id = first + updates - 1 + rng.randint(0, 2)
+        if self._futures:
+            self._engine_id = book.update_id
         if self.slow_stream:
             if book.slow_first is None:
                 book.slow_first = first
@@ -360,7 +389,9 @@ class DiffBookMarket:
     def _bogus(self, book: _Book, now_ms: int) -> Payload:
         """A diff of its own update id that crosses the book; the true book never sees it."""
         best_ask = min(book.asks, default=book.mid + 1)
-        book.update_id += 1
+        book.update_id = self._next_id(book)
+        if self._futures:
+            self._engine_id = book.update_id
         quantity = {best_ask: _QTY_POOL[0]}
         return self._payload(book, now_ms, book.update_id, book.update_id, quantity, {})
 
@@ -374,15 +405,29 @@ class DiffBookMarket:
         asks: Mapping[int, int],
     ) -> Payload:
         price = self._price
-        return {
-            "e": "depthUpdate",
-            "E": now_ms,
-            "s": book.symbol,
-            "U": first,
-            "u": last,
-            "b": [[price(book, i), format_units(q)] for i, q in sorted(bids.items(), reverse=True)],
-            "a": [[price(book, i), format_units(q)] for i, q in sorted(asks.items())],
-        }
+        payload: Payload = {"e": "depthUpdate", "E": now_ms}
+        if self._futures:
+            payload["T"] = now_ms
+        payload |= {"s": book.symbol, "U": first, "u": last}
+        if self._futures:
+            # The symbol's previous diff made (sent or not: a gap shows as a pu break).
+            payload["pu"], book.previous = book.previous, last
+            if self.market == "coinm":
+                payload["ps"] = book.symbol.partition("_")[0]
+        payload["b"] = [
+            [price(book, i), format_units(q)] for i, q in sorted(bids.items(), reverse=True)
+        ]
+        payload["a"] = [[price(book, i), format_units(q)] for i, q in sorted(asks.items())]
+        return payload
+
+    def _next_id(self, book: _Book) -> int:
+        """The first update id of ``book``'s next change: its own next (spot), or the
+        matching engine's, which every symbol advances (futures)."""
+        if not self._futures:
+            return book.update_id + 1
+        # Other contracts' events in between, as on Binance.
+        self._engine_id += 1 + self._rng.randint(0, 5)
+        return self._engine_id
 
     def _slow_frame(self, book: _Book, now_ms: int, frames: list[Frame]) -> None:
         if book.slow_first is None:

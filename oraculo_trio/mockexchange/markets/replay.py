@@ -126,22 +126,26 @@ class RecordedBooks:
     """Recorded diff sessions replayed once, with the REST snapshots recorded alongside.
 
     A file may hold several capture sessions (split where ``E`` jumps by over a minute); a
-    snapshot belongs to the session and symbol whose diffs span its ``lastUpdateId + 1``, and
-    the REST server answers with the snapshot of the session being replayed. Only symbols
-    with a snapshot are played. Frames go out in file order, ``rate_per_s`` of them a second;
-    then nothing (``done``): a loop would be a gap the recording does not have.
+    snapshot belongs to the session and symbol whose diffs span its ``lastUpdateId``, and the
+    REST server answers with the snapshot of the session being replayed. A snapshot's symbol
+    is its body's ``symbol`` (COIN-M), else the next of ``snapshot_symbols`` when given (USD-M
+    bodies name none), else the one whose diffs span it (spot). Only symbols with a snapshot
+    are played. Frames go out in file order, ``rate_per_s`` of them a second; then nothing
+    (``done``): a loop would be a gap the recording does not have.
 
     Attributes:
-        diff_paths: ``{"stream", "data"}`` lines of ``@depth`` diffs.
-        snapshot_paths: ``GET /api/v3/depth`` bodies, one a line.
+        diff_paths: ``{"stream", "data"}`` lines of ``@depth`` diffs (spot or futures).
+        snapshot_paths: ``GET <prefix>/depth`` bodies, one a line.
         rate_per_s: frames per second.
         retime: give each frame the tick's time as ``E`` (so a service finds it fresh).
+        snapshot_symbols: the symbol of each snapshot line without one, in order.
     """
 
     diff_paths: Sequence[str | Path]
     snapshot_paths: Sequence[str | Path]
     rate_per_s: float = 200.0
     retime: bool = True
+    snapshot_symbols: Sequence[str] = ()
     frames: list[tuple[int, Frame]] = attrs.field(init=False, factory=list)
     snapshots: dict[tuple[int, str], dict[str, Any]] = attrs.field(init=False, factory=dict)
     _symbols: list[str] = attrs.field(init=False, factory=list)
@@ -161,11 +165,16 @@ class RecordedBooks:
                 previous = data["E"]
                 sessions.setdefault((session, data["s"]), []).append(data)
                 recorded.append((session, (record["stream"], data)))
+        named = iter(self.snapshot_symbols)
         for path in self.snapshot_paths:
             for snapshot in _load_jsonl(path):
-                after = snapshot["lastUpdateId"] + 1
+                symbol = snapshot.get("symbol") or next(named, None)
+                last = snapshot["lastUpdateId"]
                 for key, diffs in sessions.items():
-                    if diffs[0]["U"] <= after <= diffs[-1]["u"]:
+                    if symbol is not None and key[1] != symbol:
+                        continue
+                    # Spot joins at lastUpdateId + 1, futures within a diff's U..u.
+                    if diffs[0]["U"] <= last + 1 and last <= diffs[-1]["u"]:
                         self.snapshots[key] = snapshot
         played = {symbol for _, symbol in self.snapshots}
         self.frames = [(s, frame) for s, frame in recorded if frame[1]["s"] in played]
@@ -205,8 +214,9 @@ class RecordedBooks:
         session = self._session.get(symbol)
         for (recorded_session, recorded_symbol), snapshot in self.snapshots.items():
             if recorded_symbol == symbol and session in (None, recorded_session):
+                # As recorded (futures add E, T, and on COIN-M symbol and pair), cut to limit.
                 return {
-                    "lastUpdateId": snapshot["lastUpdateId"],
+                    **snapshot,
                     "bids": snapshot["bids"][:limit],
                     "asks": snapshot["asks"][:limit],
                 }
