@@ -185,6 +185,21 @@ def test_a_feed_is_checked_against_its_market(tmp_path: Path, feed: str, named: 
         load_settings(write(tmp_path, f"[feed]\n{feed}\n"), environ={})
 
 
+def test_a_local_feed_may_open_its_rest_budget(tmp_path: Path) -> None:
+    # A mock or a replay on this host is not Binance: its REST budget is the user's call (a
+    # benchmark opens it so that every book syncs during a short warm-up).
+    feed = (
+        'url = "ws://127.0.0.1:9443"\nrest_url = "http://127.0.0.1:9443"\n'
+        'depth_streams = ["depth"]\ntrade_streams = []\n'
+        "rest_weight_budget = 1000000\nsnapshot_stagger = 0.0\n"
+    )
+    settings = load_settings(write(tmp_path, f"[feed]\n{feed}"), environ={})
+    assert settings.feed.rest_weight_budget == 1_000_000
+    with pytest.raises(ConfigError, match="Binance spot allows an IP 6000"):
+        pointed_at_binance = feed.replace("http://127.0.0.1:9443", "https://api.binance.com")
+        load_settings(write(tmp_path, f"[feed]\n{pointed_at_binance}"), environ={})
+
+
 def test_feed_tables_and_relative_paths_together(tmp_path: Path) -> None:
     path = write(tmp_path, TWO_MARKETS + '\n[rules]\nfile = "r.toml"\n')
     settings = load_settings(path, environ={"ORACULO_FEED_CLIENT": "native"})

@@ -396,8 +396,13 @@ def _check_feed(feed: FeedSettings, where: str) -> None:
             f"{where}.snapshot_limit = {feed.snapshot_limit} is not allowed: {exc}"
         ) from None
     budget = feed.rest_weight_budget or market.ip_weight_limit // 2
-    # Binance counts a minute; a shorter window is a test's (its mock counts the same).
-    if feed.rest_weight_window == 60.0 and budget > market.ip_weight_limit:
+    # Binance counts a minute; a shorter window is a test's (its mock counts the same). Only
+    # Binance's own hosts have Binance's limit: a local feed (a mock, a replay) may allow more.
+    if (
+        feed.rest_weight_window == 60.0
+        and budget > market.ip_weight_limit
+        and _is_binance_host(feed.rest_url or feed.url or market.rest_url)
+    ):
         raise ConfigError(
             f"{where}.rest_weight_budget = {budget} is not allowed: {market.title} allows an IP "
             f"{market.ip_weight_limit} per minute, and more would be answered with 429s"
@@ -410,11 +415,19 @@ def _check_feed(feed: FeedSettings, where: str) -> None:
         )
 
 
+BINANCE_DOMAINS = ("binance.com", "binance.us", "binancefuture.com")
+"""Hosts whose REST limits are Binance's own (test networks included)."""
+
 _KINDS_OF = {
     "depth_streams": DEPTH_STREAM_KINDS,
     "trade_streams": TRADE_STREAM_KINDS,
     "futures_streams": FUTURES_STREAM_KINDS,
 }
+
+
+def _is_binance_host(url: str) -> bool:
+    host = (urlsplit(url).hostname or "").lower()
+    return any(host == domain or host.endswith("." + domain) for domain in BINANCE_DOMAINS)
 
 
 def rest_weight_budget(feed: FeedSettings) -> int:
