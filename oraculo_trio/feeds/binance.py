@@ -37,9 +37,8 @@ named by market (``usdm:BTCUSDT``) and futures payloads (``pu``, ``markPrice``,
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable, Iterable
-from typing import Annotated, Any
+from typing import Any
 
 import attrs
 import msgspec
@@ -58,7 +57,6 @@ from oraculo_trio.core.events import (
 from oraculo_trio.core.markets import SPOT, qualified
 from oraculo_trio.feeds.binance_futures import (
     FUTURES_DECODERS,
-    FUTURES_LAX,
     KIND_PREFIX,
     MARKET_BUILDERS,
     MarketBuilder,
@@ -83,6 +81,19 @@ from oraculo_trio.feeds.binance_markets import (
     parse_stream_name,
     raw_url,
     stream_name,
+)
+from oraculo_trio.feeds.binance_wire import (
+    ANY_DECODER,
+    CHECKED,
+    FRAME_DECODER,
+    LATEST_ONLY_KINDS,
+    LAX,
+    SPACED_PREFIX,
+    SPACED_START,
+    STREAM_PREFIX,
+    STREAM_START,
+    Frame,
+    envelope_of,
 )
 
 __all__ = [
@@ -190,109 +201,6 @@ class BadSnapshot(FeedError):
 
 
 # ---------------------------------------------------------------------------------------
-# Wire types
-
-_FLOAT_MAX = sys.float_info.max
-_PRICE = Annotated[float, msgspec.Meta(gt=0.0, le=_FLOAT_MAX)]
-_QTY = Annotated[float, msgspec.Meta(ge=0.0, le=_FLOAT_MAX)]
-
-
-def _payload_fields(price: Any, qty: Any) -> dict[str, list[tuple[Any, ...]]]:
-    """Payload fields per kind; unknown fields are ignored by msgspec."""
-    levels = tuple[tuple[price, qty], ...]
-    return {
-        KIND_TRADE: [
-            ("s", str), ("p", price), ("q", qty), ("m", bool), ("t", int), ("T", int),
-            ("E", int | None, None),
-        ],
-        KIND_AGG_TRADE: [
-            ("s", str), ("p", price), ("q", qty), ("m", bool), ("a", int), ("T", int),
-            ("E", int | None, None),
-        ],
-        KIND_BOOK_TICKER: [
-            ("s", str), ("u", int), ("b", price), ("B", qty), ("a", price), ("A", qty),
-        ],
-        KIND_DEPTH_DIFF: [
-            ("s", str), ("U", int), ("u", int), ("b", levels), ("a", levels),
-            ("E", int | None, None),
-        ],
-        # Spot partial books: lastUpdateId/bids/asks, no symbol, no E. Futures-style ones
-        # (and our load generator) add E, and futures spell the rest s/u/b/a.
-        "partial": [
-            ("lastUpdateId", int | None, None), ("u", int | None, None),
-            ("bids", levels | None, None), ("asks", levels | None, None),
-            ("b", levels | None, None), ("a", levels | None, None),
-            ("s", str | None, None), ("E", int | None, None),
-        ],
-        "rest": [("lastUpdateId", int), ("bids", levels), ("asks", levels)],
-    }  # fmt: skip
-
-
-def _payload_types(price: Any, qty: Any, tag: str) -> dict[str, type[msgspec.Struct]]:
-    return {
-        kind: msgspec.defstruct(f"{tag}_{kind}", fields, gc=False)
-        for kind, fields in _payload_fields(price, qty).items()
-    }
-
-
-def _decoders(types: dict[str, type[msgspec.Struct]]) -> dict[str, msgspec.json.Decoder]:
-    decoders = {kind: msgspec.json.Decoder(struct, strict=False) for kind, struct in types.items()}
-    for kind in PARTIAL_DEPTH_KINDS:
-        decoders[kind] = decoders["partial"]
-    return decoders
-
-
-# Checked decoders are the hot path. Lax ones (plain floats) run only after a
-# ValidationError, to tell a bad value (invalid_value) from a bad shape (invalid_payload).
-_CHECKED_TYPES = _payload_types(_PRICE, _QTY, "Checked")
-_CHECKED = _decoders(_CHECKED_TYPES)
-_LAX = _decoders(_payload_types(float, float, "Lax"))
-_LAX.update(FUTURES_LAX)
-
-_ENVELOPE_OF: dict[int, msgspec.json.Decoder] = {}
-
-
-def _envelope_of(decoder: msgspec.json.Decoder) -> msgspec.json.Decoder:
-    """The one-pass decoder of a whole combined-stream frame whose payload ``decoder``
-    decodes: ``{"stream": ..., "data": payload}``, built in the same pass."""
-    envelope = _ENVELOPE_OF.get(id(decoder))
-    if envelope is None:
-        struct = msgspec.defstruct("Envelope", [("stream", str), ("data", decoder.type)], gc=False)
-        envelope = _ENVELOPE_OF[id(decoder)] = msgspec.json.Decoder(struct, strict=False)
-    return envelope
-
-
-# A combined-stream frame as Binance writes it starts with its stream name: the reader finds
-# the name in the raw bytes, before any decoding (to skip frames a newer one supersedes).
-_STREAM_PREFIX = b'{"stream":"'
-_STREAM_START = len(_STREAM_PREFIX)
-_SPACED_PREFIX = b'{"stream": "'  # as Python's json.dumps writes it
-_SPACED_START = len(_SPACED_PREFIX)
-
-LATEST_ONLY_KINDS = frozenset((*PARTIAL_DEPTH_KINDS, KIND_BOOK_TICKER))
-"""Kinds whose every frame replaces the previous one of its stream: of two frames of one such
-stream waiting together, the older one is superseded without being read."""
-
-
-class _Frame(msgspec.Struct, gc=False):
-    """A combined-stream envelope or a control frame; absent keys keep their defaults."""
-
-    stream: str | None = None
-    data: msgspec.Raw = msgspec.Raw(b"")
-    result: Any = msgspec.UNSET
-    id: Any = None
-    error: Any = msgspec.UNSET
-    code: Any = msgspec.UNSET
-    msg: Any = msgspec.UNSET
-    e: Any = None
-    E: Any = None
-
-
-_FRAME_DECODER = msgspec.json.Decoder(_Frame)
-_ANY_DECODER = msgspec.json.Decoder()
-
-
-# ---------------------------------------------------------------------------------------
 # Builders: decoded Struct -> event. Called with the Struct, the stream's symbol and kind.
 # Events are built with positional arguments: keywords cost 0.27 µs more per event (attrs'
 # frozen __init__), 14 % of a depth diff's decode. tests/feeds pins the field order.
@@ -363,7 +271,7 @@ def _build_shutdown(m: Any, symbol: str, kind: str, at: float, wall: float) -> C
 
 
 _Spec = tuple[str, str, msgspec.json.Decoder, _Builder]
-_SHUTDOWN_SPEC: _Spec = (CONTROL_SERVER_SHUTDOWN, "", _ANY_DECODER, _build_shutdown)
+_SHUTDOWN_SPEC: _Spec = (CONTROL_SERVER_SHUTDOWN, "", ANY_DECODER, _build_shutdown)
 
 
 def _spec_for(name: str, market: str = SPOT) -> _Spec | None:
@@ -374,14 +282,14 @@ def _spec_for(name: str, market: str = SPOT) -> _Spec | None:
         return None
     symbol, kind = parsed
     if market == SPOT:
-        return (kind, symbol, _CHECKED[kind], _BUILDERS[kind])
+        return (kind, symbol, CHECKED[kind], _BUILDERS[kind])
     build = _on_market(MARKET_BUILDERS[kind], symbol)
     name = qualified(market, symbol)
     futures = KIND_PREFIX + kind
     if binance_market(market).chained and futures in FUTURES_DECODERS:
         # The spec's kind keys the lax decoder of a failure; these builders ignore it.
         return (futures, name, FUTURES_DECODERS[futures], build)
-    return (kind, name, _CHECKED[kind], build)
+    return (kind, name, CHECKED[kind], build)
 
 
 def _on_market(build: MarketBuilder, wire: str) -> _Builder:
@@ -440,7 +348,7 @@ def _failure(exc: Exception, frame: Any, kind: str | None = None, where: str = "
 
 def _invalid(kind: str | None, data: Any, exc: msgspec.ValidationError, where: str) -> BadFrame:
     """Tell a bad value (the lax decoder accepts it) from a bad shape."""
-    lax = _LAX.get(kind) if kind is not None else None
+    lax = LAX.get(kind) if kind is not None else None
     detail = _short(f"{where}: {exc}" if where else exc)
     if lax is None:
         return BadFrame("invalid_payload", detail)
@@ -453,7 +361,7 @@ def _invalid(kind: str | None, data: Any, exc: msgspec.ValidationError, where: s
     return BadFrame("invalid_value", detail)
 
 
-def _control(frame: _Frame) -> Control | BadFrame:
+def _control(frame: Frame) -> Control | BadFrame:
     """Classify a frame without ``stream``: ack, error, shutdown or nothing we know."""
     if frame.error is not msgspec.UNSET:
         return Control(CONTROL_ERROR, frame.error, frame.id)
@@ -556,7 +464,7 @@ class BinanceDecoder:
         if kind == CONTROL_SERVER_SHUTDOWN:
             return
         raw = name.encode()
-        self._fast[raw] = (kind, symbol, _envelope_of(decoder), build)
+        self._fast[raw] = (kind, symbol, envelope_of(decoder), build)
         base_kind = kind.removeprefix(KIND_PREFIX)
         if base_kind in LATEST_ONLY_KINDS:
             self.latest_only.add(raw)
@@ -570,10 +478,10 @@ class BinanceDecoder:
 
         A frame with a key is one market message: what the reader counts as received.
         """
-        if frame[:_STREAM_START] == _STREAM_PREFIX:
-            start = _STREAM_START
-        elif frame[:_SPACED_START] == _SPACED_PREFIX:
-            start = _SPACED_START
+        if frame[:STREAM_START] == STREAM_PREFIX:
+            start = STREAM_START
+        elif frame[:SPACED_START] == SPACED_PREFIX:
+            start = SPACED_START
         else:
             return None
         key = frame[start : frame.find(b'"', start)]
@@ -625,7 +533,7 @@ class BinanceDecoder:
         if len(frame) > self._max_frame:
             return BadFrame("too_large", f"{len(frame)} > {self._max_frame}")
         try:
-            envelope = _FRAME_DECODER.decode(frame)
+            envelope = FRAME_DECODER.decode(frame)
         except _DECODE_ERRORS as exc:
             return _failure(exc, frame)
         name = envelope.stream
@@ -697,7 +605,7 @@ def decode_rest_snapshot(body: str | bytes) -> tuple[int, tuple[Level, ...], tup
             exchange error body (``{"code": ..., "msg": ...}``, named in the message).
     """
     try:
-        snapshot = _CHECKED["rest"].decode(body)
+        snapshot = CHECKED["rest"].decode(body)
     except _DECODE_ERRORS as exc:
         error = _rest_error(body)
         if error is not None:
@@ -709,7 +617,7 @@ def decode_rest_snapshot(body: str | bytes) -> tuple[int, tuple[Level, ...], tup
 
 def _rest_error(body: str | bytes) -> str | None:
     try:
-        frame = _FRAME_DECODER.decode(body)
+        frame = FRAME_DECODER.decode(body)
     except _DECODE_ERRORS:
         return None
     if frame.code is msgspec.UNSET:
