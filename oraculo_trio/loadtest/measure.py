@@ -107,8 +107,9 @@ def accounted(sample: dict[str, Any]) -> float:
 
 @attrs.frozen
 class Accounting:
-    """The accounting after the drain: ``unaccounted = sent - accounted``, where accounted
-    is evaluated + dropped (every reason) + bad frames."""
+    """The accounting after the drain: ``unaccounted = sent - (accounted + in_flight)``,
+    where accounted is evaluated + dropped (every reason) + bad frames, and ``in_flight`` what
+    the service still held when the drain ended (a drain that ran out of time)."""
 
     sent: int
     received: int
@@ -116,12 +117,20 @@ class Accounting:
     dropped: dict[str, int]
     bad_frames: int
     unaccounted: int
+    in_flight: int = 0
 
     @classmethod
     def from_totals(
-        cls, sent: float, received: float, evaluated: float, dropped: dict[str, float], bad: float
+        cls,
+        sent: float,
+        received: float,
+        evaluated: float,
+        dropped: dict[str, float],
+        bad: float,
+        in_flight: float | None = 0,
     ) -> Accounting:
         """Compute ``unaccounted`` from the terms."""
+        held = int(in_flight or 0)
         accounted_for = evaluated + sum(dropped.values()) + bad
         return cls(
             sent=int(sent),
@@ -129,7 +138,8 @@ class Accounting:
             evaluated=int(evaluated),
             dropped={reason: int(dropped.get(reason, 0)) for reason in DROP_REASONS},
             bad_frames=int(bad),
-            unaccounted=int(sent - accounted_for),
+            unaccounted=int(sent - accounted_for - held),
+            in_flight=held,
         )
 
 
@@ -141,6 +151,7 @@ def accounting_of(sent: float, sample: dict[str, Any]) -> Accounting:
         sum(sample["evaluated"].values()),
         sample["dropped"],
         sample["bad_frames"],
+        sample.get("in_flight"),
     )
 
 

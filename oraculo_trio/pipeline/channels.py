@@ -10,6 +10,7 @@ for room here retry ``send_nowait`` instead, woken by the consumer after each ba
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import attrs
@@ -102,3 +103,24 @@ def _queued(receiver: trio.MemoryReceiveChannel, room: Room) -> int:
     stats = receiver.statistics()
     handed = room.receiving and stats.tasks_waiting_receive == 0 and stats.open_send_channels > 0
     return stats.current_buffer_used + handed
+
+
+BEHIND_HOLD = 1.0
+"""Seconds a full read-ahead keeps the service counted as behind its feed."""
+
+
+@attrs.define(eq=False)
+class FeedPressure:
+    """Whether the feed's readers found their read-ahead full lately: the kernel held more
+    than a read takes, so a backlog waits in the service's own hands. Old messages that
+    arrive without it were late at the sender: skipping ours would not catch up with them.
+    """
+
+    behind_until: float = -math.inf
+
+    def read(self, full: bool, now: float) -> None:
+        if full:
+            self.behind_until = now + BEHIND_HOLD
+
+    def behind(self, now: float) -> bool:
+        return now < self.behind_until

@@ -46,6 +46,7 @@ from oraculo_trio.core.sync import (
 )
 from oraculo_trio.observe.metrics import ServiceMetrics
 from oraculo_trio.observe.ratelimit import RateLimitedLog
+from oraculo_trio.pipeline.channels import FeedPressure
 from oraculo_trio.pipeline.snapshots import SnapshotRequest, SnapshotRequests
 
 LOGGER = logging.getLogger("oraculo_trio.pipeline.diffbooks")
@@ -81,8 +82,10 @@ class ShardBooks:
         requests: where syncs ask for snapshots (the fetcher serves them).
         metrics: the service's metrics.
         stale_after: ``pipeline.stale_after``, to judge buffered diffs when they are applied.
-        shed_after: ``pipeline.shed_after``: a live book whose next diff is older than this
-            is shed: resynced from a fresh snapshot instead of caught up diff by diff.
+        shed_after: ``pipeline.shed_after``: a live book whose next diff is older than this,
+            while the feed's read-ahead is full (the backlog is ours to skip), is shed:
+            resynced from a fresh snapshot instead of caught up diff by diff.
+        pressure: whether a feed reader found its read-ahead full lately (shared).
         caught_up_to: per symbol shed, the ``lastUpdateId`` of the snapshot it was made live
             from again: the feed's reader skips the diffs it holds without decoding them.
         changes: notified after each batch (shared by the shards).
@@ -104,6 +107,7 @@ class ShardBooks:
     _superseded: int = 0
     _overflow: int = 0
     caught_up_to: dict[str, int] = attrs.field(factory=dict)
+    pressure: FeedPressure = attrs.field(factory=FeedPressure)
     _shed: set[str] = attrs.field(factory=set)
     _unsynced: int = 0
     _log: RateLimitedLog = attrs.field(factory=lambda: RateLimitedLog(LOGGER))
@@ -140,7 +144,7 @@ class ShardBooks:
         if sync is None:
             sync = self.sync(diff.symbol)
         before = sync.state
-        if age > self.shed_after and before == LIVE:
+        if age > self.shed_after and before == LIVE and self.pressure.behind(now):
             return self._shed_book(sync, diff, now, now_wall)
         step = sync.on_diff(diff, now)
         if step is APPLIED:

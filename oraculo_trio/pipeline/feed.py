@@ -293,7 +293,9 @@ async def _read(
                         closed = exc
                         break
                     last_frame = current_time()
-                    if await reader.handle(frames, behind=socket.read_was_full):
+                    behind = socket.read_was_full
+                    router.pressure.read(behind, last_frame)
+                    if await reader.handle(frames, behind=behind):
                         nursery.cancel_scope.cancel()
                         return "server_shutdown"
             nursery.cancel_scope.cancel()

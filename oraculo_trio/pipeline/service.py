@@ -55,7 +55,7 @@ from oraculo_trio.observe.metrics import ServiceMetrics
 from oraculo_trio.observe.process import run_process_stats
 from oraculo_trio.observe.supervise import RestartPolicy, spawn, start, supervised
 from oraculo_trio.observe.watchdog import Watchdog
-from oraculo_trio.pipeline.channels import InFlight, Room
+from oraculo_trio.pipeline.channels import FeedPressure, InFlight, Room
 from oraculo_trio.pipeline.connections import feed_connections
 from oraculo_trio.pipeline.diffbooks import BookChanges, ShardBooks
 from oraculo_trio.pipeline.exchange_clock import ClockWatch, ExchangeClock
@@ -121,6 +121,8 @@ class ServiceHandle:
     # Per symbol shed, the update id its fresh snapshot holds: the depth readers skip older
     # diffs undecoded (shared by the books and the readers).
     caught_up_to: dict[str, int] = attrs.field(factory=dict)
+    # Whether a feed reader found its read-ahead full lately (shedding needs a backlog of ours).
+    feed_pressure: FeedPressure = attrs.field(factory=FeedPressure)
     # The age of what the consumers evaluate (the feed_behind readiness reason reads it).
     feed_age: FeedAge = attrs.field(factory=FeedAge)
     # The silences the dispatcher matches (refreshed from the store) and the rule reloader.
@@ -483,6 +485,7 @@ def _open_books(handle: ServiceHandle) -> SnapshotRequests | None:
             pipeline.shed_after,
             changes=changes,
             caught_up_to=handle.caught_up_to,
+            pressure=handle.feed_pressure,
         )
         for shard, engine in enumerate(handle.engines)
     ]
@@ -674,6 +677,7 @@ async def _run_feeds(
                     metrics,
                     channels.rooms[status.stream],
                     handle.caught_up_to if status.stream == DEPTH else {},
+                    handle.feed_pressure,
                 )
                 in_flight.readers.append((status.stream, router.held))
                 nursery.start_soon(

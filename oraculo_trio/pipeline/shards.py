@@ -35,7 +35,7 @@ from oraculo_trio.core.sync import BookSnapshot, PendingDiff
 from oraculo_trio.observe.health import FeedAge
 from oraculo_trio.observe.metrics import FastHistogramChild, ServiceMetrics
 from oraculo_trio.observe.ratelimit import RateLimitedLog
-from oraculo_trio.pipeline.channels import Room, send_when_room
+from oraculo_trio.pipeline.channels import FeedPressure, Room, send_when_room
 from oraculo_trio.pipeline.diffbooks import ShardBooks
 
 if TYPE_CHECKING:
@@ -105,6 +105,8 @@ class ShardRouter:
     # Per symbol of a book shed and made live again, the update id its snapshot holds: the
     # reader skips the diffs it holds without decoding them (pipeline/diffbooks.py).
     caught_up_to: dict[str, int] = attrs.field(factory=dict)
+    # Shared by the readers and the diff books: whether a read-ahead was full lately.
+    pressure: FeedPressure = attrs.field(factory=FeedPressure)
     _shard_cache: dict[str, int] = attrs.field(factory=dict)
     # While a trade waits for room (backpressure), and when the last wait ended: the feed's
     # stall detector does not count that time as silence from the exchange.

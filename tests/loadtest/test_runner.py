@@ -103,7 +103,7 @@ async def test_a_short_load_test_passes_and_writes_its_artifacts(tmp_path: Path)
     assert all(k["pass"] is True for k in checked.values())
     accounting = document["accounting"]
     assert set(accounting) == {
-        "sent", "received", "evaluated", "dropped", "bad_frames", "unaccounted",
+        "sent", "received", "evaluated", "dropped", "bad_frames", "in_flight", "unaccounted",
     }  # fmt: skip
     assert set(accounting["dropped"]) == {
         "stale_drop", "conflated", "superseded", "overflow", "unsynced",
