@@ -48,6 +48,11 @@ class ExchangeClock:
     measured: trio.Event = attrs.field(factory=trio.Event)
 
 
+class NoClock(ValueError):
+    """Raised by :func:`measure_offset` when the server has no ``/time`` at all (a local
+    replay or a benchmark's feed, not Binance): there is nothing to measure, ever."""
+
+
 async def measure_offset(client: httpx.AsyncClient, path: str) -> tuple[float, float]:
     """``(offset, round trip)`` of one ``GET path`` (a ``/time`` endpoint), in seconds.
 
@@ -60,6 +65,8 @@ async def measure_offset(client: httpx.AsyncClient, path: str) -> tuple[float, f
     sent = time.time()
     response = await client.get(path)
     received = time.time()
+    if response.status_code == 404:
+        raise NoClock(f"{path} not found: the server offers no clock")
     if response.status_code != 200:
         raise ValueError(f"HTTP {response.status_code}: {response.text[:120]}")
     server = parse_server_time(response.content) / 1000.0
@@ -85,6 +92,8 @@ class ClockWatch:
     metrics: ServiceMetrics
     interval: float
     warn_after: float
+    # The server has no /time at all (404): measured once, never again.
+    absent: bool = False
     _log: RateLimitedLog = attrs.field(factory=lambda: RateLimitedLog(LOGGER))
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -100,7 +109,7 @@ class ClockWatch:
             ok = await self._measure(client, gauge)
             task_status.started()
             while True:
-                if ok and self.interval <= 0:
+                if self.absent or (ok and self.interval <= 0):
                     await trio.sleep_forever()
                 if ok:
                     delay = self.interval
@@ -121,6 +130,12 @@ class ClockWatch:
                     sample = await measure_offset(client, market.path(TIME))
                 if best is None or sample[1] < best[1]:
                     best = sample
+        except NoClock as exc:
+            LOGGER.info(
+                "clock of %s not measured (%s): ages are not corrected", market.title, exc
+            )
+            self.absent = True
+            return False
         except (httpx.HTTPError, ValueError, trio.TooSlowError) as exc:
             self._log.warning(
                 "failed",
