@@ -26,9 +26,11 @@ Like Binance (the market's row of :mod:`oraculo_trio.feeds.binance_markets`):
   parameter, ``-1003`` too much weight).
 
 Faults on command (tests and ``--faults 429,slow``): :meth:`RestServer.fail_next` answers the
-next requests with 429 (or 418) and a ``Retry-After``; ``delay`` (or a source's
-:meth:`SnapshotSource.rest_fault`) slows every snapshot down. Every request is recorded
-(:attr:`RestServer.requests`) so a test can check the weight a client spent.
+next requests with 429 (or 418) and a ``Retry-After``; :meth:`RestServer.fail_depth` answers
+every depth request of a symbol with an error (500) until :meth:`RestServer.heal_depth`;
+``delay`` (or a source's :meth:`SnapshotSource.rest_fault`) slows every snapshot down. Every
+request is recorded (:attr:`RestServer.requests`) so a test can check the weight a client
+spent.
 """
 
 from __future__ import annotations
@@ -140,6 +142,7 @@ class RestServer:
     port: int = attrs.field(init=False, default=0)
     requests: list[RestRequest] = attrs.field(init=False, factory=list)
     _faults: deque[RestFault] = attrs.field(init=False, factory=deque)
+    _failing_depth: dict[str, int] = attrs.field(init=False, factory=dict)
     _window_start: float = attrs.field(init=False, default=-math.inf)
     _window_used: int = attrs.field(init=False, default=0)
     _retry_until: float = attrs.field(init=False, default=-math.inf)
@@ -174,6 +177,15 @@ class RestServer:
         """Answer the next ``count`` requests with ``status`` (429 or 418) and ``Retry-After``."""
         for _ in range(count):
             self._faults.append(RestFault(status, retry_after))
+
+    def fail_depth(self, symbol: str, status: int = 500) -> None:
+        """Answer every depth request of ``symbol`` (upper case) with ``status`` and an error
+        body, weighed as usual, until :meth:`heal_depth`."""
+        self._failing_depth[symbol] = status
+
+    def heal_depth(self, symbol: str) -> None:
+        """Serve ``symbol``'s depth again."""
+        self._failing_depth.pop(symbol, None)
 
     def weight_used(self, since: float = -math.inf) -> int:
         """Weight of the requests answered (any status) at or after ``since``."""
@@ -397,6 +409,9 @@ class RestServer:
             return 429, _retry(self._retry_until - now), _too_many(), 0.0
         self._window_used += weight
         headers = [("X-MBX-USED-WEIGHT-1M", str(self._window_used))]
+        failing = self._failing_depth.get(symbol) if depth else None
+        if failing is not None:
+            return failing, headers, _error(-1001, "Internal error; unable to process."), 0.0
         return 200, headers, None, self.delay + (fault.delay if fault is not None else 0.0)
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 
 import attrs
 import trio
@@ -33,7 +33,7 @@ import trio
 from oraculo_trio.core.alerts import AlertTransition
 from oraculo_trio.core.engine import ShardEngine
 from oraculo_trio.core.events import DEPTH, DepthDiff
-from oraculo_trio.core.markets import chains_on_previous_id
+from oraculo_trio.core.markets import chains_on_previous_id, split
 from oraculo_trio.core.sync import (
     APPLIED,
     LIVE,
@@ -44,6 +44,7 @@ from oraculo_trio.core.sync import (
     BookSync,
     Step,
 )
+from oraculo_trio.observe.health import Readiness
 from oraculo_trio.observe.metrics import ServiceMetrics
 from oraculo_trio.observe.ratelimit import RateLimitedLog
 from oraculo_trio.pipeline.channels import FeedPressure
@@ -234,6 +235,7 @@ class ShardBooks:
         if step.state != before:
             metrics.book_symbols[before].dec()
             metrics.book_symbols[step.state].inc()
+            self.requests.settled(sync.symbol)
         if step.resync is not None:
             metrics.book_resyncs[step.resync].inc()
             self._log.log(
@@ -266,3 +268,92 @@ class ShardBooks:
             else:
                 self._stale += 1
         return self.engine.process(applied[-1], now_wall, fresh)
+
+
+MAX_NAMED = 20
+"""Books ``book_not_live`` names at most; beyond, only their count."""
+
+
+@attrs.define(eq=False)
+class BookLiveWatch:
+    """Keeps the ``books`` readiness component: not ready (``book_not_live``) while some diff
+    book has been out of ``live`` for longer than its market's ``feed.book_live_timeout``.
+
+    A book's timer starts when its first snapshot request since it left ``live`` was sent
+    (:attr:`SnapshotRequests.sent_since`): books waiting for the weight budget or for a
+    ``Retry-After`` are not late, a book whose snapshots keep failing is.
+
+    Attributes:
+        books: every shard's diff books.
+        requests: the snapshot queue (when each book's request was sent).
+        readiness: where ``books`` is registered.
+        timeouts: ``feed.book_live_timeout`` by market (the markets with diff books).
+    """
+
+    books: Sequence[ShardBooks]
+    requests: SnapshotRequests
+    readiness: Readiness
+    timeouts: Mapping[str, float]
+    _log: RateLimitedLog = attrs.field(factory=lambda: RateLimitedLog(LOGGER, interval=30.0))
+
+    @property
+    def interval(self) -> float:
+        """Seconds between two looks: a quarter of the shortest timeout, at most 1 s."""
+        return min(1.0, min(self.timeouts.values(), default=4.0) / 4)
+
+    def late(self, now: float) -> list[str]:
+        """The books out of ``live`` for longer than their timeout at ``now``, sorted."""
+        late = []
+        for symbol, since in self.requests.sent_since.items():
+            timeout = self.timeouts.get(split(symbol)[0])
+            if timeout is None or now - since <= timeout:
+                continue
+            sync = next((b.syncs[symbol] for b in self.books if symbol in b.syncs), None)
+            # A request left over from before the book went live (it was ignored).
+            if sync is not None and sync.state != LIVE:
+                late.append(symbol)
+        return sorted(late)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Look every :attr:`interval` seconds; log a warning when books turn late
+        (rate-limited), and when every one of them is live again.
+
+        Cancellation: runs until cancelled.
+        """
+        readiness = self.readiness
+        readiness.register("books", ok=True, detail="")
+        # The books of a pipeline (re)started are new: nothing of an earlier run is late.
+        readiness.set("books", True)
+        task_status.started()
+        reported: list[str] = []
+        while True:
+            await trio.sleep(self.interval)
+            late = self.late(trio.current_time())
+            if late == reported:
+                continue
+            if late:
+                self._report(late, reported)
+            else:
+                readiness.set("books", True)
+                LOGGER.info("every diff book is live again")
+            reported = late
+
+    def _report(self, late: list[str], reported: list[str]) -> None:
+        count = len(late)
+        shown = ", ".join(late[:5]) + (f" and {count - 5} more" if count > 5 else "")
+        timeout = max(self.timeouts[split(symbol)[0]] for symbol in late)
+        detail = (
+            f"{count} diff book(s) out of live for more than {timeout:g} s "
+            f"(feed.book_live_timeout): {shown}"
+        )
+        names: dict[str, object] = {"count": count}
+        if count <= MAX_NAMED:
+            names["symbols"] = late
+        self.readiness.set("books", False, detail, **names)
+        if set(late) - set(reported):
+            self._log.warning(
+                "book_not_live",
+                "%s; their rules are paused (oraculo_book_snapshot_requests_total: do the "
+                "snapshots fail?)",
+                detail,
+            )

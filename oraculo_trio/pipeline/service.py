@@ -57,7 +57,7 @@ from oraculo_trio.observe.supervise import RestartPolicy, spawn, start, supervis
 from oraculo_trio.observe.watchdog import Watchdog
 from oraculo_trio.pipeline.channels import FeedPressure, InFlight, Room
 from oraculo_trio.pipeline.connections import feed_connections
-from oraculo_trio.pipeline.diffbooks import BookChanges, ShardBooks
+from oraculo_trio.pipeline.diffbooks import BookChanges, BookLiveWatch, ShardBooks
 from oraculo_trio.pipeline.exchange_clock import ClockWatch, ExchangeClock
 from oraculo_trio.pipeline.feed import (
     ConnectionStatus,
@@ -96,6 +96,7 @@ TASK_NAMES = (
     "process_stats",
     "store_check",
     "snapshot_fetcher",
+    "book_live",
     "exchange_clock",
     "rule_clock",
     "rules_reload",
@@ -669,6 +670,12 @@ async def _run_feeds(
                     metrics=metrics,
                     restart=RestartPolicy(),
                 )
+                timeouts = {f.market: f.book_live_timeout for f in settings.feeds}
+                watch = BookLiveWatch(
+                    handle.books, requests, handle.readiness, {m: timeouts[m] for m in endpoints}
+                )
+                restart = RestartPolicy()
+                await start(nursery, "book_live", watch.run, metrics=metrics, restart=restart)
             for index, status in enumerate(handle.connections):
                 router = ShardRouter(
                     status.stream,

@@ -66,6 +66,10 @@ class SnapshotRequests:
     in_channels: int = 0
     """Snapshots in the shards' depth channels, not yet taken by their consumer: the
     channels hold them beside frames, and the accounting counts only frames."""
+    sent_since: dict[str, float] = attrs.field(factory=dict)
+    """Per symbol out of ``live``: when the fetcher sent its first snapshot request since
+    (``trio.current_time()``). The ``book_not_live`` timer runs from there, so that a book
+    queued behind the weight budget is not late; its state changing forgets it."""
 
     def put(self, request: SnapshotRequest) -> None:
         """Queue ``request`` (new, or taken and put back) without blocking."""
@@ -89,6 +93,15 @@ class SnapshotRequests:
         symbol = next(iter(waiting))
         request = self._taken[symbol] = waiting.pop(symbol)
         return request
+
+    def sending(self, request: SnapshotRequest, now: float) -> None:
+        """The budget lets ``request`` go now: its book's timer starts, unless it runs already
+        (a refetch or a retry of a book that is still not live)."""
+        self.sent_since.setdefault(request.symbol, now)
+
+    def settled(self, symbol: str) -> None:
+        """``symbol``'s book changed state (live, or out of it): its timer starts over."""
+        self.sent_since.pop(symbol, None)
 
     def done(self, request: SnapshotRequest) -> None:
         """Forget a taken request: its snapshot went to its shard."""
@@ -176,6 +189,7 @@ class SnapshotFetcher:
                 except BaseException:
                     slots.release()
                     raise
+                self.requests.sending(request, trio.current_time())
                 # The slot passes to the request's task, which gives it back.
                 nursery.start_soon(self._fetch, client, endpoint, request, slots, nursery)
 

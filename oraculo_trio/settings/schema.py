@@ -270,6 +270,13 @@ class FeedSettings:
         _positive,
         default=10.0,
     )
+    book_live_timeout: float = _key(
+        "Seconds a diff book may stay out of live, counted from when its snapshot request "
+        "could be sent (a book waiting for the weight budget is not late), before /readyz "
+        "answers 503 with the reason book_not_live naming it and a warning is logged.",
+        _positive,
+        default=30.0,
+    )
     rotation_spacing: float = _key(
         "Least seconds between two connections replaced at connection_lifetime: they rotate "
         "one at a time, never all at once (the first lifetimes are staggered by it).",

@@ -60,16 +60,20 @@ async def diffbook_service(
     feed: dict[str, Any] | None = None,
     pipeline: dict[str, Any] | None = None,
     binance_market: str = "spot",
+    failing_depth: Sequence[str] = (),
 ) -> AsyncIterator[tuple[MockExchange, ServiceHandle]]:
     """The mock exchange (WebSocket and REST, playing ``binance_market``) and a service
     keeping diff books of ``symbols`` (the market's by default) on that market; on exit the
-    service drains and stops, then the exchange."""
+    service drains and stops, then the exchange. The depth snapshots of ``failing_depth``
+    (exchange names) answer HTTP 500 from the start (``exchange.rest.heal_depth`` ends it)."""
     async with trio.open_nursery() as nursery:
         exchange_settings = attrs.evolve(exchange_settings, market=binance_market)
         exchange = MockExchange(market, exchange_settings, snapshots=snapshots)
         # Nothing is published before the service listens (a replay would lose its start).
         exchange.pause()
         await nursery.start(exchange.serve)
+        for symbol in failing_depth:
+            exchange.rest.fail_depth(symbol)
         symbols = list(symbols if symbols is not None else market.symbols)
         settings = pipeline_settings(
             tmp_path,

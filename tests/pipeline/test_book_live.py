@@ -1,0 +1,114 @@
+"""Honest book health: a diff book kept from going live (its snapshots fail) makes ``/readyz``
+answer 503 and ``oraculo-trio health`` UNHEALTHY, naming it, once it has been out of live for
+``feed.book_live_timeout``; it recovers once its snapshots succeed. A book that only waits for
+the weight budget is not late."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import trio
+
+from oraculo_trio.mockexchange import DiffBookMarket
+from oraculo_trio.pipeline.service import ServiceHandle
+from oraculo_trio.testing.net import Response, fetch
+from tests.observe.test_live_service import health
+from tests.pipeline.diffbook_testing import all_live, diffbook_service, wait_for
+
+SYMBOLS = ["AAAUSDT", "BBBUSDT", "CCCUSDT"]
+BOOKS_LOGGER = "oraculo_trio.pipeline.diffbooks"
+
+
+async def readyz(handle: ServiceHandle) -> Response:
+    host, port = handle.http_address
+    return await trio.to_thread.run_sync(fetch, f"http://{host}:{port}/readyz")
+
+
+async def wait_books_ready(handle: ServiceHandle, ready: bool) -> None:
+    # Looked at after every batch through the books: the other books' diffs keep coming.
+    await wait_for(handle, lambda: handle.readiness.snapshot()[1]["books"]["ok"] == ready)
+
+
+async def test_a_book_whose_snapshots_fail_is_not_live_until_they_succeed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=BOOKS_LOGGER)
+    victim = "BBBUSDT"
+    timeout = 1.0
+    market = DiffBookMarket(SYMBOLS, rate_per_s=300, seed=13)
+    with trio.fail_after(40):
+        async with diffbook_service(
+            tmp_path, market, feed={"book_live_timeout": timeout}, failing_depth=[victim]
+        ) as (exchange, handle):
+            rest = exchange.rest
+            await rest.wait_for(lambda server: any(r.symbol == victim for r in server.requests))
+            first_request = min(r.at for r in rest.requests if r.symbol == victim)
+            others = [symbol for symbol in SYMBOLS if symbol != victim]
+            await wait_for(handle, lambda: all_live(handle, others))
+            await wait_books_ready(handle, False)
+            named_after = trio.current_time() - first_request
+            not_ready = await readyz(handle)
+            down_code, down = await health(handle)
+
+            rest.heal_depth(victim)
+            await wait_for(handle, lambda: all_live(handle, SYMBOLS))
+            await wait_books_ready(handle, True)
+            ready = await readyz(handle)
+            up_code, up = await health(handle)
+            failed = [r for r in rest.requests if r.symbol == victim and r.status == 500]
+
+    # Named once it had been out of live for the timeout, counted from its first request.
+    assert timeout - 0.1 <= named_after <= timeout + 2.0, named_after
+    assert failed
+    assert not_ready.status == 503
+    reasons = [r for r in json.loads(not_ready.body)["reasons"] if r["component"] == "books"]
+    assert reasons == [
+        {
+            "reason": "book_not_live",
+            "component": "books",
+            "detail": "1 diff book(s) out of live for more than 1 s (feed.book_live_timeout): "
+            "BBBUSDT",
+            "count": 1,
+            "symbols": [victim],
+        }
+    ]
+    assert down_code == 1, down
+    assert down.startswith("UNHEALTHY")
+    assert "    not ready: book_not_live: 1 diff book(s) out of live" in down
+    assert "symbols=['BBBUSDT']" in down
+
+    assert ready.status == 200, ready.body
+    assert up_code == 0, up
+    assert up.startswith("HEALTHY")
+    warnings = [r for r in caplog.records if r.name == BOOKS_LOGGER and r.levelname == "WARNING"]
+    assert len(warnings) == 1 and victim in warnings[0].getMessage()
+    assert "every diff book is live again" in caplog.text
+
+
+async def test_books_waiting_for_the_weight_budget_are_not_late(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger=BOOKS_LOGGER)
+    timeout = 1.0
+    market = DiffBookMarket(SYMBOLS, rate_per_s=150, seed=14)
+    # One snapshot (weight 50) per window: the last book waits two windows for the budget,
+    # longer than the timeout, yet goes live at once when its request is sent.
+    feed = {
+        "book_live_timeout": timeout,
+        "rest_weight_budget": 50,
+        "rest_weight_window": 1.0,
+        "clock_check_interval": 0.0,
+    }
+    with trio.fail_after(40):
+        async with diffbook_service(tmp_path, market, feed=feed) as (exchange, handle):
+            await wait_for(handle, lambda: all_live(handle, SYMBOLS))
+            depth = [r.at for r in exchange.rest.requests if r.symbol in SYMBOLS]
+            reasons = handle.readiness.reasons()
+
+    assert len(depth) == len(SYMBOLS)
+    assert max(depth) - min(depth) > timeout
+    assert not [r for r in reasons if r["component"] == "books"]
+    assert not [r for r in caplog.records if r.name == BOOKS_LOGGER and r.levelname == "WARNING"]
