@@ -16,8 +16,9 @@ from oraculo_trio.core.sync import LIVE, SYNCING, BookSnapshot
 from oraculo_trio.errors import ConfigError
 from oraculo_trio.feeds.binance_rest import rest_base_url, snapshot_weight
 from oraculo_trio.mockexchange import DiffBookMarket
+from oraculo_trio.observe.health import Readiness
 from oraculo_trio.observe.metrics import ServiceMetrics
-from oraculo_trio.pipeline.diffbooks import ShardBooks
+from oraculo_trio.pipeline.diffbooks import BookLiveWatch, ShardBooks
 from oraculo_trio.pipeline.feed import RotationGate
 from oraculo_trio.pipeline.rest import WeightLedger
 from oraculo_trio.pipeline.snapshots import SnapshotRequest, SnapshotRequests
@@ -154,6 +155,32 @@ def test_shard_books_count_each_diff_once_and_pause_the_syncing_symbol() -> None
     assert engine.market("A").best_ask is None
     assert engine.market("A").book is books.syncs["A"].book
     assert metrics.book_symbols[LIVE]._value.get() == 1
+
+
+def test_a_book_is_late_from_its_first_request_sent_until_it_is_live() -> None:
+    requests = SnapshotRequests()
+    books = ShardBooks(0, ShardEngine([]), requests, ServiceMetrics(shards=1), stale_after=5.0)
+    watch = BookLiveWatch([books], requests, Readiness(), {"spot": 30.0})
+    books.process(diff("A", 10, 12), 0.0, 0.0, 0.0)  # asks for a snapshot
+    assert watch.late(100.0) == []  # waiting for the weight budget: not late
+    requests.sending(SnapshotRequest("A", 0, 1), 100.0)
+    requests.sending(SnapshotRequest("A", 0, 1), 125.0)  # a retry: the timer runs on
+    assert watch.late(130.0) == []
+    assert watch.late(130.5) == ["A"]
+    snapshot = BookSnapshot("A", 1, 12, ((100.0, 1.0),), ((101.0, 1.0),))
+    books.apply_snapshot(snapshot, 131.0, 0.0)
+    assert books.syncs["A"].state == LIVE
+    assert watch.late(1000.0) == []
+    assert requests.sent_since == {}
+    # A request of a live book (its snapshot will be ignored) does not make it late.
+    requests.sending(SnapshotRequest("A", 0, 1), 1000.0)
+    assert watch.late(2000.0) == []
+    # A gap: out of live again, late once the new request has been out for 30 s.
+    books.process(diff("A", 20, 21), 2000.0, 0.0, 0.0)
+    assert books.syncs["A"].state == SYNCING
+    requests.sending(SnapshotRequest("A", 0, 2), 2010.0)
+    assert watch.late(2040.0) == []
+    assert watch.late(2041.0) == ["A"]
 
 
 @pytest.mark.parametrize(
