@@ -1,7 +1,7 @@
 """Honest book health: a diff book kept from going live (its snapshots fail) makes ``/readyz``
 answer 503 and ``oraculo-trio health`` UNHEALTHY, naming it, once it has been out of live for
 ``feed.book_live_timeout``; it recovers once its snapshots succeed. A book that only waits for
-the weight budget is not late."""
+the weight budget is not late. Under ``--workers``, the worker holding the book names it."""
 
 from __future__ import annotations
 
@@ -12,11 +12,15 @@ from pathlib import Path
 import pytest
 import trio
 
-from oraculo_trio.mockexchange import DiffBookMarket
+from oraculo_trio.mockexchange import DiffBookMarket, MockExchange
 from oraculo_trio.pipeline.service import ServiceHandle
+from oraculo_trio.testing.config import service_sections, write_service_config
 from oraculo_trio.testing.net import Response, fetch
+from oraculo_trio.testing.processes import ServiceProcess, service_process
 from tests.observe.test_live_service import health
-from tests.pipeline.diffbook_testing import all_live, diffbook_service, wait_for
+from tests.pipeline.diffbook_testing import FAST, all_live, diffbook_service, wait_for
+from tests.pipeline.test_diffbook_e2e import symbols
+from tests.scaleout.cluster import poll
 
 SYMBOLS = ["AAAUSDT", "BBBUSDT", "CCCUSDT"]
 BOOKS_LOGGER = "oraculo_trio.pipeline.diffbooks"
@@ -112,3 +116,49 @@ async def test_books_waiting_for_the_weight_budget_are_not_late(
     assert max(depth) - min(depth) > timeout
     assert not [r for r in reasons if r["component"] == "books"]
     assert not [r for r in caplog.records if r.name == BOOKS_LOGGER and r.levelname == "WARNING"]
+
+
+async def test_under_workers_the_worker_holding_the_book_names_it(tmp_path: Path) -> None:
+    names = symbols(8)
+    victim = names[3]
+    market = DiffBookMarket(names, rate_per_s=400, seed=15)
+    async with trio.open_nursery() as nursery:
+        exchange = MockExchange(market, FAST)
+        await nursery.start(exchange.serve)
+        exchange.rest.fail_depth(victim)
+        sections = service_sections(
+            exchange_url=exchange.ws_url,
+            symbols=names,
+            database_url=f"sqlite:///{tmp_path / 'alerts.db'}",
+            dump_dir=tmp_path / "dumps",
+            overrides={
+                "feed": {
+                    "rest_url": exchange.rest_url,
+                    "depth_streams": ["depth"],
+                    "trade_streams": [],
+                    "book_live_timeout": 1.0,
+                }
+            },
+        )
+        config = write_service_config(tmp_path, sections)
+        with trio.fail_after(60):
+            async with service_process(config, workers=2) as service:
+
+                async def books_reasons() -> list[dict]:
+                    response = await service.get("/readyz")
+                    reasons = json.loads(response.body)["reasons"]
+                    return [r for r in reasons if r.get("reason") == "book_not_live"]
+
+                await poll(books_reasons)
+                named = await books_reasons()
+                exchange.rest.heal_depth(victim)
+                await poll(lambda: _ready(service))
+                assert await service.stop() == 0
+        nursery.cancel_scope.cancel()
+    assert len(named) == 1
+    assert named[0]["symbols"] == [victim]
+    assert named[0]["worker"] in (0, 1)
+
+
+async def _ready(service: ServiceProcess) -> bool:
+    return (await service.get("/readyz")).status == 200
