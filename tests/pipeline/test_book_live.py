@@ -18,12 +18,26 @@ from oraculo_trio.testing.config import service_sections, write_service_config
 from oraculo_trio.testing.net import Response, fetch
 from oraculo_trio.testing.processes import ServiceProcess, service_process
 from tests.observe.test_live_service import health
-from tests.pipeline.diffbook_testing import FAST, all_live, diffbook_service, wait_for
+from tests.pipeline.diffbook_testing import (
+    FAST,
+    BookRecorder,
+    all_live,
+    diffbook_service,
+    wait_for,
+)
 from tests.pipeline.test_diffbook_e2e import symbols
 from tests.scaleout.cluster import poll
 
 SYMBOLS = ["AAAUSDT", "BBBUSDT", "CCCUSDT"]
 BOOKS_LOGGER = "oraculo_trio.pipeline.diffbooks"
+# Rules loaded (else not ready for that), none of them firing.
+QUIET_RULE = """
+[[rule]]
+id = "never"
+kind = "crossing"
+symbols = ["*"]
+params = { level = 1e12 }
+"""
 
 
 async def readyz(handle: ServiceHandle) -> Response:
@@ -45,7 +59,11 @@ async def test_a_book_whose_snapshots_fail_is_not_live_until_they_succeed(
     market = DiffBookMarket(SYMBOLS, rate_per_s=300, seed=13)
     with trio.fail_after(40):
         async with diffbook_service(
-            tmp_path, market, feed={"book_live_timeout": timeout}, failing_depth=[victim]
+            tmp_path,
+            market,
+            [BookRecorder().rule()],  # rules loaded: only the book keeps it from ready
+            feed={"book_live_timeout": timeout},
+            failing_depth=[victim],
         ) as (exchange, handle):
             rest = exchange.rest
             await rest.wait_for(lambda server: any(r.symbol == victim for r in server.requests))
@@ -97,22 +115,24 @@ async def test_books_waiting_for_the_weight_budget_are_not_late(
 ) -> None:
     caplog.set_level(logging.INFO, logger=BOOKS_LOGGER)
     timeout = 1.0
-    market = DiffBookMarket(SYMBOLS, rate_per_s=150, seed=14)
-    # One snapshot (weight 50) per window: the last book waits two windows for the budget,
-    # longer than the timeout, yet goes live at once when its request is sent.
+    names = symbols(6)
+    market = DiffBookMarket(names, rate_per_s=300, seed=14)
+    # Two snapshots (weight 5 each) per window: the last books wait two windows for the
+    # budget, longer than the timeout, and go live as soon as their requests are sent.
     feed = {
         "book_live_timeout": timeout,
-        "rest_weight_budget": 50,
+        "snapshot_limit": 100,
+        "rest_weight_budget": 10,
         "rest_weight_window": 1.0,
         "clock_check_interval": 0.0,
     }
     with trio.fail_after(40):
         async with diffbook_service(tmp_path, market, feed=feed) as (exchange, handle):
-            await wait_for(handle, lambda: all_live(handle, SYMBOLS))
-            depth = [r.at for r in exchange.rest.requests if r.symbol in SYMBOLS]
+            await wait_for(handle, lambda: all_live(handle, names))
+            depth = [r.at for r in exchange.rest.requests if r.symbol in names]
             reasons = handle.readiness.reasons()
 
-    assert len(depth) == len(SYMBOLS)
+    assert len(depth) == len(names)
     assert max(depth) - min(depth) > timeout
     assert not [r for r in reasons if r["component"] == "books"]
     assert not [r for r in caplog.records if r.name == BOOKS_LOGGER and r.levelname == "WARNING"]
@@ -140,6 +160,8 @@ async def test_under_workers_the_worker_holding_the_book_names_it(tmp_path: Path
                 }
             },
         )
+        (tmp_path / "rules.toml").write_text(QUIET_RULE)
+        sections["rules"] = {"file": str(tmp_path / "rules.toml")}
         config = write_service_config(tmp_path, sections)
         with trio.fail_after(60):
             async with service_process(config, workers=2) as service:
