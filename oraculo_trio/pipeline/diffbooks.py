@@ -280,8 +280,9 @@ class BookLiveWatch:
     book has been out of ``live`` for longer than its market's ``feed.book_live_timeout``.
 
     A book's timer starts when its first snapshot request since it left ``live`` was sent
-    (:attr:`SnapshotRequests.sent_since`): books waiting for the weight budget or for a
-    ``Retry-After`` are not late, a book whose snapshots keep failing is.
+    (:attr:`SnapshotRequests.sent_since`): books whose request waits for the weight budget
+    (or a ``Retry-After``) are not late; once sent, the timer runs through failures, refusals
+    and refetches until the book is live.
 
     Attributes:
         books: every shard's diff books.
