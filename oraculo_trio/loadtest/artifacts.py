@@ -303,7 +303,8 @@ def _extra_lines(output: RunOutput, book: dict[str, Any] | None) -> list[str]:
         shown = f"{took:.1f}s" if took is not None else "n/a"
         lines.append(
             f"book_cold_start.................: live={cold['live']}/{cold['symbols']} "
-            f"after={shown} refused={cold['rate_limited']} weight={cold['rest_weight_used']}"
+            f"after={shown} refused={cold['rate_limited']} weight={cold['rest_weight_used']} "
+            f"overflow={cold.get('overflow', 0)}"
         )
     return lines
 

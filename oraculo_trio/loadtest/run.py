@@ -340,6 +340,8 @@ async def _prime_books(
         ),
         "rest_weight_used": int(_total(samples, "oraculo_rest_weight_used_total")),
         "rest_weight_budget_per_minute": _total(samples, "oraculo_rest_weight_budget"),
+        # Diffs of books still waiting for their snapshot, past the sync buffer's bound.
+        "overflow": int(_total(samples, "oraculo_alerts_queue_dropped_total", reason="overflow")),
     }
 
 
@@ -357,7 +359,8 @@ def _cold_start_line(cold_start: dict[str, Any]) -> str:
     shown = f"{took:.1f} s" if took is not None else f"not within {limit:g} s"
     return (
         f"diff books: {cold_start['live']}/{cold_start['symbols']} live after {shown}, "
-        f"{cold_start['rate_limited']} snapshots refused (429/418)"
+        f"{cold_start['rate_limited']} snapshots refused (429/418), "
+        f"{cold_start.get('overflow', 0)} buffered diffs shed (overflow)"
     )
 
 

@@ -193,6 +193,17 @@ def test_kpis_come_from_the_measured_window() -> None:
     assert "lag_max holds it" in checks["lag_p95"].note
 
 
+def test_drops_of_a_cold_start_before_the_load_are_not_the_loads() -> None:
+    # Diff books shed 40 buffered diffs while waiting for the budget, before the load; the
+    # load itself sheds 3. The accounting still covers the whole run.
+    samples, marks = run_samples(db=None, transitions=0)
+    for index, shed in ((0, 40), (1, 40), (2, 41), (3, 43), (4, 43)):
+        samples[index]["dropped"]["overflow"] = shed
+    measured = measure(samples, marks, None, sent_final=300, duration=2.0)
+    assert measured.values["overflow"] == 3
+    assert measured.accounting.dropped["overflow"] == 43
+
+
 @pytest.mark.parametrize(("transitions", "passed"), [(0, True), (12, False)])
 def test_no_db_samples_pass_only_when_no_alert_was_raised(transitions: float, passed: bool) -> None:
     samples, marks = run_samples(db=None, transitions=transitions)
