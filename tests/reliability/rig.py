@@ -199,12 +199,15 @@ async def loaded_service(
         url = feed_url(exchange) if callable(feed_url) else exchange.ws_url
         if on_exchange is not None:
             on_exchange(exchange)
-        feed = {"feed": {"trade_streams": [trade_kind]}} if trade_kind != "trade" else {}
+        # The exchange's REST side (snapshots, clock, trade backfill) is on its own port.
+        feed: dict[str, Any] = {"rest_url": exchange.rest_url}
+        if trade_kind != "trade":
+            feed["trade_streams"] = [trade_kind]
         settings = service_settings(
             database_url,
             url,
             symbols,
-            merge_sections({"pipeline": {"shards": 2}}, feed, overrides),
+            merge_sections({"pipeline": {"shards": 2}, "feed": feed}, overrides),
             dump_dir=tmp_path / "dumps",
         )
         handle = await start_service(

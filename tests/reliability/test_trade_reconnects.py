@@ -70,16 +70,29 @@ def recording_rules(seen: list[tuple[str, int]]) -> list[CompiledRule]:
     return parse_rules({"rule": [dict(entry) for entry in entries]}, resolve)
 
 
-def published_before(rig: Rig, kind: str) -> dict[str, int]:
-    """The last id the exchange published of each symbol's ``kind`` (0: none yet)."""
-    return {symbol: rig.exchange.tape.last_id(symbol, kind) or 0 for symbol in rig.market.symbols}
+def published_before(rig: Rig, kind: str) -> dict[str, int | None]:
+    """The last id the exchange published of each symbol's ``kind`` (None: none yet)."""
+    return {symbol: rig.exchange.tape.last_id(symbol, kind) for symbol in rig.market.symbols}
+
+
+def first_expected(rig: Rig, kind: str, before: Mapping[str, int | None]) -> dict[str, int]:
+    """Per symbol, the first id published after ``before`` (the service was subscribed)."""
+    key = "a" if kind == "aggTrade" else "id"
+    first = {}
+    for symbol, last in before.items():
+        if last is not None:
+            first[symbol] = last + 1
+        else:
+            (oldest,) = rig.exchange.tape.query(symbol, kind, 0, 1)
+            first[symbol] = oldest[key]
+    return first
 
 
 async def settle(rig: Rig, kind: str, seen: list[tuple[str, int]]) -> dict[str, int]:
     """Pause the exchange and wait until the service evaluated the last trade it published
     of each symbol; returns those last ids."""
     rig.exchange.pause()
-    last = published_before(rig, kind)
+    last = {symbol: trade_id or 0 for symbol, trade_id in published_before(rig, kind).items()}
 
     def caught_up() -> bool:
         newest: dict[str, int] = {}
@@ -94,7 +107,7 @@ async def settle(rig: Rig, kind: str, seen: list[tuple[str, int]]) -> dict[str, 
 def judge(
     figures: Figures,
     seen: list[tuple[str, int]],
-    after: Mapping[str, int],
+    first: Mapping[str, int],
     last: Mapping[str, int],
     metrics_of: Callable[[str], float],
 ) -> None:
@@ -107,7 +120,7 @@ def judge(
     for symbol, final in last.items():
         ids = by_symbol[symbol]
         counts = collections.Counter(ids)
-        wanted = range(after[symbol] + 1, final + 1)
+        wanted = range(first[symbol], final + 1)
         expected += len(wanted)
         missing += sum(1 for trade_id in wanted if trade_id not in counts)
         repeated += sum(count - 1 for count in counts.values())
@@ -166,7 +179,8 @@ async def test_server_shutdown_and_rotation_lose_no_trade_id(
         async with loaded_service(
             tmp_path, mode.rate, rules=recording_rules(seen), overrides=overrides
         ) as rig:
-            after = published_before(rig, "trade")
+            kind = "trade"
+            after = published_before(rig, kind)
             for _ in range(shutdowns):
                 await rig.wait_received(mode.count(150, 2000))
                 moved = reconnects(rig.metrics, "server_shutdown")
@@ -175,11 +189,11 @@ async def test_server_shutdown_and_rotation_lose_no_trade_id(
                 await until(lambda moved=moved: reconnects(rig.metrics, "server_shutdown") > moved)
             await until(lambda: reconnects(rig.metrics, "lifetime") >= mode.count(4, 30))
             await rig.wait_transitions(2)
-            last = await settle(rig, "trade", seen)
+            last = await settle(rig, kind, seen)
         rotations = reconnects(rig.metrics, "lifetime")
         told = reconnects(rig.metrics, "server_shutdown")
         await check(rig, figures, faults=told + rotations)
-    judge(figures, seen, after, last, counters(rig))
+    judge(figures, seen, first_expected(rig, kind, after), last, counters(rig))
     figures.detail.update(server_shutdowns=told, rotations=rotations)
     # Make before break: a replaced connection was never missed.
     assert rig.exchange.connections_accepted >= 2 + told + rotations
@@ -200,7 +214,8 @@ async def test_an_aggtrade_connection_cut_abruptly_is_backfilled(
             overrides=OVERRIDES,
             trade_kind="aggTrade",
         ) as rig:
-            after = published_before(rig, "aggTrade")
+            kind = "aggTrade"
+            after = published_before(rig, kind)
             for _ in range(cuts):
                 await rig.wait_received(mode.count(150, 2000))
                 accepted = rig.exchange.connections_accepted
@@ -209,9 +224,9 @@ async def test_an_aggtrade_connection_cut_abruptly_is_backfilled(
                 await rig.wait_reconnected(accepted)
                 recoveries.append(trio.current_time() - cut_at)
             await rig.wait_transitions(2)
-            last = await settle(rig, "aggTrade", seen)
+            last = await settle(rig, kind, seen)
         await check(rig, figures, faults=cuts)
-    judge(figures, seen, after, last, counters(rig))
+    judge(figures, seen, first_expected(rig, kind, after), last, counters(rig))
     figures.recovery_s = max(recoveries)
     assert reconnects(rig.metrics, "closed_1006") >= 2 * cuts
     # Trades were published while the connection was down: the backfill fetched them.
