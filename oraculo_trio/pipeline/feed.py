@@ -2,6 +2,13 @@
 
 One task per connection. Depth and trade streams use separate connections, so trade
 backpressure (a trade is never dropped: the reader waits) never stalls depth.
+
+A connection replaced on purpose (``serverShutdown``, its lifetime, a stall) is replaced
+make before break: each WebSocket is a session in a task of its own, the new one opens and
+subscribes while the old one reads on, and takes over once it delivers. One reader hands
+every session's frames on, one session at a time, and on trade connections it keeps the
+last trade id per symbol: duplicates of the overlap are dropped, gaps backfilled over REST
+(``pipeline/backfill.py``) before the trade after them.
 """
 
 from __future__ import annotations
