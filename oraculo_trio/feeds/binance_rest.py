@@ -3,7 +3,8 @@
 Per market (:mod:`oraculo_trio.feeds.binance_markets`): the paths, the request weight of a
 depth snapshot by its ``limit``, the weight an IP may spend per minute, and what a 429 or
 418 without ``Retry-After`` means. Also the bodies the service reads besides snapshots:
-``exchangeInfo`` (which symbols exist and trade) and ``time`` (the exchange's clock). The
+``exchangeInfo`` (which symbols exist and trade), ``time`` (the exchange's clock) and past
+trades by id (``aggTrades``, ``historicalTrades``: the backfill of a gap). The
 snapshot fetcher (:mod:`oraculo_trio.pipeline.snapshots`) spends within these limits; the
 mock exchange (its REST server) enforces them.
 """
@@ -11,15 +12,25 @@ mock exchange (its REST server) enforces them.
 from __future__ import annotations
 
 import difflib
+import sys
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit, urlunsplit
 
 import attrs
 import msgspec
 
+from oraculo_trio.core.events import Trade
 from oraculo_trio.core.markets import SPOT
-from oraculo_trio.feeds.binance_markets import BINANCE_MARKETS, DEPTH, binance_market
+from oraculo_trio.feeds.binance_markets import (
+    AGG_TRADES,
+    BINANCE_MARKETS,
+    DEPTH,
+    HISTORICAL_TRADES,
+    KIND_AGG_TRADE,
+    KIND_TRADE,
+    binance_market,
+)
 
 # Binance spot allows an IP this much request weight per window, for everything it sends
 # (other markets: BinanceMarket.ip_weight_limit).
@@ -159,3 +170,82 @@ def parse_server_time(body: bytes | str) -> int:
     if not isinstance(server_time, int) or isinstance(server_time, bool) or server_time <= 0:
         raise ValueError(f"not a time answer: {str(value)[:80]!r}")
     return server_time
+
+
+# ---------------------------------------------------------------------------------------
+# aggTrades and historicalTrades (the backfill of a gap in trade ids)
+
+_PRICE = Annotated[float, msgspec.Meta(gt=0.0, le=sys.float_info.max)]
+_QTY = Annotated[float, msgspec.Meta(ge=0.0, le=sys.float_info.max)]
+
+
+class _RestAggTrade(msgspec.Struct, gc=False):
+    a: int
+    p: _PRICE
+    q: _QTY
+    T: int
+    m: bool
+
+
+class _RestTrade(msgspec.Struct, gc=False):
+    id: int
+    price: _PRICE
+    qty: _QTY
+    time: int
+    isBuyerMaker: bool
+
+
+_REST_TRADES = {
+    KIND_AGG_TRADE: msgspec.json.Decoder(list[_RestAggTrade], strict=False),
+    KIND_TRADE: msgspec.json.Decoder(list[_RestTrade], strict=False),
+}
+
+
+class BadTrades(ValueError):
+    """Raised by :func:`decode_rest_trades` when a body is not a list of trades."""
+
+
+def trades_path(kind: str, market: str = SPOT) -> str:
+    """Where ``market`` serves past trades of ``kind`` by id: ``<prefix>/aggTrades`` for
+    ``aggTrade``, ``<prefix>/historicalTrades`` for ``trade``."""
+    endpoint = AGG_TRADES if kind == KIND_AGG_TRADE else HISTORICAL_TRADES
+    return binance_market(market).path(endpoint)
+
+
+def trades_weight(kind: str, market: str = SPOT) -> int:
+    """The request weight of :func:`trades_path`."""
+    spec = binance_market(market)
+    return spec.agg_trades_weight if kind == KIND_AGG_TRADE else spec.historical_trades_weight
+
+
+def backfills_without_key(kind: str, market: str = SPOT) -> bool:
+    """Whether past trades of ``kind`` can be fetched from ``market`` without an API key:
+    aggTrades everywhere; raw trades (``historicalTrades``) on spot only."""
+    return kind == KIND_AGG_TRADE or binance_market(market).historical_trades_keyless
+
+
+def decode_rest_trades(
+    body: bytes, kind: str, symbol: str, received_at: float, received_wall: float
+) -> list[Trade]:
+    """The trades of an ``aggTrades`` or ``historicalTrades`` body, as stream trades of
+    ``symbol`` (the service's name) would be: their event time is their trade time.
+
+    Raises:
+        BadTrades: not JSON, or not a list of trades of that kind with valid values.
+    """
+    try:
+        rows = _REST_TRADES[kind].decode(body)
+    except (msgspec.DecodeError, KeyError) as exc:
+        raise BadTrades(f"not a list of {kind}s: {exc}") from None
+    if kind == KIND_AGG_TRADE:
+        return [
+            Trade(symbol, r.p, r.q, r.m, r.a, r.T, r.T, received_at, received_wall, kind)
+            for r in rows
+        ]
+    return [
+        Trade(
+            symbol, r.price, r.qty, r.isBuyerMaker, r.id, r.time, r.time, received_at,
+            received_wall, kind,
+        )
+        for r in rows
+    ]  # fmt: skip

@@ -54,7 +54,12 @@ KPIS: dict[str, tuple[str, str]] = {
     "unsynced": ("count", "diffs a syncing book discarded before any snapshot took them"),
     "overflow": ("count", "messages shed on purpose"),
     "bad_frames": ("count", "frames the service could not use"),
-    "unaccounted": ("count", "sent - (evaluated + dropped + bad frames), after the drain"),
+    "duplicate": ("count", "trades whose id was handed on already (a connection overlap)"),
+    "backfilled": ("count", "trades fetched over REST to fill a gap in trade ids"),
+    "unaccounted": (
+        "count",
+        "sent + backfilled - (evaluated + dropped + bad frames), after the drain",
+    ),
     "sent_rate_error": ("ratio", "|sent in the measured window - scheduled| / scheduled"),
     "db_upsert_p50": ("ms", "oraculo_db_insert_ms{op=upsert_rule_alert}, p50"),
     "db_upsert_p95": ("ms", "DB upsert, p95"),
@@ -70,7 +75,8 @@ KPIS: dict[str, tuple[str, str]] = {
     "not_ready_samples": ("count", "samples whose /readyz did not answer 200, measured phase"),
     "unaccounted_max_at_scrape": (
         "count",
-        "received - (evaluated + dropped + bad frames + in flight), largest at any scrape "
+        "received + backfilled - (evaluated + dropped + bad frames + in flight), largest at "
+        "any scrape "
         "(n/a: the service exports no in-flight gauge)",
     ),
     "generator_lateness_p50": ("s", "how late a burst finished publishing, p50"),
@@ -107,9 +113,11 @@ def accounted(sample: dict[str, Any]) -> float:
 
 @attrs.frozen
 class Accounting:
-    """The accounting after the drain: ``unaccounted = sent - (accounted + in_flight)``,
-    where accounted is evaluated + dropped (every reason) + bad frames, and ``in_flight`` what
-    the service still held when the drain ended (a drain that ran out of time)."""
+    """The accounting after the drain: ``unaccounted = sent + backfilled - (accounted +
+    in_flight)``, where accounted is evaluated + dropped (every reason) + bad frames,
+    ``backfilled`` the trades the service fetched over REST to fill gaps in trade ids, and
+    ``in_flight`` what the service still held when the drain ended (a drain that ran out of
+    time)."""
 
     sent: int
     received: int
@@ -118,6 +126,7 @@ class Accounting:
     bad_frames: int
     unaccounted: int
     in_flight: int = 0
+    backfilled: int = 0
 
     @classmethod
     def from_totals(
@@ -128,6 +137,7 @@ class Accounting:
         dropped: dict[str, float],
         bad: float,
         in_flight: float | None = 0,
+        backfilled: float = 0,
     ) -> Accounting:
         """Compute ``unaccounted`` from the terms."""
         held = int(in_flight or 0)
@@ -138,8 +148,9 @@ class Accounting:
             evaluated=int(evaluated),
             dropped={reason: int(dropped.get(reason, 0)) for reason in DROP_REASONS},
             bad_frames=int(bad),
-            unaccounted=int(sent - accounted_for - held),
+            unaccounted=int(sent + backfilled - accounted_for - held),
             in_flight=held,
+            backfilled=int(backfilled),
         )
 
 
@@ -152,6 +163,7 @@ def accounting_of(sent: float, sample: dict[str, Any]) -> Accounting:
         sample["dropped"],
         sample["bad_frames"],
         sample.get("in_flight"),
+        sample.get("backfilled", 0),
     )
 
 
@@ -249,6 +261,7 @@ def measure(
     for reason in DROP_REASONS:
         values[reason] = c["dropped"].get(reason, 0.0) - first["dropped"].get(reason, 0.0)
     values["bad_frames"] = c["bad_frames"]
+    values["backfilled"] = c.get("backfilled", 0.0)
     values["unaccounted"] = result.accounting.unaccounted
     if generator_done is not None:
         _generator(values, generator_done)
@@ -272,13 +285,15 @@ def measure(
 
 
 def unaccounted_at_scrapes(samples: Sequence[dict[str, Any]]) -> float | None:
-    """The largest ``received - (evaluated + dropped + bad frames + in flight)`` of any
-    scrape (the accounting while running); None when the service exports no in-flight gauge."""
+    """The largest ``received + backfilled - (evaluated + dropped + bad frames + in flight)``
+    of any scrape (the accounting while running); None when the service exports no in-flight
+    gauge."""
     worst = None
     for sample in samples:
         if sample.get("in_flight") is None:
             return None
-        gap = sum(sample["received"].values()) - accounted(sample) - sample["in_flight"]
+        taken_in = sum(sample["received"].values()) + sample.get("backfilled", 0)
+        gap = taken_in - accounted(sample) - sample["in_flight"]
         worst = gap if worst is None or abs(gap) > abs(worst) else worst
     return worst
 

@@ -70,6 +70,7 @@ def extract_metrics(text: str) -> dict[str, Any]:
     in_flight = [_total(samples, name) for name in IN_FLIGHT if name in samples]
     return {
         "received": per_stream("oraculo_feed_messages_received_total"),
+        "backfilled": _total(samples, "oraculo_feed_trades_backfilled_total"),
         "in_flight": sum(in_flight) if in_flight else None,
         "evaluated_age": histograms("oraculo_alerts_evaluated_age_seconds"),
         "evaluated": per_stream("oraculo_alerts_messages_evaluated_total"),

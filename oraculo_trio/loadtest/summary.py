@@ -87,8 +87,8 @@ def render_summary(
     lines.append("  ACCOUNTING")
     lines.append(
         f"    sent={acc.sent} received={acc.received} evaluated={acc.evaluated} "
-        f"dropped{{{dropped}}} bad_frames={acc.bad_frames} in_flight={acc.in_flight} "
-        f"unaccounted={acc.unaccounted}"
+        f"backfilled={acc.backfilled} dropped{{{dropped}}} bad_frames={acc.bad_frames} "
+        f"in_flight={acc.in_flight} unaccounted={acc.unaccounted}"
     )
     lines.append("")
     lines.append("  TRENDS")

@@ -13,11 +13,17 @@ from oraculo_trio.observe.metric_spec import Given
 
 # --- label values that exist from start-up ---
 
-DROP_REASONS = ("stale_drop", "conflated", "superseded", "overflow", "unsynced")
+DROP_REASONS = ("stale_drop", "conflated", "superseded", "overflow", "unsynced", "duplicate")
 """Why a message was read but not evaluated (the accounting of ``docs/architecture.md``).
 ``superseded``: a diff a snapshot or the book already holds; ``unsynced``: a diff a syncing
 book discarded before any snapshot took it (its buffer restarted or overflowed, or the
-service stopped)."""
+service stopped); ``duplicate``: a trade whose id was handed on already (the overlap of two
+connections, or a trade a backfill fetched)."""
+
+TRADES_MISSED_REASONS = ("no_keyless_history", "not_served", "over_limit", "rest_failed")
+"""Why trades of a gap in trade ids were not backfilled: raw ``@trade`` ids on a market whose
+``historicalTrades`` needs an API key; REST did not return them (beyond its history); more
+than ``feed.backfill_max_trades`` at once; the request failed or timed out."""
 
 LAG_SPIKE_THRESHOLDS = ("0.5", "2.0", "10.0")
 

@@ -33,6 +33,7 @@ from oraculo_trio.observe.metric_labels import (
     SNAPSHOT_OUTCOMES,
     STAGES,
     TASKS,
+    TRADES_MISSED_REASONS,
 )
 from oraculo_trio.observe.metric_spec import (
     BATCH_SIZE_BUCKETS,
@@ -149,7 +150,7 @@ SERVICE_METRICS: tuple[MetricSpec, ...] = (
         COUNTER,
         COUNT,
         "Messages read but not evaluated, by stream and reason "
-        "(stale_drop, conflated, superseded, overflow).",
+        "(stale_drop, conflated, superseded, overflow, unsynced, duplicate).",
         labels=("stream", "reason"),
         initial=(STREAMS, DROP_REASONS),
         children=True,
@@ -162,7 +163,8 @@ SERVICE_METRICS: tuple[MetricSpec, ...] = (
         COUNT,
         "Messages read and not yet evaluated or dropped: in the read-ahead, the shard channels, "
         "the conflation buffers and the diff books' sync buffers. The accounting's last term: "
-        "received = evaluated + dropped + bad frames + in flight, at every scrape.",
+        "received + backfilled = evaluated + dropped + bad frames + in flight, at every "
+        "scrape.",
         labels=("stream",),
         initial=(STREAMS,),
         children=True,
@@ -179,6 +181,29 @@ SERVICE_METRICS: tuple[MetricSpec, ...] = (
         initial=(STREAMS,),
         children=True,
         ledger=True,
+    ),
+    MetricSpec(
+        "backfilled",
+        "oraculo_feed_trades_backfilled_total",
+        COUNTER,
+        COUNT,
+        "Trades fetched over REST to fill a gap in a symbol's trade ids (after a reconnect, "
+        "or within the stream), handed on in order before the trade after the gap.",
+        labels=("stream",),
+        initial=(STREAMS,),
+        children=True,
+        ledger=True,
+    ),
+    MetricSpec(
+        "trades_missed",
+        "oraculo_feed_trades_missed_total",
+        COUNTER,
+        COUNT,
+        "Trades of a gap in trade ids that could not be backfilled, by reason (raw @trade "
+        "without a keyless history, not served, over feed.backfill_max_trades, REST failed).",
+        labels=("reason",),
+        initial=(TRADES_MISSED_REASONS,),
+        children=True,
     ),
     MetricSpec(
         "evaluated",

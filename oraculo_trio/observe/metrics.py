@@ -208,7 +208,8 @@ class LedgerFamily(Collector):
 
 class Ledger:
     """The accounting's terms, captured together so that every scrape sees them balance:
-    ``received = evaluated + dropped + bad_frames + in_flight`` (``docs/architecture.md``).
+    ``received + backfilled = evaluated + dropped + bad_frames + in_flight``
+    (``docs/architecture.md``).
 
     The counters change in the Trio thread, between its checkpoints; a scrape runs in the HTTP
     thread. :meth:`refresh` (HTTP thread) has the Trio thread run :meth:`capture` between two
@@ -455,8 +456,9 @@ class ServiceMetrics(MetricSet):
     def accounting(self) -> dict[str, int]:
         """The accounting terms (``docs/architecture.md``), summed over streams and labels.
 
-        ``received = evaluated + stale_drop + conflated + superseded + overflow + bad_frames
-        + in_flight``; ``unaccounted`` is what is left over, 0 unless a message went missing.
+        ``received + backfilled = evaluated + stale_drop + conflated + superseded + overflow
+        + unsynced + duplicate + bad_frames + in_flight``; ``unaccounted`` is what is left
+        over, 0 unless a message went missing.
         Call it in the Trio thread (between task steps the terms balance) or once the
         pipeline has stopped; another thread reads :attr:`ledger` through a scrape.
         """
@@ -473,14 +475,16 @@ class ServiceMetrics(MetricSet):
 
         terms = {
             "received": total(self._families["received"]),
+            "backfilled": total(self._families["backfilled"]),
             "evaluated": total(self._families["evaluated"]),
         }
         for reason in DROP_REASONS:
             terms[reason] = total(self._families["dropped"], reason=reason)
         terms["bad_frames"] = total(self._families["bad_frames"])
         terms["in_flight"] = total(self._families["in_flight"])
-        accounted = sum(value for key, value in terms.items() if key != "received")
-        terms["unaccounted"] = terms["received"] - accounted
+        taken_in = ("received", "backfilled")
+        accounted = sum(value for key, value in terms.items() if key not in taken_in)
+        terms["unaccounted"] = terms["received"] + terms["backfilled"] - accounted
         return terms
 
 

@@ -2,6 +2,13 @@
 
 One task per connection. Depth and trade streams use separate connections, so trade
 backpressure (a trade is never dropped: the reader waits) never stalls depth.
+
+A connection replaced on purpose (``serverShutdown``, its lifetime, a stall) is replaced
+make before break: each WebSocket is a session in a task of its own, the new one opens and
+subscribes while the old one reads on, and takes over once it delivers. One reader hands
+every session's frames on, one session at a time, and on trade connections it keeps the
+last trade id per symbol: duplicates of the overlap are dropped, gaps backfilled over REST
+(``pipeline/backfill.py``) before the trade after them.
 """
 
 from __future__ import annotations
@@ -10,16 +17,20 @@ import logging
 import math
 import random
 import time
+from collections.abc import Callable, Sequence
 from urllib.parse import parse_qs, urlsplit
 
 import attrs
 import trio
 
+from oraculo_trio.core.events import TRADE, Trade
 from oraculo_trio.core.markets import SPOT
+from oraculo_trio.core.trade_ids import DUPLICATE, RENUMBERED, TradeIds
 from oraculo_trio.errors import FeedError
 from oraculo_trio.feeds.binance import BadFrame, BinanceDecoder, Control, raw_final_update_id
 from oraculo_trio.observe.metrics import ServiceMetrics
 from oraculo_trio.observe.ratelimit import RateLimitedLog
+from oraculo_trio.pipeline.backfill import TradeBackfill
 from oraculo_trio.pipeline.exchange_clock import ExchangeClock
 from oraculo_trio.pipeline.shards import ShardRouter
 from oraculo_trio.pipeline.transport import CLOSE_TOO_LARGE, ConnectionClosed, open_feed_socket
@@ -129,6 +140,32 @@ def subscribed_streams(url: str) -> list[str] | None:
     return [name for value in values for name in value.split("/") if name]
 
 
+PLANNED = ("lifetime", "server_shutdown", "stall")
+"""Reasons to replace a connection that still reads: make before break."""
+
+
+@attrs.define(eq=False)
+class _Session:
+    """One WebSocket connection of a feed connection task, from its opening to its end.
+
+    ``predecessor``: the session it replaces, which reads on until this one delivers.
+    ``outcome`` is set once, when the session asks to be replaced (``reason`` in
+    :data:`PLANNED`) or ends without asking (``closed_<code>``, ``connect_failed``).
+    """
+
+    predecessor: _Session | None
+    scope: trio.CancelScope = attrs.field(factory=trio.CancelScope)
+    outcome: trio.Event = attrs.field(factory=trio.Event)
+    stopped: trio.Event = attrs.field(factory=trio.Event)
+    reason: str = ""
+    delivered: bool = False
+
+    def decide(self, reason: str) -> None:
+        if not self.outcome.is_set():
+            self.reason = reason
+            self.outcome.set()
+
+
 async def run_feed_connection(
     status: ConnectionStatus,
     router: ShardRouter,
@@ -138,12 +175,18 @@ async def run_feed_connection(
     on_change: object = None,
     rotation: RotationGate | None = None,
     lifetime_offset: float = 0.0,
+    backfill: TradeBackfill | None = None,
 ) -> None:
     """Read one combined-stream URL forever, reconnecting with backoff and jitter.
 
     The connection is replaced on purpose after ``connection_lifetime`` (before the
-    exchange's 24 h cut), after ``stall_timeout`` without a frame, and on ``serverShutdown``.
-    Malformed or unknown frames are counted and skipped; the connection survives them.
+    exchange's 24 h cut), after ``stall_timeout`` without a frame, and on ``serverShutdown``:
+    make before break. The new connection is opened and subscribed while the old one reads
+    on; once it delivers, the old one stops and closes, and the overlap is dropped by trade
+    id (``duplicate``; depth by update id, in the books). A gap in a symbol's trade ids (a
+    cut, or within the stream) is backfilled from REST by ``backfill`` before the trade
+    after it goes on. Malformed or unknown frames are counted and skipped; the connection
+    survives them.
 
     Args:
         status: this connection's name, stream and URL; updated as it connects.
@@ -152,67 +195,131 @@ async def run_feed_connection(
         rotation: shared by the service's connections, so that they rotate one at a time.
         lifetime_offset: the first connection's lifetime is this much shorter (at most half
             of it), to stagger connections started together.
+        backfill: the market's trade backfill (None: gaps are only counted, as missed).
 
-    Cancellation: closes the socket.
+    Cancellation: closes the sockets.
     """
     backoff = Backoff(settings.reconnect_initial, settings.reconnect_max)
-    connected_gauge = metrics.feed_connected.labels(status.stream, status.name)
     bad_log = RateLimitedLog(LOGGER)
+    reader = _BatchReader(
+        BinanceDecoder(subscribed_streams(status.url), market=status.market),
+        router, metrics, bad_log, settings.chunk_frames, status.clock,
+        ids=TradeIds() if router.stream == TRADE else None, backfill=backfill,
+    )  # fmt: skip
+    link = _Link(status, router, metrics, settings, reader, rotation, on_change)
+    lifetime = max(settings.connection_lifetime / 2, settings.connection_lifetime - lifetime_offset)
+    reading: _Session | None = None
+    router.reading = reader.batch
+    try:
+        async with trio.open_nursery() as nursery:
+            while True:
+                alive = reading is not None and not reading.stopped.is_set()
+                session = _Session(reading if alive else None)
+                nursery.start_soon(link.hold, session, lifetime)
+                lifetime = settings.connection_lifetime
+                await session.outcome.wait()
+                if session.delivered:
+                    reading = session
+                reason = session.reason
+                metrics.feed_reconnects.labels(status.stream, reason).inc()
+                if reason in PLANNED and not session.stopped.is_set():
+                    # It reads on until its successor, started now, delivers.
+                    backoff.reset()
+                    continue
+                delay = backoff.next_delay()
+                LOGGER.info("feed %s reconnecting in %.2fs (%s)", status.name, delay, reason)
+                await trio.sleep(delay)
+    finally:
+        router.reading = None
 
-    def set_connected(value: bool) -> None:
+
+@attrs.define(eq=False)
+class _Link:
+    """What the sessions of one feed connection share: its status, reader and settings."""
+
+    status: ConnectionStatus
+    router: ShardRouter
+    metrics: ServiceMetrics
+    settings: FeedConnectionSettings
+    reader: _BatchReader
+    rotation: RotationGate | None
+    on_change: object
+    _open: int = 0
+
+    def _connected(self, change: int) -> None:
+        # Connected while any session is open (two overlap during a make-before-break).
+        status = self.status
+        self._open += change
+        value = self._open > 0
+        if value == status.connected:
+            return
         status.connected = value
-        connected_gauge.set(1 if value else 0)
+        self.metrics.feed_connected.labels(status.stream, status.name).set(1 if value else 0)
         if value:
             status.connected_event.set()
         elif status.connected_event.is_set():
             status.connected_event = trio.Event()
-        if callable(on_change):
-            on_change()
+        if callable(self.on_change):
+            self.on_change()
 
-    lifetime = max(settings.connection_lifetime / 2, settings.connection_lifetime - lifetime_offset)
-    while True:
+    async def hold(self, session: _Session, lifetime: float) -> None:
+        """Open, subscribe and read one connection until it ends or a successor takes over."""
+        status, settings, metrics = self.status, self.settings, self.metrics
         try:
-            async with open_feed_socket(
-                status.url,
-                receive_buffer_size=settings.receive_buffer_size,
-                max_message_size=settings.max_message_size,
-                client=settings.client,
-            ) as socket:
-                status.connects += 1
-                set_connected(True)
-                LOGGER.info("feed %s connected (%s)", status.name, status.stream)
-                this_lifetime, lifetime = lifetime, settings.connection_lifetime
-                try:
-                    reason = await _read(
-                        socket,
-                        router,
-                        metrics,
-                        settings,
-                        bad_log,
-                        this_lifetime,
-                        rotation,
-                        subscribed_streams(status.url),
-                        status,
-                    )
-                finally:
-                    set_connected(False)
+            with session.scope:
+                async with open_feed_socket(
+                    status.url,
+                    receive_buffer_size=settings.receive_buffer_size,
+                    max_message_size=settings.max_message_size,
+                    client=settings.client,
+                ) as socket:
+                    status.connects += 1
+                    self._connected(+1)
+                    try:
+                        first = await self._take_over(session, socket)
+                        if first is None:
+                            return
+                        LOGGER.info("feed %s connected (%s)", status.name, status.stream)
+                        await _read(socket, self.reader, settings, lifetime, self.rotation,
+                                    session.decide, first)  # fmt: skip
+                    finally:
+                        session.stopped.set()
+                        self._connected(-1)
         except ConnectionClosed as exc:
             code = exc.reason.code if exc.reason is not None else None
             if code == CLOSE_TOO_LARGE:
-                metrics.received[router.stream].inc()
+                metrics.received[self.router.stream].inc()
                 metrics.bad_frames["too_large"].inc()
-            reason = f"closed_{code}"
-            bad_log.warning("closed", "feed %s closed by peer: %s", status.name, exc.reason)
+            session.decide(f"closed_{code}")
+            self.reader.bad_log.warning(
+                "closed", "feed %s closed by peer: %s", status.name, exc.reason
+            )
         except FeedError as exc:
-            reason = "connect_failed"
-            bad_log.warning("connect", "feed %s: %s", status.name, exc)
-        metrics.feed_reconnects.labels(status.stream, reason).inc()
-        if reason in ("lifetime", "server_shutdown"):
-            backoff.reset()
-            continue
-        delay = backoff.next_delay()
-        LOGGER.info("feed %s reconnecting in %.2fs (%s)", status.name, delay, reason)
-        await trio.sleep(delay)
+            session.decide("connect_failed")
+            self.reader.bad_log.warning("connect", "feed %s: %s", status.name, exc)
+        finally:
+            session.stopped.set()
+            # Replaced by a successor: its end is no reconnect of its own.
+            session.decide("replaced")
+
+    async def _take_over(self, session: _Session, socket: object) -> list[bytes] | None:
+        """The frames of the first read; once they are in, the predecessor stops reading
+        (it finishes the read-ahead in its hands) and this session reads from then on.
+        None: no frame within ``stall_timeout`` (the session asks to be replaced)."""
+        predecessor = session.predecessor
+        if predecessor is None:
+            session.delivered = True
+            return []
+        first = None
+        with trio.move_on_after(self.settings.stall_timeout):
+            first = await socket.receive_batch(MAX_READ_AHEAD_FRAMES)
+        if first is None:
+            session.decide("stall")
+            return None
+        predecessor.scope.cancel()
+        await predecessor.stopped.wait()
+        session.delivered = True
+        return first
 
 
 SERVER_SHUTDOWN = object()
@@ -227,85 +334,72 @@ class FrameBatch:
 
     keys: list[bytes | None] = attrs.field(factory=list)
     position: int = 0
+    backfilled: int = 0
+    """Trades of a backfill counted as ``backfilled`` and not yet handed on."""
 
     def held(self) -> int:
-        """Market frames of the read-ahead counted as received and not yet handed on."""
+        """Market frames of the read-ahead counted as received and not yet handed on, and
+        backfilled trades counted and not yet handed on."""
         keys = self.keys
-        return sum(1 for index in range(self.position, len(keys)) if keys[index] is not None)
+        frames = sum(1 for index in range(self.position, len(keys)) if keys[index] is not None)
+        return frames + self.backfilled
 
 
 async def _read(
     socket: object,
-    router: ShardRouter,
-    metrics: ServiceMetrics,
+    reader: _BatchReader,
     settings: FeedConnectionSettings,
-    bad_log: RateLimitedLog,
     lifetime_seconds: float,
     rotation: RotationGate | None,
-    streams: list[str] | None = None,
-    status: ConnectionStatus | None = None,
-) -> str:
-    """Read until the connection should be replaced; return why."""
-    # Only the streams this connection subscribed to are known: a frame of any other stream
-    # (a trade on the depth connection, say) is unknown_stream, never routed to the wrong
-    # stream's shards (where a depth channel would conflate a trade).
-    market = SPOT if status is None else status.market
-    clock = ExchangeClock(market) if status is None else status.clock
-    reader = _BatchReader(
-        BinanceDecoder(streams, market=market), router, metrics, bad_log,
-        settings.chunk_frames, clock,
-    )  # fmt: skip
+    replace: Callable[[str], None],
+    first: list[bytes],
+) -> None:
+    """Hand on ``first``, then read until the connection ends (raises ConnectionClosed) or
+    the caller's scope is cancelled; ``replace(reason)`` asks for a successor (the end of its
+    lifetime, a stall, ``serverShutdown``), and reading goes on until it takes over."""
+    router = reader.router
     current_time = trio.current_time
     last_frame = current_time()
-    stalled = False
     closed: ConnectionClosed | None = None
 
-    async def watch_for_stall(cancel_scope: trio.CancelScope) -> None:
-        nonlocal stalled
+    async def watch_for_stall() -> None:
         while True:
-            # Time spent waiting for room in a shard channel (our own backpressure) is not
-            # silence from the exchange.
-            quiet_since = max(last_frame, router.resumed_at)
-            idle = 0.0 if router.waiting else current_time() - quiet_since
+            # Time spent waiting for room in a shard channel (our own backpressure) or for a
+            # backfill is not silence from the exchange.
+            quiet_since = max(last_frame, router.resumed_at, reader.filled_at)
+            busy = router.waiting or reader.filling
+            idle = 0.0 if busy else current_time() - quiet_since
             if idle >= settings.stall_timeout:
-                stalled = True
-                cancel_scope.cancel()
+                replace("stall")
                 return
             await trio.sleep(settings.stall_timeout - idle)
 
-    async def rotate_when_due(cancel_scope: trio.CancelScope) -> None:
+    async def rotate_when_due() -> None:
         await trio.sleep(lifetime_seconds)
         if rotation is not None:
             await rotation.turn()
-        cancel_scope.cancel()
+        replace("lifetime")
 
-    router.reading = reader.batch
-    try:
-        async with trio.open_nursery() as nursery:
-            with trio.CancelScope() as lifetime:
-                nursery.start_soon(watch_for_stall, nursery.cancel_scope)
-                nursery.start_soon(rotate_when_due, lifetime)
-                while True:
-                    try:
-                        frames = await socket.receive_batch(MAX_READ_AHEAD_FRAMES)
-                    except ConnectionClosed as exc:
-                        # Re-raised outside the nursery, so the caller sees it unwrapped.
-                        closed = exc
-                        break
-                    last_frame = current_time()
-                    behind = socket.read_was_full
-                    router.pressure.read(behind, last_frame)
-                    if await reader.handle(frames, behind=behind):
-                        nursery.cancel_scope.cancel()
-                        return "server_shutdown"
-            nursery.cancel_scope.cancel()
-    finally:
-        router.reading = None
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(watch_for_stall)
+        nursery.start_soon(rotate_when_due)
+        if first and await reader.handle(first):
+            replace("server_shutdown")
+        while True:
+            try:
+                frames = await socket.receive_batch(MAX_READ_AHEAD_FRAMES)
+            except ConnectionClosed as exc:
+                # Re-raised outside the nursery, so the caller sees it unwrapped.
+                closed = exc
+                break
+            last_frame = current_time()
+            behind = socket.read_was_full
+            router.pressure.read(behind, last_frame)
+            if await reader.handle(frames, behind=behind):
+                replace("server_shutdown")
+        nursery.cancel_scope.cancel()
     if closed is not None:
         raise closed
-    if lifetime.cancelled_caught:
-        return "lifetime"
-    return "stall" if stalled else "closed"
 
 
 @attrs.define(eq=False)
@@ -328,6 +422,13 @@ class _BatchReader:
     chunk: int
     clock: ExchangeClock = attrs.field(factory=lambda: ExchangeClock(SPOT))
     batch: FrameBatch = attrs.field(factory=FrameBatch)
+    ids: TradeIds | None = None
+    """The last trade id handed on per symbol (trade connections): duplicates are dropped,
+    gaps backfilled by ``backfill`` (or counted missed)."""
+    backfill: TradeBackfill | None = None
+    filling: bool = False
+    """While a backfill runs (the stall detector does not count it as silence)."""
+    filled_at: float = -math.inf
 
     async def handle(self, frames: list[bytes], behind: bool = False) -> bool:
         """Hand on every frame of ``frames``; True when the exchange announced its shutdown.
@@ -353,6 +454,8 @@ class _BatchReader:
         caught_up_to = self.router.caught_up_to
         conflated = metrics.dropped[stream, "conflated"]
         superseded = metrics.dropped[stream, "superseded"]
+        duplicate = metrics.dropped[stream, "duplicate"]
+        ids = self.ids
         now = trio.current_time()
         # On the exchange's clock, as E is: ages do not drift with our clock.
         now_wall = time.time() + self.clock.offset
@@ -381,10 +484,61 @@ class _BatchReader:
                 if type(result) is BadFrame:
                     self._bad(result)
                     continue
+                if ids is not None and type(result) is Trade:
+                    missing = ids.take(result.kind, result.symbol, result.trade_id)
+                    if missing:
+                        if missing == DUPLICATE:
+                            duplicate.inc()
+                            continue
+                        await self._fill(result, missing)
                 await route(result, behind)
         finally:
             batch.keys, batch.position = [], 0
         return shutdown
+
+    async def _fill(self, trade: Trade, missing: int) -> None:
+        """Backfill the ``missing`` trades before ``trade``, in order, or count them missed
+        (:data:`~oraculo_trio.core.trade_ids.RENUMBERED`: only logged).
+
+        Shielded, like the rest of :meth:`handle`: a read-ahead is handed on whole (the
+        backfill's own deadline, ``feed.snapshot_timeout``, bounds the wait).
+        """
+        kind, symbol = trade.kind, trade.symbol
+        if missing == RENUMBERED:
+            self.bad_log.warning(
+                "renumbered", "trade ids of %s (%s) jumped to %d: followed from there",
+                symbol, kind, trade.trade_id,
+            )  # fmt: skip
+            return
+        first = trade.trade_id - missing
+        backfill = self.backfill
+        if backfill is None:
+            self.metrics.trades_missed["rest_failed"].inc(missing)
+            self.bad_log.warning(
+                "missed", "%d trades of %s missed (ids %d..%d): no backfill",
+                missing, symbol, first, trade.trade_id - 1,
+            )  # fmt: skip
+            return
+        self.filling = True
+        try:
+            with trio.CancelScope(shield=True):
+                await backfill.fill(
+                    kind, symbol, first, trade.trade_id - 1, self.clock.offset, self._deliver
+                )
+        finally:
+            self.filling = False
+            self.filled_at = trio.current_time()
+
+    async def _deliver(self, trades: Sequence[Trade]) -> None:
+        """Hand on backfilled trades: counted ``backfilled`` now, in flight until routed."""
+        batch = self.batch
+        stream = self.router.stream
+        self.metrics.backfilled[stream].inc(len(trades))
+        batch.backfilled += len(trades)
+        route = self.router.route
+        for trade in trades:
+            await route(trade)
+            batch.backfilled -= 1
 
     def _held_by_snapshot(self, key: bytes, frame: bytes) -> bool:
         """Whether ``frame`` is a diff of a book shed and made live again from a snapshot

@@ -55,6 +55,7 @@ from oraculo_trio.observe.metrics import ServiceMetrics
 from oraculo_trio.observe.process import run_process_stats
 from oraculo_trio.observe.supervise import RestartPolicy, spawn, start, supervised
 from oraculo_trio.observe.watchdog import Watchdog
+from oraculo_trio.pipeline.backfill import trade_backfills
 from oraculo_trio.pipeline.channels import FeedPressure, InFlight, Room
 from oraculo_trio.pipeline.connections import feed_connections
 from oraculo_trio.pipeline.diffbooks import BookChanges, BookLiveWatch, ShardBooks
@@ -676,6 +677,7 @@ async def _run_feeds(
                 )
                 restart = RestartPolicy()
                 await start(nursery, "book_live", watch.run, metrics=metrics, restart=restart)
+            backfills = trade_backfills(settings, handle.rest_budgets, metrics)
             for index, status in enumerate(handle.connections):
                 router = ShardRouter(
                     status.stream,
@@ -699,6 +701,7 @@ async def _run_feeds(
                         on_change=handle.update_feed_readiness,
                         rotation=rotation,
                         lifetime_offset=index * rotation.spacing,
+                        backfill=backfills.get(status.market) if status.stream == TRADE else None,
                     ),
                 )
             # The originals are closed once every connection holds its clones.

@@ -208,6 +208,14 @@ class FeedSettings:
         _positive,
         default=30.0,
     )
+    backfill_max_trades: int = _key(
+        "Most trades of one symbol fetched over REST to fill a gap in its trade ids (after a "
+        "reconnect, or within the stream), before the trade after the gap goes on; beyond "
+        "it, the rest of the gap is counted in oraculo_feed_trades_missed_total. 0: never "
+        "backfill.",
+        _integer(0),
+        default=10_000,
+    )
     receive_buffer_size: int = _key(
         "Bytes one socket read may take: the read-ahead. The reader takes what the socket "
         "holds in one read, so a backlog moves out of the kernel into the service, where the "

@@ -73,6 +73,7 @@ def test_accounting_follows_the_design_formula() -> None:
     assert accounting.unaccounted == 1000 - (990 + 3 + 4 + 1)
     assert accounting.dropped == {
         "stale_drop": 3, "conflated": 4, "superseded": 0, "overflow": 0, "unsynced": 0,
+        "duplicate": 0,
     }  # fmt: skip
 
 

@@ -104,9 +104,10 @@ async def test_a_short_load_test_passes_and_writes_its_artifacts(tmp_path: Path)
     accounting = document["accounting"]
     assert set(accounting) == {
         "sent", "received", "evaluated", "dropped", "bad_frames", "in_flight", "unaccounted",
+        "backfilled",
     }  # fmt: skip
     assert set(accounting["dropped"]) == {
-        "stale_drop", "conflated", "superseded", "overflow", "unsynced",
+        "stale_drop", "conflated", "superseded", "overflow", "unsynced", "duplicate",
     }  # fmt: skip
     assert accounting["sent"] == accounting["received"] >= 5500
     assert accounting["unaccounted"] == 0

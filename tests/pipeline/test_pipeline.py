@@ -60,8 +60,9 @@ async def test_frames_in_alerts_out(tmp_path: Path) -> None:
         ("spread", "resolved"),
     ]
     assert terms == {
-        "received": 5, "evaluated": 5, "stale_drop": 0, "conflated": 0, "superseded": 0,
-        "overflow": 0, "unsynced": 0, "bad_frames": 0, "in_flight": 0, "unaccounted": 0,
+        "received": 5, "backfilled": 0, "evaluated": 5, "stale_drop": 0, "conflated": 0,
+        "superseded": 0, "overflow": 0, "unsynced": 0, "duplicate": 0, "bad_frames": 0,
+        "in_flight": 0, "unaccounted": 0,
     }  # fmt: skip
     # Every transition reached the store, once.
     async with open_store(database_url, statement_timeout=5) as store:

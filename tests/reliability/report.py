@@ -35,6 +35,8 @@ class Figures:
         recovery_s: seconds from the end of the fault to normal service (None: not
             applicable).
         detail: other figures worth keeping (JSON-ready).
+        expected_source: what ``messages`` and ``lost`` were counted against, when it is not
+            the service's own accounting (``trade_ids``: the ids the exchange published).
         passed: set from the test's outcome.
     """
 
@@ -45,6 +47,7 @@ class Figures:
     duplicates: int = 0
     recovery_s: float | None = None
     detail: dict[str, Any] = attrs.field(factory=dict)
+    expected_source: str | None = None
     passed: bool = False
 
     def row(self) -> dict[str, Any]:
@@ -61,6 +64,7 @@ class Figures:
             "recovery_s": recovery,
             "pass": self.passed and self.lost == 0,
             "detail": self.detail,
+            "expected_source": self.expected_source,
         }
 
 

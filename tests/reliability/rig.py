@@ -51,7 +51,12 @@ from oraculo_trio.testing.config import (
     write_service_config,
 )
 from oraculo_trio.testing.processes import ServiceProcess, service_process
-from oraculo_trio.testing.service import start_service, stop_service, wait_subscribed
+from oraculo_trio.testing.service import (
+    SUBSCRIBED_STREAMS,
+    start_service,
+    stop_service,
+    wait_subscribed,
+)
 from tests.e2e.flappy import every_tenth_trade_rule
 from tests.reliability.report import Figures
 
@@ -171,6 +176,7 @@ async def loaded_service(
     feed_url: Any = None,
     on_exchange: Any = None,
     wait_connected: bool = True,
+    trade_kind: str = "trade",
 ) -> AsyncIterator[Rig]:
     """The mock exchange publishing load at ``rate`` msg/s, and the service reading it.
 
@@ -182,21 +188,26 @@ async def loaded_service(
         feed_url: ``feed_url(exchange)`` gives the URL the service reads (a proxy's).
         on_exchange: ``on_exchange(exchange)`` is called before the service starts.
         wait_connected: wait until the feeds are connected and subscribed before yielding.
+        trade_kind: the trade stream published and read (``trade`` or ``aggTrade``).
 
     On exit the service shuts down gracefully (drain, flush) and the exchange stops; the
     service's metrics stay readable for the checks.
     """
     database_url = database_url or f"sqlite:///{tmp_path / 'alerts.db'}"
     async with trio.open_nursery() as nursery:
-        exchange = await start_exchange(nursery, rate, symbols, exchange_settings)
+        exchange = await start_exchange(nursery, rate, symbols, exchange_settings, trade_kind)
         url = feed_url(exchange) if callable(feed_url) else exchange.ws_url
         if on_exchange is not None:
             on_exchange(exchange)
+        # The exchange's REST side (snapshots, clock, trade backfill) is on its own port.
+        feed: dict[str, Any] = {"rest_url": exchange.rest_url}
+        if trade_kind != "trade":
+            feed["trade_streams"] = [trade_kind]
         settings = service_settings(
             database_url,
             url,
             symbols,
-            merge_sections({"pipeline": {"shards": 2}}, overrides),
+            merge_sections({"pipeline": {"shards": 2}, "feed": feed}, overrides),
             dump_dir=tmp_path / "dumps",
         )
         handle = await start_service(
@@ -205,6 +216,7 @@ async def loaded_service(
             load_rules() if rules is None else rules,
             sinks=sinks,
             exchange=exchange if wait_connected else None,
+            streams=(trade_kind, SUBSCRIBED_STREAMS[1]),
         )
         rig = Rig(exchange, exchange.market, handle, settings, database_url, nursery)
         try:
@@ -219,9 +231,12 @@ async def start_exchange(
     rate: float,
     symbols: Sequence[str] = SYMBOLS,
     settings: ExchangeSettings | None = None,
+    trade_kind: str = "trade",
 ) -> MockExchange:
     """The mock exchange on 127.0.0.1 publishing the rig's load at ``rate`` msg/s."""
-    market = LoadMarket(symbols, trade_ratio=0.5, rate_per_s=rate, alert_period=0.5)
+    market = LoadMarket(
+        symbols, trade_ratio=0.5, rate_per_s=rate, alert_period=0.5, trade_kind=trade_kind
+    )
     settings = settings or ExchangeSettings(tick=0.05, ping_interval=None)
     return await nursery.start(MockExchange(market, settings).serve)
 

@@ -109,6 +109,10 @@ SPIKE_LEVEL = 1000.0
 WIDE_SPREAD_BPS = 100.0
 
 
+TRADE_KINDS = ("trade", "aggTrade")
+"""The trade streams :class:`LoadMarket` may publish on."""
+
+
 @attrs.define(eq=False, slots=True)
 class _Walk(WalkSymbol):
     depth_seq: int = 0
@@ -133,6 +137,8 @@ class LoadMarket:
         faithful: leave ``E`` out of partial books, as Binance spot does.
         alert_period: seconds between alert frames (None: never).
         rate_per_s: messages per second when driven by ``tick`` (the Market protocol).
+        trade_kind: ``trade`` (``@trade``, ids ``t``) or ``aggTrade`` (``@aggTrade``, ids
+            ``a``, each aggregating one trade); either way a symbol's ids are consecutive.
     """
 
     symbols: tuple[str, ...] = attrs.field(converter=tuple)
@@ -143,6 +149,7 @@ class LoadMarket:
     faithful: bool = False
     alert_period: float | None = 0.5
     rate_per_s: float = 0.0
+    trade_kind: str = attrs.field(default="trade", validator=attrs.validators.in_(TRADE_KINDS))
     alerts_sent: int = attrs.field(init=False, default=0)
     _rng: random.Random = attrs.field(init=False)
     _walks: list[_Walk] = attrs.field(init=False)
@@ -161,6 +168,9 @@ class LoadMarket:
         exponent = parse_distribution(self.distribution)
         self._rng = rng = random.Random(self.seed)
         self._walks = start_walks(_Walk, self.symbols, self.levels, rng, 50.0)
+        if self.trade_kind != "trade":
+            for walk in self._walks:
+                walk.trade_stream = f"{walk.symbol.lower()}@{self.trade_kind}"
         self._pool = quantity_pool(rng)
         self._depth_picker = _Picker(len(self.symbols), exponent, rng)
         self._trade_picker = _Picker(len(self.symbols), exponent, rng)
@@ -173,7 +183,7 @@ class LoadMarket:
     @property
     def trade_kinds(self) -> tuple[str, ...]:
         """The service's ``feed.trade_streams`` for this market."""
-        return ("trade",) if self.trade_ratio > 0.0 else ()
+        return (self.trade_kind,) if self.trade_ratio > 0.0 else ()
 
     def streams(self) -> list[str]:
         """Every stream name this market publishes on."""
@@ -289,6 +299,21 @@ class LoadMarket:
         draw = self._rng.getrandbits(9)
         buy = bool(draw & 256)
         price = walk.ladder[walk.best_ask if buy else walk.best_bid]
+        if self.trade_kind == "aggTrade":
+            return walk.trade_stream, {
+                "e": "aggTrade",
+                "E": now_ms,
+                "s": walk.symbol,
+                "a": walk.trade_id,
+                "p": price,
+                "q": self._pool[draw & 255],
+                "f": walk.trade_id,
+                "l": walk.trade_id,
+                "T": now_ms,
+                "m": not buy,
+                "M": True,
+                "seq": walk.trade_seq,
+            }
         return walk.trade_stream, {
             "e": "trade",
             "E": now_ms,
