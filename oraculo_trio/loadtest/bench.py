@@ -420,9 +420,9 @@ def build_bench_parser() -> argparse.ArgumentParser:
         prog="oraculo-trio loadtest bench",
         description="Saturation search: load tests at rising rates (x1.25 a step) until "
         "queue-time p99 > 100 ms, a message is unaccounted for, or the generator cannot send "
-        "the rate within 1 %%; reports the saturation throughput, the service's CPU µs per "
+        "the rate within 1 %; reports the saturation throughput, the service's CPU µs per "
         "message and the age of what is evaluated (p99 of now - E) per stream at every step, "
-        "a py-spy profile at 80 %% of saturation, and with --overload a stage at twice the "
+        "a py-spy profile at 80 % of saturation, and with --overload a stage at twice the "
         "saturation (the age, the feed lag and /readyz while the service cannot keep up).",
         epilog="Exit codes: 0 a saturation was found (and the overload stage held: age p99 "
         "< 1 s, nothing unaccounted), 99 the overload stage failed, 2 a bad option, 1 error.",
