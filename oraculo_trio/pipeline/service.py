@@ -12,7 +12,8 @@
         │                              └── one lane (bounded queue + workers) per sink
         ├── shard[i]: depth consumer, trade consumer  <- one bounded channel per stream
         ├── rule clock              ticks every engine, runs offloaded rules per batch
-        └── feeds scope: feed connection[c] (depth and trade on separate connections)
+        └── feeds scope (pipeline/feeds_scope.py): feed connection[c] (depth and trade on
+            separate connections), snapshot fetcher, book-live watch, trade backfills
 
 Graceful shutdown (first SIGINT/SIGTERM, or :meth:`ServiceHandle.request_shutdown`):
 the feeds scope is cancelled, the feed tasks close their channel ends, the consumers drain
@@ -24,7 +25,6 @@ partitions drains the pipeline the same way, then starts the next generation.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import gc
 import logging
@@ -47,25 +47,21 @@ from oraculo_trio.dispatch.dispatcher import run_dispatcher, run_silence_refresh
 from oraculo_trio.dispatch.redeliver import unconfirmed_notifications
 from oraculo_trio.dispatch.sinks import Sink, build_sinks
 from oraculo_trio.errors import StoreError
-from oraculo_trio.feeds.binance import KIND_DEPTH_DIFF
 from oraculo_trio.observe.health import FeedAge, Readiness, run_feed_age_watch, run_store_check
 from oraculo_trio.observe.http import serve_http
 from oraculo_trio.observe.instrument import LagInstrument, LagMonitor
 from oraculo_trio.observe.metrics import ServiceMetrics
 from oraculo_trio.observe.process import run_process_stats
-from oraculo_trio.observe.supervise import RestartPolicy, spawn, start, supervised
+from oraculo_trio.observe.supervise import RestartPolicy, spawn, start
 from oraculo_trio.observe.watchdog import Watchdog
-from oraculo_trio.pipeline.backfill import trade_backfills
 from oraculo_trio.pipeline.channels import FeedPressure, InFlight, Room
 from oraculo_trio.pipeline.connections import feed_connections
-from oraculo_trio.pipeline.diffbooks import BookChanges, BookLiveWatch, ShardBooks
+from oraculo_trio.pipeline.diffbooks import ShardBooks
 from oraculo_trio.pipeline.exchange_clock import ClockWatch, ExchangeClock
 from oraculo_trio.pipeline.feed import (
     ConnectionStatus,
-    FeedConnectionSettings,
-    RotationGate,
-    run_feed_connection,
 )
+from oraculo_trio.pipeline.feeds_scope import ShardChannels, open_books, run_feeds
 from oraculo_trio.pipeline.partitions import Placement, claims_for, run_partitions
 from oraculo_trio.pipeline.rest import RestBudget, rest_budgets, rest_endpoints
 from oraculo_trio.pipeline.rule_clock import RuleLimiters, run_rule_clock
@@ -74,10 +70,8 @@ from oraculo_trio.pipeline.shards import (
     AlertOutlet,
     ConflationBuffer,
     ConsumerSettings,
-    ShardRouter,
     run_consumer,
 )
-from oraculo_trio.pipeline.snapshots import SnapshotFetcher, SnapshotRequests
 from oraculo_trio.settings import Settings
 from oraculo_trio.store.base import Store
 from oraculo_trio.store.opening import open_store
@@ -429,7 +423,7 @@ async def _run_pipeline(
         # Before any new notification: those a previous run left in flight (at-least-once).
         await _redeliver(handle, store, sinks, dispatch_send)
         buffers = [ConflationBuffer(merge_diffs=True) for _ in range(settings.pipeline.shards)]
-        requests = _open_books(handle)
+        requests = open_books(handle)
         in_flight = InFlight(buffers=buffers, books=handle.books)
         if requests is not None:
             in_flight.snapshots_in_channels = lambda: requests.in_channels
@@ -445,7 +439,7 @@ async def _run_pipeline(
         handle.metrics.ledger.attach(in_flight.count, trio.lowlevel.current_trio_token())
         feeds_scope = trio.CancelScope()
         nursery.start_soon(
-            _run_feeds, handle, feeds_scope, shard_channels, buffers, requests, in_flight
+            run_feeds, handle, feeds_scope, shard_channels, buffers, requests, in_flight
         )
         task_status.started(handle)
         # Everything made so far lives as long as the pipeline (modules, settings, books,
@@ -466,32 +460,6 @@ async def _run_pipeline(
     handle.metrics.ledger.detach()
     if nursery.cancel_scope.cancelled_caught:
         LOGGER.warning("shutdown grace period ran out; the pipeline was cancelled")
-
-
-def _open_books(handle: ServiceHandle) -> SnapshotRequests | None:
-    # With diff books (depth_streams = ["depth"] in some feed): each shard's books, and the
-    # queue where they ask the fetcher for snapshots; None without.
-    settings = handle.settings
-    if not any(KIND_DEPTH_DIFF in feed.depth_streams for feed in settings.feeds):
-        return None
-    requests = SnapshotRequests()
-    changes = BookChanges()
-    pipeline = settings.pipeline
-    handle.books = [
-        ShardBooks(
-            shard,
-            engine,
-            requests,
-            handle.metrics,
-            pipeline.stale_after,
-            pipeline.shed_after,
-            changes=changes,
-            caught_up_to=handle.caught_up_to,
-            pressure=handle.feed_pressure,
-        )
-        for shard, engine in enumerate(handle.engines)
-    ]
-    return requests
 
 
 def _start_outlets(
@@ -583,20 +551,6 @@ def _start_consumers(
     return channels
 
 
-@attrs.define(eq=False)
-class ShardChannels:
-    """Each shard's channels, per stream: the send ends (for the feed to clone), the receive
-    ends (owned by the consumers; read here only for their statistics) and their rooms."""
-
-    senders: dict[str, list[trio.MemorySendChannel]] = attrs.field(
-        factory=lambda: {DEPTH: [], TRADE: []}
-    )
-    receivers: dict[str, list[trio.MemoryReceiveChannel]] = attrs.field(
-        factory=lambda: {DEPTH: [], TRADE: []}
-    )
-    rooms: dict[str, list[Room]] = attrs.field(factory=lambda: {DEPTH: [], TRADE: []})
-
-
 async def _redeliver(
     handle: ServiceHandle,
     store: object,
@@ -629,108 +583,6 @@ async def _run_in_scope(
     # A task that runs until shutdown begins (its outlet closes, so the writer can finish).
     with scope:
         await fn(*args)
-
-
-async def _run_feeds(
-    handle: ServiceHandle,
-    scope: trio.CancelScope,
-    channels: ShardChannels,
-    buffers: list[ConflationBuffer],
-    requests: SnapshotRequests | None,
-    in_flight: InFlight,
-) -> None:
-    metrics = handle.metrics
-    settings = handle.settings
-    connection_settings = {
-        feed.market: FeedConnectionSettings.from_feed(feed, settings.pipeline.batch_max)
-        for feed in settings.feeds
-    }
-    rotation = RotationGate(min(feed.rotation_spacing for feed in settings.feeds))
-    # The fetcher's channel clones are closed with the feeds, so the consumers can drain.
-    senders = channels.senders
-    fetcher_senders = [send.clone() for send in senders[DEPTH]] if requests is not None else []
-    with scope, contextlib.ExitStack() as closing:
-        for send in fetcher_senders:
-            closing.enter_context(send)
-        async with trio.open_nursery() as nursery:
-            if requests is not None:
-                # Snapshots are fetched in their own task, never in a read loop or a consumer.
-                endpoints = rest_endpoints(settings, KIND_DEPTH_DIFF)
-                fetcher = SnapshotFetcher(
-                    endpoints,
-                    handle.rest_budgets,
-                    requests,
-                    fetcher_senders,
-                    metrics,
-                    channels.rooms[DEPTH],
-                )
-                await start(
-                    nursery,
-                    "snapshot_fetcher",
-                    fetcher.run,
-                    metrics=metrics,
-                    restart=RestartPolicy(),
-                )
-                timeouts = {f.market: f.book_live_timeout for f in settings.feeds}
-                watch = BookLiveWatch(
-                    handle.books, requests, handle.readiness, {m: timeouts[m] for m in endpoints}
-                )
-                restart = RestartPolicy()
-                await start(nursery, "book_live", watch.run, metrics=metrics, restart=restart)
-            backfills = trade_backfills(settings, handle.rest_budgets, metrics)
-            for index, status in enumerate(handle.connections):
-                router = ShardRouter(
-                    status.stream,
-                    [send.clone() for send in senders[status.stream]],
-                    buffers if status.stream == DEPTH else None,
-                    metrics,
-                    channels.rooms[status.stream],
-                    handle.caught_up_to if status.stream == DEPTH else {},
-                    handle.feed_pressure,
-                )
-                in_flight.readers.append((status.stream, router.held))
-                nursery.start_soon(
-                    _own_router_and_read,
-                    router,
-                    status,
-                    metrics,
-                    connection_settings[status.market],
-                    handle,
-                    functools.partial(
-                        run_feed_connection,
-                        on_change=handle.update_feed_readiness,
-                        rotation=rotation,
-                        lifetime_offset=index * rotation.spacing,
-                        backfill=backfills.get(status.market) if status.stream == TRADE else None,
-                    ),
-                )
-            # The originals are closed once every connection holds its clones.
-            for stream_senders in senders.values():
-                for send in stream_senders:
-                    send.close()
-
-
-async def _own_router_and_read(
-    router: ShardRouter,
-    status: ConnectionStatus,
-    metrics: ServiceMetrics,
-    connection_settings: FeedConnectionSettings,
-    handle: ServiceHandle,
-    run_connection: functools.partial,
-) -> None:
-    # The router's channel clones outlive restarts of the connection task: they are closed
-    # here, once, when the feed stops for good, which lets the consumers drain and finish.
-    with router:
-        await supervised(
-            "feed",
-            run_connection,
-            status,
-            router,
-            metrics,
-            connection_settings,
-            metrics=metrics,
-            restart=RestartPolicy(),
-        )
 
 
 async def _watch_signals(
