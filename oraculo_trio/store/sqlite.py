@@ -227,9 +227,14 @@ class SqliteStore(SqliteQueries):
         timeout = self.statement_timeout if time_limit is None else time_limit
         if self._conn is None:
             raise StoreError(f"SQLite store {self.path!r} is closed")
-        conn = self._conn
 
         def in_thread() -> tuple[T, float]:
+            # The connection is read here, in the worker, not when the call was made: a call
+            # that waited for the worker behind one that recreated a removed file would
+            # otherwise get the connection that one closed.
+            conn = self._conn
+            if conn is None:
+                raise sqlite3.ProgrammingError("the store was closed")
             current = self._same_file(conn)
             self._deadline = time.monotonic() + timeout
             started = time.perf_counter()
