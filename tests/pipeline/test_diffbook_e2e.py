@@ -174,10 +174,12 @@ async def test_50_symbols_reconnecting_at_once_stay_within_the_weight_budget(
     assert {r.status for r in rest.requests} == {200}
     assert rest.max_weight_in(1.0) <= 100
     # A burst as large as the budget, then paced: 250 weight at 100 a second takes more
-    # than two windows, and past the burst requests keep the stagger apart.
+    # than two windows, and past the burst requests come at least the stagger apart on
+    # average. (Their arrival times, not their send times: on a busy machine two requests
+    # sent 10 ms apart may be read by the server together, so no single gap is checked.)
     assert after[-1].at - after[0].at > 2.0
     paced = after[20:]
-    assert min(b.at - a.at for a, b in itertools.pairwise(paced)) >= 0.01 - 2e-3
+    assert (paced[-1].at - paced[0].at) / (len(paced) - 1) >= 0.01
 
 
 async def test_recorded_sessions_replay_into_books_that_never_resync(tmp_path: Path) -> None:
