@@ -16,6 +16,7 @@ from oraculo_trio.core.rules import CompiledRule, RuleSpec, Signal
 from oraculo_trio.core.sync import LIVE, BookSync
 from oraculo_trio.mockexchange import ExchangeSettings, MockExchange
 from oraculo_trio.pipeline.service import ServiceHandle
+from oraculo_trio.testing.config import service_sections
 from oraculo_trio.testing.service import start_service, stop_service, wait_subscribed
 from tests.pipeline.helpers import pipeline_settings
 
@@ -46,6 +47,27 @@ class BookRecorder:
     def rule(self) -> CompiledRule:
         spec = RuleSpec(id="book-recorder", kind=self.kind, symbols=("*",), params={})
         return CompiledRule(spec, self)
+
+
+def diffbook_sections(
+    tmp_path: Path, exchange: MockExchange, symbols: Sequence[str], **feed: Any
+) -> dict[str, Any]:
+    """The configuration sections of a service process keeping diff books of ``symbols`` on
+    ``exchange`` (WebSocket and REST), no trades; ``feed`` adds or replaces feed keys."""
+    return service_sections(
+        exchange_url=exchange.ws_url,
+        symbols=list(symbols),
+        database_url=f"sqlite:///{tmp_path / 'alerts.db'}",
+        dump_dir=tmp_path / "dumps",
+        overrides={
+            "feed": {
+                "rest_url": exchange.rest_url,
+                "depth_streams": ["depth"],
+                "trade_streams": [],
+                **feed,
+            }
+        },
+    )
 
 
 @asynccontextmanager

@@ -14,7 +14,7 @@ import trio
 
 from oraculo_trio.mockexchange import DiffBookMarket, MockExchange
 from oraculo_trio.pipeline.service import ServiceHandle
-from oraculo_trio.testing.config import service_sections, write_service_config
+from oraculo_trio.testing.config import write_service_config
 from oraculo_trio.testing.net import Response, fetch
 from oraculo_trio.testing.processes import ServiceProcess, service_process
 from tests.observe.test_live_service import health
@@ -22,6 +22,7 @@ from tests.pipeline.diffbook_testing import (
     FAST,
     BookRecorder,
     all_live,
+    diffbook_sections,
     diffbook_service,
     wait_for,
 )
@@ -146,20 +147,7 @@ async def test_under_workers_the_worker_holding_the_book_names_it(tmp_path: Path
         exchange = MockExchange(market, FAST)
         await nursery.start(exchange.serve)
         exchange.rest.fail_depth(victim)
-        sections = service_sections(
-            exchange_url=exchange.ws_url,
-            symbols=names,
-            database_url=f"sqlite:///{tmp_path / 'alerts.db'}",
-            dump_dir=tmp_path / "dumps",
-            overrides={
-                "feed": {
-                    "rest_url": exchange.rest_url,
-                    "depth_streams": ["depth"],
-                    "trade_streams": [],
-                    "book_live_timeout": 1.0,
-                }
-            },
-        )
+        sections = diffbook_sections(tmp_path, exchange, names, book_live_timeout=1.0)
         (tmp_path / "rules.toml").write_text(QUIET_RULE)
         sections["rules"] = {"file": str(tmp_path / "rules.toml")}
         config = write_service_config(tmp_path, sections)

@@ -9,9 +9,15 @@ from pathlib import Path
 import trio
 
 from oraculo_trio.mockexchange import DiffBookMarket, MockExchange
-from oraculo_trio.testing.config import service_sections, write_service_config
+from oraculo_trio.testing.config import write_service_config
 from oraculo_trio.testing.processes import service_process
-from tests.pipeline.diffbook_testing import FAST, all_live, diffbook_service, wait_for
+from tests.pipeline.diffbook_testing import (
+    FAST,
+    all_live,
+    diffbook_sections,
+    diffbook_service,
+    wait_for,
+)
 from tests.pipeline.test_diffbook_e2e import symbols
 
 
@@ -71,21 +77,13 @@ async def test_two_workers_share_the_budget_of_their_ip(tmp_path: Path) -> None:
         rest = exchange.rest
         assert rest is not None
         rest.window, rest.weight_limit = window, budget  # the exchange's own limit: no margin
-        sections = service_sections(
-            exchange_url=exchange.ws_url,
-            symbols=names,
-            database_url=f"sqlite:///{tmp_path / 'alerts.db'}",
-            dump_dir=tmp_path / "dumps",
-            overrides={
-                "feed": {
-                    "rest_url": exchange.rest_url,
-                    "depth_streams": ["depth"],
-                    "trade_streams": [],
-                    "snapshot_limit": 100,
-                    "rest_weight_budget": budget,
-                    "rest_weight_window": window,
-                }
-            },
+        sections = diffbook_sections(
+            tmp_path,
+            exchange,
+            names,
+            snapshot_limit=100,
+            rest_weight_budget=budget,
+            rest_weight_window=window,
         )
         config = write_service_config(tmp_path, sections)
         with trio.fail_after(60):
