@@ -9,6 +9,7 @@ horizon of its own).
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
@@ -76,3 +77,41 @@ def _rest_shape(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
         "isBuyerMaker": payload.get("m"),
         "isBestMatch": True,
     }
+
+
+@attrs.frozen
+class WrittenTrade:
+    """One ``@trade`` frame written to a connection's socket, at ``at`` (trio time)."""
+
+    connection: int
+    at: float
+    symbol: str
+    trade_id: int
+
+
+@attrs.define(eq=False)
+class WrittenTrades:
+    """The ``@trade`` frames an exchange wrote to each connection's socket, in order, and
+    when each connection closed: what a client can have read (a frame written just before a
+    connection broke may still be lost in flight)."""
+
+    _frames: list[tuple[int, float, bytes]] = attrs.field(factory=list)
+    closed_at: dict[int, float] = attrs.field(factory=dict)
+
+    def record(self, connection: int, stream: str, data: bytes, at: float) -> None:
+        """Keep ``data`` when ``stream`` is a trade stream (parsed later, off the hot path)."""
+        if stream.endswith("@trade"):
+            self._frames.append((connection, at, data))
+
+    def close(self, connection: int, at: float) -> None:
+        """Connection ``connection`` closed at ``at``."""
+        self.closed_at[connection] = at
+
+    def trades(self) -> list[WrittenTrade]:
+        """Every trade frame written, in the order written."""
+        trades = []
+        for connection, at, data in self._frames:
+            message = json.loads(data)
+            payload = message.get("data", message)
+            trades.append(WrittenTrade(connection, at, payload["s"], payload["t"]))
+        return trades
