@@ -3,6 +3,7 @@ to go away, or is refused; the service reconnects by itself and loses nothing it
 
 from __future__ import annotations
 
+import math
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -120,7 +121,10 @@ async def test_a_half_open_connection_is_replaced(
             await rig.wait_transitions(2)
             recoveries = await reconnections(rig, mode, faults, cut)
             await rig.wait_transitions(2)
-        await check(rig, figures, faults=faults)
+        # A half-open connection stays open at the exchange after the service left it (the
+        # proxy reads and discards): what was written to it alone is in flight, whatever its
+        # age. A hole before its last stored firing is still lost.
+        await check(rig, figures, faults=faults, allowance=math.inf)
     figures.recovery_s = max(recoveries)
     figures.detail["stall_timeout"] = stall_timeout
     assert reconnects(rig.metrics, "stall") >= 2 * faults
