@@ -10,7 +10,8 @@ that id: the expectation (``exchange_sent``) never comes from the service's coun
 
 What the Guarantees let go is a tail: the frames still in flight when a connection broke
 (never read), and, after a SIGKILL, the transitions raised and not yet committed. So per
-connection and symbol, a firing missing before the last one stored is lost; one missing
+connection and symbol, a firing missing before the last one stored (of those written to
+that connection alone) is lost; one missing
 after it is *in flight* if it was written within ``allowance`` seconds of the connection's
 end (its close, or the moment the test began stopping the service), and lost otherwise.
 Trades written after the test began stopping the service are not expected.
@@ -145,11 +146,25 @@ def judge_trades(
             undetermined += 1
             continue
         runs[key].append(trade)
+    connections_of: dict[tuple[str, int], set[int]] = defaultdict(set)
+    for (connection, _), run in runs.items():
+        for trade in run:
+            connections_of[(trade.symbol, trade.trade_id)].add(connection)
     lost: set[tuple[str, int]] = set()
     in_flight: dict[tuple[str, int], float] = {}
     for (connection, _), run in runs.items():
         end = min(written.closed_at.get(connection, stopping_at), stopping_at)
-        last = max((i for i, t in enumerate(run) if (t.symbol, t.trade_id) in stored), default=-1)
+        # The last firing stored that only this connection can have brought: a trade also
+        # written to a newer connection (an overlap, a half-open one left behind) says
+        # nothing about how far the service read this one.
+        last = max(
+            (
+                i
+                for i, t in enumerate(run)
+                if (key := (t.symbol, t.trade_id)) in stored and len(connections_of[key]) == 1
+            ),
+            default=-1,
+        )
         for i, trade in enumerate(run):
             key = (trade.symbol, trade.trade_id)
             if key in stored:
