@@ -8,6 +8,8 @@ flight is sent again). Every row counts against the trades the exchange wrote.""
 from __future__ import annotations
 
 import json
+import math
+import random
 import signal
 import sqlite3
 import time
@@ -18,9 +20,10 @@ import pytest
 import trio
 from prometheus_client.parser import text_string_to_metric_families
 
+from oraculo_trio.mockexchange.tape import WrittenTrades
 from oraculo_trio.testing.processes import ServiceProcess
 from tests.reliability.conftest import Mode
-from tests.reliability.expected import judge_trades
+from tests.reliability.expected import MARKER_RULE, judge_trades
 from tests.reliability.rig import RULE_ENTRIES, check_store, deploy, record, until, until_async
 from tests.reliability.webhook import Webhook
 
@@ -29,6 +32,9 @@ KILL_ALLOWANCE_S = 1.0
 not committed) when SIGKILL came and still be excused: the store's batch window (50 ms by
 default) and its channel (nearly empty when the writer keeps up), and the frames unread in
 the socket. Measured: ``in_flight_s`` in each row's detail."""
+
+BATCH_WINDOW_S = 0.05
+"""The store's default batch window (``database.batch_window_ms``)."""
 
 
 async def test_sigterm_under_load_drains_and_persists_everything(
@@ -190,17 +196,20 @@ async def test_sigkill_in_flight_loses_only_the_uncommitted_tail(
 ) -> None:
     name, url = kill_store
     figures = scenario(f"process/sigkill-in-flight-{name}")
-    kills = mode.count(2, 10)
+    kills = mode.count(3, 10)
+    killed_at = []
     with trio.fail_after(mode.pick(90, 600)):
         deployment = await deploy(
             nursery, tmp_path, rate=mode.pick(1000.0, 3000.0), database_url=url
         )
         for _ in range(kills):
             async with deployment.service() as service:
-                # Killed while trades flow and the writer commits: right after its count
-                # went past a mark (a batch every batch window under this load).
+                # Killed while trades flow and the writer commits (a batch every batch
+                # window under this load): past a mark, then anywhere in the writer's cycle.
                 target = await store_written(service) + mode.count(200, 2000)
                 await until_async(lambda s=service, t=target: written_past(s, t))
+                await trio.sleep(random.uniform(0.0, BATCH_WINDOW_S))  # part of the fault
+                killed_at.append(trio.current_time())
                 assert await service.stop(signal.SIGKILL) == -signal.SIGKILL
         async with deployment.service() as last:
             await trio.sleep(mode.pick(1.0, 5.0))  # the last process under load a while
@@ -216,5 +225,27 @@ async def test_sigkill_in_flight_loses_only_the_uncommitted_tail(
     figures.detail.update(
         in_flight_at_kills=verdict.in_flight,
         in_flight_s=verdict.in_flight_s,
+        uncommitted_window_s=uncommitted_window(exchange.written, result.events, killed_at),
         allowance_s=KILL_ALLOWANCE_S,
     )
+
+
+def uncommitted_window(
+    written: WrittenTrades | None, events: list[dict[str, Any]], killed_at: list[float]
+) -> float:
+    """The longest, over the kills, from the newest trade written to the killed process
+    whose marker firing is stored to the kill: how far back what was not committed goes (an
+    upper bound: markers come every tenth trade of a symbol)."""
+    assert written is not None
+    stored = {(e["symbol"], int(e["value"])) for e in events if e["rule_id"] == MARKER_RULE}
+    trades = written.trades()
+    windows = []
+    for kill in killed_at:
+        # The killed process's trade connection closed as it died.
+        killed = {c for c, at in written.closed_at.items() if kill <= at <= kill + 1.0}
+        newest = max(
+            (t.at for t in trades if t.connection in killed and (t.symbol, t.trade_id) in stored),
+            default=math.nan,
+        )
+        windows.append(kill - newest)
+    return max(windows)
