@@ -95,20 +95,25 @@ async def test_a_sigkill_while_partitions_are_busy_loses_only_the_tail_in_flight
     with trio.fail_after(90):
         async with running_cluster(tmp_path, pg_database_url, "a", "b", "c") as cluster:
             flow = trio.CancelScope()
+            markers = [trio.Event()]
 
             async def trades() -> None:
                 # 10 trades per symbol per second: a firing per symbol per second.
                 with flow:
                     for trade_id in itertools.count(1):
                         push_trades(cluster.market, trade_id)
+                        if trade_id % 10 == 0:
+                            markers[-1].set()
+                            markers.append(trio.Event())
                         await trio.sleep(0.1)
 
             cluster.nursery.start_soon(trades)
             await wait_events(pg_database_url, 2 * 64)
-            # Killed while every instance owns partitions, trades flow and transitions are
-            # being written: right after the store grew past a mark.
-            mark = len(await stored_events(pg_database_url)) + 64
-            await wait_events(pg_database_url, mark)
+            # Killed while every instance owns partitions and trades flow: 30 ms after a
+            # burst of marker trades went out (the exchange ticks every 20 ms), while its
+            # firings are on their way to the store (50 ms batch window).
+            await markers[-1].wait()
+            await trio.sleep(0.03)  # the moment of the fault
             victim = cluster.instances.pop("b")
             victim.service.send_signal(signal.SIGKILL)
             held = await cluster.settled()
@@ -132,7 +137,6 @@ async def test_a_sigkill_while_partitions_are_busy_loses_only_the_tail_in_flight
     assert verdict.duplicates == 0, verdict
     assert verdict.unexpected == 0, verdict
     assert (result.gaps, result.duplicates, result.out_of_order) == (0, 0, 0), result
-    print(f"SIGKILL in flight, scale-out: {verdict}")
 
 
 async def test_a_joining_instance_gets_its_share_while_processing_goes_on(
