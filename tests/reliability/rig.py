@@ -296,6 +296,8 @@ class StoreCheck:
         duplicates: (rule, symbol, fire count, state) stored more than once.
         out_of_order: events whose ``at`` goes back within their (rule, symbol).
         events: the rows, ordered by id.
+        gaps_seen: the first few gaps, ``(rule, symbol, expected, found)`` as ``state #fire
+            count`` (found: ``rule_alerts`` when the row disagrees with the last event).
     """
 
     raised: int | None
@@ -304,6 +306,7 @@ class StoreCheck:
     duplicates: int
     out_of_order: int
     events: list[dict[str, Any]]
+    gaps_seen: list[tuple[str, ...]] = attrs.field(factory=list)
 
     @property
     def lost(self) -> int:
@@ -314,6 +317,10 @@ class StoreCheck:
 def _position(event: Mapping[str, Any]) -> int:
     # firing #1 -> 0, resolved #1 -> 1, firing #2 -> 2, ...
     return 2 * (event["fire_count"] - 1) + (1 if event["state"] == RESOLVED else 0)
+
+
+def _named(position: int) -> str:
+    return f"{RESOLVED if position % 2 else FIRING} #{position // 2 + 1}"
 
 
 async def check_store(database_url: str, raised: int | None) -> StoreCheck:
@@ -330,6 +337,7 @@ async def check_store(database_url: str, raised: int | None) -> StoreCheck:
         rows = {(r.rule_id, r.symbol): r for r in await store.load_alert_states()}
     seen: set[tuple[str, str, int, str, bool]] = set()
     duplicates = gaps = out_of_order = 0
+    gaps_seen: list[tuple[str, ...]] = []
     last: dict[tuple[str, str], Mapping[str, Any]] = {}
     for event in events:
         key = (event["rule_id"], event["symbol"])
@@ -345,6 +353,7 @@ async def check_store(database_url: str, raised: int | None) -> StoreCheck:
         position = _position(event)
         if position > expected:
             gaps += position - expected
+            gaps_seen.append((*key, _named(expected), _named(position)))
         if previous is not None and event["at"] < previous["at"]:
             out_of_order += 1
         last[key] = event
@@ -352,6 +361,8 @@ async def check_store(database_url: str, raised: int | None) -> StoreCheck:
         row = rows.get(key)
         if row is None or (row.state, row.fire_count) != (event["state"], event["fire_count"]):
             gaps += 1
+            found = "none" if row is None else f"rule_alerts {row.state} #{row.fire_count}"
+            gaps_seen.append((*key, f"{event['state']} #{event['fire_count']}", found))
     stored = len(events)
     return StoreCheck(
         raised=raised,
@@ -360,6 +371,7 @@ async def check_store(database_url: str, raised: int | None) -> StoreCheck:
         duplicates=duplicates + (0 if raised is None else max(0, stored - raised)),
         out_of_order=out_of_order,
         events=events,
+        gaps_seen=gaps_seen[:5],
     )
 
 
@@ -422,6 +434,7 @@ def second_check(terms: Mapping[str, int], result: StoreCheck) -> None:
     assert result.raised is None or result.raised > 0, "the scenario raised no transition"
     assert result.lost == 0, (
         f"transitions lost: raised {result.raised}, stored {result.stored}, gaps {result.gaps}"
+        f" (first: {result.gaps_seen})"
     )
     assert result.duplicates == 0, f"{result.duplicates} transitions stored twice"
     assert result.out_of_order == 0, f"{result.out_of_order} events stored out of order"
