@@ -88,6 +88,7 @@ class ExchangeStatistics:
     frames_sent_by_stream: Mapping[str, int]
     control_frames_sent: int
     frames_dropped: int
+    frames_unwritten: int
     overflows: int
     max_tick_lateness: float
     connections_accepted: int
@@ -391,6 +392,7 @@ class MockExchange:
             frames_sent_by_stream=dict(self.frames_sent_by_stream),
             control_frames_sent=self.control_frames_sent,
             frames_dropped=self.frames_dropped,
+            frames_unwritten=self.frames_unwritten,
             overflows=self.overflows,
             max_tick_lateness=self.max_tick_lateness,
             connections_accepted=self.connections_accepted,
