@@ -165,6 +165,17 @@ class Rig:
         target = self.exchange.frames_sent
         await until(lambda: self.received() >= target)
 
+    async def wait_processed(self) -> None:
+        """Wait until every frame the exchange had written when called was evaluated or
+        dropped on purpose, not merely read: nothing holds the pipeline up (polled)."""
+        target = self.exchange.frames_sent
+
+        def processed() -> bool:
+            terms = self.metrics.accounting()
+            return terms["received"] - terms["in_flight"] >= target
+
+        await until(processed)
+
     async def wait_transitions(self, more: int) -> None:
         """Wait until ``more`` further alert transitions were raised."""
         target = transitions_raised(self.metrics) + more
