@@ -146,10 +146,10 @@ def judge_trades(
             undetermined += 1
             continue
         runs[key].append(trade)
+    # Every connection each trade went to (the undetermined ones included).
     connections_of: dict[tuple[str, int], set[int]] = defaultdict(set)
-    for (connection, _), run in runs.items():
-        for trade in run:
-            connections_of[(trade.symbol, trade.trade_id)].add(connection)
+    for trade in trades:
+        connections_of[(trade.symbol, trade.trade_id)].add(trade.connection)
     lost: set[tuple[str, int]] = set()
     in_flight: dict[tuple[str, int], float] = {}
     for (connection, _), run in runs.items():

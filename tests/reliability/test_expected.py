@@ -4,6 +4,7 @@ a recent tail is in flight, an old tail is lost, a repeat is a duplicate."""
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 
 import pytest
@@ -80,3 +81,17 @@ def test_trades_written_after_the_stop_are_not_expected() -> None:
         written(RUN, {1: 10.0}), [firing("BTCUSDT", 10), firing("BTCUSDT", 20)], stopping_at=2.5
     )
     assert (verdict.expected, verdict.lost, verdict.trades) == (2, 0, 26)
+
+
+def test_a_trade_also_written_to_a_newer_connection_does_not_end_the_old_ones_run() -> None:
+    # Connection 1 went half-open after id 12 (20 and 30 never read); connection 2 starts
+    # at id 40, which both got: 40 stored says nothing of how far connection 1 was read.
+    trades = [(1, 0.1 * i, "ETHUSDT", i) for i in range(1, 46)]
+    trades += [(2, 4.0 + 0.1 * i, "ETHUSDT", 40 + i) for i in range(6)]
+    verdict = judge_trades(
+        written(trades, {1: 10.0, 2: 10.0}),
+        [firing("ETHUSDT", 10), firing("ETHUSDT", 40)],
+        stopping_at=100.0,
+        allowance=math.inf,
+    )
+    assert (verdict.lost, verdict.in_flight) == (0, 2)
