@@ -37,6 +37,8 @@ class ExchangeSettings:
             ``coinm``): its REST paths, request weights and per-IP weight limit.
         clock_offset: seconds the exchange's clock runs ahead of this host's (negative:
             behind): every ``E``, ``T`` it makes and its ``/time`` answer are shifted.
+        record_written: keep every ``@trade`` frame written to a socket, by connection
+            (``MockExchange.written``): what a test expects the client to have read.
     """
 
     tick: float = attrs.field(default=0.1, validator=attrs.validators.gt(0))
@@ -58,3 +60,4 @@ class ExchangeSettings:
     batch_writes: bool = True
     market: str = attrs.field(default="spot", validator=attrs.validators.in_(MARKETS))
     clock_offset: float = 0.0
+    record_written: bool = False

@@ -66,6 +66,7 @@ class Connection:
     frames_sent: int = 0
     overflows: int = 0
     frames_dropped: int = 0
+    frames_unwritten: int = 0
     requests: deque[float] = attrs.Factory(deque)
 
     def too_many(self, limit: int) -> bool:
@@ -81,12 +82,14 @@ class Connection:
         self,
         receive_channel: trio.MemoryReceiveChannel[Item],
         scope: trio.CancelScope,
-        count: Callable[[Connection, str | None], None],
+        count: Callable[[Connection, str | None, bytes], None],
     ) -> None:
         """Write what is queued until the channel or the connection closes, then cancel
-        ``scope`` (the connection's other tasks). ``count`` is told of every frame written.
+        ``scope`` (the connection's other tasks). ``count`` is told of every frame written
+        (its stream and bytes).
 
-        Cancellation: safe; the queued frames are lost with the connection.
+        Cancellation: safe; the queued frames are lost with the connection, and the market
+        frames among them counted (``frames_unwritten``).
         """
         # trio-websocket serialises its own writes (pongs, close frames) with this lock; the
         # batched path takes it too. Without it (or without the TCP stream) write one frame
@@ -105,21 +108,22 @@ class Connection:
                 # Cancel the connection's other tasks before the channel closes, so the
                 # reader blocked on a reply is cancelled rather than handed BrokenResourceError.
                 scope.cancel()
+                self.frames_unwritten += _discard(receive_channel)
 
     async def _write_frames(
         self,
         receive_channel: trio.MemoryReceiveChannel[Item],
-        count: Callable[[Connection, str | None], None],
+        count: Callable[[Connection, str | None, bytes], None],
     ) -> None:
         async for stream, data, text in receive_channel:
             await self.ws.send_message(data.decode() if text else data)
-            count(self, stream)
+            count(self, stream, data)
 
     async def _write_batches(
         self,
         receive_channel: trio.MemoryReceiveChannel[Item],
         lock: trio.Lock,
-        count: Callable[[Connection, str | None], None],
+        count: Callable[[Connection, str | None, bytes], None],
     ) -> None:
         # One send_all per burst instead of one per frame: a syscall (and a wake-up of the
         # reader) per frame caps trio-websocket's send_message near 10,000 frames/s.
@@ -147,8 +151,8 @@ class Connection:
                     await tcp.send_all(b"".join(chunks))
                 except GONE:
                     return  # the reader task notices the dead stream too
-            for stream, _, _ in batch:
-                count(self, stream)
+            for stream, data, _ in batch:
+                count(self, stream, data)
 
     async def close(self, code: int, reason: str) -> None:
         """Close with ``code`` (1006: abort), waiting up to ``close_timeout`` for the client.
@@ -176,6 +180,17 @@ class Connection:
             # SO_LINGER 0: close() sends RST, like a crashed peer, with no close frame.
             tcp.socket.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         await tcp.aclose()
+
+
+def _discard(receive_channel: trio.MemoryReceiveChannel[Item]) -> int:
+    """Empty a closing connection's queue; how many market frames it held."""
+    discarded = 0
+    while True:
+        try:
+            stream, _, _ = receive_channel.receive_nowait()
+        except (trio.WouldBlock, trio.EndOfChannel, trio.ClosedResourceError):
+            return discarded
+        discarded += stream is not None
 
 
 @attrs.define(eq=False)

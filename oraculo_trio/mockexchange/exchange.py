@@ -60,7 +60,7 @@ from oraculo_trio.mockexchange.protocol import (
     parse_path,
 )
 from oraculo_trio.mockexchange.rest import RestServer, SnapshotSource
-from oraculo_trio.mockexchange.tape import TradeTape
+from oraculo_trio.mockexchange.tape import TradeTape, WrittenTrades
 
 LOGGER = logging.getLogger("oraculo_trio.mockexchange.exchange")
 
@@ -88,6 +88,7 @@ class ExchangeStatistics:
     frames_sent_by_stream: Mapping[str, int]
     control_frames_sent: int
     frames_dropped: int
+    frames_unwritten: int
     overflows: int
     max_tick_lateness: float
     connections_accepted: int
@@ -108,7 +109,8 @@ class MockExchange:
     Counters (read them directly or via ``statistics()``): ``frames_sent`` market frames
     written to sockets (``frames_sent_by_stream`` per stream name; control replies, raw and
     ``serverShutdown`` frames are ``control_frames_sent``), ``frames_dropped`` and
-    ``overflows`` (queue-full events), ``ticks``, ``max_tick_lateness`` (seconds a tick
+    ``overflows`` (queue-full events), ``frames_unwritten`` (market frames still queued for a
+    connection when it closed), ``ticks``, ``max_tick_lateness`` (seconds a tick
     started after its schedule), ``connections_accepted``, ``connections_refused``,
     ``connections_closed`` (handlers finished, for any reason), ``pongs_received``,
     ``pong_timeouts``. ``wait_until`` waits on any of them except the per-frame ones.
@@ -124,6 +126,8 @@ class MockExchange:
         rest: the REST server (exchangeInfo, time, depth, trades; faults, requests seen),
             started with the exchange; ``rest_url`` its base URL.
         tape: every trade and aggTrade published, for the REST trades endpoints.
+        written: with ``settings.record_written``, every ``@trade`` frame written to a
+            socket, by connection, and when each connection closed (else None).
     """
 
     market: Market = attrs.field(repr=lambda market: type(market).__name__)
@@ -135,11 +139,13 @@ class MockExchange:
     rest: RestServer | None = attrs.field(init=False, default=None, repr=False)
     rest_url: str = attrs.field(init=False, default="")
     tape: TradeTape = attrs.field(init=False, factory=TradeTape, repr=False)
+    written: WrittenTrades | None = attrs.field(init=False, default=None, repr=False)
     ticks: int = attrs.field(init=False, default=0)
     frames_sent: int = attrs.field(init=False, default=0)
     frames_sent_by_stream: dict[str, int] = attrs.field(init=False, repr=False, factory=dict)
     control_frames_sent: int = attrs.field(init=False, default=0)
     frames_dropped: int = attrs.field(init=False, default=0)
+    frames_unwritten: int = attrs.field(init=False, default=0)
     overflows: int = attrs.field(init=False, default=0)
     max_tick_lateness: float = attrs.field(init=False, default=0.0)
     connections_accepted: int = attrs.field(init=False, default=0)
@@ -161,6 +167,8 @@ class MockExchange:
         self._resumed.set()
         symbols = frozenset(symbol.lower() for symbol in self.market.symbols)
         self._subscriptions = Subscriptions(symbols, self.settings.strict_symbols, self._notify)
+        if self.settings.record_written:
+            self.written = WrittenTrades()
 
     # ---------------------------------------------------------------------------- serving
 
@@ -384,6 +392,7 @@ class MockExchange:
             frames_sent_by_stream=dict(self.frames_sent_by_stream),
             control_frames_sent=self.control_frames_sent,
             frames_dropped=self.frames_dropped,
+            frames_unwritten=self.frames_unwritten,
             overflows=self.overflows,
             max_tick_lateness=self.max_tick_lateness,
             connections_accepted=self.connections_accepted,
@@ -535,10 +544,13 @@ class MockExchange:
                     nursery.start_soon(self._ping_loop, connection, scope)
         finally:
             self._unregister(connection)
+            self.frames_unwritten += connection.frames_unwritten
             self.connections_closed += 1
+            if self.written is not None:
+                self.written.close(connection.id, trio.current_time())
             self._notify()
 
-    def _count(self, connection: Connection, stream: str | None) -> None:
+    def _count(self, connection: Connection, stream: str | None, data: bytes) -> None:
         if stream is None:
             self.control_frames_sent += 1
         else:
@@ -546,6 +558,8 @@ class MockExchange:
             self.frames_sent += 1
             by_stream = self.frames_sent_by_stream
             by_stream[stream] = by_stream.get(stream, 0) + 1
+            if self.written is not None:
+                self.written.record(connection.id, stream, data, trio.current_time())
 
     async def _read_loop(self, connection: Connection, scope: trio.CancelScope) -> None:
         limit = self.settings.max_requests_per_s

@@ -9,6 +9,7 @@ horizon of its own).
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from collections.abc import Iterable
 from typing import Any
@@ -55,6 +56,15 @@ class TradeTape:
             found = [p for p in tape if p.get(key, -1) >= from_id][:limit]
         return [_rest_shape(kind, payload) for payload in found]
 
+    def published(self) -> set[tuple[str, int]]:
+        """Every (symbol, id) kept, trades and aggTrades alike: what a client could have
+        evaluated, from the streams or from REST."""
+        return {
+            (symbol, payload.get("a" if kind == AGG_TRADE else "t", -1))
+            for (symbol, kind), tape in self._tapes.items()
+            for payload in tape
+        }
+
     def last_id(self, symbol: str, kind: str = AGG_TRADE) -> int | None:
         """The id of the latest trade of ``symbol`` kept, or None."""
         tape = self._tapes.get((symbol, kind))
@@ -76,3 +86,44 @@ def _rest_shape(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
         "isBuyerMaker": payload.get("m"),
         "isBestMatch": True,
     }
+
+
+@attrs.frozen
+class WrittenTrade:
+    """One ``@trade`` or ``@aggTrade`` frame written to a connection's socket, at ``at``
+    (trio time); ``trade_id`` is the trade's ``t``, or the aggTrade's ``a``."""
+
+    connection: int
+    at: float
+    symbol: str
+    trade_id: int
+
+
+@attrs.define(eq=False)
+class WrittenTrades:
+    """The trade frames an exchange wrote to each connection's socket, in order, and
+    when each connection closed: what a client can have read (a frame written just before a
+    connection broke may still be lost in flight)."""
+
+    _frames: list[tuple[int, float, bytes]] = attrs.field(factory=list)
+    closed_at: dict[int, float] = attrs.field(factory=dict)
+
+    def record(self, connection: int, stream: str, data: bytes, at: float) -> None:
+        """Keep ``data`` when ``stream`` is a trade or aggTrade stream (parsed later, off the
+        hot path)."""
+        if stream.endswith(("@trade", "@aggTrade")):
+            self._frames.append((connection, at, data))
+
+    def close(self, connection: int, at: float) -> None:
+        """Connection ``connection`` closed at ``at``."""
+        self.closed_at[connection] = at
+
+    def trades(self) -> list[WrittenTrade]:
+        """Every trade frame written, in the order written."""
+        trades = []
+        for connection, at, data in self._frames:
+            message = json.loads(data)
+            payload = message.get("data", message)
+            trade_id = payload["t"] if "t" in payload else payload["a"]
+            trades.append(WrittenTrade(connection, at, payload["s"], trade_id))
+        return trades

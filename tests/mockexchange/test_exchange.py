@@ -338,6 +338,36 @@ async def test_pause_stops_publishing_and_resume_restarts(connect) -> None:
             nursery.cancel_scope.cancel()
 
 
+async def test_record_written_keeps_every_trade_frame_a_client_got(connect) -> None:
+    settings = ExchangeSettings(tick=0.02, max_requests_per_s=None, record_written=True)
+    streams = ["btcusdt@trade", "ethusdt@depth20@100ms"]
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            exchange = await start(nursery, settings=settings)
+            async with connect(nursery, exchange.stream_url(streams)) as ws:
+                trades = []
+                while len(trades) < 5:
+                    frame = json.loads(await ws.get_message())
+                    if frame["stream"] == "btcusdt@trade":
+                        trades.append(frame["data"]["t"])
+                exchange.pause()
+                # Drain what was written before the pause, then expect silence.
+                while True:
+                    with trio.move_on_after(0.3) as silence:
+                        frame = json.loads(await ws.get_message())
+                        if frame["stream"] == "btcusdt@trade":
+                            trades.append(frame["data"]["t"])
+                    if silence.cancelled_caught:
+                        break
+            await exchange.wait_until(lambda ex: ex.connections_closed == 1)
+            nursery.cancel_scope.cancel()
+    assert exchange.written is not None
+    written = exchange.written.trades()
+    assert [t.trade_id for t in written] == trades  # depth frames are not kept
+    assert {(t.connection, t.symbol) for t in written} == {(1, "BTCUSDT")}
+    assert written[-1].at <= exchange.written.closed_at[1]
+
+
 async def test_refuse_connections(connect, handshake_rejection) -> None:
     with trio.fail_after(5):
         async with trio.open_nursery() as nursery:

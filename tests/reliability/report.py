@@ -1,9 +1,22 @@
 """The reliability report: one row of figures per scenario, as JSON and as a table.
 
 ``artifacts/reliability/<UTC timestamp>/report.json`` holds
-``{"scenarios": [{"name", "faults", "messages", "lost", "duplicates", "recovery_s", "pass",
-"detail"}], "quick": bool}``; ``report.txt`` beside it holds the table printed at the end
-of the session.
+``{"scenarios": [{"name", "faults", "messages", "counts", "lost", "duplicates",
+"expected_source", "recovery_s", "pass", "detail"}], "quick": bool}``; ``report.txt`` beside
+it holds the table printed at the end of the session.
+
+A row that measures loss compares what the store holds with an expectation the service did
+not compute, and names it in ``expected_source``:
+
+- ``exchange_sent``: the trades the mock exchange wrote to the service's sockets (it keeps
+  every one it wrote, and knows what it dropped or could not write);
+- ``script``: the transitions a scripted market must cause, known before the run;
+- ``trade_ids``: trade streams with consecutive ids, each id implying its transitions.
+
+The service's own counters (the accounting, transitions raised) stay a second check. A row
+that does not measure loss (fuzz, security) has ``lost`` and ``duplicates`` null (``-`` in
+the table) and shows its own figure in ``messages`` (``counts`` says what: cases tried,
+statements checked).
 """
 
 from __future__ import annotations
@@ -17,7 +30,20 @@ from typing import Any
 
 import attrs
 
-COLUMNS = ("scenario", "faults", "messages", "lost", "dups", "recovery_s", "pass")
+COLUMNS = (
+    "scenario",
+    "faults",
+    "messages",
+    "counts",
+    "lost",
+    "dups",
+    "expected",
+    "recovery_s",
+    "pass",
+)
+
+EXPECTED_SOURCES = ("exchange_sent", "script", "trade_ids")
+"""Where a row's expected count comes from (see the module doc)."""
 
 
 @attrs.define(eq=False)
@@ -27,28 +53,39 @@ class Figures:
     Attributes:
         name: ``area/scenario``, e.g. ``feed/abrupt-close-1006``.
         faults: faults injected.
-        messages: messages (frames, transitions, cases) that went through the scenario.
-        lost: messages the service had taken in and lost: unaccounted frames, transitions
-            raised and not stored, gaps in a stored alert history. Must be 0.
-        duplicates: alert transitions stored more than once (same rule, symbol, fire count
-            and state), or notifications repeated where the scenario forbids it.
+        messages: what went through the scenario, in the unit ``counts`` names.
+        counts: what ``messages`` counts (``frames``, ``trades``, ``cases``,
+            ``statements``...).
+        lost: transitions the expectation (``expected_source``) implies and the store does
+            not hold, plus what the service's own accounting misses; must be 0. None: the
+            row does not measure loss.
+        duplicates: alert transitions stored more than once, or notifications repeated where
+            the scenario forbids it. None with ``lost``.
+        expected_source: one of :data:`EXPECTED_SOURCES`; set with :meth:`measured`.
         recovery_s: seconds from the end of the fault to normal service (None: not
             applicable).
         detail: other figures worth keeping (JSON-ready).
-        expected_source: what ``messages`` and ``lost`` were counted against, when it is not
-            the service's own accounting (``trade_ids``: the ids the exchange published).
         passed: set from the test's outcome.
     """
 
     name: str
     faults: int = 0
     messages: int = 0
-    lost: int = 0
-    duplicates: int = 0
+    counts: str = "frames"
+    lost: int | None = None
+    duplicates: int | None = None
+    expected_source: str | None = None
     recovery_s: float | None = None
     detail: dict[str, Any] = attrs.field(factory=dict)
-    expected_source: str | None = None
     passed: bool = False
+
+    def measured(self, expected_source: str, lost: int, duplicates: int) -> None:
+        """Record the loss figures, and against what expectation they were counted."""
+        if expected_source not in EXPECTED_SOURCES:
+            raise ValueError(f"expected_source {expected_source!r}: one of {EXPECTED_SOURCES}")
+        self.expected_source = expected_source
+        self.lost = lost
+        self.duplicates = duplicates
 
     def row(self) -> dict[str, Any]:
         """The report.json row."""
@@ -59,12 +96,13 @@ class Figures:
             "name": self.name,
             "faults": self.faults,
             "messages": self.messages,
+            "counts": self.counts,
             "lost": self.lost,
             "duplicates": self.duplicates,
-            "recovery_s": recovery,
-            "pass": self.passed and self.lost == 0,
-            "detail": self.detail,
             "expected_source": self.expected_source,
+            "recovery_s": recovery,
+            "pass": self.passed and not self.lost and not self.duplicates,
+            "detail": self.detail,
         }
 
 
@@ -75,8 +113,10 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
             row["name"],
             str(row["faults"]),
             str(row["messages"]),
-            str(row["lost"]),
-            str(row["duplicates"]),
+            row["counts"],
+            _figure(row["lost"]),
+            _figure(row["duplicates"]),
+            row["expected_source"] or "-",
             "-" if row["recovery_s"] is None else f"{row['recovery_s']:.3f}",
             "yes" if row["pass"] else "NO",
         ]
@@ -91,6 +131,10 @@ def format_table(rows: Sequence[dict[str, Any]]) -> str:
 
     rule = "  ".join("-" * width for width in widths)
     return "\n".join([render(COLUMNS), rule, *(render(line) for line in lines)])
+
+
+def _figure(value: int | None) -> str:
+    return "-" if value is None else str(value)
 
 
 def utc_stamp(now: datetime.datetime | None = None) -> str:

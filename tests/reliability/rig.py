@@ -4,15 +4,19 @@ and the two checks every scenario ends with.
 :func:`loaded_service` starts a :class:`~oraculo_trio.mockexchange.MockExchange`
 publishing a :class:`~oraculo_trio.mockexchange.LoadMarket` (partial books and trades
 at ``rate`` messages per second, with the generator's alert frames) and the service, in this
-process, reading it with rules that keep the store busy: ``flappy`` (fires on every tenth
-trade of a symbol, resolves on the next) and the load test's own (wide spread, price spike).
+process, reading it with rules that keep the store busy: ``flappy`` (the marker rule of
+expected.py: fires on every trade id that is a multiple of ten, resolves on the next) and the
+load test's own (wide spread, price spike). The exchange records every trade it writes.
 :func:`deploy` starts the same exchange for a service run as a process
 (:class:`Deployment`), for the scenarios that signal or kill it, or measure it from outside.
 
 The checks (:func:`check`):
 
-- the accounting: ``received = evaluated + dropped (every reason) + bad frames``, i.e.
-  ``ServiceMetrics.accounting()["unaccounted"] == 0`` once the service has stopped;
+- against what the exchange wrote (expected.py): every marker firing its trades imply is
+  stored once, but for a tail in flight at a connection's end;
+- the service's own counts, a second check: the accounting, ``received = evaluated +
+  dropped (every reason) + bad frames``, i.e. ``ServiceMetrics.accounting()["unaccounted"]
+  == 0`` once the service has stopped;
 - every alert transition raised is in the store exactly once: as many ``alert_events`` rows
   as transitions raised, each (rule, symbol) history gap-free and in order
   (``firing #1, resolved #1, firing #2, ...`` with ``at`` never going back), no (rule,
@@ -57,13 +61,13 @@ from oraculo_trio.testing.service import (
     stop_service,
     wait_subscribed,
 )
-from tests.e2e.flappy import every_tenth_trade_rule
+from tests.reliability.expected import IN_FLIGHT_S, TradeVerdict, judge_trades, marker_rule
 from tests.reliability.report import Figures
 
 SYMBOLS = ("BTCUSDT", "ETHUSDT", "BNBUSDT", "SOLUSDT")
 
 RULE_ENTRIES: tuple[dict[str, Any], ...] = (
-    every_tenth_trade_rule("flappy"),
+    marker_rule(),
     {
         "id": "wide-spread",
         "kind": "spread_above_bps",
@@ -132,6 +136,8 @@ class Rig:
     settings: Settings
     database_url: str
     nursery: trio.Nursery
+    stopping_at: float = math.inf
+    """When the rig began stopping the service (trades written later are not expected)."""
 
     @property
     def metrics(self) -> ServiceMetrics:
@@ -155,6 +161,25 @@ class Rig:
         await self.exchange.wait_for_accepted(accepted_before + len(self.handle.connections))
         await self.handle.wait_connected()
         await self.wait_received(10)
+
+    async def wait_caught_up(self) -> None:
+        """Wait until the service has read every frame the exchange had written when called:
+        a backlog a fault built up in the sockets is read before the scenario stops, so what
+        the stop leaves in flight is only the last moments' (polled: counters have no event).
+        """
+        target = self.exchange.frames_sent
+        await until(lambda: self.received() >= target)
+
+    async def wait_processed(self) -> None:
+        """Wait until every frame the exchange had written when called was evaluated or
+        dropped on purpose, not merely read: nothing holds the pipeline up (polled)."""
+        target = self.exchange.frames_sent
+
+        def processed() -> bool:
+            terms = self.metrics.accounting()
+            return terms["received"] - terms["in_flight"] >= target
+
+        await until(processed)
 
     async def wait_transitions(self, more: int) -> None:
         """Wait until ``more`` further alert transitions were raised."""
@@ -222,6 +247,7 @@ async def loaded_service(
         try:
             yield rig
         finally:
+            rig.stopping_at = trio.current_time()
             await stop_service(handle)
             nursery.cancel_scope.cancel()
 
@@ -237,7 +263,7 @@ async def start_exchange(
     market = LoadMarket(
         symbols, trade_ratio=0.5, rate_per_s=rate, alert_period=0.5, trade_kind=trade_kind
     )
-    settings = settings or ExchangeSettings(tick=0.05, ping_interval=None)
+    settings = settings or ExchangeSettings(tick=0.05, ping_interval=None, record_written=True)
     return await nursery.start(MockExchange(market, settings).serve)
 
 
@@ -288,25 +314,30 @@ class StoreCheck:
     """What the store holds against what was raised.
 
     Attributes:
-        raised: transitions raised (by every process that wrote to the store).
+        raised: transitions raised (by every process that wrote to the store), None when
+            unknown (a process killed before it could say).
         stored: ``alert_events`` rows.
         gaps: transitions missing inside the stored histories (and rows disagreeing with
             their last event).
         duplicates: (rule, symbol, fire count, state) stored more than once.
         out_of_order: events whose ``at`` goes back within their (rule, symbol).
         events: the rows, ordered by id.
+        gaps_seen: the first few gaps, ``(rule, symbol, expected, found)`` as ``state #fire
+            count`` (found: ``rule_alerts`` when the row disagrees with the last event).
     """
 
-    raised: int
+    raised: int | None
     stored: int
     gaps: int
     duplicates: int
     out_of_order: int
     events: list[dict[str, Any]]
+    gaps_seen: list[tuple[str, ...]] = attrs.field(factory=list)
 
     @property
     def lost(self) -> int:
-        return max(0, self.raised - self.stored) + self.gaps
+        missing = 0 if self.raised is None else max(0, self.raised - self.stored)
+        return missing + self.gaps
 
 
 def _position(event: Mapping[str, Any]) -> int:
@@ -314,12 +345,16 @@ def _position(event: Mapping[str, Any]) -> int:
     return 2 * (event["fire_count"] - 1) + (1 if event["state"] == RESOLVED else 0)
 
 
+def _named(position: int) -> str:
+    return f"{RESOLVED if position % 2 else FIRING} #{position // 2 + 1}"
+
+
 async def check_store(database_url: str, raised: int | None) -> StoreCheck:
     """Read the store and judge its alert histories (see the module doc).
 
     Args:
-        raised: transitions raised, or None to skip the count comparison (a process killed
-            before it could say).
+        raised: transitions raised, or None when no process can say (one was killed): then
+            only the histories are judged, and the count is the expectation's business.
 
     Cancellation: abandons the reads.
     """
@@ -328,6 +363,7 @@ async def check_store(database_url: str, raised: int | None) -> StoreCheck:
         rows = {(r.rule_id, r.symbol): r for r in await store.load_alert_states()}
     seen: set[tuple[str, str, int, str, bool]] = set()
     duplicates = gaps = out_of_order = 0
+    gaps_seen: list[tuple[str, ...]] = []
     last: dict[tuple[str, str], Mapping[str, Any]] = {}
     for event in events:
         key = (event["rule_id"], event["symbol"])
@@ -343,6 +379,7 @@ async def check_store(database_url: str, raised: int | None) -> StoreCheck:
         position = _position(event)
         if position > expected:
             gaps += position - expected
+            gaps_seen.append((*key, _named(expected), _named(position)))
         if previous is not None and event["at"] < previous["at"]:
             out_of_order += 1
         last[key] = event
@@ -350,47 +387,87 @@ async def check_store(database_url: str, raised: int | None) -> StoreCheck:
         row = rows.get(key)
         if row is None or (row.state, row.fire_count) != (event["state"], event["fire_count"]):
             gaps += 1
+            found = "none" if row is None else f"rule_alerts {row.state} #{row.fire_count}"
+            gaps_seen.append((*key, f"{event['state']} #{event['fire_count']}", found))
     stored = len(events)
     return StoreCheck(
-        raised=stored if raised is None else raised,
+        raised=raised,
         stored=stored,
         gaps=gaps,
-        duplicates=duplicates + max(0, stored - (stored if raised is None else raised)),
+        duplicates=duplicates + (0 if raised is None else max(0, stored - raised)),
         out_of_order=out_of_order,
         events=events,
+        gaps_seen=gaps_seen[:5],
     )
 
 
-async def check(rig: Rig, figures: Figures, *, faults: int) -> StoreCheck:
-    """The two checks of an in-process scenario, after the service stopped; fills
-    ``figures`` (messages: frames read) and asserts nothing was lost or repeated."""
+async def check(
+    rig: Rig, figures: Figures, *, faults: int, allowance: float = IN_FLIGHT_S
+) -> StoreCheck:
+    """The checks of an in-process scenario, after the service stopped; fills ``figures``
+    and asserts nothing was lost or repeated (``allowance``: see expected.py)."""
     assert rig.handle.stopped.is_set(), "check() runs after the service has stopped"
     terms = rig.metrics.accounting()
     result = await check_store(rig.database_url, transitions_raised(rig.metrics))
-    return record(figures, terms, result, faults=faults)
+    verdict = judge_trades(
+        rig.exchange.written,
+        result.events,
+        stopping_at=rig.stopping_at,
+        allowance=allowance,
+        published=rig.exchange.tape.published(),
+    )
+    return record(figures, terms, result, verdict, rig.exchange, faults=faults)
 
 
 def record(
-    figures: Figures, terms: Mapping[str, int], result: StoreCheck, *, faults: int
+    figures: Figures,
+    terms: Mapping[str, int],
+    result: StoreCheck,
+    verdict: TradeVerdict,
+    exchange: MockExchange,
+    *,
+    faults: int,
 ) -> StoreCheck:
-    """Fill ``figures`` from the accounting ``terms`` and the store check; assert both."""
+    """Fill ``figures`` from the verdict against what the exchange wrote (the row's
+    figures), the accounting ``terms`` and the store check (second checks); assert all."""
     figures.faults = faults
-    figures.messages = terms["received"]
-    figures.lost = abs(terms["unaccounted"]) + result.lost
-    figures.duplicates = result.duplicates
+    figures.messages = exchange.frames_sent
+    figures.counts = "frames sent"
+    figures.measured(
+        "exchange_sent",
+        lost=verdict.lost + abs(terms["unaccounted"]) + result.lost,
+        duplicates=verdict.duplicates + verdict.unexpected + result.duplicates,
+    )
     figures.detail.update(
+        expectation=verdict.detail(),
+        exchange={
+            "frames_sent": exchange.frames_sent,
+            "frames_dropped": exchange.frames_dropped,
+            "frames_unwritten": exchange.frames_unwritten,
+        },
         accounting=dict(terms),
         transitions_raised=result.raised,
         transitions_stored=result.stored,
     )
+    assert verdict.expected > 0, "the exchange wrote no marker trade: nothing was checked"
+    assert verdict.lost == 0, f"firings the trades written imply are not stored: {verdict}"
+    assert verdict.duplicates == 0, f"firings stored twice: {verdict}"
+    assert verdict.unexpected == 0, f"firings no trade written implies: {verdict}"
+    second_check(terms, result)
+    return result
+
+
+def second_check(terms: Mapping[str, int], result: StoreCheck) -> None:
+    """The service's own counts: the accounting balances, and the store holds every
+    transition raised (when known) once, in order, with no gap in any history."""
     assert terms["unaccounted"] == 0, f"accounting does not balance: {dict(terms)}"
-    assert result.raised > 0, "the scenario raised no alert transition: nothing was checked"
+    assert result.raised is None or result.raised > 0, "the scenario raised no transition"
     assert result.lost == 0, (
         f"transitions lost: raised {result.raised}, stored {result.stored}, gaps {result.gaps}"
+        f" (first: {result.gaps_seen})"
     )
     assert result.duplicates == 0, f"{result.duplicates} transitions stored twice"
     assert result.out_of_order == 0, f"{result.out_of_order} events stored out of order"
-    return result
 
 
 @attrs.define(eq=False)

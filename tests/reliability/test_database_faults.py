@@ -4,7 +4,9 @@ by another process and its file removed.
 
 In every case the writer keeps what it holds and retries, the bounded store channel fills
 and the pipeline waits for it (``oraculo_backpressure_waits_total{channel="store"}``),
-nothing is dropped, and once the database is back everything is written, in order.
+nothing is dropped, and once the database is back everything is written, in order. What
+"everything" is comes from the exchange: every trade it wrote (it drops, and reports, what
+our waiting trade connection could not take) implies its marker firings (expected.py).
 """
 
 from __future__ import annotations
@@ -15,7 +17,8 @@ import functools
 import os
 import sqlite3
 import threading
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +35,7 @@ from tests.reliability.rig import Rig, check, loaded_service, reconnects, sample
 # While our trade feed waits (backpressure), the exchange keeps publishing to the other
 # connections (a blocking mock exchange would starve the depth feed until it stalls) and
 # drops what our trade connection cannot take, as a real exchange eventually would.
-EXCHANGE = ExchangeSettings(tick=0.05, ping_interval=None, overflow="drop")
+EXCHANGE = ExchangeSettings(tick=0.05, ping_interval=None, overflow="drop", record_written=True)
 
 
 def store_overrides(mode: Mode) -> dict[str, dict[str, Any]]:
@@ -45,22 +48,28 @@ def store_overrides(mode: Mode) -> dict[str, dict[str, Any]]:
             "batch_window_ms": 5.0,
         },
         # Small shard channels, so the push-back reaches the trade feed within the outage;
-        # the feed waiting for room is not a stall (it must not reconnect).
-        "pipeline": {"channel_capacity": 64},
+        # the feed waiting for room is not a stall (it must not reconnect). Trades that
+        # waited out a long outage are still evaluated (not stale): each one written implies
+        # its transitions.
+        "pipeline": {"channel_capacity": 64, "stale_after": 600.0},
         "feed": {"stall_timeout": mode.pick(1.0, 5.0)},
         "observe": {"store_check_interval": 0.5},
     }
 
 
-def db_service(tmp_path: Path, mode: Mode, database_url: str) -> Any:
-    """The loaded service (rig.py) on ``database_url``, set up as these scenarios need."""
-    return loaded_service(
+@asynccontextmanager
+async def db_service(tmp_path: Path, mode: Mode, database_url: str) -> AsyncIterator[Rig]:
+    """The loaded service (rig.py) on ``database_url``, set up as these scenarios need; the
+    backlog the fault left in the sockets is read before it stops."""
+    async with loaded_service(
         tmp_path,
         mode.rate,
         database_url=database_url,
         overrides=store_overrides(mode),
         exchange_settings=EXCHANGE,
-    )
+    ) as rig:
+        yield rig
+        await rig.wait_caught_up()
 
 
 def backpressure(rig: Rig) -> int:
@@ -71,6 +80,7 @@ def pushed_back(rig: Rig, figures: Any) -> None:
     """The push-back went all the way to the trade feed, which waited: no feed reconnected."""
     waits = int(sample(rig.metrics, "oraculo_backpressure_waits_total", channel="trade_shard"))
     figures.detail["trade_feed_waits"] = waits
+    assert waits > 0, "the store's push-back never reached the trade feed"
     assert reconnects(rig.metrics, "stall") == 0
 
 

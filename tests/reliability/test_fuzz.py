@@ -17,7 +17,7 @@ import math
 from typing import Any
 
 import msgspec
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from oraculo_trio.core.book import OrderBook
@@ -144,6 +144,7 @@ def test_the_decoder_counts_any_bytes(mode: Mode, scenario) -> None:
 
     decode_anything()
     figures.faults = figures.messages = sum(counts.values())
+    figures.counts = "cases"
     figures.detail["counted"] = counts
     assert figures.messages >= CASES["decoder-bytes"][mode.full] * 0.9
 
@@ -195,6 +196,7 @@ def test_the_decoder_checks_every_field_of_every_stream(mode: Mode, scenario) ->
 
     decode_payload()
     figures.faults = figures.messages = sum(counts.values())
+    figures.counts = "cases"
     figures.detail["counted"] = counts
     assert counts.get("event", 0) > 0
     assert counts.get("invalid_value", 0) > 0
@@ -254,6 +256,7 @@ def test_the_order_book_matches_a_plain_model(mode: Mode, scenario) -> None:
     apply_ops()
     figures.faults = examples
     figures.messages = operations
+    figures.counts = "operations"
     assert operations > 0
 
 
@@ -300,6 +303,8 @@ def test_diff_books_account_for_every_diff(mode: Mode, scenario) -> None:
 
     @_settings(mode, "diff-books")
     @given(DIFFS)
+    # A syncing book past its bound (8 here): the oldest diffs go, as overflow.
+    @example([("diff", "AAAUSDT", first, 0, [], True) for first in range(1, 13)])
     def feed(ops: list[tuple]) -> None:
         nonlocal diffs_fed, examples
         examples += 1
@@ -333,5 +338,11 @@ def test_diff_books_account_for_every_diff(mode: Mode, scenario) -> None:
     feed()
     figures.faults = examples
     figures.messages = diffs_fed
+    figures.counts = "diffs"
+    terms = metrics.accounting()
+    figures.detail["counted"] = {k: terms[k] for k in ("superseded", "overflow", "unsynced")}
     assert diffs_fed > 0
-    assert metrics.accounting()["superseded"] > 0
+    assert terms["superseded"] > 0
+    # A syncing book past its bound dropped its oldest diffs as overflow, and every example
+    # balanced all the same.
+    assert terms["overflow"] > 0

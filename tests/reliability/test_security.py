@@ -101,6 +101,7 @@ async def test_every_sql_statement_is_parameterized(
     parameters = [e for e in entries if "DETAIL:  parameters:" in e]
     leaks = [e for e in statements if any(marker in e for marker in MARKERS)]
     figures.messages = len(statements)
+    figures.counts = "statements"
     figures.faults = len(MARKERS)
     figures.detail["parameter_lists"] = len(parameters)
     assert statements, "log_statement=all logged nothing"
@@ -172,6 +173,7 @@ async def test_webhook_urls_are_allowlisted_and_private_addresses_can_be_refused
         assert len(webhook.delivered) == 1
     figures.faults = refused + 1
     figures.messages = 2
+    figures.counts = "deliveries"
 
 
 # ------------------------------------------------------------------------------------------
@@ -263,6 +265,7 @@ async def test_secrets_never_show_in_logs_metrics_or_errors(
     assert rows, "no delivery failed: the error texts were not exercised"
     figures.faults = len(rows) + 3
     figures.messages = sum(text.count("\n") + 1 for text in texts)
+    figures.counts = "lines"
     found = {secret for text in texts for secret in leaked(text)}
     assert found == set(), found
 
@@ -297,6 +300,7 @@ async def test_the_http_endpoint_binds_loopback_by_default(tmp_path: Path, scena
             await handle.stopped.wait()
             nursery.cancel_scope.cancel()
     figures.messages = 1
+    figures.counts = "services"
 
 
 # (permissions, configuration text, warned?)
@@ -338,6 +342,7 @@ def test_a_world_readable_config_holding_secrets_draws_a_warning(
         assert not any(DB_PASSWORD in m for m in messages)
         figures.messages += len(warnings)
     figures.faults = sum(1 for _, _, warned in CONFIGS if warned)
+    figures.counts = "warnings"
 
 
 def test_the_warning_reaches_stderr_at_start_up(tmp_path: Path) -> None:

@@ -125,10 +125,11 @@ def judge(
         missing += sum(1 for trade_id in wanted if trade_id not in counts)
         repeated += sum(count - 1 for count in counts.values())
         out_of_order += sum(1 for a, b in itertools.pairwise(ids) if b <= a)
-    figures.expected_source = "trade_ids"
     figures.messages = expected
-    figures.lost += missing
-    figures.duplicates += repeated
+    figures.counts = "trade ids"
+    figures.measured(
+        "trade_ids", (figures.lost or 0) + missing, (figures.duplicates or 0) + repeated
+    )
     figures.detail["trade_ids"] = {
         "expected": expected,
         "evaluated": len(seen),

@@ -21,8 +21,12 @@ from oraculo_trio.store.coordination import APPLICATION_PREFIX, namespace
 from oraculo_trio.testing.config import service_sections, write_service_config
 from oraculo_trio.testing.postgres import admin_sql
 from oraculo_trio.testing.processes import ServiceProcess, service_process
-from tests.e2e.flappy import every_tenth_trade_rule
 from tests.pipeline.helpers import ManualMarket, trade_frame
+from tests.reliability.expected import marker_rule
+
+RULE_ID = "tenth"
+"""Fires on every trade id that is a multiple of ten (the id its value), resolves on the
+next: the trades the exchange wrote say which firings the store must hold."""
 
 CLAIM_INTERVAL = 0.3
 
@@ -72,7 +76,7 @@ def instance_config(
             },
         },
     )
-    return write_service_config(directory, sections, [every_tenth_trade_rule()])
+    return write_service_config(directory, sections, [marker_rule(RULE_ID)])
 
 
 @attrs.define(eq=False)
@@ -220,12 +224,12 @@ class Cluster:
 
 @asynccontextmanager
 async def running_cluster(root: Path, database_url: str, *names: str) -> AsyncIterator[Cluster]:
-    """A mock exchange publishing one symbol per partition, and instances ``names`` settled."""
+    """A mock exchange publishing one symbol per partition (recording every trade it
+    writes), and instances ``names`` settled."""
     market = ManualMarket(one_symbol_per_partition())
+    settings = ExchangeSettings(tick=0.02, ping_interval=None, record_written=True)
     async with trio.open_nursery() as nursery, contextlib.AsyncExitStack() as processes:
-        exchange = await nursery.start(
-            MockExchange(market, ExchangeSettings(tick=0.02, ping_interval=None)).serve
-        )
+        exchange = await nursery.start(MockExchange(market, settings).serve)
         cluster = Cluster(root, database_url, market, exchange, nursery, processes)
         await cluster.start(*names)
         await cluster.settled()

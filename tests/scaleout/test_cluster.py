@@ -4,6 +4,9 @@
   and every symbol is read by exactly one of them.
 - SIGKILL one: the others claim its partitions within T, and the alerts it was tracking
   carry on where it left them: no transition is lost or repeated.
+- SIGKILL one while trades flow and every instance writes transitions: against the trades
+  the exchange wrote, nothing is lost but the victim's tail in flight (raised, not yet
+  committed, or unread in its socket), and no history has a gap or a repeat.
 - An instance joins while trades flow: it gets its share and every symbol keeps being
   processed throughout.
 - An instance whose claims session is cut stops processing at once and rejoins later.
@@ -19,8 +22,11 @@ from pathlib import Path
 import pytest
 import trio
 
+from tests.reliability.expected import judge_trades
+from tests.reliability.rig import check_store
 from tests.scaleout.cluster import (
     CLAIM_INTERVAL,
+    RULE_ID,
     TERMINATE_CLAIMS,
     claims,
     push_trades,
@@ -76,6 +82,61 @@ async def test_three_instances_share_then_survive_a_sigkill(
     assert took_over < T, f"the orphaned partitions took {took_over:.2f} s to be claimed"
     expected = [("firing", 1), ("resolved", 1), ("firing", 2)]
     assert transitions_per_symbol(events) == {s: expected for s in cluster.market.symbols}
+
+
+KILL_ALLOWANCE_S = 1.0
+"""How long before the victim's connection closed a trade may have been written and its
+firing still be lost at the SIGKILL (the store's batch window, its channel, the socket)."""
+
+
+async def test_a_sigkill_while_partitions_are_busy_loses_only_the_tail_in_flight(
+    tmp_path: Path, pg_database_url: str
+) -> None:
+    with trio.fail_after(90):
+        async with running_cluster(tmp_path, pg_database_url, "a", "b", "c") as cluster:
+            flow = trio.CancelScope()
+            markers = [trio.Event()]
+
+            async def trades() -> None:
+                # 10 trades per symbol per second: a firing per symbol per second.
+                with flow:
+                    for trade_id in itertools.count(1):
+                        push_trades(cluster.market, trade_id)
+                        if trade_id % 10 == 0:
+                            markers[-1].set()
+                            markers.append(trio.Event())
+                        await trio.sleep(0.1)
+
+            cluster.nursery.start_soon(trades)
+            await wait_events(pg_database_url, 2 * 64)
+            # Killed while every instance owns partitions and trades flow: 30 ms after a
+            # burst of marker trades went out (the exchange ticks every 20 ms), while its
+            # firings are on their way to the store (50 ms batch window).
+            await markers[-1].wait()
+            await trio.sleep(0.03)  # the moment of the fault
+            victim = cluster.instances.pop("b")
+            victim.service.send_signal(signal.SIGKILL)
+            held = await cluster.settled()
+            assert sorted(len(parts) for parts in held.values()) == [32, 32]
+            # The survivors carry the victim's symbols on: two more firings each.
+            settled_at = len(await stored_events(pg_database_url))
+            await wait_events(pg_database_url, settled_at + 4 * 64)
+            flow.cancel()
+            stopping_at = trio.current_time()
+            await cluster.stop()
+        result = await check_store(pg_database_url, None)
+    verdict = judge_trades(
+        cluster.exchange.written,
+        result.events,
+        stopping_at=stopping_at,
+        allowance=KILL_ALLOWANCE_S,
+        rule_id=RULE_ID,
+    )
+    assert verdict.expected > 0
+    assert verdict.lost == 0, verdict
+    assert verdict.duplicates == 0, verdict
+    assert verdict.unexpected == 0, verdict
+    assert (result.gaps, result.duplicates, result.out_of_order) == (0, 0, 0), result
 
 
 async def test_a_joining_instance_gets_its_share_while_processing_goes_on(
