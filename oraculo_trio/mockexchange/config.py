@@ -37,7 +37,7 @@ class ExchangeSettings:
             ``coinm``): its REST paths, request weights and per-IP weight limit.
         clock_offset: seconds the exchange's clock runs ahead of this host's (negative:
             behind): every ``E``, ``T`` it makes and its ``/time`` answer are shifted.
-        record_written: keep every ``@trade`` frame written to a socket, by connection
+        record_written: keep every trade and aggTrade frame written to a socket, by connection
             (``MockExchange.written``): what a test expects the client to have read.
     """
 
