@@ -125,6 +125,13 @@ class Store(Protocol):
         """
         ...
 
+    async def record_transitions(self, transitions: Sequence[AlertTransition]) -> None:
+        """:meth:`insert_alert_events` and :meth:`upsert_rule_alerts` in one transaction, so
+        that a crash never leaves an alert's state ahead of its history (on restart the
+        service resumes from the state: an event missing behind it would be a gap forever).
+        Metered as the two statements; retrying after a failure is safe."""
+        ...
+
     async def insert_dispatch_logs(self, logs: Sequence[DispatchLog]) -> None:
         """Append delivery attempts to ``dispatch_logs`` in batch order."""
         ...

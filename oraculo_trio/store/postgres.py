@@ -185,11 +185,15 @@ class PostgresStore(PostgresQueries):
         what: str,
         count_rows: Callable[[T], int] | None = None,
         time_limit: float | None = None,
+        running: list[str] | None = None,
     ) -> T:
         """Run ``work(conn)`` on a pooled connection under the statement timeout.
 
-        Metered under ``op`` (None: not metered). Cancellation aborts the statement and
-        drops its connection (the pool opens a new one).
+        Metered under ``op`` (None: not metered). With ``running`` (several statements in one
+        transaction: ``work`` keeps the one it runs in ``running[0]`` and the caller meters
+        each that succeeded), a failure is metered under the statement that failed, and a
+        success not at all. Cancellation aborts the statement and drops its connection (the
+        pool opens a new one).
         """
         timeout = self.statement_timeout if time_limit is None else time_limit
         token = trio_asyncio.current_loop.set(self._loop)
@@ -208,6 +212,8 @@ class PostgresStore(PostgresQueries):
                         raise
                     ms = (time.perf_counter() - started) * 1000.0
         except trio.TooSlowError:
+            if running is not None:
+                op = running[0]
             if op is not None:
                 self._meter.failed(op, timeout=True)
             raise StoreUnavailable(f"{what} timed out after {timeout:g}s on {self.dsn}") from None
@@ -216,13 +222,15 @@ class PostgresStore(PostgresQueries):
             if verdict is None:
                 raise
             retryable, timed_out = verdict
+            if running is not None:
+                op = running[0]
             if op is not None:
                 self._meter.failed(op, timeout=timed_out)
             error = StoreUnavailable if retryable else StoreError
             raise error(f"{what} failed on {self.dsn}: {type(exc).__name__}: {exc}") from exc
         finally:
             trio_asyncio.current_loop.reset(token)
-        if op is not None:
+        if op is not None and running is None:
             self._meter.succeeded(op, ms, count_rows(result) if count_rows else 0)
         return result
 
@@ -248,23 +256,9 @@ class PostgresStore(PostgresQueries):
 
         Cancellation: aborts the statement (the upsert is idempotent: just retry it).
         """
-        pairs = last_per_alert(transitions)
-        if not pairs:
-            return
-        columns = (
-            [t.rule_id for t, _ in pairs],
-            [t.symbol for t, _ in pairs],
-            [t.state for t, _ in pairs],
-            [t.started_at for t, _ in pairs],
-            [t.at for t, _ in pairs],
-            [t.fire_count for t, _ in pairs],
-            [t.value for t, _ in pairs],
-            _labels_json(t.labels for t, _ in pairs),
-            [notified_at for _, notified_at in pairs],
-            [t.severity for t, _ in pairs],
-            [no_nul(t.message) for t, _ in pairs],
-        )
-        await self._execute("upsert_rule_alert", _UPSERT_RULE_ALERTS, columns)
+        columns = _state_columns(transitions)
+        if columns is not None:
+            await self._execute("upsert_rule_alert", _UPSERT_RULE_ALERTS, columns)
 
     async def insert_alert_events(self, transitions: Sequence[AlertTransition]) -> None:
         """Append transitions to ``alert_events`` in order; an event already stored is skipped.
@@ -274,24 +268,42 @@ class PostgresStore(PostgresQueries):
 
         Cancellation: aborts the statement; retrying the batch stores each event once.
         """
+        if transitions:
+            columns = _event_columns(transitions)
+            await self._execute("insert_alert_events", _INSERT_ALERT_EVENTS, columns)
+
+    async def record_transitions(self, transitions: Sequence[AlertTransition]) -> None:
+        """Append the events of ``transitions`` and write the alert states they leave, in one
+        transaction: after a crash the store holds both or neither.
+
+        Raises:
+            StoreUnavailable: retry (nothing was written). StoreError: a retry will not help.
+
+        Cancellation: aborts the transaction; retrying stores each event once.
+        """
         if not transitions:
             return
-        ts = transitions
-        columns = (
-            [t.rule_id for t in ts],
-            [t.symbol for t in ts],
-            [t.state for t in ts],
-            [t.previous_state for t in ts],
-            [t.value for t in ts],
-            [t.at for t in ts],
-            [t.started_at for t in ts],
-            [t.fire_count for t in ts],
-            [t.repeat for t in ts],
-            [t.severity for t in ts],
-            [no_nul(t.message) for t in ts],
-            _labels_json(t.labels for t in ts),
-        )
-        await self._execute("insert_alert_events", _INSERT_ALERT_EVENTS, columns)
+        events = _event_columns(transitions)
+        states = _state_columns(transitions)
+        running = ["upsert_rule_alert"]
+        # Per statement: its milliseconds and the rows its status reports.
+        done: dict[str, tuple[float, str]] = {}
+
+        async def work(conn: Any) -> None:
+            started = time.perf_counter()
+            async with conn.transaction():
+                if states is not None:
+                    status = await conn.execute(_UPSERT_RULE_ALERTS, *states)
+                    done["upsert_rule_alert"] = (time.perf_counter() - started) * 1000.0, status
+                running[0] = "insert_alert_events"
+                started = time.perf_counter()
+                status = await conn.execute(_INSERT_ALERT_EVENTS, *events)
+            # The commit counts with the last statement.
+            done["insert_alert_events"] = (time.perf_counter() - started) * 1000.0, status
+
+        await self._run(None, work, what="record_transitions", running=running)
+        for op, (ms, status) in done.items():
+            self._meter.succeeded(op, ms, status_rows(status))
 
     async def insert_dispatch_logs(self, logs: Sequence[DispatchLog]) -> None:
         """Append delivery attempts to ``dispatch_logs`` in order.
@@ -515,3 +527,42 @@ async def _open_postgres_store(
                 await trio_asyncio.aio_as_trio(_close_asyncpg_pool)(
                     pool._asyncpg_pool, CLOSE_TIMEOUT
                 )
+
+
+def _state_columns(transitions: Sequence[AlertTransition]) -> tuple[list[Any], ...] | None:
+    # The upsert's columns: the last transition of each (rule, symbol); None when none.
+    pairs = last_per_alert(transitions)
+    if not pairs:
+        return None
+    return (
+        [t.rule_id for t, _ in pairs],
+        [t.symbol for t, _ in pairs],
+        [t.state for t, _ in pairs],
+        [t.started_at for t, _ in pairs],
+        [t.at for t, _ in pairs],
+        [t.fire_count for t, _ in pairs],
+        [t.value for t, _ in pairs],
+        _labels_json(t.labels for t, _ in pairs),
+        [notified_at for _, notified_at in pairs],
+        [t.severity for t, _ in pairs],
+        [no_nul(t.message) for t, _ in pairs],
+    )
+
+
+def _event_columns(transitions: Sequence[AlertTransition]) -> tuple[list[Any], ...]:
+    # The events' columns, in order.
+    ts = transitions
+    return (
+        [t.rule_id for t in ts],
+        [t.symbol for t in ts],
+        [t.state for t in ts],
+        [t.previous_state for t in ts],
+        [t.value for t in ts],
+        [t.at for t in ts],
+        [t.started_at for t in ts],
+        [t.fire_count for t in ts],
+        [t.repeat for t in ts],
+        [t.severity for t in ts],
+        [no_nul(t.message) for t in ts],
+        _labels_json(t.labels for t in ts),
+    )

@@ -218,8 +218,13 @@ class SqliteStore(SqliteQueries):
         *,
         rows: int = 0,
         time_limit: float | None = None,
+        running: list[str] | None = None,
     ) -> T:
         """Run ``work(conn)`` in the worker thread; meter it under ``op`` (None: not metered).
+
+        With ``running`` (several statements in one transaction: ``work`` keeps the one it
+        runs in ``running[0]`` and the caller meters each that succeeded), a failure is
+        metered under the statement that failed, and a success not at all.
 
         Not cancellable while the statement runs (at most ``time_limit``, by default
         ``statement_timeout``, plus the busy timeout).
@@ -246,6 +251,8 @@ class SqliteStore(SqliteQueries):
         try:
             result, ms = await trio.to_thread.run_sync(in_thread, limiter=self.limiter)
         except (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError) as exc:
+            if running is not None:
+                op = running[0]
             if op is not None:
                 self._meter.failed(op, timeout=False)
             raise StoreError(f"{op or 'query'} failed on SQLite {self.path!r}: {exc}") from exc
@@ -254,30 +261,46 @@ class SqliteStore(SqliteQueries):
             # (until someone migrates): all may pass, so the writer keeps the batch and retries.
             text = str(exc).lower()
             timeout = "locked" in text or "busy" in text or "interrupted" in text
+            if running is not None:
+                op = running[0]
             if op is not None:
                 self._meter.failed(op, timeout=timeout)
             raise StoreUnavailable(
                 f"{op or 'query'} failed on SQLite {self.path!r}: {exc}"
             ) from exc
-        if op is not None:
+        if op is not None and running is None:
             self._meter.succeeded(op, ms, rows)
         return result
 
     async def _write_many(self, op: str, sql: str, rows: list[tuple[Any, ...]]) -> None:
-        if not rows:
-            return
+        await self._write_together([(op, sql, rows)])
 
-        def work(conn: sqlite3.Connection) -> int:
+    async def _write_together(self, statements: list[tuple[str, str, list[Any]]]) -> None:
+        # Each (op, sql, rows) in turn, all in one transaction; each metered under its op
+        # (the commit with the last one).
+        statements = [statement for statement in statements if statement[2]]
+        if not statements:
+            return
+        running = [statements[0][0]]
+        took: list[float] = []
+
+        def work(conn: sqlite3.Connection) -> None:
             conn.execute("BEGIN IMMEDIATE")
             try:
-                cursor = conn.executemany(sql, rows)
-                conn.execute("COMMIT")
+                for index, (op, sql, rows) in enumerate(statements, 1):
+                    running[0] = op
+                    started = time.perf_counter()
+                    conn.executemany(sql, rows)
+                    if index == len(statements):
+                        conn.execute("COMMIT")
+                    took.append((time.perf_counter() - started) * 1000.0)
             except BaseException:
                 rollback(conn)
                 raise
-            return cursor.rowcount
 
-        await self._run(op, work, rows=len(rows))
+        await self._run(None, work, running=running)
+        for (op, _, rows), ms in zip(statements, took, strict=True):
+            self._meter.succeeded(op, ms, len(rows))
 
     # --- the Store protocol ---
 
@@ -293,25 +316,7 @@ class SqliteStore(SqliteQueries):
 
         Cancellation: the statement runs to completion (at most ``statement_timeout``).
         """
-        pairs = last_per_alert(transitions)
-        labels = encode_labels_many(t.labels for t, _ in pairs)
-        rows = [
-            (
-                t.rule_id,
-                t.symbol,
-                t.state,
-                t.started_at,
-                t.at,
-                t.fire_count,
-                t.value,
-                labels_json,
-                notified_at,
-                t.severity,
-                t.message,
-            )
-            for (t, notified_at), labels_json in zip(pairs, labels, strict=True)
-        ]
-        await self._write_many("upsert_rule_alert", _UPSERT_RULE_ALERTS, rows)
+        await self._write_many("upsert_rule_alert", _UPSERT_RULE_ALERTS, _state_rows(transitions))
 
     async def insert_alert_events(self, transitions: Sequence[AlertTransition]) -> None:
         """Append transitions to ``alert_events`` in order; an event already stored is skipped.
@@ -321,25 +326,24 @@ class SqliteStore(SqliteQueries):
 
         Cancellation: the statement runs to completion (at most ``statement_timeout``).
         """
-        labels = encode_labels_many(t.labels for t in transitions)
-        rows = [
-            (
-                t.rule_id,
-                t.symbol,
-                t.state,
-                t.previous_state,
-                t.value,
-                t.at,
-                t.started_at,
-                t.fire_count,
-                1 if t.repeat else 0,
-                t.severity,
-                t.message,
-                labels_json,
-            )
-            for t, labels_json in zip(transitions, labels, strict=True)
-        ]
+        rows = _event_rows(transitions)
         await self._write_many("insert_alert_events", _INSERT_ALERT_EVENTS, rows)
+
+    async def record_transitions(self, transitions: Sequence[AlertTransition]) -> None:
+        """Append the events of ``transitions`` and write the alert states they leave, in one
+        transaction: after a crash the store holds both or neither.
+
+        Raises:
+            StoreUnavailable: retry (nothing was written). StoreError: a retry will not help.
+
+        Cancellation: the statements run to completion (at most ``statement_timeout``).
+        """
+        await self._write_together(
+            [
+                ("upsert_rule_alert", _UPSERT_RULE_ALERTS, _state_rows(transitions)),
+                ("insert_alert_events", _INSERT_ALERT_EVENTS, _event_rows(transitions)),
+            ]
+        )
 
     async def insert_dispatch_logs(self, logs: Sequence[DispatchLog]) -> None:
         """Append delivery attempts to ``dispatch_logs`` in order.
@@ -468,3 +472,47 @@ async def open_sqlite_store(
         yield store
     finally:
         await store._close()
+
+
+def _state_rows(transitions: Sequence[AlertTransition]) -> list[tuple[Any, ...]]:
+    # The upsert's rows: the last transition of each (rule, symbol).
+    pairs = last_per_alert(transitions)
+    labels = encode_labels_many(t.labels for t, _ in pairs)
+    return [
+        (
+            t.rule_id,
+            t.symbol,
+            t.state,
+            t.started_at,
+            t.at,
+            t.fire_count,
+            t.value,
+            labels_json,
+            notified_at,
+            t.severity,
+            t.message,
+        )
+        for (t, notified_at), labels_json in zip(pairs, labels, strict=True)
+    ]
+
+
+def _event_rows(transitions: Sequence[AlertTransition]) -> list[tuple[Any, ...]]:
+    # The events' rows, in order.
+    labels = encode_labels_many(t.labels for t in transitions)
+    return [
+        (
+            t.rule_id,
+            t.symbol,
+            t.state,
+            t.previous_state,
+            t.value,
+            t.at,
+            t.started_at,
+            t.fire_count,
+            1 if t.repeat else 0,
+            t.severity,
+            t.message,
+            labels_json,
+        )
+        for t, labels_json in zip(transitions, labels, strict=True)
+    ]

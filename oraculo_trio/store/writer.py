@@ -44,7 +44,9 @@ StoreItem = AlertTransition | DispatchLog
 FAILURE_LOG_INTERVAL = 30.0
 """While the store stays unavailable, log at most one line per this many seconds."""
 
-_STEPS = ("upsert_rule_alert", "insert_alert_events", "insert_dispatch_logs")
+# The alert states and their events are one step (one transaction): a crash between them
+# would leave a state whose event is never stored.
+_STEPS = ("record_transitions", "insert_dispatch_logs")
 
 
 @attrs.define(eq=False)
@@ -130,12 +132,7 @@ class _Writer:
                 if batch.logs:
                     await self._retry(step, self.store.insert_dispatch_logs, batch.logs)
             elif batch.transitions:
-                write = (
-                    self.store.upsert_rule_alerts
-                    if step == "upsert_rule_alert"
-                    else self.store.insert_alert_events
-                )
-                await self._retry(step, write, batch.transitions)
+                await self._retry(step, self.store.record_transitions, batch.transitions)
             batch.done.add(step)
         self.batch = None
         if self.metrics is not None:
