@@ -131,9 +131,7 @@ class ClockWatch:
                 if best is None or sample[1] < best[1]:
                     best = sample
         except NoClock as exc:
-            LOGGER.info(
-                "clock of %s not measured (%s): ages are not corrected", market.title, exc
-            )
+            LOGGER.info("clock of %s not measured (%s): ages are not corrected", market.title, exc)
             self.absent = True
             return False
         except (httpx.HTTPError, ValueError, trio.TooSlowError) as exc:

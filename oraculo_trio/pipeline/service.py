@@ -509,6 +509,8 @@ def _start_consumers(
     # consumers, each with outlet clones; returns the consumers' channels.
     settings = handle.settings
     metrics = handle.metrics
+    # Every outlet hands on one batch at a time, in the order raised (AlertOutlet).
+    order = trio.Lock()
     spawn(
         nursery,
         "rule_clock",
@@ -516,7 +518,7 @@ def _start_consumers(
         clock_scope,
         run_rule_clock,
         handle.engines,
-        AlertOutlet(store_send.clone(), dispatch_send.clone(), metrics),
+        AlertOutlet(store_send.clone(), dispatch_send.clone(), metrics, order),
         settings.rules.tick_interval,
         rule_limiters,
         metrics=metrics,
@@ -530,7 +532,7 @@ def _start_consumers(
             channels.senders[stream].append(send)
             channels.receivers[stream].append(receive)
             channels.rooms[stream].append(room)
-            outlet = AlertOutlet(store_send.clone(), dispatch_send.clone(), metrics)
+            outlet = AlertOutlet(store_send.clone(), dispatch_send.clone(), metrics, order)
             spawn(
                 nursery,
                 f"{stream}_consumer",

@@ -218,15 +218,26 @@ class ConsumerSettings:
 @attrs.define(eq=False)
 class AlertOutlet:
     """Where a consumer's transitions go: the store writer (never dropped; backpressure)
-    and the dispatcher (dropped and counted when its channel is full)."""
+    and the dispatcher (dropped and counted when its channel is full).
+
+    ``order`` is shared by every outlet of a service: one batch is handed on at a time, in
+    the order the batches were raised. Without it, a consumer waiting on a full store
+    channel halfway through its batch could be overtaken by the rule clock with a later
+    transition of the same alert (a resolved stored before its firing).
+    """
 
     store: trio.MemorySendChannel
     dispatch: trio.MemorySendChannel
     metrics: ServiceMetrics
+    order: trio.Lock = attrs.field(factory=trio.Lock)
     # A full dispatch channel drops many notifications in a row: log them, but not each one.
     _overflow_log: RateLimitedLog = attrs.field(factory=lambda: RateLimitedLog(LOGGER))
 
     async def emit(self, transitions: list[AlertTransition]) -> None:
+        async with self.order:
+            await self._emit(transitions)
+
+    async def _emit(self, transitions: list[AlertTransition]) -> None:
         metrics = self.metrics
         for transition in transitions:
             metrics.alert_transitions.labels(transition.state).inc()

@@ -8,6 +8,7 @@ import pytest
 import trio
 import trio.testing
 
+from oraculo_trio.core.alerts import FIRING, INACTIVE, RESOLVED, AlertTransition
 from oraculo_trio.core.engine import ShardEngine
 from oraculo_trio.core.events import DepthSnapshot, Trade
 from oraculo_trio.core.rules import parse_rules
@@ -150,3 +151,32 @@ async def test_take_reads_the_channel_first_then_the_buffer_then_ends() -> None:
         send.close()
         assert await consumer.take() == [first]  # what the channel held before it ended
         assert await consumer.take() == []  # ended, and nothing waits in the buffer
+
+
+async def test_outlets_hand_on_whole_batches_in_the_order_raised() -> None:
+    # A consumer blocked on a full store channel halfway through its batch must not be
+    # overtaken by another outlet (the rule clock) with a later transition of the same alert.
+    def transition(symbol: str, state: str, previous: str) -> AlertTransition:
+        return AlertTransition("r", symbol, state, previous, 1.0, 0.0, 0.0, 1, notify=False)
+
+    metrics = ServiceMetrics(shards=1)
+    store_send, store_receive = trio.open_memory_channel(1)
+    dispatch_send, _dispatch_receive = trio.open_memory_channel(10)
+    order = trio.Lock()
+    consumer = AlertOutlet(store_send.clone(), dispatch_send.clone(), metrics, order)
+    clock = AlertOutlet(store_send.clone(), dispatch_send.clone(), metrics, order)
+    already = transition("ETHUSDT", FIRING, INACTIVE)
+    store_send.send_nowait(already)  # the channel is full
+    other = transition("SOLUSDT", FIRING, INACTIVE)
+    fired = transition("BTCUSDT", FIRING, INACTIVE)
+    resolved = transition("BTCUSDT", RESOLVED, FIRING)
+    stored = []
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(consumer.emit, [other, fired])
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(clock.emit, [resolved])  # raised after ``fired``
+            await trio.testing.wait_all_tasks_blocked()
+            for _ in range(4):
+                stored.append(await store_receive.receive())
+    assert stored == [already, other, fired, resolved]
