@@ -195,8 +195,8 @@ def test_a_local_feed_may_open_its_rest_budget(tmp_path: Path) -> None:
     )
     settings = load_settings(write(tmp_path, f"[feed]\n{feed}"), environ={})
     assert settings.feed.rest_weight_budget == 1_000_000
+    pointed_at_binance = feed.replace("http://127.0.0.1:9443", "https://api.binance.com")
     with pytest.raises(ConfigError, match="Binance spot allows an IP 6000"):
-        pointed_at_binance = feed.replace("http://127.0.0.1:9443", "https://api.binance.com")
         load_settings(write(tmp_path, f"[feed]\n{pointed_at_binance}"), environ={})
 
 

@@ -28,9 +28,9 @@ Like Binance (the market's row of :mod:`oraculo_trio.feeds.binance_markets`):
 Faults on command (tests and ``--faults 429,slow``): :meth:`RestServer.fail_next` answers the
 next requests with 429 (or 418) and a ``Retry-After``; :meth:`RestServer.fail_depth` answers
 every depth request of a symbol with an error (500) until :meth:`RestServer.heal_depth`;
-``delay`` (or a source's :meth:`SnapshotSource.rest_fault`) slows every snapshot down. Every
-request is recorded (:attr:`RestServer.requests`) so a test can check the weight a client
-spent.
+``delay`` (or a source's :meth:`SnapshotSource.rest_fault`) slows every snapshot down, and
+``hold`` keeps snapshots waiting until a test lets them go. Every request is recorded
+(:attr:`RestServer.requests`) so a test can check the weight a client spent.
 """
 
 from __future__ import annotations
@@ -122,6 +122,8 @@ class RestServer:
             have sent some before the 429 reached it).
         ban_seconds: how long a 418 ban lasts.
         delay: seconds every snapshot answer waits (slow snapshots).
+        hold: while an unset event, every snapshot answer waits for it to be set (a test
+            holds a resync open until it has seen what it waits for, with no clock involved).
         requests: every request answered, in order.
     """
 
@@ -138,6 +140,7 @@ class RestServer:
     ban_after: int = 2
     ban_seconds: float = 120.0
     delay: float = 0.0
+    hold: trio.Event | None = None
     url: str = attrs.field(init=False, default="")
     port: int = attrs.field(init=False, default=0)
     requests: list[RestRequest] = attrs.field(init=False, factory=list)
@@ -296,6 +299,8 @@ class RestServer:
             return status, headers, refusal
         # Taken when answered, after any delay (a slow snapshot is as fresh as it comes).
         await trio.sleep(delay)
+        if depth and self.hold is not None:
+            await self.hold.wait()
         status, answer = body()
         return status, headers, answer
 

@@ -25,9 +25,21 @@ TRADES_MISSED_REASONS = ("no_keyless_history", "not_served", "over_limit", "rest
 ``historicalTrades`` needs an API key; REST did not return them (beyond its history); more
 than ``feed.backfill_max_trades`` at once; the request failed or timed out."""
 
+DEPTH_ONLY_DROP_REASONS = ("conflated", "superseded", "overflow", "unsynced")
+"""The drop reasons of depth alone: a trade is never conflated, superseded, shed or held
+in a sync buffer (trades are evaluated in order, the reader waits for room). The metric
+table creates no ``stream="trade"`` series for them, since none could ever move."""
+
+TRADE_ONLY_DROP_REASONS = ("duplicate",)
+"""The drop reasons of trades alone: only trade ids are followed (a depth message is never a
+``duplicate``). No ``stream="depth"`` series for them."""
+
 LAG_SPIKE_THRESHOLDS = ("0.5", "2.0", "10.0")
 
 DB_OPS = ("upsert_rule_alert", "insert_alert_events", "insert_dispatch_logs", "migrate", "ping")
+DB_WRITE_OPS = ("upsert_rule_alert", "insert_alert_events", "insert_dispatch_logs", "migrate")
+"""The statements that write rows (``oraculo_db_rows_total{op}``; ``migrate``: migrations
+applied). A ping writes none."""
 
 DISPATCH_DROP_REASONS = ("overflow", "sink_overflow", "silenced", "inhibited", "breaker_open")
 """Why a notification was not delivered (``oraculo_dispatch_dropped_total{reason}``)."""
@@ -42,8 +54,16 @@ BAD_FRAME_REASONS = (
     "too_large",
 )
 
-STAGES = ("feed_depth", "feed_trade", "depth", "trade", "store", "dispatch")
-BACKPRESSURE_CHANNELS = ("trade_shard", "store", "dispatch")
+STAGES = ("depth", "trade", "store", "dispatch")
+"""Stages that count messages in and out (the feed's are ``oraculo_feed_*``)."""
+BATCH_STAGES = ("depth", "trade", "store")
+"""Stages that work in micro-batches (the dispatcher takes one notification at a time)."""
+CPU_STAGES = ("depth", "trade")
+"""Stages whose batches are timed in thread CPU (the store's and the dispatcher's work
+waits on I/O)."""
+BACKPRESSURE_CHANNELS = ("trade_shard", "store")
+"""Channels whose producer waits when they are full (the dispatch channel drops instead:
+``oraculo_dispatch_dropped_total{reason="overflow"}``)."""
 SNAPSHOT_OUTCOMES = ("ok", "rate_limited", "banned", "error")
 PARTITION_CHANGES = ("claimed", "released", "lost")
 

@@ -79,6 +79,8 @@ def _check_row(spec: MetricSpec) -> None:
         raise ValueError(f"{spec.name}: a collected row has no children, initial values or buckets")
     if spec.initial and len(spec.initial) != len(spec.labels):
         raise ValueError(f"{spec.name}: initial values for {len(spec.initial)} of {spec.labels}")
+    if any(len(values) != len(spec.labels) for values in spec.impossible):
+        raise ValueError(f"{spec.name}: an impossible combination is not one of {spec.labels}")
 
 
 @attrs.frozen
@@ -116,6 +118,9 @@ class MetricSpec:
     """Values of each label whose series exist at zero from start-up (every combination);
     empty when series appear only as they are used. Values are turned into label strings;
     the children's keys keep them as given (shards are ints)."""
+    impossible: tuple[tuple[str, ...], ...] = ()
+    """Combinations of ``initial`` values that no code path produces (a conflated trade):
+    not created, so that no series sits at zero for ever."""
     children: bool = False
     """Hold the metric as a dict of bound children (the hot path's way), not the metric."""
     ledger: bool = False

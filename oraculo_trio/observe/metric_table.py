@@ -17,12 +17,16 @@ here: the catalog reads this module alone.
 
 from __future__ import annotations
 
-from oraculo_trio.core.events import STREAMS
+from oraculo_trio.core.events import DEPTH, STREAMS, TRADE
 from oraculo_trio.core.sync import BOOK_STATES, RESYNC_REASONS
 from oraculo_trio.observe.metric_labels import (
     BACKPRESSURE_CHANNELS,
     BAD_FRAME_REASONS,
+    BATCH_STAGES,
+    CPU_STAGES,
     DB_OPS,
+    DB_WRITE_OPS,
+    DEPTH_ONLY_DROP_REASONS,
     DISPATCH_DROP_REASONS,
     DROP_REASONS,
     LAG_SPIKE_THRESHOLDS,
@@ -33,6 +37,7 @@ from oraculo_trio.observe.metric_labels import (
     SNAPSHOT_OUTCOMES,
     STAGES,
     TASKS,
+    TRADE_ONLY_DROP_REASONS,
     TRADES_MISSED_REASONS,
 )
 from oraculo_trio.observe.metric_spec import (
@@ -153,6 +158,10 @@ SERVICE_METRICS: tuple[MetricSpec, ...] = (
         "(stale_drop, conflated, superseded, overflow, unsynced, duplicate).",
         labels=("stream", "reason"),
         initial=(STREAMS, DROP_REASONS),
+        impossible=(
+            *((TRADE, reason) for reason in DEPTH_ONLY_DROP_REASONS),
+            *((DEPTH, reason) for reason in TRADE_ONLY_DROP_REASONS),
+        ),
         children=True,
         ledger=True,
     ),
@@ -291,7 +300,7 @@ SERVICE_METRICS: tuple[MetricSpec, ...] = (
         "Messages per micro-batch, by stage.",
         labels=("stage",),
         buckets=BATCH_SIZE_BUCKETS,
-        initial=(STAGES,),
+        initial=(BATCH_STAGES,),
         children=True,
     ),
     MetricSpec(
@@ -302,7 +311,7 @@ SERVICE_METRICS: tuple[MetricSpec, ...] = (
         "Thread CPU seconds per micro-batch, by stage.",
         labels=("stage",),
         buckets=CPU_BUCKETS,
-        initial=(STAGES,),
+        initial=(CPU_STAGES,),
         children=True,
     ),
     MetricSpec(
@@ -331,9 +340,9 @@ SERVICE_METRICS: tuple[MetricSpec, ...] = (
         "oraculo_db_rows_total",
         COUNTER,
         COUNT,
-        "Rows written, by op.",
+        "Rows written, by op (migrate: migrations applied).",
         labels=("op",),
-        initial=(DB_OPS,),
+        initial=(DB_WRITE_OPS,),
         children=True,
     ),
     MetricSpec(

@@ -403,13 +403,19 @@ class MetricSet:
         family = self._families[spec.attribute]
         children = getattr(self, spec.attribute) if spec.children else None
         pools = [given[v] if isinstance(v, Given) else v for v in spec.initial]
+        impossible = set(spec.impossible)
         for values in itertools.product(*pools):
+            if impossible and tuple(str(value) for value in values) in impossible:
+                continue
             child = family.labels(*(str(value) for value in values))
             if children is not None:
                 children[values[0] if len(values) == 1 else values] = child
 
     def _add_given(self, name: Given, value: object) -> None:
-        """Create the series of one more value of ``name`` (a sink, a limiter)."""
+        """Create the series of one more value of ``name`` (a sink, a limiter); a value
+        already known (a restarted task registering again) changes nothing."""
+        if value in self._given[name]:
+            return
         self._given[name] = (*self._given[name], value)
         for spec in self._table:
             if name in spec.initial:

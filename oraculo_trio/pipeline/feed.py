@@ -452,9 +452,11 @@ class _BatchReader:
         route = self.router.route
         chunk = self.chunk
         caught_up_to = self.router.caught_up_to
-        conflated = metrics.dropped[stream, "conflated"]
-        superseded = metrics.dropped[stream, "superseded"]
-        duplicate = metrics.dropped[stream, "duplicate"]
+        # Each stream has the series it can move: depth has no duplicate, a trade stream
+        # neither conflated nor superseded (their branches below are never taken for it).
+        conflated = metrics.dropped.get((stream, "conflated"))
+        superseded = metrics.dropped.get((stream, "superseded"))
+        duplicate = metrics.dropped.get((stream, "duplicate"))
         ids = self.ids
         now = trio.current_time()
         # On the exchange's clock, as E is: ages do not drift with our clock.

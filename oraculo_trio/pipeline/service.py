@@ -195,7 +195,9 @@ async def run_service(
     placement = Placement() if placement is None else placement
     metrics = ServiceMetrics(
         shards=settings.pipeline.shards,
-        limiters=("default", "store"),
+        # Only the limiters every service has: the store's and the rules' are registered by
+        # process_stats when they exist (PostgreSQL's store has none: no series stuck at 0).
+        limiters=("default",),
         tasks=TASK_NAMES,
         constant_labels=placement.metric_labels(settings.service.name),
     )
@@ -222,7 +224,7 @@ async def run_service(
         ) as store:
             readiness.set("store", True)
             rule_limiters = RuleLimiters.create(settings.rules.offload_threads)
-            limiters = _limiters(store, rule_limiters, metrics)
+            limiters = _limiters(store, rule_limiters)
             engines = [ShardEngine() for _ in range(settings.pipeline.shards)]
             reloader = RuleReloader(settings, engines, metrics, readiness, store)
             await reloader.start(rules)
@@ -293,16 +295,14 @@ def _status(settings: Settings, readiness: Readiness) -> dict[str, object]:
     }
 
 
-def _limiters(
-    store: object, rule_limiters: RuleLimiters, metrics: ServiceMetrics
-) -> dict[str, trio.CapacityLimiter]:
-    # Every thread limiter process_stats reports: Trio's default, the store's, the rules'.
+def _limiters(store: object, rule_limiters: RuleLimiters) -> dict[str, trio.CapacityLimiter]:
+    # Every thread limiter process_stats reports, which creates their series: Trio's
+    # default, the store's (SQLite's worker thread; PostgreSQL has no limiter, hence no
+    # series), the rules'.
     limiters = {"default": trio.to_thread.current_default_thread_limiter()}
     if getattr(store, "limiter", None) is not None:
         limiters["store"] = store.limiter
-    for name, limiter in rule_limiters.by_name().items():
-        limiters[name] = limiter
-        metrics.register_limiter(name)
+    limiters.update(rule_limiters.by_name())
     return limiters
 
 

@@ -157,12 +157,25 @@ class ShardRouter:
             except trio.WouldBlock:
                 if buffer.put(event):
                     self.metrics.dropped[self.stream, "conflated"].inc()
+                self._show_backlog(shard)
             return
         try:
             self.senders[shard].send_nowait(event)
         except trio.WouldBlock:
             self.metrics.backpressure.labels("trade_shard").inc()
+            # Every shard's: while this one waits, the others receive nothing more.
+            for other in range(len(self.senders)):
+                self._show_backlog(other)
             await self._wait_for_room(shard, event)
+
+    def _show_backlog(self, shard: int) -> None:
+        # The consumer sets its queue depth after each batch; one held up downstream (a store
+        # that pushes back) sets nothing while its backlog grows, so the producer that finds
+        # the channel full shows it. A channel with room costs nothing here.
+        depth = self.senders[shard].statistics().current_buffer_used
+        if self.buffers is not None:
+            depth += len(self.buffers[shard].pending)
+        self.metrics.queue_depth[self.stream, shard].set(depth)
 
     async def _wait_for_room(self, shard: int, event: object) -> None:
         # The trade was read and counted: abandoning it to a cancellation (a stall or
@@ -521,8 +534,13 @@ async def run_consumer(
         room if room is not None else Room(), feed_age if feed_age is not None else FeedAge(),
     )  # fmt: skip
     take, process, publish = consumer.take, consumer.process, consumer.publish
-    with receive_channel, outlet:
-        while pending := await take():
-            await publish(process(pending))
-        if books is not None:
-            books.close()
+    try:
+        with receive_channel, outlet:
+            while pending := await take():
+                await publish(process(pending))
+            if books is not None:
+                books.close()
+    finally:
+        # A producer waiting for room (shielded, so that no trade is lost) retries only when
+        # woken: wake it to find the channel closed, or it would wait for ever.
+        consumer.room.notify()

@@ -217,10 +217,12 @@ class SqliteStore(SqliteQueries):
         work: Callable[[sqlite3.Connection], T],
         *,
         rows: int = 0,
+        count_rows: Callable[[T], int] | None = None,
         time_limit: float | None = None,
         running: list[str] | None = None,
     ) -> T:
-        """Run ``work(conn)`` in the worker thread; meter it under ``op`` (None: not metered).
+        """Run ``work(conn)`` in the worker thread; meter it under ``op`` (None: not metered)
+        with ``rows`` written, or ``count_rows(result)``.
 
         With ``running`` (several statements in one transaction: ``work`` keeps the one it
         runs in ``running[0]`` and the caller meters each that succeeded), a failure is
@@ -269,7 +271,7 @@ class SqliteStore(SqliteQueries):
                 f"{op or 'query'} failed on SQLite {self.path!r}: {exc}"
             ) from exc
         if op is not None and running is None:
-            self._meter.succeeded(op, ms, rows)
+            self._meter.succeeded(op, ms, count_rows(result) if count_rows else rows)
         return result
 
     async def _write_many(self, op: str, sql: str, rows: list[tuple[Any, ...]]) -> None:
@@ -442,7 +444,10 @@ class SqliteStore(SqliteQueries):
 
         # Migrations may legitimately take longer than a batch statement.
         applied = await self._run(
-            "migrate", work, time_limit=max(self.statement_timeout, MIGRATE_TIMEOUT)
+            "migrate",
+            work,
+            count_rows=len,  # as PostgreSQL's: the migrations applied
+            time_limit=max(self.statement_timeout, MIGRATE_TIMEOUT),
         )
         if applied:
             LOGGER.info("SQLite %s: applied migrations %s", self.path, applied)

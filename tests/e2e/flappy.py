@@ -1,6 +1,7 @@
-"""A custom rule kind for the e2e tests (loaded as ``tests.e2e.flappy:EveryTenthTrade``):
-fires on every trade whose id is a multiple of ten and resolves on the next one, so a
-service under load raises a steady stream of transitions."""
+"""Custom rule kinds for the e2e tests (loaded as ``tests.e2e.flappy:EveryTenthTrade`` and
+``tests.e2e.flappy:EveryTenthBook``): each fires on every trade (partial book) whose id is a
+multiple of ten and resolves on the next one, so a service under load raises a steady stream
+of transitions from both streams."""
 
 from __future__ import annotations
 
@@ -22,6 +23,31 @@ class EveryTenthTrade:
 
     def evaluate(self, event: Any, state: RuleState, now: float) -> Signal | None:
         return Signal(event.trade_id % 10 == 0, event.price)
+
+
+class EveryTenthBook:
+    kind: ClassVar[str] = "every_tenth_book"
+    streams: ClassVar[frozenset[str]] = frozenset({"depth"})
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        if params:
+            raise ValueError(f"params.{next(iter(params))} is not a parameter of this kind")
+
+    def initial_data(self) -> Any:
+        return None
+
+    def evaluate(self, event: Any, state: RuleState, now: float) -> Signal | None:
+        return Signal(event.last_update_id % 10 == 0, float(event.last_update_id))
+
+
+def every_tenth_book_rule(rule_id: str = "tenth-book") -> dict[str, Any]:
+    """A rule-file entry of this kind: alerts on every tenth partial book of any symbol."""
+    return {
+        "id": rule_id,
+        "kind": "tests.e2e.flappy:EveryTenthBook",
+        "symbols": "*",
+        "trigger": "every_time",
+    }
 
 
 def every_tenth_trade_rule(rule_id: str = "tenth", **fields: Any) -> dict[str, Any]:

@@ -24,6 +24,25 @@ ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.slow
 
+# Speed is for the load test itself and the benchmarks to judge. Here the thresholds on speed
+# are loose (each replaces its KPI's default), so that a busy machine cannot fail a test of
+# the tool: every threshold is still measured and checked, and its artifacts written; what
+# must hold at any speed (nothing unaccounted for, nothing stale or shed) keeps its default.
+LOOSE_SPEED = (
+    "lag_p95 < 30s",
+    "queue_time_mean < 30s",
+    "queue_time_latest_max <= 30s",
+    "queue_depth_peak < 1000000",
+    "conflated < 1000000",
+    "db_upsert_p50 < 10s",
+    "db_upsert_p95 < 10s",
+    "sent_rate_error <= 50%",
+)
+
+
+def loose_speed() -> list[str]:
+    return [arg for threshold in LOOSE_SPEED for arg in ("--threshold", threshold)]
+
 
 def loadtest_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "oraculo_trio.cli", "loadtest", *args]
@@ -75,7 +94,7 @@ async def test_a_short_load_test_passes_and_writes_its_artifacts(tmp_path: Path)
     out = tmp_path / "out"
     code, stdout, stderr = await run_loadtest(
         tmp_path, "depth", "500", "--duration", "10", "--warmup", "1", "--webhook", "ok",
-        "--out", str(out), "--junit", str(tmp_path / "junit.xml"),
+        "--out", str(out), "--junit", str(tmp_path / "junit.xml"), *loose_speed(),
     )  # fmt: skip
     assert code == 0, stdout + stderr
     assert stdout.splitlines()[0].strip() == "PASS: 12/12 thresholds hold"
@@ -85,7 +104,7 @@ async def test_a_short_load_test_passes_and_writes_its_artifacts(tmp_path: Path)
     junit = ElementTree.parse(tmp_path / "junit.xml").getroot()
     cases = junit.findall("./testsuite/testcase")
     assert len(cases) == 12 and not junit.findall(".//failure")
-    assert {case.get("name") for case in cases} >= {"unaccounted == 0", "queue_time_mean < 200ms"}
+    assert {case.get("name") for case in cases} >= {"unaccounted == 0", "queue_time_mean < 30s"}
     summary = json.loads((out / "summary.json").read_text())
     assert summary["verdict"] == "pass" and len(summary["thresholds"]) == 12
     assert summary["kpis"]["evaluated_age_p99_depth"]["unit"] == "s"
@@ -130,7 +149,7 @@ async def test_a_service_slowed_on_purpose_fails_with_99_and_compare_says_it_reg
 ) -> None:
     common = ("--duration", "4", "--warmup", "1")
     code, stdout, stderr = await run_loadtest(
-        tmp_path, "depth", "600", *common, "--out", str(tmp_path / "before")
+        tmp_path, "depth", "600", *common, "--out", str(tmp_path / "before"), *loose_speed()
     )
     assert code == 0, stdout + stderr
     code, stdout, stderr = await run_loadtest(

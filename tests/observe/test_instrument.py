@@ -199,32 +199,54 @@ async def test_monitor_publishes_lag_spikes_and_slow_steps(
     assert instrument.delay_histogram is None
 
 
-async def test_monitor_lag_includes_its_own_oversleep() -> None:
+async def first_publication(monitor: LagMonitor) -> float:
+    """The lag the monitor publishes at its first interval (autojump clock: no time passes
+    but the clock's own)."""
+    while True:
+        if monitor.last_lag:
+            return monitor.last_lag
+        await trio.sleep(0.01)  # the monitor has no wake-up event
+
+
+async def test_monitor_lag_includes_its_own_oversleep(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     metrics = ServiceMetrics()
-    monitor = LagMonitor()
-    with trio.fail_after(10):
+    # The instrument's clock stands still, so its scheduler-delay samples are all zero and
+    # the lag is the heartbeat's oversleep alone.
+    monitor = LagMonitor(LagInstrument(clock=FakeClock(0.0)))
+    with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             await nursery.start(monitor.run, metrics, 0.5)
-            time.sleep(1.2)  # noqa: ASYNC251 - blocking the loop is the fault under test
-            # The monitor wakes 0.7 s late in the next loop iteration, then not for 0.5 s.
-            await trio.sleep(0.05)
-            assert sample(metrics, "oraculo_event_loop_lag_seconds") >= 0.7
-            assert sample(metrics, "oraculo_event_loop_lag_spikes_total", threshold="0.5") == 1
+            # The loop is held for 1.2 s (the clock moves while no task runs): the heartbeat
+            # due at 0.5 s wakes 0.7 s late.
+            autojump_clock.jump(1.2)
+            assert await first_publication(monitor) == pytest.approx(0.7)
+            assert sample(metrics, "oraculo_event_loop_lag_seconds") == pytest.approx(0.7)
+            spikes = {
+                t: sample(metrics, "oraculo_event_loop_lag_spikes_total", threshold=t)
+                for t in ("0.5", "2.0", "10.0")
+            }
+            assert spikes == {"0.5": 1.0, "2.0": 0.0, "10.0": 0.0}
             nursery.cancel_scope.cancel()
 
 
-async def test_without_the_instrument_the_heartbeat_still_measures_lag() -> None:
+async def test_without_the_instrument_the_heartbeat_still_measures_lag(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     metrics = ServiceMetrics()
     monitor = LagMonitor(instrumented=False)
-    with trio.fail_after(10):
+    with trio.fail_after(60):
         async with trio.open_nursery() as nursery:
             await nursery.start(monitor.run, metrics, 0.5)
             # Nothing was added to the run loop: removing the instrument finds nothing.
             with pytest.raises(KeyError):
                 trio.lowlevel.remove_instrument(monitor.instrument)
-            time.sleep(0.8)  # noqa: ASYNC251 - blocking the loop is the fault under test
-            await trio.sleep(0.05)
-            assert sample(metrics, "oraculo_event_loop_lag_seconds") >= 0.25
+            # A step slower than slow_step_threshold, which an instrument would have counted.
+            time.sleep(2 * monitor.instrument.slow_step_threshold)  # noqa: ASYNC251 - the fault
+            # The loop is held for 0.8 s: the heartbeat due at 0.5 s wakes 0.3 s late.
+            autojump_clock.jump(0.8)
+            assert await first_publication(monitor) == pytest.approx(0.3)
             assert sample(metrics, "oraculo_event_loop_lag_spikes_total", threshold="0.5") == 0
             nursery.cancel_scope.cancel()
     # No step timing, no delay samples: the slow step above went unseen.

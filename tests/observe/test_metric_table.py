@@ -12,10 +12,14 @@ from prometheus_client import REGISTRY
 
 import oraculo_trio
 from oraculo_trio.core.events import STREAMS
-from oraculo_trio.observe.metric_labels import DROP_REASONS
+from oraculo_trio.observe.metric_labels import (
+    DEPTH_ONLY_DROP_REASONS,
+    DROP_REASONS,
+    TRADE_ONLY_DROP_REASONS,
+)
 from oraculo_trio.observe.metric_spec import COUNT, COUNTER, GAUGE, HISTOGRAM, SECONDS, MetricSpec
 from oraculo_trio.observe.metric_table import SERVICE_METRICS
-from oraculo_trio.observe.metrics import MetricSet, ServiceMetrics, SupervisorMetrics
+from oraculo_trio.observe.metrics import DB_OPS, MetricSet, ServiceMetrics, SupervisorMetrics
 from oraculo_trio.observe.supervisor_table import SUPERVISOR_METRICS
 
 TABLES = {"service": SERVICE_METRICS, "supervisor": SUPERVISOR_METRICS}
@@ -76,7 +80,10 @@ def test_names_and_attributes_are_unique_across_both_tables() -> None:
 
 def test_children_are_bound_once_and_keyed_by_the_values_given() -> None:
     metrics = ServiceMetrics(shards=2)
-    assert set(metrics.dropped) == {(s, reason) for s in STREAMS for reason in DROP_REASONS}
+    # A trade is never conflated, superseded, shed or unsynced: no series for those.
+    assert set(metrics.dropped) == {(s, reason) for s in STREAMS for reason in DROP_REASONS} - {
+        ("trade", reason) for reason in DEPTH_ONLY_DROP_REASONS
+    } - {("depth", reason) for reason in TRADE_ONLY_DROP_REASONS}
     assert set(metrics.queue_depth) == {(s, shard) for s in STREAMS for shard in (0, 1)}
     assert set(metrics.received) == set(STREAMS)
     metrics.dropped["depth", "overflow"].inc(3)
@@ -98,6 +105,36 @@ def test_a_registered_sink_and_limiter_get_their_series() -> None:
     for outcome in ("delivered", "failed"):
         assert sample("oraculo_dispatch_attempts_total", {"sink": "log", "outcome": outcome}) == 0
     assert sample("oraculo_to_thread_executor_max_workers", {"limiter": "store"}) == 0
+
+
+def test_registering_a_limiter_twice_creates_its_series_once() -> None:
+    # process_stats registers every limiter again when the supervisor restarts it.
+    metrics = ServiceMetrics(limiters=("default",))
+    metrics.register_limiter("store")
+    metrics.register_limiter("store")
+    limiters = [
+        sample.labels["limiter"]
+        for family in metrics.inner.collect()
+        if family.name == "oraculo_to_thread_executor_threads"
+        for sample in family.samples
+    ]
+    assert limiters == ["default", "store"]
+
+
+def test_no_series_is_created_that_no_code_path_moves() -> None:
+    metrics = ServiceMetrics()
+    found = families(metrics)
+
+    def values(name: str, label: str) -> set[str]:
+        return {sample.labels[label] for sample in found[name].samples}
+
+    # Only the statements that write rows count rows; the feed's stages are oraculo_feed_*.
+    assert values("oraculo_db_rows", "op") == set(DB_OPS) - {"ping"}
+    assert values("oraculo_stage_messages_in", "stage") == {"depth", "trade", "store", "dispatch"}
+    assert values("oraculo_batch_size", "stage") == {"depth", "trade", "store"}
+    assert values("oraculo_batch_cpu_seconds", "stage") == {"depth", "trade"}
+    # The dispatch channel drops when full (dispatch_dropped{overflow}): no producer waits.
+    assert values("oraculo_backpressure_waits", "channel") == {"trade_shard", "store"}
 
 
 def test_the_supervisor_counts_its_workers() -> None:
@@ -124,6 +161,10 @@ def test_every_sample_carries_the_constant_labels_and_nothing_is_global() -> Non
         ({"buckets": (1.0,)}, "buckets"),
         ({"children": True}, "children"),
         ({"labels": ("a", "b"), "initial": (("1",),)}, "initial"),
+        (
+            {"labels": ("a", "b"), "initial": (("1",), ("2",)), "impossible": (("1",),)},
+            "impossible",
+        ),
     ],
 )
 def test_a_bad_row_is_refused_with_its_name(row: dict[str, Any], complaint: str) -> None:

@@ -13,11 +13,13 @@ from oraculo_trio.core.engine import ShardEngine
 from oraculo_trio.core.events import DepthSnapshot, Trade
 from oraculo_trio.core.rules import parse_rules
 from oraculo_trio.observe.metrics import ServiceMetrics
+from oraculo_trio.pipeline.channels import Room
 from oraculo_trio.pipeline.shards import (
     AlertOutlet,
     ConflationBuffer,
     ConsumerSettings,
     ShardConsumer,
+    ShardRouter,
     run_consumer,
 )
 from oraculo_trio.settings import PipelineSettings, Settings
@@ -180,3 +182,43 @@ async def test_outlets_hand_on_whole_batches_in_the_order_raised() -> None:
             for _ in range(4):
                 stored.append(await store_receive.receive())
     assert stored == [already, other, fired, resolved]
+
+
+async def test_a_trade_waiting_for_room_is_let_go_when_its_consumer_is_cancelled() -> None:
+    """A forced shutdown (the grace ran out while the store pushed back) cancels a consumer
+    whose producer waits, shielded, for room in its channel: the wait must end."""
+    metrics = ServiceMetrics(shards=1)
+    send, receive = trio.open_memory_channel(1)
+    room = Room()
+    router = ShardRouter("trade", [send], None, metrics, rooms=[room])
+    # A store that never takes anything: the consumer waits at its first transition.
+    store_send, _store_receive = trio.open_memory_channel(0)
+    dispatch_send, _dispatch_receive = trio.open_memory_channel(10)
+    outlet = AlertOutlet(store_send, dispatch_send, metrics)
+    consumer_scope = trio.CancelScope()
+
+    async def consume() -> None:
+        with consumer_scope:
+            await run_consumer(
+                "trade", 0, receive, None, ShardEngine(list(RULES)), outlet, metrics,
+                consumer_settings(), room=room,
+            )  # fmt: skip
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(consume)
+            for trade_id, price in enumerate((90.0, 110.0)):  # 110 crosses the level
+                await router.route(trade(trade_id, price, trio.current_time()))
+            await trio.testing.wait_all_tasks_blocked()
+            await router.route(trade(2, 111.0, trio.current_time()))  # the channel is full
+            nursery.start_soon(router.route, trade(3, 112.0, trio.current_time()))
+            await trio.testing.wait_all_tasks_blocked()
+            assert router.waiting
+            consumer_scope.cancel()
+            await trio.testing.wait_all_tasks_blocked()
+            stuck = router.waiting
+            room.notify()  # so that a failure below cannot hang the test
+    assert not stuck
+    # The producer that found the channel full showed it (its consumer was held up).
+    depth = {"stream": "trade", "shard": "0"}
+    assert metrics.inner.get_sample_value("oraculo_alerts_queue_depth", depth) == 1
