@@ -247,8 +247,16 @@ class AlertOutlet:
     _overflow_log: RateLimitedLog = attrs.field(factory=lambda: RateLimitedLog(LOGGER))
 
     async def emit(self, transitions: list[AlertTransition]) -> None:
-        async with self.order:
+        # The consumer's next receive is its checkpoint: take a free lock without one (a
+        # scheduler pass per batch with alerts), wait in line only when another holds it.
+        try:
+            self.order.acquire_nowait()
+        except trio.WouldBlock:
+            await self.order.acquire()
+        try:
             await self._emit(transitions)
+        finally:
+            self.order.release()
 
     async def _emit(self, transitions: list[AlertTransition]) -> None:
         metrics = self.metrics
@@ -469,7 +477,8 @@ class ShardConsumer:
 
     async def publish(self, tally: BatchTally) -> None:
         """Count the batch, flush the books and the costly rules, hand the transitions to the
-        outlet, then yield to the scheduler (or sleep ``debug_batch_delay``).
+        outlet, then yield to the scheduler when more is queued (or sleep
+        ``debug_batch_delay``).
 
         Cancellation: transitions not yet handed to the store channel are abandoned.
         """
@@ -502,7 +511,10 @@ class ShardConsumer:
             await self.outlet.emit(transitions)
         if self.settings.debug_batch_delay:
             await trio.sleep(self.settings.debug_batch_delay)
-        else:
+        elif depth:
+            # More is queued, so the next take will not wait: yield here, for fairness.
+            # With nothing queued the next take waits in receive, itself a checkpoint:
+            # a second scheduler pass per batch would only cost.
             await trio.lowlevel.checkpoint()
 
 

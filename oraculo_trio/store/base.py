@@ -125,11 +125,14 @@ class Store(Protocol):
         """
         ...
 
-    async def record_transitions(self, transitions: Sequence[AlertTransition]) -> None:
-        """:meth:`insert_alert_events` and :meth:`upsert_rule_alerts` in one transaction, so
-        that a crash never leaves an alert's state ahead of its history (on restart the
-        service resumes from the state: an event missing behind it would be a gap forever).
-        Metered as the two statements; retrying after a failure is safe."""
+    async def record_transitions(
+        self, transitions: Sequence[AlertTransition], logs: Sequence[DispatchLog] = ()
+    ) -> None:
+        """:meth:`insert_alert_events`, :meth:`upsert_rule_alerts` and, with ``logs``,
+        :meth:`insert_dispatch_logs` in one transaction, so that a crash never leaves an
+        alert's state ahead of its history (on restart the service resumes from the state: an
+        event missing behind it would be a gap forever), and a batch costs one commit.
+        Metered as the statements it runs; retrying after a failure is safe."""
         ...
 
     async def insert_dispatch_logs(self, logs: Sequence[DispatchLog]) -> None:

@@ -272,34 +272,42 @@ class PostgresStore(PostgresQueries):
             columns = _event_columns(transitions)
             await self._execute("insert_alert_events", _INSERT_ALERT_EVENTS, columns)
 
-    async def record_transitions(self, transitions: Sequence[AlertTransition]) -> None:
-        """Append the events of ``transitions`` and write the alert states they leave, in one
-        transaction: after a crash the store holds both or neither.
+    async def record_transitions(
+        self, transitions: Sequence[AlertTransition], logs: Sequence[DispatchLog] = ()
+    ) -> None:
+        """Append the events of ``transitions``, write the alert states they leave and append
+        ``logs``, in one transaction: after a crash the store holds all or none of them.
 
         Raises:
             StoreUnavailable: retry (nothing was written). StoreError: a retry will not help.
 
         Cancellation: aborts the transaction; retrying stores each event once.
         """
-        if not transitions:
+        statements = []
+        if transitions:
+            states = _state_columns(transitions)
+            if states is not None:
+                statements.append(("upsert_rule_alert", _UPSERT_RULE_ALERTS, states))
+            events = _event_columns(transitions)
+            statements.append(("insert_alert_events", _INSERT_ALERT_EVENTS, events))
+        if logs:
+            statements.append(("insert_dispatch_logs", _INSERT_DISPATCH_LOGS, _log_columns(logs)))
+        if not statements:
             return
-        events = _event_columns(transitions)
-        states = _state_columns(transitions)
-        running = ["upsert_rule_alert"]
+        running = [statements[0][0]]
         # Per statement: its milliseconds and the rows its status reports.
         done: dict[str, tuple[float, str]] = {}
 
         async def work(conn: Any) -> None:
-            started = time.perf_counter()
             async with conn.transaction():
-                if states is not None:
-                    status = await conn.execute(_UPSERT_RULE_ALERTS, *states)
-                    done["upsert_rule_alert"] = (time.perf_counter() - started) * 1000.0, status
-                running[0] = "insert_alert_events"
-                started = time.perf_counter()
-                status = await conn.execute(_INSERT_ALERT_EVENTS, *events)
+                for op, sql, columns in statements:
+                    running[0] = op
+                    started = time.perf_counter()
+                    status = await conn.execute(sql, *columns)
+                    done[op] = (time.perf_counter() - started) * 1000.0, status
             # The commit counts with the last statement.
-            done["insert_alert_events"] = (time.perf_counter() - started) * 1000.0, status
+            last = statements[-1][0]
+            done[last] = (time.perf_counter() - started) * 1000.0, done[last][1]
 
         await self._run(None, work, what="record_transitions", running=running)
         for op, (ms, status) in done.items():
@@ -313,20 +321,8 @@ class PostgresStore(PostgresQueries):
 
         Cancellation: aborts the statement (a commit in doubt may be stored twice on retry).
         """
-        if not logs:
-            return
-        columns = (
-            [log.rule_id for log in logs],
-            [log.symbol for log in logs],
-            [log.sink for log in logs],
-            [log.status for log in logs],
-            [log.attempt for log in logs],
-            [log.latency_ms for log in logs],
-            [None if log.error is None else no_nul(log.error) for log in logs],
-            [log.at for log in logs],
-            [log.state for log in logs],
-        )
-        await self._execute("insert_dispatch_logs", _INSERT_DISPATCH_LOGS, columns)
+        if logs:
+            await self._execute("insert_dispatch_logs", _INSERT_DISPATCH_LOGS, _log_columns(logs))
 
     async def load_alert_states(self) -> list[AlertRow]:
         """Every ``rule_alerts`` row, ordered by (rule_id, symbol).
@@ -565,4 +561,18 @@ def _event_columns(transitions: Sequence[AlertTransition]) -> tuple[list[Any], .
         [t.severity for t in ts],
         [no_nul(t.message) for t in ts],
         _labels_json(t.labels for t in ts),
+    )
+
+
+def _log_columns(logs: Sequence[DispatchLog]) -> tuple[list[Any], ...]:
+    return (
+        [log.rule_id for log in logs],
+        [log.symbol for log in logs],
+        [log.sink for log in logs],
+        [log.status for log in logs],
+        [log.attempt for log in logs],
+        [log.latency_ms for log in logs],
+        [None if log.error is None else no_nul(log.error) for log in logs],
+        [log.at for log in logs],
+        [log.state for log in logs],
     )

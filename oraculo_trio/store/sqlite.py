@@ -331,9 +331,11 @@ class SqliteStore(SqliteQueries):
         rows = _event_rows(transitions)
         await self._write_many("insert_alert_events", _INSERT_ALERT_EVENTS, rows)
 
-    async def record_transitions(self, transitions: Sequence[AlertTransition]) -> None:
-        """Append the events of ``transitions`` and write the alert states they leave, in one
-        transaction: after a crash the store holds both or neither.
+    async def record_transitions(
+        self, transitions: Sequence[AlertTransition], logs: Sequence[DispatchLog] = ()
+    ) -> None:
+        """Append the events of ``transitions``, write the alert states they leave and append
+        ``logs``, in one transaction: after a crash the store holds all or none of them.
 
         Raises:
             StoreUnavailable: retry (nothing was written). StoreError: a retry will not help.
@@ -344,6 +346,7 @@ class SqliteStore(SqliteQueries):
             [
                 ("upsert_rule_alert", _UPSERT_RULE_ALERTS, _state_rows(transitions)),
                 ("insert_alert_events", _INSERT_ALERT_EVENTS, _event_rows(transitions)),
+                ("insert_dispatch_logs", _INSERT_DISPATCH_LOGS, _log_rows(logs)),
             ]
         )
 
@@ -355,21 +358,7 @@ class SqliteStore(SqliteQueries):
 
         Cancellation: the statement runs to completion (at most ``statement_timeout``).
         """
-        rows = [
-            (
-                log.rule_id,
-                log.symbol,
-                log.sink,
-                log.status,
-                log.attempt,
-                log.latency_ms,
-                log.error,
-                log.at,
-                log.state,
-            )
-            for log in logs
-        ]
-        await self._write_many("insert_dispatch_logs", _INSERT_DISPATCH_LOGS, rows)
+        await self._write_many("insert_dispatch_logs", _INSERT_DISPATCH_LOGS, _log_rows(logs))
 
     async def load_alert_states(self) -> list[AlertRow]:
         """Every ``rule_alerts`` row, ordered by (rule_id, symbol).
@@ -520,4 +509,22 @@ def _event_rows(transitions: Sequence[AlertTransition]) -> list[tuple[Any, ...]]
             labels_json,
         )
         for t, labels_json in zip(transitions, labels, strict=True)
+    ]
+
+
+def _log_rows(logs: Sequence[DispatchLog]) -> list[tuple[Any, ...]]:
+    # The dispatch logs' rows, in order.
+    return [
+        (
+            log.rule_id,
+            log.symbol,
+            log.sink,
+            log.status,
+            log.attempt,
+            log.latency_ms,
+            log.error,
+            log.at,
+            log.state,
+        )
+        for log in logs
     ]

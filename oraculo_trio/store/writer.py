@@ -3,10 +3,11 @@
 Producers (shard consumers, the dispatcher) send :class:`~oraculo_trio.core.alerts.AlertTransition`
 and :class:`~oraculo_trio.store.base.DispatchLog` items into one bounded channel. The writer
 takes a micro-batch (the first item, then whatever arrives within ``batch_window``, up to
-``batch_max``) and writes it with one statement per table:
-
-- transitions: ``upsert_rule_alerts`` then ``insert_alert_events``;
-- dispatch logs: ``insert_dispatch_logs``.
+``batch_max``) and writes it in ONE transaction (:meth:`Store.record_transitions`), one
+statement per table: the alert states (``upsert_rule_alert``), their events
+(``insert_alert_events``) and the dispatch logs (``insert_dispatch_logs``). One commit and
+one round trip (one worker-thread hop with SQLite) per batch: commits, not rows, are what a
+steady alert flow costs.
 
 When the store is unavailable the writer keeps its batch and retries with exponential
 backoff and jitter, and takes nothing more from the channel meanwhile: the channel fills and
@@ -25,7 +26,7 @@ import logging
 import math
 import random
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import attrs
 import trio
@@ -44,18 +45,13 @@ StoreItem = AlertTransition | DispatchLog
 FAILURE_LOG_INTERVAL = 30.0
 """While the store stays unavailable, log at most one line per this many seconds."""
 
-# The alert states and their events are one step (one transaction): a crash between them
-# would leave a state whose event is never stored.
-_STEPS = ("record_transitions", "insert_dispatch_logs")
-
 
 @attrs.define(eq=False)
 class _Batch:
-    """A batch taken from the channel, and which of its statements have committed."""
+    """A batch taken from the channel: written in one transaction."""
 
     transitions: list[AlertTransition]
     logs: list[DispatchLog]
-    done: set[str] = attrs.field(factory=set)
 
     @property
     def size(self) -> int:
@@ -121,31 +117,24 @@ class _Writer:
             await self.write_batch()
 
     async def write_batch(self) -> None:
-        """Write the held batch: each statement that has not committed yet, retrying."""
+        """Write the held batch in one transaction, retrying until it commits."""
         batch = self.batch
         if batch is None:
             return
-        for step in _STEPS:
-            if step in batch.done:
-                continue
-            if step == "insert_dispatch_logs":
-                if batch.logs:
-                    await self._retry(step, self.store.insert_dispatch_logs, batch.logs)
-            elif batch.transitions:
-                await self._retry(step, self.store.record_transitions, batch.transitions)
-            batch.done.add(step)
+        await self._retry(
+            "record_transitions",
+            lambda: self.store.record_transitions(batch.transitions, batch.logs),
+        )
         self.batch = None
         if self.metrics is not None:
             self.metrics.stage_out["store"].inc(batch.size)
         self.update_pending()
 
-    async def _retry(
-        self, step: str, write: Callable[[Any], Awaitable[None]], rows: Sequence[StoreItem]
-    ) -> None:
+    async def _retry(self, step: str, write: Callable[[], Awaitable[None]]) -> None:
         delay = self.retry_initial
         while True:
             try:
-                await write(rows)
+                await write()
             except StoreUnavailable as exc:
                 self._failed(step, exc)
                 # Equal jitter: between half and all of the current delay.
@@ -237,32 +226,55 @@ async def _collect(
     batch_max: int,
     batch_window: float,
 ) -> bool:
-    """Take the next batch into ``writer.incoming``; True when the channel has ended."""
+    """Take the next batch into ``writer.incoming``; True when the channel has ended.
+
+    The first item opens the window. What is already waiting is taken at once; a full batch
+    goes without waiting. Otherwise the writer sleeps through the window and then takes
+    what arrived: one wake-up per batch, not one per item (a steady alert flow would
+    otherwise wake the writer for every row). The window sleeps in one piece only when the
+    channel can hold a whole batch meanwhile, so that producers never wait on an idle writer.
+    """
     incoming = writer.incoming
     try:
         incoming.append(_check_item(await receive_channel.receive()))
     except trio.EndOfChannel:
         return True
-    closed = False
     try:
+        closed = _take_waiting(incoming, receive_channel, batch_max)
+        if closed or len(incoming) >= batch_max:
+            return closed
+        if receive_channel.statistics().max_buffer_size >= batch_max:
+            await trio.sleep(batch_window)
+            return _take_waiting(incoming, receive_channel, batch_max)
         with trio.move_on_after(batch_window):
             while len(incoming) < batch_max:
                 try:
-                    item = receive_channel.receive_nowait()
-                except trio.WouldBlock:
-                    try:
-                        item = await receive_channel.receive()
-                    except trio.EndOfChannel:
-                        closed = True
-                        break
+                    incoming.append(_check_item(await receive_channel.receive()))
                 except trio.EndOfChannel:
-                    closed = True
-                    break
-                incoming.append(_check_item(item))
+                    return True
+                closed = _take_waiting(incoming, receive_channel, batch_max)
+                if closed:
+                    return True
+        return False
     finally:
         # Also when cancelled inside the window: what was taken is held and counted.
         writer.took(len(incoming))
-    return closed
+
+
+def _take_waiting(
+    incoming: list[StoreItem], receive_channel: trio.MemoryReceiveChannel[StoreItem], limit: int
+) -> bool:
+    """Move what ``receive_channel`` holds into ``incoming``, up to ``limit`` items in all;
+    True when the channel has ended."""
+    while len(incoming) < limit:
+        try:
+            item = receive_channel.receive_nowait()
+        except trio.WouldBlock:
+            return False
+        except trio.EndOfChannel:
+            return True
+        incoming.append(_check_item(item))
+    return False
 
 
 async def _final_flush(

@@ -172,6 +172,32 @@ async def test_dispatch_logs_are_inserted_in_order(store: Store) -> None:
     assert [row["id"] for row in rows] == sorted(row["id"] for row in rows)
 
 
+async def test_a_batch_records_states_events_and_logs_together(
+    store: Store, metrics: ServiceMetrics
+) -> None:
+    # What the writer sends once per batch: one transaction, each statement metered.
+    transitions = [transition(1), transition(2, symbol="ETHUSDT")]
+    logs = [dispatch_log(0), dispatch_log(1)]
+    await store.record_transitions(transitions, logs)
+    assert [(row.rule_id, row.symbol) for row in await store.load_alert_states()] == [
+        ("spread", "BTCUSDT"),
+        ("spread", "ETHUSDT"),
+    ]
+    assert len(await store.fetch_alert_events()) == 2
+    assert len(await store.fetch_dispatch_logs()) == 2
+    for op, rows in (
+        ("upsert_rule_alert", 2),
+        ("insert_alert_events", 2),
+        ("insert_dispatch_logs", 2),
+    ):
+        assert histogram_count(metrics.db_insert_ms[op]) == 1
+        assert sample(metrics, "oraculo_db_rows_total", op=op) == rows
+    # Logs alone (no transition in the batch) are one statement.
+    await store.record_transitions([], [dispatch_log(2)])
+    assert len(await store.fetch_dispatch_logs()) == 3
+    assert histogram_count(metrics.db_insert_ms["insert_alert_events"]) == 1
+
+
 async def test_empty_batches_touch_nothing(store: Store, metrics: ServiceMetrics) -> None:
     await store.upsert_rule_alerts([])
     await store.insert_alert_events([])
