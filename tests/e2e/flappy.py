@@ -10,9 +10,8 @@ from typing import Any, ClassVar
 from oraculo_trio.core.rules import RuleState, Signal
 
 
-class EveryTenthTrade:
-    kind: ClassVar[str] = "every_tenth_trade"
-    streams: ClassVar[frozenset[str]] = frozenset({"trade"})
+class ParameterlessRule:
+    """A custom kind that takes no parameters and keeps no per-symbol data."""
 
     def __init__(self, params: dict[str, Any]) -> None:
         if params:
@@ -20,21 +19,19 @@ class EveryTenthTrade:
 
     def initial_data(self) -> Any:
         return None
+
+
+class EveryTenthTrade(ParameterlessRule):
+    kind: ClassVar[str] = "every_tenth_trade"
+    streams: ClassVar[frozenset[str]] = frozenset({"trade"})
 
     def evaluate(self, event: Any, state: RuleState, now: float) -> Signal | None:
         return Signal(event.trade_id % 10 == 0, event.price)
 
 
-class EveryTenthBook:
+class EveryTenthBook(ParameterlessRule):
     kind: ClassVar[str] = "every_tenth_book"
     streams: ClassVar[frozenset[str]] = frozenset({"depth"})
-
-    def __init__(self, params: dict[str, Any]) -> None:
-        if params:
-            raise ValueError(f"params.{next(iter(params))} is not a parameter of this kind")
-
-    def initial_data(self) -> Any:
-        return None
 
     def evaluate(self, event: Any, state: RuleState, now: float) -> Signal | None:
         return Signal(event.last_update_id % 10 == 0, float(event.last_update_id))

@@ -28,6 +28,7 @@ import attrs
 from oraculo_trio.core.alerts import FIRING
 from oraculo_trio.core.rules import RuleState, Signal
 from oraculo_trio.mockexchange.tape import WrittenTrade, WrittenTrades
+from tests.e2e.flappy import ParameterlessRule
 
 MARKER_RULE = "flappy"
 MARKER_EVERY = 10
@@ -37,19 +38,12 @@ IN_FLIGHT_S = 1.0
 flight (unread in the sockets at a cut or a stop), unless a scenario says otherwise."""
 
 
-class TradeIdMarker:
+class TradeIdMarker(ParameterlessRule):
     """Fires on every trade whose id is a multiple of ten (value: the trade id) and
     resolves on the next one, so the trades written say which firings the store holds."""
 
     kind: ClassVar[str] = "trade_id_marker"
     streams: ClassVar[frozenset[str]] = frozenset({"trade"})
-
-    def __init__(self, params: dict[str, Any]) -> None:
-        if params:
-            raise ValueError(f"params.{next(iter(params))} is not a parameter of this kind")
-
-    def initial_data(self) -> Any:
-        return None
 
     def evaluate(self, event: Any, state: RuleState, now: float) -> Signal | None:
         return Signal(event.trade_id % MARKER_EVERY == 0, float(event.trade_id))

@@ -13,6 +13,13 @@ from oraculo_trio.store.migrations import load_migrations
 from tests.store.store_testing import dispatch_log, histogram_count, sample, transition, write_lock
 
 
+def assert_metered_once(metrics: ServiceMetrics, rows_by_op: dict[str, int]) -> None:
+    """Each op ran one statement, which wrote its number of rows."""
+    for op, rows in rows_by_op.items():
+        assert histogram_count(metrics.db_insert_ms[op]) == 1
+        assert sample(metrics, "oraculo_db_rows_total", op=op) == rows
+
+
 async def test_migrations_apply_once_and_are_idempotent(store_url: str) -> None:
     with trio.fail_after(20):
         async with open_store(store_url, statement_timeout=2.0, apply_migrations=False) as store:
@@ -185,13 +192,9 @@ async def test_a_batch_records_states_events_and_logs_together(
     ]
     assert len(await store.fetch_alert_events()) == 2
     assert len(await store.fetch_dispatch_logs()) == 2
-    for op, rows in (
-        ("upsert_rule_alert", 2),
-        ("insert_alert_events", 2),
-        ("insert_dispatch_logs", 2),
-    ):
-        assert histogram_count(metrics.db_insert_ms[op]) == 1
-        assert sample(metrics, "oraculo_db_rows_total", op=op) == rows
+    assert_metered_once(
+        metrics, {"upsert_rule_alert": 2, "insert_alert_events": 2, "insert_dispatch_logs": 2}
+    )
     # Logs alone (no transition in the batch) are one statement.
     await store.record_transitions([], [dispatch_log(2)])
     assert len(await store.fetch_dispatch_logs()) == 3
@@ -211,13 +214,9 @@ async def test_statements_are_metered(store: Store, metrics: ServiceMetrics) -> 
     await store.upsert_rule_alerts([transition(1), transition(2, symbol="ETHUSDT")])
     await store.insert_alert_events([transition(1), transition(2)])
     await store.insert_dispatch_logs([dispatch_log(1)])
-    for op, rows in (
-        ("upsert_rule_alert", 2),
-        ("insert_alert_events", 2),
-        ("insert_dispatch_logs", 1),
-    ):
-        assert histogram_count(metrics.db_insert_ms[op]) == 1
-        assert sample(metrics, "oraculo_db_rows_total", op=op) == rows
+    assert_metered_once(
+        metrics, {"upsert_rule_alert": 2, "insert_alert_events": 2, "insert_dispatch_logs": 1}
+    )
     assert histogram_count(metrics.db_insert_ms["ping"]) == 1
     assert histogram_count(metrics.db_insert_ms["migrate"]) == 1
     assert sample(metrics, "oraculo_db_up") == 1
