@@ -44,12 +44,14 @@ def final_terms(log: Path, what: str) -> dict[str, int]:
 
 def recovery(samples: list[dict[str, Any]], marks: dict[str, int], duration: float) -> float:
     """Seconds from the scheduled end of the burst until every frame sent was accounted for
-    (a generator running late is part of it: its backlog is the service's too)."""
+    (a generator running late is part of it: its backlog is the service's too); 0 when the
+    first sample that accounts for them all comes before that end (the end is estimated from
+    a sample's time, which may be later than the burst's real start)."""
     end = samples[marks["measure_start"]]["t"] + duration
     sent = samples[-1]["sent"]
     for sample in samples[marks["measure_start"] :]:
-        if sample["t"] >= end and accounted(sample) >= sent:
-            return sample["t"] - end
+        if accounted(sample) >= sent:
+            return max(0.0, sample["t"] - end)
     return float("inf")
 
 
