@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 import attrs
@@ -121,22 +121,19 @@ class _Writer:
         batch = self.batch
         if batch is None:
             return
-        await self._retry(
-            "record_transitions",
-            lambda: self.store.record_transitions(batch.transitions, batch.logs),
-        )
+        await self._retry(batch)
         self.batch = None
         if self.metrics is not None:
             self.metrics.stage_out["store"].inc(batch.size)
         self.update_pending()
 
-    async def _retry(self, step: str, write: Callable[[], Awaitable[None]]) -> None:
+    async def _retry(self, batch: _Batch) -> None:
         delay = self.retry_initial
         while True:
             try:
-                await write()
+                await self.store.record_transitions(batch.transitions, batch.logs)
             except StoreUnavailable as exc:
-                self._failed(step, exc)
+                self._failed(exc)
                 # Equal jitter: between half and all of the current delay.
                 await trio.sleep(self.rng.uniform(delay / 2, delay))
                 delay = min(self.retry_max, delay * 2)
@@ -151,7 +148,7 @@ class _Writer:
                 self.failing_since = math.inf
             return
 
-    def _failed(self, step: str, exc: StoreUnavailable) -> None:
+    def _failed(self, exc: StoreUnavailable) -> None:
         now = trio.current_time()
         self.failures += 1
         if self.failures == 1:
@@ -159,9 +156,8 @@ class _Writer:
         if now - self.last_failure_log >= FAILURE_LOG_INTERVAL:
             self.last_failure_log = now
             LOGGER.warning(
-                "store unavailable (%s; %d failed attempts in %.1f s, %d items held, "
+                "store unavailable (%d failed attempts in %.1f s, %d items held, "
                 "producers are held back): %s",
-                step,
                 self.failures,
                 now - self.failing_since,
                 self.pending(),
