@@ -39,6 +39,7 @@ from oraculo_trio.errors import DeliveryRejected, StoreError, StoreUnavailable
 from oraculo_trio.observe.metrics import ServiceMetrics
 from oraculo_trio.observe.ratelimit import RateLimitedLog
 from oraculo_trio.store.base import DispatchLog, Store
+from oraculo_trio.observe.supervise import sleep_to_tick
 
 LOGGER = logging.getLogger("oraculo_trio.dispatch.dispatcher")
 
@@ -291,4 +292,4 @@ async def run_silence_refresh(
         if not started:
             started = True
             task_status.started()
-        await trio.sleep(interval)
+        await sleep_to_tick(interval)

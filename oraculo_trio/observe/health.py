@@ -19,6 +19,7 @@ import trio
 
 from oraculo_trio.errors import StoreError
 from oraculo_trio.observe.metrics import ServiceMetrics
+from oraculo_trio.observe.supervise import sleep_to_tick
 
 LOGGER = logging.getLogger("oraculo_trio.observe.health")
 
@@ -167,7 +168,7 @@ async def run_feed_age_watch(
     task_status.started()
     behind = False
     while True:
-        await trio.sleep(interval)
+        await sleep_to_tick(interval)
         worst = feed_age.take()
         if not worst:
             continue
@@ -237,5 +238,5 @@ async def run_store_check(
     await check()
     task_status.started()
     while True:
-        await trio.sleep(interval)
+        await sleep_to_tick(interval)
         await check()

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import selectors
 import threading
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -65,6 +67,31 @@ class _Server(ThreadingHTTPServer):
         self.watchdog = watchdog
         self.api = api
         super().__init__(address, _Handler)
+        # ``serve_forever`` polls for its shutdown flag (a thread wake every poll interval,
+        # idle or not); this server sleeps until a connection or :meth:`stop` writes here.
+        self._stop_read, self._stop_write = os.pipe()
+        # :meth:`handle_request` never blocks longer than this should a ready connection
+        # vanish before it is accepted.
+        self.timeout = 0.1
+
+    def serve_until_stopped(self) -> None:
+        with selectors.DefaultSelector() as selector:
+            selector.register(self, selectors.EVENT_READ)
+            selector.register(self._stop_read, selectors.EVENT_READ)
+            while True:
+                ready = [key.fileobj for key, _ in selector.select()]
+                if self._stop_read in ready:
+                    return
+                self.handle_request()
+
+    def stop(self) -> None:
+        """End :meth:`serve_until_stopped` (from another thread)."""
+        os.write(self._stop_write, b"x")
+
+    def server_close(self) -> None:
+        super().server_close()
+        os.close(self._stop_read)
+        os.close(self._stop_write)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -186,15 +213,13 @@ def serve_http(
         OSError: the address cannot be bound (in use, not local).
     """
     server = _Server((host, port), metrics, readiness, watchdog, api)
-    thread = threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.25}, name=THREAD_NAME, daemon=True
-    )
+    thread = threading.Thread(target=server.serve_until_stopped, name=THREAD_NAME, daemon=True)
     thread.start()
     bound_host, bound_port = server.server_address[:2]
     LOGGER.info("serving /metrics /healthz /readyz on http://%s:%d", bound_host, bound_port)
     try:
         yield str(bound_host), int(bound_port)
     finally:
-        server.shutdown()
-        server.server_close()
+        server.stop()
         thread.join()
+        server.server_close()

@@ -24,6 +24,7 @@ import attrs
 import trio
 
 from oraculo_trio.observe.metrics import LAG_SPIKE_THRESHOLDS, FastHistogramChild, ServiceMetrics
+from oraculo_trio.observe.supervise import next_tick
 
 LOGGER = logging.getLogger("oraculo_trio.observe.instrument")
 
@@ -302,7 +303,7 @@ class LagMonitor:
             with install(instrument) if self.instrumented else contextlib.nullcontext():
                 task_status.started()
                 intervals = 0
-                deadline = trio.current_time() + interval
+                deadline = next_tick(trio.current_time(), interval)
                 while True:
                     await trio.sleep_until(deadline)
                     now = trio.current_time()
@@ -316,11 +317,9 @@ class LagMonitor:
                     intervals += 1
                     if intervals % self.log_every == 0:
                         self.log_slow_steps()
-                    # Keep a steady cadence, but after a block longer than an interval start
-                    # afresh rather than firing a burst of catch-up intervals.
-                    deadline += interval
-                    if deadline <= now:
-                        deadline = now + interval
+                    # On the grid of the other periodic tasks; after a block longer than an
+                    # interval, the next tick (no burst of catch-up intervals).
+                    deadline = next_tick(max(now, deadline), interval)
         finally:
             if bound_histogram:
                 instrument.delay_histogram = None

@@ -27,6 +27,7 @@ import trio
 from prometheus_client import Gauge
 
 from oraculo_trio.observe.metrics import ServiceMetrics
+from oraculo_trio.observe.supervise import sleep_to_tick
 
 LOGGER = logging.getLogger("oraculo_trio.observe.process")
 
@@ -193,5 +194,5 @@ async def run_process_stats(
     stats.sample()
     task_status.started(stats)
     while True:
-        await trio.sleep(interval)
+        await sleep_to_tick(interval)
         stats.sample()

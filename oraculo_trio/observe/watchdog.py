@@ -27,6 +27,7 @@ from types import FrameType, TracebackType
 import trio
 
 from oraculo_trio.observe.metrics import ServiceMetrics
+from oraculo_trio.observe.supervise import sleep_to_tick
 
 LOGGER = logging.getLogger("oraculo_trio.observe.watchdog")
 
@@ -140,7 +141,7 @@ class Watchdog:
             task_status.started()
             next_tree = trio.current_time() + self.tree_every
             while True:
-                await trio.sleep(self.beat_interval)
+                await sleep_to_tick(self.beat_interval)
                 self.beat()
                 if trio.current_time() >= next_tree:
                     self.snapshot_tasks()
@@ -169,7 +170,8 @@ class Watchdog:
     # --- the watchdog thread ---
 
     def _watch(self) -> None:
-        poll = min(self.beat_interval, 0.25)
+        # As often as the heartbeat: a block is seen within dump_after + beat_interval.
+        poll = self.beat_interval
         while not self._stop.wait(poll):
             try:
                 self.check()

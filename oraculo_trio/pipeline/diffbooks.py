@@ -49,6 +49,7 @@ from oraculo_trio.observe.metrics import ServiceMetrics
 from oraculo_trio.observe.ratelimit import RateLimitedLog
 from oraculo_trio.pipeline.channels import FeedPressure
 from oraculo_trio.pipeline.snapshots import SnapshotRequest, SnapshotRequests
+from oraculo_trio.observe.supervise import sleep_to_tick
 
 LOGGER = logging.getLogger("oraculo_trio.pipeline.diffbooks")
 
@@ -328,7 +329,7 @@ class BookLiveWatch:
         task_status.started()
         reported: list[str] = []
         while True:
-            await trio.sleep(self.interval)
+            await sleep_to_tick(self.interval)
             late = self.late(trio.current_time())
             if late == reported:
                 continue

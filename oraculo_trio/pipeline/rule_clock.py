@@ -27,6 +27,7 @@ import trio_parallel
 from oraculo_trio.core.alerts import AlertTransition
 from oraculo_trio.core.engine import OffloadJob, ShardEngine, compute_offloaded
 from oraculo_trio.pipeline.shards import AlertOutlet
+from oraculo_trio.observe.supervise import sleep_to_tick
 
 LOGGER = logging.getLogger("oraculo_trio.pipeline.rule_clock")
 
@@ -76,7 +77,7 @@ async def run_rule_clock(
     """
     with outlet:
         while True:
-            await trio.sleep(interval)
+            await sleep_to_tick(interval)
             now = clock()
             transitions: list[AlertTransition] = []
             for engine in engines:

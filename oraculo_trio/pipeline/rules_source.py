@@ -42,6 +42,7 @@ from oraculo_trio.observe.metrics import ServiceMetrics
 from oraculo_trio.observe.ratelimit import RateLimitedLog
 from oraculo_trio.settings import Settings
 from oraculo_trio.store.base import Store
+from oraculo_trio.observe.supervise import next_tick
 
 LOGGER = logging.getLogger("oraculo_trio.pipeline.rules_source")
 
@@ -198,7 +199,7 @@ class RuleReloader:
         interval = self.settings.rules.reload_interval or math.inf
         task_status.started()
         while True:
-            with trio.move_on_after(interval):
+            with trio.move_on_at(next_tick(trio.current_time(), interval)):
                 await self._wake.wait()
             forced = self._wake.is_set()
             self._wake = trio.Event()

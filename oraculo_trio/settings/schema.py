@@ -405,7 +405,8 @@ class DatabaseSettings:
         default=500,
     )
     batch_window_ms: float = _key(
-        "Milliseconds the writer waits to fill a batch once it has a row.",
+        "Milliseconds the writer waits at most to fill a batch once it has a row (it writes "
+        "sooner, as soon as the rest of the service is idle).",
         _non_negative,
         default=50.0,
     )

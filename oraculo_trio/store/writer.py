@@ -2,8 +2,8 @@
 
 Producers (shard consumers, the dispatcher) send :class:`~oraculo_trio.core.alerts.AlertTransition`
 and :class:`~oraculo_trio.store.base.DispatchLog` items into one bounded channel. The writer
-takes a micro-batch (the first item, then whatever arrives within ``batch_window``, up to
-``batch_max``) and writes it in ONE transaction (:meth:`Store.record_transitions`), one
+takes a micro-batch (the first item, then whatever arrives until the rest of the service is
+idle, within ``batch_window`` at most, up to ``batch_max``) and writes it in ONE transaction (:meth:`Store.record_transitions`), one
 statement per table: the alert states (``upsert_rule_alert``), their events
 (``insert_alert_events``) and the dispatch logs (``insert_dispatch_logs``). One commit and
 one round trip (one worker-thread hop with SQLite) per batch: commits, not rows, are what a
@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 import attrs
 import trio
+import trio.testing
 
 from oraculo_trio.core.alerts import AlertTransition
 from oraculo_trio.errors import StoreError, StoreUnavailable
@@ -225,10 +226,13 @@ async def _collect(
     """Take the next batch into ``writer.incoming``; True when the channel has ended.
 
     The first item opens the window. What is already waiting is taken at once; a full batch
-    goes without waiting. Otherwise the writer sleeps through the window and then takes
-    what arrived: one wake-up per batch, not one per item (a steady alert flow would
-    otherwise wake the writer for every row). The window sleeps in one piece only when the
-    channel can hold a whole batch meanwhile, so that producers never wait on an idle writer.
+    goes without waiting. Otherwise the writer waits until every other task is blocked (the
+    burst of messages that raised the item has been handled, its notifications delivered),
+    or the window ends if that comes first, and then takes what arrived: one batch per burst,
+    not one per item, and no timer of its own that would wake an idle process once more (a
+    wake costs far more CPU than the write's Python work). The window is waited in one piece
+    only when the channel can hold a whole batch meanwhile, so that producers never wait on
+    an idle writer.
     """
     incoming = writer.incoming
     try:
@@ -240,7 +244,8 @@ async def _collect(
         if closed or len(incoming) >= batch_max:
             return closed
         if receive_channel.statistics().max_buffer_size >= batch_max:
-            await trio.sleep(batch_window)
+            with trio.move_on_after(batch_window):
+                await trio.testing.wait_all_tasks_blocked()
             return _take_waiting(incoming, receive_channel, batch_max)
         with trio.move_on_after(batch_window):
             while len(incoming) < batch_max:
