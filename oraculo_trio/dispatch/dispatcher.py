@@ -38,8 +38,8 @@ from oraculo_trio.dispatch.sinks import Sink
 from oraculo_trio.errors import DeliveryRejected, StoreError, StoreUnavailable
 from oraculo_trio.observe.metrics import ServiceMetrics
 from oraculo_trio.observe.ratelimit import RateLimitedLog
-from oraculo_trio.store.base import DispatchLog, Store
 from oraculo_trio.observe.supervise import sleep_to_tick
+from oraculo_trio.store.base import DispatchLog, Store
 
 LOGGER = logging.getLogger("oraculo_trio.dispatch.dispatcher")
 

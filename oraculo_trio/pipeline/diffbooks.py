@@ -47,9 +47,9 @@ from oraculo_trio.core.sync import (
 from oraculo_trio.observe.health import Readiness
 from oraculo_trio.observe.metrics import ServiceMetrics
 from oraculo_trio.observe.ratelimit import RateLimitedLog
+from oraculo_trio.observe.supervise import sleep_to_tick
 from oraculo_trio.pipeline.channels import FeedPressure
 from oraculo_trio.pipeline.snapshots import SnapshotRequest, SnapshotRequests
-from oraculo_trio.observe.supervise import sleep_to_tick
 
 LOGGER = logging.getLogger("oraculo_trio.pipeline.diffbooks")
 

@@ -26,8 +26,8 @@ import trio_parallel
 
 from oraculo_trio.core.alerts import AlertTransition
 from oraculo_trio.core.engine import OffloadJob, ShardEngine, compute_offloaded
-from oraculo_trio.pipeline.shards import AlertOutlet
 from oraculo_trio.observe.supervise import sleep_to_tick
+from oraculo_trio.pipeline.shards import AlertOutlet
 
 LOGGER = logging.getLogger("oraculo_trio.pipeline.rule_clock")
 

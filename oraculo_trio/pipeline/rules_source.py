@@ -40,9 +40,9 @@ from oraculo_trio.errors import ConfigError, StoreError, StoreUnavailable
 from oraculo_trio.observe.health import Readiness
 from oraculo_trio.observe.metrics import ServiceMetrics
 from oraculo_trio.observe.ratelimit import RateLimitedLog
+from oraculo_trio.observe.supervise import next_tick
 from oraculo_trio.settings import Settings
 from oraculo_trio.store.base import Store
-from oraculo_trio.observe.supervise import next_tick
 
 LOGGER = logging.getLogger("oraculo_trio.pipeline.rules_source")
 

@@ -3,11 +3,11 @@
 Producers (shard consumers, the dispatcher) send :class:`~oraculo_trio.core.alerts.AlertTransition`
 and :class:`~oraculo_trio.store.base.DispatchLog` items into one bounded channel. The writer
 takes a micro-batch (the first item, then whatever arrives until the rest of the service is
-idle, within ``batch_window`` at most, up to ``batch_max``) and writes it in ONE transaction (:meth:`Store.record_transitions`), one
-statement per table: the alert states (``upsert_rule_alert``), their events
-(``insert_alert_events``) and the dispatch logs (``insert_dispatch_logs``). One commit and
-one round trip (one worker-thread hop with SQLite) per batch: commits, not rows, are what a
-steady alert flow costs.
+idle, within ``batch_window`` at most, up to ``batch_max``) and writes it in ONE
+transaction (:meth:`Store.record_transitions`), one statement per table: the alert states
+(``upsert_rule_alert``), their events (``insert_alert_events``) and the dispatch logs
+(``insert_dispatch_logs``). One commit and one round trip (one worker-thread hop with
+SQLite) per batch: commits, not rows, are what a steady alert flow costs.
 
 When the store is unavailable the writer keeps its batch and retries with exponential
 backoff and jitter, and takes nothing more from the channel meanwhile: the channel fills and
