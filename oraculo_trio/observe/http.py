@@ -66,10 +66,11 @@ class _Server(ThreadingHTTPServer):
         self.readiness = readiness
         self.watchdog = watchdog
         self.api = api
-        super().__init__(address, _Handler)
         # ``serve_forever`` polls for its shutdown flag (a thread wake every poll interval,
         # idle or not); this server sleeps until a connection or :meth:`stop` writes here.
+        # Made before binding: a failed bind calls :meth:`server_close`, which closes it.
         self._stop_read, self._stop_write = os.pipe()
+        super().__init__(address, _Handler)
         # :meth:`handle_request` never blocks longer than this should a ready connection
         # vanish before it is accepted.
         self.timeout = 0.1
