@@ -319,7 +319,7 @@ class LagMonitor:
                         self.log_slow_steps()
                     # On the grid of the other periodic tasks; after a block longer than an
                     # interval, the next tick (no burst of catch-up intervals).
-                    deadline = next_tick(max(now, deadline), interval)
+                    deadline = next_tick(now, interval)
         finally:
             if bound_histogram:
                 instrument.delay_histogram = None
