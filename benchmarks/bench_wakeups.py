@@ -9,11 +9,6 @@ interrupts, context switches), far more than the Python code around it. This pri
 process CPU per wake for a task sleeping at several rates, and per ``trio.to_thread.run_sync``
 call of a function that does nothing, so that a change that adds or removes wake-ups can be
 priced on the machine it will run on.
-
-It also prices the store writer's way of calling its thread: a task woken at a steady rate
-(a feed's bursts) hands a no-op to a worker thread at each wake and waits for it, the end
-either waking the loop (``trio.to_thread.run_sync``) or noticed at the next wake
-(``ThreadCalls`` with ``lazy=True``, :mod:`oraculo_trio.store.thread_calls`).
 """
 
 from __future__ import annotations
@@ -22,8 +17,6 @@ import argparse
 import time
 
 import trio
-
-from oraculo_trio.store.thread_calls import ThreadCalls
 
 
 async def _timer_wakes(rate: float, seconds: float) -> tuple[int, float]:
@@ -43,38 +36,6 @@ async def _thread_hops(count: int) -> float:
     return time.process_time() - cpu_start
 
 
-async def _calls_at_feed_wakes(how: str, rate: float, seconds: float) -> tuple[int, float]:
-    """CPU per feed tick of a feed alone (``how="none"``) or with a thread call per tick."""
-    calls = ThreadCalls(trio.CapacityLimiter(1), notice_within=0.25)
-    tick = trio.Event()
-    ticks = 0
-    cpu_start = time.process_time()
-
-    async def feed() -> None:
-        nonlocal tick, ticks
-        deadline = trio.current_time() + seconds
-        while trio.current_time() < deadline:
-            await trio.sleep(1.0 / rate)
-            ticks += 1
-            tick.set()
-            tick = trio.Event()
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(feed)
-        if how != "none":
-            while True:
-                with trio.move_on_after(2.0 / rate + 1.0) as waiting:
-                    await tick.wait()
-                if waiting.cancelled_caught:
-                    break
-                if how == "lazy":
-                    await calls.run_sync(lambda: None, lazy=True)
-                else:
-                    await trio.to_thread.run_sync(lambda: None)
-    calls.close()
-    return ticks, time.process_time() - cpu_start
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="per rate (default 5)")
@@ -86,10 +47,6 @@ def main() -> None:
     hops = 2000
     cpu = trio.run(_thread_hops, hops)
     print(f"worker-thread hop (trio.to_thread.run_sync of a no-op): {1e6 * cpu / hops:.1f} µs")
-    print("a thread call at each wake of a 10/s feed: CPU per feed tick")
-    for how in ("none", "to_thread", "lazy"):
-        ticks, cpu = trio.run(_calls_at_feed_wakes, how, 10.0, args.seconds)
-        print(f"  {how:>9}  {1e6 * cpu / ticks:7.1f} µs")
 
 
 if __name__ == "__main__":

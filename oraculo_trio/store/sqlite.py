@@ -39,7 +39,6 @@ from oraculo_trio.store.migrations import (
     pending_migrations,
 )
 from oraculo_trio.store.sqlite_queries import SqliteQueries, rollback
-from oraculo_trio.store.thread_calls import ThreadCalls
 
 if TYPE_CHECKING:
     from oraculo_trio.observe.metrics import ServiceMetrics
@@ -49,11 +48,6 @@ LOGGER = logging.getLogger("oraculo_trio.store.sqlite")
 T = TypeVar("T")
 
 LIMITER_NAME = "store"
-
-WRITE_NOTICE_WITHIN = 0.25
-"""Seconds the end of a batch commit may go unnoticed while nothing else wakes the process
-(the commit itself is not delayed; see :mod:`oraculo_trio.store.thread_calls`). More than a
-feed burst (100 ms), so that at a steady feed the burst, not a timer, brings the news."""
 
 MIGRATE_TIMEOUT = 300.0
 """Seconds a migration may run (a batch statement gets ``statement_timeout``)."""
@@ -120,7 +114,6 @@ class SqliteStore(SqliteQueries):
         self.path = path
         self.statement_timeout = statement_timeout
         self.limiter = trio.CapacityLimiter(1)
-        self._calls = ThreadCalls(self.limiter, notice_within=WRITE_NOTICE_WITHIN)
         self._meter = StatementMeter(metrics)
         self._conn: sqlite3.Connection | None = None
         # (st_dev, st_ino) of the file the connection writes to; None in memory.
@@ -215,7 +208,6 @@ class SqliteStore(SqliteQueries):
             # Shielded: the file must be closed (WAL checkpoint) even when we are cancelled.
             with trio.CancelScope(shield=True):
                 await trio.to_thread.run_sync(conn.close, limiter=self.limiter)
-        self._calls.close()
 
     # --- running statements ---
 
@@ -228,7 +220,6 @@ class SqliteStore(SqliteQueries):
         count_rows: Callable[[T], int] | None = None,
         time_limit: float | None = None,
         running: list[str] | None = None,
-        lazy: bool = False,
     ) -> T:
         """Run ``work(conn)`` in the worker thread; meter it under ``op`` (None: not metered)
         with ``rows`` written, or ``count_rows(result)``.
@@ -236,9 +227,6 @@ class SqliteStore(SqliteQueries):
         With ``running`` (several statements in one transaction: ``work`` keeps the one it
         runs in ``running[0]`` and the caller meters each that succeeded), a failure is
         metered under the statement that failed, and a success not at all.
-
-        ``lazy``: the caller does not need to learn of the end at once (the store writer's
-        batches): it is noticed when the process next wakes, within ``WRITE_NOTICE_WITHIN``.
 
         Not cancellable while the statement runs (at most ``time_limit``, by default
         ``statement_timeout``, plus the busy timeout).
@@ -263,7 +251,7 @@ class SqliteStore(SqliteQueries):
                 self._deadline = math.inf
 
         try:
-            result, ms = await self._calls.run_sync(in_thread, lazy=lazy)
+            result, ms = await trio.to_thread.run_sync(in_thread, limiter=self.limiter)
         except (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.InterfaceError) as exc:
             if running is not None:
                 op = running[0]
@@ -289,9 +277,7 @@ class SqliteStore(SqliteQueries):
     async def _write_many(self, op: str, sql: str, rows: list[tuple[Any, ...]]) -> None:
         await self._write_together([(op, sql, rows)])
 
-    async def _write_together(
-        self, statements: list[tuple[str, str, list[Any]]], *, lazy: bool = False
-    ) -> None:
+    async def _write_together(self, statements: list[tuple[str, str, list[Any]]]) -> None:
         # Each (op, sql, rows) in turn, all in one transaction; each metered under its op
         # (the commit with the last one).
         statements = [statement for statement in statements if statement[2]]
@@ -314,7 +300,7 @@ class SqliteStore(SqliteQueries):
                 rollback(conn)
                 raise
 
-        await self._run(None, work, running=running, lazy=lazy)
+        await self._run(None, work, running=running)
         for (op, _, rows), ms in zip(statements, took, strict=True):
             self._meter.succeeded(op, ms, len(rows))
 
@@ -355,17 +341,13 @@ class SqliteStore(SqliteQueries):
             StoreUnavailable: retry (nothing was written). StoreError: a retry will not help.
 
         Cancellation: the statements run to completion (at most ``statement_timeout``).
-
-        The commit is not delayed, but its end is noticed when the process next wakes, within
-        ``WRITE_NOTICE_WITHIN`` (one wake less per batch for the store writer).
         """
         await self._write_together(
             [
                 ("upsert_rule_alert", _UPSERT_RULE_ALERTS, _state_rows(transitions)),
                 ("insert_alert_events", _INSERT_ALERT_EVENTS, _event_rows(transitions)),
                 ("insert_dispatch_logs", _INSERT_DISPATCH_LOGS, _log_rows(logs)),
-            ],
-            lazy=True,
+            ]
         )
 
     async def insert_dispatch_logs(self, logs: Sequence[DispatchLog]) -> None:
