@@ -51,6 +51,7 @@ from oraculo_trio.loadtest.console import (
 from oraculo_trio.loadtest.html_report import Axes, render_html, svg_chart
 from oraculo_trio.loadtest.options import add_load_options, positive_float, shape_from
 from oraculo_trio.loadtest.overload import (
+    GENERATOR_BOUND_CORES,
     OVERLOAD_FACTOR,
     OVERLOAD_THRESHOLDS,
     overload_result,
@@ -221,12 +222,15 @@ def limited_by(row: dict[str, Any]) -> str:
     if "sent_rate_error" not in " ".join(row["failed"]):
         return "the service"
     queued = row.get("exchange_queued_max") or 0
-    if queued > BACKLOG_FRAMES:
+    generator_cores = row.get("generator_cpu_cores") or 0.0
+    # A generator whose one thread is busy fills its own queues too (its writers share that
+    # thread): a backlog then says nothing about the service.
+    if queued > BACKLOG_FRAMES and generator_cores < GENERATOR_BOUND_CORES:
         return f"the service: {queued:,.0f} frames backed up in the exchange"
     late = row.get("generator_lateness_p99")
     late_text = format_value(late, "s")
     return (
-        f"the generator, not the service: no backlog in the exchange ({queued:,.0f} frames), "
+        f"the generator, not the service: {queued:,.0f} frames in the exchange's queues, "
         f"generator lateness p99 {late_text}, generator CPU {row['generator_cpu_cores'] or 0:.2f} "
         f"cores, service CPU {row['service_cpu_cores'] or 0:.2f} cores"
     )

@@ -165,11 +165,13 @@ async def _run_schedule(
             "tick": generator.schedule.tick,
         }
     )
-    # Drained: every generated frame written, or nothing queued and nothing written for 1 s.
+    # Drained: every frame queued for a connection written (those of the priming ticks too:
+    # comparing with the schedule's own count would end the drain while frames it made still
+    # wait), or nothing queued and nothing written for 1 s (a connection that went away).
     generated = sum(generator.generated.values())
     quiet_since = None
     last_sent = -1
-    while exchange.frames_sent < generated:
+    while exchange.frames_sent + exchange.frames_unwritten < exchange.frames_queued:
         queued = sum(c.queued for c in exchange.statistics().connections)
         if queued == 0 and exchange.frames_sent == last_sent:
             quiet_since = quiet_since or time.monotonic()

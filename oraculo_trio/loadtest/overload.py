@@ -34,6 +34,21 @@ frame is accounted for."""
 WINDOW = 10.0
 """Seconds per window of the age's time course."""
 
+GENERATOR_BOUND_CORES = 0.9
+"""Generator CPU (its one thread, in cores) from which a late schedule is the generator's."""
+
+GENERATOR_LATE = 1.0
+"""Generator lateness p99 (seconds) past which the stage did not get its rate on time."""
+
+
+def generator_bound(result: dict[str, Any]) -> bool:
+    """Whether the generator, not the service, set the pace: its one thread was busy and its
+    bursts went out late, so messages were old before they were sent (no read-ahead of the
+    service holds them, and no policy of the service can skip them)."""
+    late = result.get("generator_lateness_p99") or result.get("generator_lateness_max") or 0.0
+    cores = result.get("generator_cpu_cores") or 0.0
+    return late > GENERATOR_LATE and cores >= GENERATOR_BOUND_CORES
+
 
 def age_windows(
     samples: Sequence[dict[str, Any]], stream: str, seconds: float = WINDOW
@@ -118,6 +133,10 @@ def overload_result(
             reason: values.get(reason) for reason in ("conflated", "overflow", "stale_drop")
         },
         "rss_growth_mb": rss_growth_mb(measured),
+        "generator_lateness_p99": values.get("generator_lateness_p99"),
+        "generator_lateness_max": values.get("generator_lateness_max"),
+        "generator_cpu_cores": values.get("generator_cpu_cores"),
+        "service_cpu_cores": values.get("service_cpu_cores"),
         "verdict": document.get("verdict"),
         "failed": [k["threshold"] for k in document.get("kpis", []) if k.get("pass") is False],
     }
@@ -159,4 +178,12 @@ def render_overload(result: dict[str, Any]) -> list[str]:
         + (f"{growth:+.1f} MB" if (growth := result["rss_growth_mb"]) is not None else "n/a")
         + " (2nd half - 1st)"
     )
+    if generator_bound(result):
+        lines.append(
+            "    the generator could not publish this rate: its thread used "
+            f"{result['generator_cpu_cores']:.2f} cores and its bursts went out up to "
+            f"{format_value(result['generator_lateness_max'], 's')} late; the ages above are "
+            "mostly that backlog, in the sender, where no policy of the service applies (the "
+            f"service used {result['service_cpu_cores'] or 0:.2f} cores)"
+        )
     return lines

@@ -226,20 +226,18 @@ class Sampler:
 
 
 def readiness(status: int, body: str) -> dict[str, Any]:
-    """What ``/readyz`` said: ``ready``, the components ``not_ready`` and, when not ready,
-    each component's detail (``{"feed_behind": "lag 3.2 s"}``)."""
+    """What ``/readyz`` said: ``ready``, the reasons ``not_ready`` (``feed_behind``,
+    ``book_not_live``, ...) and, when not ready, each reason's detail
+    (``{"feed_behind": "7.2 s behind the exchange ..."}``)."""
     try:
         document = json.loads(body)
     except ValueError:
         document = {}
-    not_ready = list(document.get("not_ready", [])) if status != 200 else []
-    components = document.get("components", {}) if isinstance(document, dict) else {}
-    detail = {
-        name: str(components.get(name, {}).get("detail", ""))
-        for name in not_ready
-        if isinstance(components.get(name, {}), dict)
-    }
-    return {"ready": status == 200, "not_ready": not_ready, "not_ready_detail": detail}
+    if status == 200 or not isinstance(document, dict):
+        return {"ready": status == 200, "not_ready": [], "not_ready_detail": {}}
+    reasons = [r for r in document.get("reasons", []) if isinstance(r, dict) and "reason" in r]
+    detail = {str(r["reason"]): str(r.get("detail", "")) for r in reasons}
+    return {"ready": False, "not_ready": list(detail), "not_ready_detail": detail}
 
 
 async def wait_ready(client: httpx.AsyncClient, service: ServiceProcess, within: float) -> None:

@@ -106,10 +106,11 @@ class MockExchange:
     Start it with ``exchange = await nursery.start(MockExchange(market).serve)``; connect to
     ``exchange.ws_url + "/stream?streams=..."`` (or ``exchange.stream_url([...])``).
 
-    Counters (read them directly or via ``statistics()``): ``frames_sent`` market frames
-    written to sockets (``frames_sent_by_stream`` per stream name; control replies, raw and
-    ``serverShutdown`` frames are ``control_frames_sent``), ``frames_dropped`` and
-    ``overflows`` (queue-full events), ``frames_unwritten`` (market frames still queued for a
+    Counters (read them directly or via ``statistics()``): ``frames_queued`` market frames
+    put in a connection's queue, ``frames_sent`` market frames written to sockets
+    (``frames_sent_by_stream`` per stream name; control replies, raw and ``serverShutdown``
+    frames are ``control_frames_sent``), ``frames_dropped`` and ``overflows`` (queue-full
+    events), ``frames_unwritten`` (market frames still queued for a
     connection when it closed), ``ticks``, ``max_tick_lateness`` (seconds a tick
     started after its schedule), ``connections_accepted``, ``connections_refused``,
     ``connections_closed`` (handlers finished, for any reason), ``pongs_received``,
@@ -141,6 +142,7 @@ class MockExchange:
     tape: TradeTape = attrs.field(init=False, factory=TradeTape, repr=False)
     written: WrittenTrades | None = attrs.field(init=False, default=None, repr=False)
     ticks: int = attrs.field(init=False, default=0)
+    frames_queued: int = attrs.field(init=False, default=0)
     frames_sent: int = attrs.field(init=False, default=0)
     frames_sent_by_stream: dict[str, int] = attrs.field(init=False, repr=False, factory=dict)
     control_frames_sent: int = attrs.field(init=False, default=0)
@@ -160,6 +162,10 @@ class MockExchange:
     )
     _changed: trio.Event = attrs.field(init=False, repr=False, factory=trio.Event)
     _resumed: trio.Event = attrs.field(init=False, repr=False, factory=trio.Event)
+    # One publisher at a time, in turn (a Trio lock is fair): a tick blocked on a full queue
+    # when the load generator takes over must finish before the generator's frames, which were
+    # made after it, or a diff book would see its diffs out of order (a gap, then old ones).
+    _publishing: trio.Lock = attrs.field(init=False, repr=False, factory=trio.Lock)
     _refusing: bool = attrs.field(init=False, repr=False, default=False)
     _next_id: int = attrs.field(init=False, repr=False, default=0)
 
@@ -243,9 +249,11 @@ class MockExchange:
             frames: ``(stream_name, payload)`` pairs, each serialised once for all subscribers.
 
         Cancellation: safe; under ``overflow="block"`` it may wait for a full queue, and a
-        cancel then leaves the rest of ``frames`` unpublished.
+        cancel then leaves the rest of ``frames`` unpublished. It waits for a tick still
+        being published (one that ``pause()`` came too late to stop) to finish first.
         """
-        await self._publish(frames)
+        async with self._publishing:
+            await self._publish(frames)
 
     # ----------------------------------------------------------------------- fault control
 
@@ -336,7 +344,8 @@ class MockExchange:
         """Return once ``predicate(self)`` is true.
 
         The predicate is checked now and again whenever connections, subscriptions, closes,
-        refusals or pongs change (not on every frame: ``frames_sent`` alone wakes nobody).
+        refusals, pongs or ``overflows`` change (not on every frame: ``frames_sent`` alone
+        wakes nobody).
 
         Args:
             predicate: a cheap, side-effect-free test of the exchange's counters.
@@ -436,41 +445,50 @@ class MockExchange:
                 if lateness > self.max_tick_lateness:
                     self.max_tick_lateness = lateness
                 self.ticks += 1
-                await self._publish(self.market.tick(wall + count * tick, tick))
+                frames = self.market.tick(wall + count * tick, tick)
+                async with self._publishing:
+                    await self._publish(frames)
 
     async def _publish(self, frames: Iterable[Frame]) -> None:
         subscribers = self._subscriptions.by_stream
         block = self.settings.overflow == "block"
         record = self.tape.record
-        for stream, payload in frames:
-            # Kept whether anyone listens or not: what a backfill asks for after a cut.
-            record(stream, payload)
-            connections = subscribers.get(stream)
-            if not connections:
-                continue
-            # Serialised once per tick for every subscriber (and the envelope once too).
-            raw = ENCODER.encode(payload)
-            envelope: bytes | None = None
-            for connection in tuple(connections):
-                if connection.combined:
-                    if envelope is None:
-                        envelope = b'{"stream":"%s","data":%s}' % (stream.encode(), raw)
-                    item = (stream, envelope, True)
-                else:
-                    item = (stream, raw, True)
-                try:
-                    connection.send_channel.send_nowait(item)
-                except trio.WouldBlock:
-                    connection.overflows += 1
-                    self.overflows += 1
-                    if block:
-                        with contextlib.suppress(*GONE):
-                            await connection.send_channel.send(item)
+        queued = 0  # added once at the end: a per-frame attribute write costs (attrs setattr)
+        try:
+            for stream, payload in frames:
+                # Kept whether anyone listens or not: what a backfill asks for after a cut.
+                record(stream, payload)
+                connections = subscribers.get(stream)
+                if not connections:
+                    continue
+                # Serialised once per tick for every subscriber (and the envelope once too).
+                raw = ENCODER.encode(payload)
+                envelope: bytes | None = None
+                for connection in tuple(connections):
+                    if connection.combined:
+                        if envelope is None:
+                            envelope = b'{"stream":"%s","data":%s}' % (stream.encode(), raw)
+                        item = (stream, envelope, True)
                     else:
-                        connection.frames_dropped += 1
-                        self.frames_dropped += 1
-                except GONE:
-                    pass  # the connection is going away; its handler unregisters it
+                        item = (stream, raw, True)
+                    try:
+                        connection.send_channel.send_nowait(item)
+                        queued += 1
+                    except trio.WouldBlock:
+                        connection.overflows += 1
+                        self.overflows += 1
+                        self._notify()
+                        if block:
+                            with contextlib.suppress(*GONE):
+                                await connection.send_channel.send(item)
+                                queued += 1
+                        else:
+                            connection.frames_dropped += 1
+                            self.frames_dropped += 1
+                    except GONE:
+                        pass  # the connection is going away; its handler unregisters it
+        finally:
+            self.frames_queued += queued
 
     async def _broadcast(self, message_for: Callable[[Connection], str | bytes]) -> int:
         sent = 0

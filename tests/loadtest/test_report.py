@@ -10,10 +10,11 @@ import pytest
 
 from oraculo_trio.errors import ConfigError
 from oraculo_trio.loadtest.artifacts import metrics_document, write_json
-from oraculo_trio.loadtest.bench import summarize_profile
+from oraculo_trio.loadtest.bench import limited_by, summarize_profile
 from oraculo_trio.loadtest.compare import compare, load_runs
 from oraculo_trio.loadtest.html_report import render_html, series_charts
 from oraculo_trio.loadtest.measure import Accounting, derive_series, measure
+from oraculo_trio.loadtest.overload import render_overload
 from oraculo_trio.loadtest.summary import render_summary
 from oraculo_trio.loadtest.thresholds import check_thresholds, parse_threshold, thresholds_for
 
@@ -266,3 +267,40 @@ def test_profile_summary_from_py_spy_raw_stacks(tmp_path: Path) -> None:
     assert summary["samples"] == 100
     assert summary["self_by_function"][0][:2] == ["get_message (trio_websocket/_impl.py)", 60]
     assert summary["total_by_function"][0][:2] == ["run (pipeline/feed.py)", 90]
+
+
+def overload_stage(**figures: Any) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "rate": 100_000, "saturation": 50_000, "processed_rate": 72_000,
+        "evaluated_age_p99": {"depth": {"whole": 15.0, "windows": []}},
+        "feed_lag_max": 10.1, "unaccounted": 0, "unaccounted_max_at_scrape": 0,
+        "readiness": {"samples": 31, "not_ready_samples": 19, "reasons": {
+            "feed_behind": {"samples": 19, "detail": "5.1 s behind the exchange"}}},
+        "dropped": {"conflated": 0, "overflow": 0, "stale_drop": 1_303_178},
+        "rss_growth_mb": 0.6, "verdict": "fail", "failed": ["evaluated_age_p99 < 1s"],
+        "generator_lateness_p99": 9.9, "generator_lateness_max": 9.9,
+        "generator_cpu_cores": 0.98, "service_cpu_cores": 0.70,
+    }  # fmt: skip
+    return result | figures
+
+
+def test_an_overload_stage_names_a_generator_that_could_not_keep_its_rate() -> None:
+    lines = "\n".join(render_overload(overload_stage()))
+    assert "feed_behind in 19 samples (5.1 s behind the exchange)" in lines
+    assert "the generator could not publish this rate" in lines
+    assert "0.98 cores" in lines and "the service used 0.70 cores" in lines
+    on_time = "\n".join(render_overload(overload_stage(generator_lateness_p99=0.05)))
+    assert "the generator could not" not in on_time
+    idle_generator = overload_stage(generator_cpu_cores=0.5)
+    assert "the generator could not" not in "\n".join(render_overload(idle_generator))
+
+
+def test_a_failed_step_says_who_could_not_keep_up() -> None:
+    step = {
+        "pass": False, "failed": ["sent_rate_error <= 1%"], "exchange_queued_max": 16_384,
+        "generator_lateness_p99": 2.0, "generator_cpu_cores": 0.5, "service_cpu_cores": 1.0,
+    }  # fmt: skip
+    assert limited_by(step) == "the service: 16,384 frames backed up in the exchange"
+    busy_generator = limited_by(step | {"generator_cpu_cores": 0.97})
+    assert busy_generator.startswith("the generator, not the service: 16,384 frames")
+    assert limited_by(step | {"failed": ["queue_time_p99 <= 100ms"]}) == "the service"

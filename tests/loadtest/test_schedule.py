@@ -8,9 +8,11 @@ from collections.abc import Iterable
 import pytest
 import trio
 import trio.testing
+from trio_websocket import open_websocket_url
 
+from oraculo_trio.loadtest.generator import serve_generator
 from oraculo_trio.loadtest.schedule import Generator, Schedule
-from oraculo_trio.loadtest.shape import LoadShape, build_source
+from oraculo_trio.loadtest.shape import GeneratorSpec, LoadShape, build_source
 from oraculo_trio.mockexchange import Frame, LoadMarket, parse_distribution, synthetic_symbols
 
 WALL = 1_700_000_000.0
@@ -141,3 +143,56 @@ async def test_a_slow_publish_is_caught_up_and_its_lateness_recorded(
     assert result.late_bursts == 3  # bursts 3, 4 and 5 ended more than a tick late
     # Every message still went out within the window: the rate is kept.
     assert result.window_sent == result.expected == 100
+
+
+async def test_the_generator_drains_what_it_queued_the_priming_ticks_included() -> None:
+    # "drained" gives the runner its expectation of what the service will receive (sent). The
+    # priming ticks' frames count in what the exchange writes: compared with the schedule's
+    # own count, the drain ended while the schedule's last frames still waited in the queue
+    # (the service then received more than was "sent"). A client slower than the rate keeps
+    # a backlog until the end.
+    shape = LoadShape(stream="depthdiff", rate=3000, duration=0.5, warmup=0.0, symbols=3)
+    spec = GeneratorSpec(shape=shape, queue_size=64)
+    events: list[dict] = []
+    changed = trio.Event()
+
+    def emit(event: dict) -> None:
+        nonlocal changed
+        events.append(event)
+        changed.set()
+        changed = trio.Event()
+
+    async def event(name: str) -> dict:
+        while not any(e["event"] == name for e in events):
+            await changed.wait()
+        return next(e for e in events if e["event"] == name)
+
+    commands_in, commands_out = trio.testing.memory_stream_one_way_pair()
+    received = 0
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve_generator, spec, commands_out, emit)
+            ready = await event("ready")
+            url = f"{ready['url']}/stream?streams={'/'.join(ready['streams'])}"
+            async with open_websocket_url(url) as ws:
+                await commands_in.send_all(b"prime\n")
+                await ws.get_message()
+                received += 1
+                await commands_in.send_all(b"start\n")
+                while not any(e["event"] == "drained" for e in events):
+                    await ws.get_message()
+                    received += 1
+                    await trio.sleep(0.002)  # slower than the rate: a backlog builds
+                sent = (await event("drained"))["sent"]
+                while received < sent:
+                    await ws.get_message()
+                    received += 1
+                # Nothing arrives after what "drained" counted.
+                with trio.move_on_after(1.0):
+                    await ws.get_message()
+                    received += 1
+            nursery.cancel_scope.cancel()
+    done = next(e for e in events if e["event"] == "done")
+    assert received == sent
+    # The priming ticks were written too, before and beside the schedule's frames.
+    assert sent > sum(done["generated"].values())

@@ -258,6 +258,35 @@ async def test_exchange_serves_diff_streams_and_their_snapshots(connect) -> None
             nursery.cancel_scope.cancel()
 
 
+async def test_a_generator_taking_over_from_a_blocked_tick_keeps_every_book_in_order(
+    connect,
+) -> None:
+    # The load tool primes diff books with the exchange's own ticks, then pauses them and
+    # publishes its schedule. A tick blocked on a full queue at that moment must finish first:
+    # the generator's frames were made after it, and interleaved they showed as gaps.
+    market = DiffBookMarket(SYMBOLS, rate_per_s=30_000, seed=4)
+    streams = [s.lower() + "@depth@100ms" for s in SYMBOLS]
+    settings = ExchangeSettings(tick=0.05, queue_size=8, max_requests_per_s=None)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            exchange = MockExchange(market, settings)
+            await nursery.start(exchange.serve)
+            async with connect(nursery, exchange.stream_url(streams)) as ws:
+                # The client reads nothing yet: the tick's publish fills the queue and waits.
+                await exchange.wait_until(lambda exchange: exchange.overflows > 0)
+                exchange.pause()
+                frames = market.frames(300, 1_700_000_000_000)
+                last = frames[-1][1]
+                nursery.start_soon(exchange.publish, frames)
+                previous: dict[str, int] = {}
+                while previous.get(last["s"]) != last["u"]:
+                    data = json.loads(await ws.get_message())["data"]
+                    if data["s"] in previous:
+                        assert data["U"] == previous[data["s"]] + 1, data["s"]
+                    previous[data["s"]] = data["u"]
+            nursery.cancel_scope.cancel()
+
+
 def test_recorded_books_play_once_and_serve_their_sessions_snapshots() -> None:
     recorded = RecordedBooks(
         [BINANCE_DATA / "us_depth_diff.jsonl"],

@@ -11,6 +11,7 @@ import trio.testing
 from prometheus_client.parser import text_string_to_metric_families
 
 from oraculo_trio.errors import StoreUnavailable
+from oraculo_trio.loadtest.sampling import readiness as load_readiness
 from oraculo_trio.observe.health import FeedAge, Readiness, run_feed_age_watch, run_store_check
 from oraculo_trio.observe.http import METRICS_CONTENT_TYPE, serve_http
 from oraculo_trio.observe.metrics import ServiceMetrics
@@ -183,3 +184,33 @@ async def test_health_report_summarises_the_writes_not_the_pings() -> None:
     assert healthy
     [line] = [line for line in text.splitlines() if "db insert" in line]
     assert line == "  db insert: p50 3.50 ms, p95 4.85 ms"  # interpolated in the 2-5 ms bucket
+
+
+async def test_the_load_tool_reads_readyz_by_reason_code() -> None:
+    # The load tool's samples name what /readyz answers (the reason codes a user pages on),
+    # not our component names; read from the real endpoint, not a hand-written body.
+    metrics = ServiceMetrics()
+    readiness = Readiness(metrics, components=("feed", "store"))
+    readiness.set("feed", True)
+    readiness.set("store", True)
+    ages = FeedAge()
+    with trio.fail_after(30), serve_http("127.0.0.1", 0, metrics, readiness) as (host, port):
+        url = f"http://{host}:{port}/readyz"
+        async with trio.open_nursery() as nursery:
+            await nursery.start(run_feed_age_watch, ages, readiness, 5.0)
+            while readiness.ready:
+                ages.observe("depth", 9.5)
+                await trio.sleep(0.05)
+            behind = await trio.to_thread.run_sync(fetch, url)
+            nursery.cancel_scope.cancel()
+        readiness.set("feed_lag", True)
+        ready = await trio.to_thread.run_sync(fetch, url)
+    sample = load_readiness(behind.status, behind.body)
+    assert sample["ready"] is False
+    assert sample["not_ready"] == ["feed_behind"]
+    assert sample["not_ready_detail"]["feed_behind"].startswith("9.5 s behind the exchange")
+    assert load_readiness(ready.status, ready.body) == {
+        "ready": True,
+        "not_ready": [],
+        "not_ready_detail": {},
+    }

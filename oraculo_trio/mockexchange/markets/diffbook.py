@@ -33,6 +33,8 @@ a :class:`FaultPlan` makes them happen at random, ``per_second`` of each kind.
 
 from __future__ import annotations
 
+import functools
+import math
 import random
 import time
 from collections import deque
@@ -56,6 +58,17 @@ _QTY_POOL = tuple(units * 1_000_000 for units in (1, 2, 5, 10, 25, 50, 100, 250,
 # Chance that an update moves the mid, and that a level update deletes the level.
 _MOVE = 0.08
 _DELETE = 0.3
+
+# The load test's overload stage asks the generator for twice what the service can take:
+# formatting each level's two decimals was 7 of the ~20 us a diff cost to make (py-spy at
+# 100,000 diffs/s), so quantities (a fixed pool) are formatted once and prices once each.
+_QTY_TEXT = {units: format_units(units) for units in (0, *_QTY_POOL)}
+
+
+@functools.lru_cache(maxsize=1 << 16)
+def _price_text(units: int) -> str:
+    # Bounded: the mid walks, so a long run keeps meeting new prices.
+    return format_units(units)
 
 
 @attrs.frozen
@@ -295,10 +308,16 @@ class DiffBookMarket:
     def frames(self, count: int, now_ms: int) -> list[Frame]:
         """Exactly ``count`` frames due at ``now_ms`` (the load generator's frame source)."""
         frames = self._surplus
+        order = self._order
+        # Local: an attribute of this class is set through attrs' __setattr__ (its
+        # converter), a Python call per frame.
+        cursor = self._cursor
+        make = self._diff
         while len(frames) < count:
-            book = self._order[self._cursor]
-            self._cursor = (self._cursor + 1) % len(self._order)
-            self._diff(book, now_ms, frames)
+            book = order[cursor]
+            cursor = (cursor + 1) % len(order)
+            make(book, now_ms, frames)
+        self._cursor = cursor
         self._plan_faults(count / self.rate_per_s if self.rate_per_s else 0.0)
         taken, self._surplus = frames[:count], frames[count:]
         self.frames_made += len(taken)
@@ -307,7 +326,7 @@ class DiffBookMarket:
     # -- making diffs ----------------------------------------------------------------------
 
     def _price(self, book: _Book, index: int) -> str:
-        return format_units((book.base + index) * _TICK_UNITS)
+        return _price_text((book.base + index) * _TICK_UNITS)
 
     def _plan_faults(self, dt: float) -> None:
         plan = self.faults
@@ -349,25 +368,35 @@ class DiffBookMarket:
             frames.append((book.fast, held))
 
     def _change(self, book: _Book, now_ms: int) -> Payload:
-        rng = self._rng
+        # Drawn from random() alone: randint, choice and expovariate cost a Python call each
+        # (a third of a diff's making); these are the same distributions.
+        random = self._rng.random
         bids: dict[int, int] = {}
         asks: dict[int, int] = {}
-        updates = rng.randint(1, 6)
+        depth = self.depth
+        pool = _QTY_POOL
+        log = math.log
+        updates = 1 + int(random() * 6)
         for _ in range(updates):
-            if rng.random() < _MOVE:
-                self._move(book, 1 if rng.random() < 0.5 else -1, bids, asks)
+            if random() < _MOVE:
+                self._move(book, 1 if random() < 0.5 else -1, bids, asks)
                 continue
-            depth = self.depth
-            distance = min(depth, 1 + int(rng.expovariate(0.2)))
-            if rng.random() < 0.5:
+            # Exponential, mean 5 ticks: the levels near the mid change most.
+            distance = 1 + int(-log(1.0 - random()) * 5.0)
+            if distance > depth:
+                distance = depth
+            if random() < 0.5:
                 side, changes, index = book.bids, bids, book.mid - distance
             else:
                 side, changes, index = book.asks, asks, book.mid + distance
-            quantity = 0 if index in side and rng.random() < _DELETE else rng.choice(_QTY_POOL)
+            if index in side and random() < _DELETE:
+                quantity = 0
+            else:
+                quantity = pool[int(random() * len(pool))]
             _set(side, changes, index, quantity)
         first = self._next_id(book)
         # Binance's ids count every book event, some of which change no level we show.
-        book.update_id = first + updates - 1 + rng.randint(0, 2)
+        book.update_id = first + updates - 1 + int(random() * 3)
         if self._futures:
             self._engine_id = book.update_id
         if self.slow_stream:
@@ -381,10 +410,16 @@ class DiffBookMarket:
         """Move the mid one tick; levels on the wrong side of it or too far go (quantity 0)."""
         mid = book.mid = book.mid + step
         depth = self.depth
-        for index in [i for i in book.bids if i >= mid or i < mid - depth]:
-            _set(book.bids, bids, index, 0)
-        for index in [i for i in book.asks if i <= mid or i > mid + depth]:
-            _set(book.asks, asks, index, 0)
+        # Bids lie in [mid - depth, mid) and asks in (mid, mid + depth]: a one-tick step puts
+        # at most one level of each side out of its range (no scan of the whole book).
+        if step > 0:
+            bid_out, ask_out = mid - depth - 1, mid
+        else:
+            bid_out, ask_out = mid, mid + depth + 1
+        if bid_out in book.bids:
+            _set(book.bids, bids, bid_out, 0)
+        if ask_out in book.asks:
+            _set(book.asks, asks, ask_out, 0)
 
     def _bogus(self, book: _Book, now_ms: int) -> Payload:
         """A diff of its own update id that crosses the book; the true book never sees it."""
@@ -404,20 +439,25 @@ class DiffBookMarket:
         bids: Mapping[int, int],
         asks: Mapping[int, int],
     ) -> Payload:
-        price = self._price
-        payload: Payload = {"e": "depthUpdate", "E": now_ms}
+        price = _price_text
         if self._futures:
-            payload["T"] = now_ms
-        payload |= {"s": book.symbol, "U": first, "u": last}
-        if self._futures:
+            payload: Payload = {"e": "depthUpdate", "E": now_ms, "T": now_ms}
+            payload |= {"s": book.symbol, "U": first, "u": last}
             # The symbol's previous diff made (sent or not: a gap shows as a pu break).
             payload["pu"], book.previous = book.previous, last
             if self.market == "coinm":
                 payload["ps"] = book.symbol.partition("_")[0]
+        else:
+            payload = {"e": "depthUpdate", "E": now_ms, "s": book.symbol, "U": first, "u": last}
+        base = book.base
+        quantity = _QTY_TEXT
         payload["b"] = [
-            [price(book, i), format_units(q)] for i, q in sorted(bids.items(), reverse=True)
+            [price((base + i) * _TICK_UNITS), quantity[q]]
+            for i, q in sorted(bids.items(), reverse=True)
         ]
-        payload["a"] = [[price(book, i), format_units(q)] for i, q in sorted(asks.items())]
+        payload["a"] = [
+            [price((base + i) * _TICK_UNITS), quantity[q]] for i, q in sorted(asks.items())
+        ]
         return payload
 
     def _next_id(self, book: _Book) -> int:
