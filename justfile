@@ -62,6 +62,10 @@ render-report *ARGS:
 bench-workers *ARGS:
     python benchmarks/bench_workers.py {{ARGS}}
 
+# Diff books, the service short of CPU (--service-cpu F as root, or --hogs N): policy at work.
+bench-starved *ARGS:
+    python benchmarks/bench_starved_service.py {{ARGS}}
+
 # The generator alone at RATE against a discarding client: is the rate kept within 1 %?
 loadtest-calibrate RATE="20000" *ARGS:
     oraculo-trio loadtest calibrate {{RATE}} {{ARGS}}
