@@ -439,7 +439,7 @@ class DiffBookMarket:
         bids: Mapping[int, int],
         asks: Mapping[int, int],
     ) -> Payload:
-        price = _price_text
+        price = self._price
         if self._futures:
             payload: Payload = {"e": "depthUpdate", "E": now_ms, "T": now_ms}
             payload |= {"s": book.symbol, "U": first, "u": last}
@@ -449,15 +449,11 @@ class DiffBookMarket:
                 payload["ps"] = book.symbol.partition("_")[0]
         else:
             payload = {"e": "depthUpdate", "E": now_ms, "s": book.symbol, "U": first, "u": last}
-        base = book.base
         quantity = _QTY_TEXT
         payload["b"] = [
-            [price((base + i) * _TICK_UNITS), quantity[q]]
-            for i, q in sorted(bids.items(), reverse=True)
+            [price(book, i), quantity[q]] for i, q in sorted(bids.items(), reverse=True)
         ]
-        payload["a"] = [
-            [price((base + i) * _TICK_UNITS), quantity[q]] for i, q in sorted(asks.items())
-        ]
+        payload["a"] = [[price(book, i), quantity[q]] for i, q in sorted(asks.items())]
         return payload
 
     def _next_id(self, book: _Book) -> int:
