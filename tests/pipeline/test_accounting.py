@@ -75,11 +75,15 @@ class Scraper:
     def __init__(self, handle: ServiceHandle) -> None:
         self.handle = handle
         self.scrapes: list[dict[str, float]] = []
+        self.saw_messages_in_flight = trio.Event()
 
     async def run(self) -> None:
         while True:
             text = await trio.to_thread.run_sync(self.handle.metrics.exposition)
-            self.scrapes.append(terms_of(text))
+            terms = terms_of(text)
+            self.scrapes.append(terms)
+            if terms["in_flight"] > 0:
+                self.saw_messages_in_flight.set()
             await trio.sleep(0.005)
 
     def check(self) -> None:
@@ -164,7 +168,8 @@ async def test_a_book_shed_by_resync_counts_overflow_and_every_scrape_balances(
     # Diff books whose diffs arrive older than shed_after (the loop was blocked while the
     # exchange kept sending): each book drops what waits (overflow) and syncs again from a
     # fresh snapshot (the mock's snapshots follow its books); the diffs that snapshot holds
-    # are then skipped undecoded (superseded).
+    # are then skipped undecoded (superseded). Each batch waits 2 ms, so the diffs that keep
+    # coming wait in the channels long enough for scrapes to find some in flight.
     symbols = SYMBOLS[:2]
     market = DiffBookMarket(symbols, rate_per_s=400, seed=5)
     with trio.fail_after(60):
@@ -172,7 +177,7 @@ async def test_a_book_shed_by_resync_counts_overflow_and_every_scrape_balances(
             tmp_path,
             market,
             [StallOnce(0.6).rule()],
-            pipeline={"shed_after": 0.3},
+            pipeline={"shed_after": 0.3, "debug_batch_delay_ms": 2.0},
             feed=SMALL_READS,
         ) as (_, handle):
             scraper = Scraper(handle)
@@ -186,6 +191,7 @@ async def test_a_book_shed_by_resync_counts_overflow_and_every_scrape_balances(
                     return bool(shed) and all_live(handle, symbols)
 
                 await handle.books[0].changes.wait_until(shed_and_live_again)
+                await scraper.saw_messages_in_flight.wait()
                 nursery.cancel_scope.cancel()
             terms = handle.metrics.accounting()
     scraper.check()
