@@ -1,10 +1,12 @@
 """Order-book variants on the recorded Binance data (µs per operation).
 
-Run: ``python benchmarks/bench_book.py [--rounds N]``
+Run: ``python benchmarks/bench_book.py [--rounds N] [--bursts N]``
 
 Variants:
-  list+bisect  ``oraculo_trio.core.book.OrderBook``: per side a sorted price list and the
-               quantities at the same indexes (what the service uses)
+  list+bisect  ``oraculo_trio.core.book.OrderBook``: per side the sorted prices and the
+               quantities at the same indexes, each in an ``array('d')`` (what the service
+               uses)
+  float lists  the same with Python lists of float objects (the service's earlier layout)
   SortedDict   ``sortedcontainers.SortedDict`` per side (the asyncio pipeline's choice)
   tuples       ``oraculo_trio.core.book.PartialBook``: the partial book's level tuples kept
                as the decoder built them (snapshots only: no diffs)
@@ -16,6 +18,11 @@ Workloads (each op includes best bid, best ask, spread in bps and imbalance(10))
       (BTCUSDT, DOTUSDT, MANAUSD) then the levels of their synced diffs, regrouped 10 bids
       + 10 asks per diff
   (b') the same diffs as recorded (1 to 70 levels each)
+  (c) the diffs of (b) as the service meets them: 50 books (the 3 deep books, copied), in
+      bursts of 150 diffs every 100 ms, CPU time per diff. Between bursts the core idles,
+      so each burst starts with cold caches; what a diff touches then costs more than in
+      (b), where everything stays cached. This is the regime of a feed of 100 ms diff
+      streams at a moderate rate, and the one the layout was chosen for.
 Plus the one-off load of a 1000+1000-level REST snapshot, and the liquidity queries.
 """
 
@@ -84,8 +91,20 @@ class SortedDictBook:
         return bid / total if total else None
 
 
+class FloatListBook(OrderBook):
+    """``OrderBook`` with its sides in Python lists of float objects, as it once was."""
+
+    __slots__ = ()
+
+    def apply_snapshot(self, bids, asks, last_update_id) -> None:
+        super().apply_snapshot(bids, asks, last_update_id)
+        self._bid_prices, self._bid_qty = list(self._bid_prices), list(self._bid_qty)
+        self._ask_prices, self._ask_qty = list(self._ask_prices), list(self._ask_qty)
+
+
 VARIANTS: dict[str, Callable[[], object]] = {
     "list+bisect": lambda: OrderBook("BENCH"),
+    "float lists": lambda: FloatListBook("BENCH"),
     "SortedDict": SortedDictBook,
     "tuples": lambda: PartialBook("BENCH"),
 }
@@ -179,6 +198,31 @@ def bench_diffs(make, sessions, rounds: int) -> float:
     return min(times) / ops * 1e6
 
 
+def bench_bursts(make, sessions, bursts: int, books: int = 50, burst: int = 150) -> float:
+    """CPU µs per diff, applied in bursts of ``burst`` every 100 ms over ``books`` books."""
+    starts = [sessions[i % len(sessions)] for i in range(books)]
+    shelf = []
+    for (bids, asks, lid), _, _ in starts:
+        book = make()
+        book.apply_snapshot(bids, asks, lid)
+        shelf.append(book)
+    cursors = [0] * books
+    cpu = 0.0
+    for number in range(bursts):
+        time.sleep(0.1)
+        start = time.thread_time()
+        for op in range(burst):
+            index = (number * burst + op) % books
+            diffs = starts[index][2]
+            diff_bids, diff_asks = diffs[cursors[index] % len(diffs)]
+            cursors[index] += 1
+            book = shelf[index]
+            book.apply_diff(diff_bids, diff_asks)
+            _query(book)
+        cpu += time.thread_time() - start
+    return cpu / (bursts * burst) * 1e6
+
+
 def bench_load(make, sessions, rounds: int) -> float:
     times = []
     for _ in range(rounds):
@@ -193,6 +237,7 @@ def bench_load(make, sessions, rounds: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument("--bursts", type=int, default=40, help="bursts in (c), 0 skips it")
     args = parser.parse_args()
 
     snaps = snapshots_20()
@@ -213,7 +258,8 @@ def main() -> None:
     )
     print(
         f"{'variant':12} {'(a) snap20':>11} {'(b) diff10':>11} {'(b) recorded':>13} "
-        f"{'load 1000':>10}  (µs per op, best of {args.rounds})"
+        f"{'load 1000':>10} {'(c) bursts':>11}  (µs per op, best of {args.rounds}; "
+        f"(c): CPU per diff over {args.bursts} bursts)"
     )
     for label, make in VARIANTS.items():
         a = bench_snapshots(make, snaps, args.rounds)
@@ -221,9 +267,10 @@ def main() -> None:
             b = f"{bench_diffs(make, as_10, args.rounds):11.2f}"
             b2 = f"{bench_diffs(make, as_recorded, args.rounds):13.2f}"
             load = f"{bench_load(make, as_10, args.rounds):10.1f}"
+            bursts = f"{bench_bursts(make, as_10, args.bursts):11.2f}" if args.bursts else ""
         else:
-            b, b2, load = f"{'-':>11}", f"{'-':>13}", f"{'-':>10}"
-        print(f"{label:12} {a:11.2f} {b} {b2} {load}")
+            b, b2, load, bursts = f"{'-':>11}", f"{'-':>13}", f"{'-':>10}", f"{'-':>11}"
+        print(f"{label:12} {a:11.2f} {b} {b2} {load} {bursts}")
 
     snap, _ = deep[0]
     book = OrderBook("BENCH")
