@@ -441,10 +441,12 @@ class DiffBookMarket:
     ) -> Payload:
         price = self._price
         if self._futures:
-            payload: Payload = {"e": "depthUpdate", "E": now_ms, "T": now_ms}
-            payload |= {"s": book.symbol, "U": first, "u": last}
-            # The symbol's previous diff made (sent or not: a gap shows as a pu break).
-            payload["pu"], book.previous = book.previous, last
+            # pu: the symbol's previous diff made (sent or not: a gap shows as a pu break).
+            payload: Payload = {
+                "e": "depthUpdate", "E": now_ms, "T": now_ms, "s": book.symbol,
+                "U": first, "u": last, "pu": book.previous,
+            }  # fmt: skip
+            book.previous = last
             if self.market == "coinm":
                 payload["ps"] = book.symbol.partition("_")[0]
         else:
