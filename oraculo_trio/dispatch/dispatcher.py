@@ -116,9 +116,13 @@ async def run_dispatcher(
                         )
             try:
                 async for transition in receive_channel:
-                    stage_in.inc()
-                    await _route(transition, lanes, store_channel, metrics, silences, clock)
-                    stage_out.inc()
+                    while True:
+                        stage_in.inc()
+                        await _route(transition, lanes, store_channel, metrics, silences, clock)
+                        stage_out.inc()
+                        transition = _next_waiting(receive_channel)
+                        if transition is None:
+                            break
             finally:
                 # The workers finish what their lanes hold, then end.
                 for lane in lanes:
@@ -180,8 +184,27 @@ async def _run_lane(
     queued = metrics.dispatch_queue_depth[lane.sink.name]
     async with receive, store_channel:
         async for transition in receive:
-            queued.dec()
-            await _deliver(lane, transition, store_channel, metrics, clock, rng, failures)
+            while True:
+                queued.dec()
+                await _deliver(lane, transition, store_channel, metrics, clock, rng, failures)
+                transition = _next_waiting(receive)
+                if transition is None:
+                    break
+
+
+def _next_waiting(
+    receive: trio.MemoryReceiveChannel[AlertTransition],
+) -> AlertTransition | None:
+    """The next notification if one waits, else None (the caller then awaits ``receive``).
+
+    A burst of messages raises its notifications together: taking those that wait without
+    a scheduler pass each saves a pass per notification. A loop that never yields ends
+    with what was waiting (the channel is bounded); one whose deliveries wait yields there.
+    """
+    try:
+        return receive.receive_nowait()
+    except (trio.WouldBlock, trio.EndOfChannel):
+        return None
 
 
 async def _deliver(

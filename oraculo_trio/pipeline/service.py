@@ -475,6 +475,7 @@ def _start_outlets(
         run_store_writer,
         batch_max=database.batch_max,
         batch_window=database.batch_window_ms / 1000.0,
+        commit_interval=database.commit_interval_ms / 1000.0,
         flush_grace=settings.service.shutdown_grace,
     )
     spawn(nursery, "store_writer", writer, store, store_receive, metrics, metrics=metrics)

@@ -410,6 +410,16 @@ class DatabaseSettings:
         _non_negative,
         default=50.0,
     )
+    commit_interval_ms: float = _key(
+        "Milliseconds between the starts of two store writes at least, unless a batch is "
+        "full: a steady flow of alerts is committed once per interval, not once per burst of "
+        "messages (a commit costs far more CPU than its rows). A first alert after a quiet "
+        "interval is written at once, and notifications never wait for it; what a crash "
+        "(kill -9) can lose is the rows of the last interval. 0 writes each burst as soon as "
+        "the service is idle.",
+        _non_negative,
+        default=500.0,
+    )
     channel_capacity: int = _key(
         "Rows that may wait for the writer; when full, the rule evaluators wait "
         "(backpressure, counted), nothing is dropped.",

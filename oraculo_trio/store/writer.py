@@ -2,12 +2,14 @@
 
 Producers (shard consumers, the dispatcher) send :class:`~oraculo_trio.core.alerts.AlertTransition`
 and :class:`~oraculo_trio.store.base.DispatchLog` items into one bounded channel. The writer
-takes a micro-batch (the first item, then whatever arrives until the rest of the service is
-idle, within ``batch_window`` at most, up to ``batch_max``) and writes it in ONE
+takes a micro-batch (the first item, then whatever arrives until ``commit_interval`` has
+passed since its last write and the rest of the service is idle, within ``batch_window`` at
+most, up to ``batch_max``) and writes it in ONE
 transaction (:meth:`Store.record_transitions`), one statement per table: the alert states
 (``upsert_rule_alert``), their events (``insert_alert_events``) and the dispatch logs
 (``insert_dispatch_logs``). One commit and one round trip (one worker-thread hop with
-SQLite) per batch: commits, not rows, are what a steady alert flow costs.
+SQLite) per batch, and at most one batch per ``commit_interval`` unless batches are full:
+commits, not rows, are what a steady alert flow costs.
 
 When the store is unavailable the writer keeps its batch and retries with exponential
 backoff and jitter, and takes nothing more from the channel meanwhile: the channel fills and
@@ -91,6 +93,8 @@ class _Writer:
     incoming: list[StoreItem] = attrs.field(factory=list)
     # The batch being written (held across retries).
     batch: _Batch | None = None
+    # When the last write began (trio.current_time()): commits are spaced by the interval.
+    last_write: float = -math.inf
     # Failure bookkeeping for rate-limited logs.
     failures: int = 0
     failing_since: float = math.inf
@@ -110,6 +114,8 @@ class _Writer:
 
     async def write_incoming(self, *, limit: int) -> None:
         """Write ``incoming`` as batches of at most ``limit`` items, retrying each."""
+        if self.incoming:
+            self.last_write = trio.current_time()
         while self.incoming:
             chunk, self.incoming = self.incoming[:limit], self.incoming[limit:]
             self.batch = _make_batch(chunk)
@@ -174,6 +180,7 @@ async def run_store_writer(
     *,
     batch_max: int = 500,
     batch_window: float = 0.05,
+    commit_interval: float = 0.0,
     retry_initial: float = 0.1,
     retry_max: float = 5.0,
     flush_grace: float = 5.0,
@@ -190,6 +197,8 @@ async def run_store_writer(
         metrics: the service's metrics, or None.
         batch_max: items per batch at most.
         batch_window: seconds to keep collecting after a batch's first item.
+        commit_interval: seconds between the starts of two writes at least, unless a
+            batch is full (see :func:`_collect`).
         retry_initial, retry_max: backoff bounds, seconds, while the store is unavailable.
         flush_grace: seconds the final flush may take once cancelled.
         task_status: ``started()`` once the writer is taking items (``nursery.start``).
@@ -211,7 +220,9 @@ async def run_store_writer(
         try:
             closed = False
             while not closed:
-                closed = await _collect(writer, receive_channel, batch_max, batch_window)
+                closed = await _collect(
+                    writer, receive_channel, batch_max, batch_window, commit_interval
+                )
                 await writer.write_incoming(limit=batch_max)
         finally:
             await _final_flush(writer, receive_channel, batch_max, flush_grace)
@@ -222,27 +233,52 @@ async def _collect(
     receive_channel: trio.MemoryReceiveChannel[StoreItem],
     batch_max: int,
     batch_window: float,
+    commit_interval: float = 0.0,
 ) -> bool:
     """Take the next batch into ``writer.incoming``; True when the channel has ended.
 
-    The first item opens the window. What is already waiting is taken at once; a full batch
-    goes without waiting. Otherwise the writer waits until every other task is blocked (the
-    burst of messages that raised the item has been handled, its notifications delivered),
-    or the window ends if that comes first, and then takes what arrived: one batch per burst,
-    not one per item, and no timer of its own that would wake an idle process once more (a
-    wake costs far more CPU than the write's Python work). The window is waited in one piece
+    The first item opens the batch. What is already waiting is taken at once; a full batch
+    goes without waiting. Within ``commit_interval`` of the last write, the writer keeps
+    taking items as they arrive until the interval has passed: a steady flow of alerts is
+    written in one transaction per interval instead of one per burst of messages, since a
+    commit costs far more than its rows (with SQLite about 0.7 ms of CPU per commit, with
+    its worker-thread hop and the event loop's wake-up for the answer, against 9 µs per
+    row: ``benchmarks/bench_wakeups.py``). Then the writer waits until every other task is
+    blocked (the burst of messages that raised the item has been handled, its notifications
+    delivered), or the window ends if that comes first, and takes what arrived: no timer of
+    its own that would wake an idle process once more. The window is waited in one piece
     only when the channel can hold a whole batch meanwhile, so that producers never wait on
     an idle writer.
     """
     incoming = writer.incoming
+    counted = 0
+
+    def count() -> None:
+        # Items taken are counted (stage_in, pending rows) as they are taken.
+        nonlocal counted
+        writer.took(len(incoming) - counted)
+        counted = len(incoming)
+
     try:
-        incoming.append(_check_item(await receive_channel.receive()))
-    except trio.EndOfChannel:
-        return True
-    try:
+        try:
+            incoming.append(_check_item(await receive_channel.receive()))
+        except trio.EndOfChannel:
+            return True
         closed = _take_waiting(incoming, receive_channel, batch_max)
         if closed or len(incoming) >= batch_max:
             return closed
+        next_write = writer.last_write + commit_interval
+        with trio.move_on_at(next_write):
+            while len(incoming) < batch_max and next_write > trio.current_time():
+                count()
+                try:
+                    incoming.append(_check_item(await receive_channel.receive()))
+                except trio.EndOfChannel:
+                    return True
+                if _take_waiting(incoming, receive_channel, batch_max):
+                    return True
+        if len(incoming) >= batch_max:
+            return False
         if receive_channel.statistics().max_buffer_size >= batch_max:
             with trio.move_on_after(batch_window):
                 await trio.testing.wait_all_tasks_blocked()
@@ -259,7 +295,7 @@ async def _collect(
         return False
     finally:
         # Also when cancelled inside the window: what was taken is held and counted.
-        writer.took(len(incoming))
+        count()
 
 
 def _take_waiting(

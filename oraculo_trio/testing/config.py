@@ -49,7 +49,7 @@ TEST_DEFAULTS: SectionsLike = MappingProxyType(
             "clock_check_interval": 0.0,
         },
         "rules": {"tick_interval": 0.1, "reload_interval": 0.0},
-        "database": {"batch_window_ms": 5.0},
+        "database": {"batch_window_ms": 5.0, "commit_interval_ms": 0.0},
         "dispatch": {"sinks": [], "silence_refresh": 0.1},
         "http": {"host": "127.0.0.1", "port": 0},
     }

@@ -21,6 +21,7 @@ import trio
 from prometheus_client.parser import text_string_to_metric_families
 
 from oraculo_trio.mockexchange.tape import WrittenTrades
+from oraculo_trio.settings.schema import DatabaseSettings
 from oraculo_trio.testing.processes import ServiceProcess
 from tests.reliability.conftest import Mode
 from tests.reliability.expected import MARKER_RULE, judge_trades
@@ -29,12 +30,16 @@ from tests.reliability.webhook import Webhook
 
 KILL_ALLOWANCE_S = 1.0
 """The longest a transition may have been on its way (its trade written, the transition
-not committed) when SIGKILL came and still be excused: the store's batch window (50 ms by
-default) and its channel (nearly empty when the writer keeps up), and the frames unread in
-the socket. Measured: ``in_flight_s`` in each row's detail."""
+not committed) when SIGKILL came and still be excused: the store's commit interval (500 ms
+by default) and batch window (50 ms), its channel (nearly empty when the writer keeps up),
+and the frames unread in the socket. Measured: ``in_flight_s`` in each row's detail."""
 
-BATCH_WINDOW_S = 0.05
-"""The store's default batch window (``database.batch_window_ms``)."""
+PRODUCT_STORE = DatabaseSettings()
+"""The store writer's settings as users run it (the test defaults write sooner): the kill
+scenarios measure what a crash loses with them."""
+
+WRITER_CYCLE_S = PRODUCT_STORE.commit_interval_ms / 1000.0
+"""The store writer's cycle under a steady flow: its commit interval."""
 
 
 async def test_sigterm_under_load_drains_and_persists_everything(
@@ -199,16 +204,24 @@ async def test_sigkill_in_flight_loses_only_the_uncommitted_tail(
     kills = mode.count(3, 10)
     killed_at = []
     with trio.fail_after(mode.pick(90, 600)):
+        writer = {
+            "batch_window_ms": PRODUCT_STORE.batch_window_ms,
+            "commit_interval_ms": PRODUCT_STORE.commit_interval_ms,
+        }
         deployment = await deploy(
-            nursery, tmp_path, rate=mode.pick(1000.0, 3000.0), database_url=url
+            nursery,
+            tmp_path,
+            rate=mode.pick(1000.0, 3000.0),
+            database_url=url,
+            extra={"database": writer},
         )
         for _ in range(kills):
             async with deployment.service() as service:
-                # Killed while trades flow and the writer commits (a batch every batch
-                # window under this load): past a mark, then anywhere in the writer's cycle.
+                # Killed while trades flow and the writer commits (a batch every commit
+                # interval under this load): past a mark, then anywhere in the writer's cycle.
                 target = await store_written(service) + mode.count(200, 2000)
                 await until_async(lambda s=service, t=target: written_past(s, t))
-                await trio.sleep(random.uniform(0.0, BATCH_WINDOW_S))  # part of the fault
+                await trio.sleep(random.uniform(0.0, WRITER_CYCLE_S))  # part of the fault
                 killed_at.append(trio.current_time())
                 assert await service.stop(signal.SIGKILL) == -signal.SIGKILL
         async with deployment.service() as last:

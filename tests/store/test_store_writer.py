@@ -7,6 +7,7 @@ from functools import partial
 
 import pytest
 import trio
+import trio.testing
 
 from oraculo_trio.core.alerts import AlertTransition
 from oraculo_trio.observe.metrics import ServiceMetrics
@@ -98,6 +99,69 @@ async def test_waits_for_the_batch_window_then_writes_one_batch(
                     await send.send(t)
                     await trio.sleep(0.01)
     assert histogram_count(metrics.db_insert_ms["insert_alert_events"]) == 1
+    await assert_stored_exactly(store, sent)
+
+
+def writes(metrics: ServiceMetrics) -> int:
+    """Transactions the writer has committed (each writes the events table once)."""
+    return histogram_count(metrics.db_insert_ms["insert_alert_events"])
+
+
+async def test_a_steady_flow_is_committed_once_per_commit_interval(
+    store: Store, metrics: ServiceMetrics
+) -> None:
+    interval = 1.0
+    send, receive = trio.open_memory_channel[StoreItem](16)
+    sent = many(5)
+    writer = partial(
+        run_store_writer, store, receive, metrics, batch_window=0.01, commit_interval=interval
+    )
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(writer)
+            async with send:
+                first_sent = trio.current_time()
+                await send.send(sent[0])
+                await wait_until(lambda: writes(metrics) == 1)
+                for held, t in enumerate(sent[1:], 1):
+                    # Each its own burst: the writer has gone idle before the next arrives.
+                    await send.send(t)
+                    await trio.testing.wait_all_tasks_blocked()
+                    # Taken and waiting for the interval: counted as pending, not written.
+                    assert sample(metrics, "oraculo_store_pending_rows") == held
+                await wait_until(lambda: writes(metrics) == 2)
+                second_written = trio.current_time()
+    # The four later items went in one transaction, and not before the interval had passed.
+    assert writes(metrics) == 2
+    assert second_written - first_sent >= interval
+    await assert_stored_exactly(store, sent)
+
+
+async def test_full_batches_and_a_first_item_do_not_wait_for_the_commit_interval(
+    store: Store, metrics: ServiceMetrics
+) -> None:
+    send, receive = trio.open_memory_channel[StoreItem](16)
+    sent = many(9)
+    # An interval far longer than the test may take: any write it delayed would time out.
+    writer = partial(
+        run_store_writer,
+        store,
+        receive,
+        metrics,
+        batch_max=4,
+        batch_window=0.01,
+        commit_interval=3600.0,
+    )
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(writer)
+            async with send:
+                await send.send(sent[0])  # the first item after a quiet time
+                await wait_until(lambda: writes(metrics) == 1)
+                for t in sent[1:]:
+                    await send.send(t)
+                await wait_until(lambda: writes(metrics) == 3)  # two full batches of 4
+    assert writes(metrics) == 3
     await assert_stored_exactly(store, sent)
 
 
