@@ -447,6 +447,7 @@ async def _run_pipeline(
         # came since. Measured at 1,500 msg/s: full collections of ~60,000 start-up objects
         # took up to 24 ms, each one a latency spike.
         gc.freeze()
+        _raise_young_gc_threshold()
         await (handle._shutdown if until is None else until).wait()
         LOGGER.info(
             "%s: draining queues and flushing the store (grace %.1fs)",
@@ -460,6 +461,23 @@ async def _run_pipeline(
     handle.metrics.ledger.detach()
     if nursery.cancel_scope.cancelled_caught:
         LOGGER.warning("shutdown grace period ran out; the pipeline was cancelled")
+
+
+YOUNG_GC_THRESHOLD = 10_000
+"""Net container allocations between two young-generation collections (Python's default is
+700). A batch in flight holds every decoded message with its levels, ~25 tracked objects a
+diff, all freed by reference counting once handled: at the default a burst of 150 diffs set
+off collections that each walked those live objects on cold caches (~140 µs) and moved them
+to the older generation, to be walked again there. Timed with ``gc.callbacks`` at 1,500
+diffs/s over 12 s: 109 young, 10 middle and 1 full collection, 0.31 % of a core; at 10,000,
+none. Cycles are still collected, 14 times less often."""
+
+
+def _raise_young_gc_threshold() -> None:
+    # Process-wide, like gc.freeze(): a threshold set higher, or 0 (collection off), stays.
+    young, middle, old = gc.get_threshold()
+    if 0 < young < YOUNG_GC_THRESHOLD:
+        gc.set_threshold(YOUNG_GC_THRESHOLD, middle, old)
 
 
 def _start_outlets(

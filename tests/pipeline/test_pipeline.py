@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from pathlib import Path
 
+import pytest
 import trio
 
 from oraculo_trio.core.rules import parse_rules
+from oraculo_trio.pipeline.service import YOUNG_GC_THRESHOLD, _raise_young_gc_threshold
 from oraculo_trio.store.opening import open_store
 from tests.pipeline.helpers import (
     ManualMarket,
@@ -197,3 +200,18 @@ async def test_malformed_frames_are_counted_and_the_service_stays_up(tmp_path: P
             "oraculo_feed_bad_frames_total", {"reason": reason}
         )
         assert count and count > 0, reason
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [(700, YOUNG_GC_THRESHOLD), (5 * YOUNG_GC_THRESHOLD, 5 * YOUNG_GC_THRESHOLD), (0, 0)],
+    ids=["python-default-raised", "higher-kept", "disabled-kept"],
+)
+def test_the_service_raises_only_a_lower_young_gc_threshold(before: int, after: int) -> None:
+    saved = gc.get_threshold()
+    try:
+        gc.set_threshold(before, *saved[1:])
+        _raise_young_gc_threshold()
+        assert gc.get_threshold() == (after, *saved[1:])
+    finally:
+        gc.set_threshold(*saved)
