@@ -414,9 +414,9 @@ class DatabaseSettings:
         "Milliseconds between the starts of two store writes at least, unless a batch is "
         "full: a steady flow of alerts is committed once per interval, not once per burst of "
         "messages (a commit costs far more CPU than its rows). A first alert after a quiet "
-        "interval is written at once, and notifications never wait for it; what a crash "
-        "(kill -9) can lose is the rows of the last interval. 0 writes each burst as soon as "
-        "the service is idle.",
+        "interval is written at once, the last rows of a flow that stops within two intervals, "
+        "and notifications never wait for any; what a crash (kill -9) can lose is the rows of "
+        "the last interval. 0 writes each burst as soon as the service is idle.",
         _non_negative,
         default=500.0,
     )

@@ -239,16 +239,17 @@ async def _collect(
 
     The first item opens the batch. What is already waiting is taken at once; a full batch
     goes without waiting. Within ``commit_interval`` of the last write, the writer keeps
-    taking items as they arrive until the interval has passed: a steady flow of alerts is
-    written in one transaction per interval instead of one per burst of messages, since a
-    commit costs far more than its rows (with SQLite about 0.7 ms of CPU per commit, with
-    its worker-thread hop and the event loop's wake-up for the answer, against 9 µs per
-    row: ``benchmarks/bench_wakeups.py``). Then the writer waits until every other task is
-    blocked (the burst of messages that raised the item has been handled, its notifications
-    delivered), or the window ends if that comes first, and takes what arrived: no timer of
-    its own that would wake an idle process once more. The window is waited in one piece
-    only when the channel can hold a whole batch meanwhile, so that producers never wait on
-    an idle writer.
+    taking items as they arrive, and writes as soon as one arrives once the interval has
+    passed (or one interval later if none does): a steady flow of alerts is written in one
+    transaction per interval instead of one per burst of messages, since a commit costs far
+    more than its rows (with SQLite about 0.7 ms of CPU per commit, with its worker-thread
+    hop and the event loop's wake-up for the answer, against 9 µs per row:
+    ``benchmarks/bench_wakeups.py``). Otherwise (a first item after a quiet time, or a flow
+    that stopped) the writer waits until every other task is blocked (the burst of messages
+    that raised the item has been handled, its notifications delivered), or the window ends
+    if that comes first, and takes what arrived: no timer of its own that would wake an idle
+    process once more. The window is waited in one piece only when the channel can hold a
+    whole batch meanwhile, so that producers never wait on an idle writer.
     """
     incoming = writer.incoming
     counted = 0
@@ -268,15 +269,23 @@ async def _collect(
         if closed or len(incoming) >= batch_max:
             return closed
         next_write = writer.last_write + commit_interval
-        with trio.move_on_at(next_write):
-            while len(incoming) < batch_max and next_write > trio.current_time():
-                count()
-                try:
-                    incoming.append(_check_item(await receive_channel.receive()))
-                except trio.EndOfChannel:
-                    return True
-                if _take_waiting(incoming, receive_channel, batch_max):
-                    return True
+        if next_write > trio.current_time():
+            # Until a row comes once the interval has passed; if none comes (the flow
+            # stopped), one interval more.
+            with trio.move_on_at(next_write + commit_interval):
+                while len(incoming) < batch_max:
+                    count()
+                    try:
+                        incoming.append(_check_item(await receive_channel.receive()))
+                    except trio.EndOfChannel:
+                        return True
+                    if _take_waiting(incoming, receive_channel, batch_max):
+                        return True
+                    if trio.current_time() >= next_write:
+                        # Written at once, while the burst that brought the row keeps the
+                        # event loop busy: neither a timer nor the worker thread's answer
+                        # has to wake an idle loop.
+                        return False
         if len(incoming) >= batch_max:
             return False
         if receive_channel.statistics().max_buffer_size >= batch_max:

@@ -137,6 +137,38 @@ async def test_a_steady_flow_is_committed_once_per_commit_interval(
     await assert_stored_exactly(store, sent)
 
 
+async def test_a_row_once_the_commit_interval_has_passed_is_written_at_once(
+    store: Store, metrics: ServiceMetrics
+) -> None:
+    interval = 2.0
+    send, receive = trio.open_memory_channel[StoreItem](16)
+    sent = many(4)
+    writer = partial(
+        run_store_writer, store, receive, metrics, batch_window=0.01, commit_interval=interval
+    )
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(writer)
+            async with send:
+                await send.send(sent[0])
+                await wait_until(lambda: writes(metrics) == 1)
+                first_written = trio.current_time()  # the write began before this
+                for t in sent[1:3]:
+                    await send.send(t)
+                    await trio.testing.wait_all_tasks_blocked()
+                # The behaviour under test is the interval itself: wait for it to pass.
+                await trio.sleep_until(first_written + interval)
+                assert writes(metrics) == 1
+                await send.send(sent[3])
+                await wait_until(lambda: writes(metrics) == 2)
+                second_written = trio.current_time()
+    # Written with the rows held, on its arrival: not one interval later, as when a flow
+    # stops and no row comes to end the interval.
+    assert second_written - first_written < 2 * interval
+    assert writes(metrics) == 2
+    await assert_stored_exactly(store, sent)
+
+
 async def test_full_batches_and_a_first_item_do_not_wait_for_the_commit_interval(
     store: Store, metrics: ServiceMetrics
 ) -> None:
