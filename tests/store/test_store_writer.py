@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from functools import partial
 
 import pytest
@@ -107,30 +109,52 @@ def writes(metrics: ServiceMetrics) -> int:
     return histogram_count(metrics.db_insert_ms["insert_alert_events"])
 
 
-async def test_a_steady_flow_is_committed_once_per_commit_interval(
-    store: Store, metrics: ServiceMetrics
-) -> None:
-    interval = 1.0
+@asynccontextmanager
+async def interval_writer(
+    store: Store, metrics: ServiceMetrics, interval: float, batch_max: int = 500
+) -> AsyncIterator[tuple[trio.MemorySendChannel[StoreItem], float, float]]:
+    """A writer with ``commit_interval``, its first row ``many(1)[0]`` already committed:
+    yields the channel, when that row was sent and when its write was seen done (the write
+    began between the two). The channel closes, and the writer ends, on exit."""
     send, receive = trio.open_memory_channel[StoreItem](16)
-    sent = many(5)
     writer = partial(
-        run_store_writer, store, receive, metrics, batch_window=0.01, commit_interval=interval
+        run_store_writer,
+        store,
+        receive,
+        metrics,
+        batch_max=batch_max,
+        batch_window=0.01,
+        commit_interval=interval,
     )
     with trio.fail_after(20):
         async with trio.open_nursery() as nursery:
             await nursery.start(writer)
             async with send:
-                first_sent = trio.current_time()
-                await send.send(sent[0])
+                sent_at = trio.current_time()
+                await send.send(many(1)[0])  # a first row after a quiet time: written at once
                 await wait_until(lambda: writes(metrics) == 1)
-                for held, t in enumerate(sent[1:], 1):
-                    # Each its own burst: the writer has gone idle before the next arrives.
-                    await send.send(t)
-                    await trio.testing.wait_all_tasks_blocked()
-                    # Taken and waiting for the interval: counted as pending, not written.
-                    assert sample(metrics, "oraculo_store_pending_rows") == held
-                await wait_until(lambda: writes(metrics) == 2)
-                second_written = trio.current_time()
+                yield send, sent_at, trio.current_time()
+
+
+async def send_bursts(send: trio.MemorySendChannel[StoreItem], items: list[StoreItem]) -> None:
+    """Each item its own burst: the writer has gone idle before the next arrives."""
+    for item in items:
+        await send.send(item)
+        await trio.testing.wait_all_tasks_blocked()
+
+
+async def test_a_steady_flow_is_committed_once_per_commit_interval(
+    store: Store, metrics: ServiceMetrics
+) -> None:
+    interval = 1.0
+    sent = many(5)
+    async with interval_writer(store, metrics, interval) as (send, first_sent, _):
+        for held in range(1, 5):
+            await send_bursts(send, [sent[held]])
+            # Taken and waiting for the interval: counted as pending, not written.
+            assert sample(metrics, "oraculo_store_pending_rows") == held
+        await wait_until(lambda: writes(metrics) == 2)
+        second_written = trio.current_time()
     # The four later items went in one transaction, and not before the interval had passed.
     assert writes(metrics) == 2
     assert second_written - first_sent >= interval
@@ -141,30 +165,18 @@ async def test_a_row_once_the_commit_interval_has_passed_is_written_at_once(
     store: Store, metrics: ServiceMetrics
 ) -> None:
     interval = 2.0
-    send, receive = trio.open_memory_channel[StoreItem](16)
     sent = many(4)
-    writer = partial(
-        run_store_writer, store, receive, metrics, batch_window=0.01, commit_interval=interval
-    )
-    with trio.fail_after(20):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(writer)
-            async with send:
-                await send.send(sent[0])
-                await wait_until(lambda: writes(metrics) == 1)
-                first_written = trio.current_time()  # the write began before this
-                for t in sent[1:3]:
-                    await send.send(t)
-                    await trio.testing.wait_all_tasks_blocked()
-                # The behaviour under test is the interval itself: wait for it to pass.
-                await trio.sleep_until(first_written + interval)
-                assert writes(metrics) == 1
-                await send.send(sent[3])
-                await wait_until(lambda: writes(metrics) == 2)
-                second_written = trio.current_time()
-    # Written with the rows held, on its arrival: not one interval later, as when a flow
-    # stops and no row comes to end the interval.
-    assert second_written - first_written < 2 * interval
+    async with interval_writer(store, metrics, interval) as (send, _, first_written):
+        await send_bursts(send, sent[1:3])
+        # The behaviour under test is the interval itself: wait for it to pass.
+        await trio.sleep_until(first_written + interval)
+        assert writes(metrics) == 1
+        await send.send(sent[3])
+        await wait_until(lambda: writes(metrics) == 2)
+        second_written = trio.current_time()
+    # Written with the rows held, on its arrival (one interval after first_written): not
+    # one interval later, as when a flow stops and no row comes to end the interval.
+    assert second_written - first_written < 1.5 * interval
     assert writes(metrics) == 2
     await assert_stored_exactly(store, sent)
 
@@ -172,27 +184,13 @@ async def test_a_row_once_the_commit_interval_has_passed_is_written_at_once(
 async def test_full_batches_and_a_first_item_do_not_wait_for_the_commit_interval(
     store: Store, metrics: ServiceMetrics
 ) -> None:
-    send, receive = trio.open_memory_channel[StoreItem](16)
     sent = many(9)
-    # An interval far longer than the test may take: any write it delayed would time out.
-    writer = partial(
-        run_store_writer,
-        store,
-        receive,
-        metrics,
-        batch_max=4,
-        batch_window=0.01,
-        commit_interval=3600.0,
-    )
-    with trio.fail_after(20):
-        async with trio.open_nursery() as nursery:
-            await nursery.start(writer)
-            async with send:
-                await send.send(sent[0])  # the first item after a quiet time
-                await wait_until(lambda: writes(metrics) == 1)
-                for t in sent[1:]:
-                    await send.send(t)
-                await wait_until(lambda: writes(metrics) == 3)  # two full batches of 4
+    # An interval far longer than the test may take: any write it delayed would time out
+    # (the first row, after a quiet time, was written by interval_writer).
+    async with interval_writer(store, metrics, 3600.0, batch_max=4) as (send, _, _):
+        for t in sent[1:]:
+            await send.send(t)
+        await wait_until(lambda: writes(metrics) == 3)  # two full batches of 4
     assert writes(metrics) == 3
     await assert_stored_exactly(store, sent)
 
