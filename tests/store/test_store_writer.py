@@ -136,6 +136,14 @@ async def interval_writer(
                 yield send, sent_at, trio.current_time()
 
 
+async def assert_committed(
+    store: Store, metrics: ServiceMetrics, sent: list[AlertTransition], transactions: int
+) -> None:
+    """``sent`` is stored, exactly, in that many transactions."""
+    assert writes(metrics) == transactions
+    await assert_stored_exactly(store, sent)
+
+
 async def send_bursts(send: trio.MemorySendChannel[StoreItem], items: list[StoreItem]) -> None:
     """Each item its own burst: the writer has gone idle before the next arrives."""
     for item in items:
@@ -156,9 +164,8 @@ async def test_a_steady_flow_is_committed_once_per_commit_interval(
         await wait_until(lambda: writes(metrics) == 2)
         second_written = trio.current_time()
     # The four later items went in one transaction, and not before the interval had passed.
-    assert writes(metrics) == 2
     assert second_written - first_sent >= interval
-    await assert_stored_exactly(store, sent)
+    await assert_committed(store, metrics, sent, 2)
 
 
 async def test_a_row_once_the_commit_interval_has_passed_is_written_at_once(
@@ -177,8 +184,7 @@ async def test_a_row_once_the_commit_interval_has_passed_is_written_at_once(
     # Written with the rows held, on its arrival (one interval after first_written): not
     # one interval later, as when a flow stops and no row comes to end the interval.
     assert second_written - first_written < 1.5 * interval
-    assert writes(metrics) == 2
-    await assert_stored_exactly(store, sent)
+    await assert_committed(store, metrics, sent, 2)
 
 
 async def test_full_batches_and_a_first_item_do_not_wait_for_the_commit_interval(
@@ -191,8 +197,7 @@ async def test_full_batches_and_a_first_item_do_not_wait_for_the_commit_interval
         for t in sent[1:]:
             await send.send(t)
         await wait_until(lambda: writes(metrics) == 3)  # two full batches of 4
-    assert writes(metrics) == 3
-    await assert_stored_exactly(store, sent)
+    await assert_committed(store, metrics, sent, 3)
 
 
 async def test_outage_holds_the_batch_and_pushes_back_on_producers(
