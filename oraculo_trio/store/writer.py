@@ -2,10 +2,10 @@
 
 Producers (shard consumers, the dispatcher) send :class:`~oraculo_trio.core.alerts.AlertTransition`
 and :class:`~oraculo_trio.store.base.DispatchLog` items into one bounded channel. The writer
-takes a micro-batch (the first item, then whatever arrives until ``commit_interval`` has
-passed since its last write and the rest of the service is idle, within ``batch_window`` at
-most, up to ``batch_max``) and writes it in ONE
-transaction (:meth:`Store.record_transitions`), one statement per table: the alert states
+takes a micro-batch (the first item, then whatever arrives until a row comes once
+``commit_interval`` has passed since its last write, or, after a quiet time, until the rest
+of the service is idle, within ``batch_window`` at most; up to ``batch_max``) and writes it
+in ONE transaction (:meth:`Store.record_transitions`), one statement per table: the alert states
 (``upsert_rule_alert``), their events (``insert_alert_events``) and the dispatch logs
 (``insert_dispatch_logs``). One commit and one round trip (one worker-thread hop with
 SQLite) per batch, and at most one batch per ``commit_interval`` unless batches are full:
@@ -233,7 +233,7 @@ async def _collect(
     receive_channel: trio.MemoryReceiveChannel[StoreItem],
     batch_max: int,
     batch_window: float,
-    commit_interval: float = 0.0,
+    commit_interval: float,
 ) -> bool:
     """Take the next batch into ``writer.incoming``; True when the channel has ended.
 
@@ -261,13 +261,10 @@ async def _collect(
         counted = len(incoming)
 
     try:
-        try:
-            incoming.append(_check_item(await receive_channel.receive()))
-        except trio.EndOfChannel:
+        if await _receive_more(incoming, receive_channel, batch_max):
             return True
-        closed = _take_waiting(incoming, receive_channel, batch_max)
-        if closed or len(incoming) >= batch_max:
-            return closed
+        if len(incoming) >= batch_max:
+            return False
         next_write = writer.last_write + commit_interval
         if next_write > trio.current_time():
             # Until a row comes once the interval has passed; if none comes (the flow
@@ -275,11 +272,7 @@ async def _collect(
             with trio.move_on_at(next_write + commit_interval):
                 while len(incoming) < batch_max:
                     count()
-                    try:
-                        incoming.append(_check_item(await receive_channel.receive()))
-                    except trio.EndOfChannel:
-                        return True
-                    if _take_waiting(incoming, receive_channel, batch_max):
+                    if await _receive_more(incoming, receive_channel, batch_max):
                         return True
                     if trio.current_time() >= next_write:
                         # Written at once, while the burst that brought the row keeps the
@@ -294,17 +287,27 @@ async def _collect(
             return _take_waiting(incoming, receive_channel, batch_max)
         with trio.move_on_after(batch_window):
             while len(incoming) < batch_max:
-                try:
-                    incoming.append(_check_item(await receive_channel.receive()))
-                except trio.EndOfChannel:
-                    return True
-                closed = _take_waiting(incoming, receive_channel, batch_max)
-                if closed:
+                if await _receive_more(incoming, receive_channel, batch_max):
                     return True
         return False
     finally:
         # Also when cancelled inside the window: what was taken is held and counted.
         count()
+
+
+async def _receive_more(
+    incoming: list[StoreItem], receive_channel: trio.MemoryReceiveChannel[StoreItem], limit: int
+) -> bool:
+    """Wait for the next item, then move it and what waits with it into ``incoming``, up to
+    ``limit`` items in all; True when the channel has ended.
+
+    Cancellation: nothing is taken.
+    """
+    try:
+        incoming.append(_check_item(await receive_channel.receive()))
+    except trio.EndOfChannel:
+        return True
+    return _take_waiting(incoming, receive_channel, limit)
 
 
 def _take_waiting(
