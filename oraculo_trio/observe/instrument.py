@@ -317,9 +317,13 @@ class LagMonitor:
                     intervals += 1
                     if intervals % self.log_every == 0:
                         self.log_slow_steps()
-                    # On the grid of the other periodic tasks; after a block longer than an
-                    # interval, the next tick (no burst of catch-up intervals).
-                    deadline = next_tick(now, interval)
+                    # On the grid of the other periodic tasks, with no burst of catch-up
+                    # intervals after a block. Woken half an interval late or more (the loop
+                    # was blocked), not the next tick, which may be a moment away, but the one
+                    # after: the lag just published then stays more than an interval, so a
+                    # scrape every interval sees it.
+                    late = now - deadline >= interval / 2
+                    deadline = next_tick(now + interval if late else now, interval)
         finally:
             if bound_histogram:
                 instrument.delay_histogram = None
