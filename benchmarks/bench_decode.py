@@ -3,8 +3,10 @@
 Run: ``python benchmarks/bench_decode.py [--rounds N]``
 
 For each kind: the full ``BinanceDecoder.decode`` (envelope + typed payload + value checks
-+ event construction), from ``str`` and from ``bytes``; then, for the depth diff, the parts:
-envelope only, payload only, and the attrs event construction alone.
++ event construction), from ``str`` and from ``bytes``, and the one-pass path the feed reader
+takes for a frame whose stream name it read from the raw bytes (``stream_key`` +
+``decode_keyed``); then, for the depth diff, the parts: envelope only, payload only, and the
+attrs event construction alone.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from pathlib import Path
 import msgspec
 
 from oraculo_trio.core.events import DepthDiff
-from oraculo_trio.feeds.binance import BadFrame, BinanceDecoder, _Frame
+from oraculo_trio.feeds.binance import BadFrame, BinanceDecoder
+from oraculo_trio.feeds.binance_wire import Frame
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "binance"
 
@@ -55,7 +58,10 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
     decoder = BinanceDecoder()
-    print(f"{'stream kind':34} {'frames':>6} {'bytes/fr':>8} {'str µs':>7} {'bytes µs':>8}")
+    print(
+        f"{'stream kind':34} {'frames':>6} {'bytes/fr':>8} {'str µs':>7} {'bytes µs':>8}"
+        f" {'keyed µs':>8}"
+    )
     for label, (name, _) in CASES.items():
         raw = _frames(name)
         texts = [frame.decode() for frame in raw]
@@ -72,14 +78,26 @@ def main() -> None:
             for frame in frames:
                 decode(frame, 1.0, 2.0)
 
+        def run_keyed(frames: list = many_raw, decoder=decoder) -> None:
+            stream_key, decode_keyed = decoder.stream_key, decoder.decode_keyed
+            for frame in frames:
+                key = stream_key(frame)
+                if key is None:
+                    decoder.decode(frame, 1.0, 2.0)
+                else:
+                    decode_keyed(key, frame, 1.0, 2.0)
+
         us_text = _per_op(run, len(many_text), args.rounds)
         us_bytes = _per_op(run_bytes, len(many_raw), args.rounds)
+        us_keyed = _per_op(run_keyed, len(many_raw), args.rounds)
         size = sum(map(len, raw)) / len(raw)
-        print(f"{label:34} {len(raw):6d} {size:8.0f} {us_text:7.2f} {us_bytes:8.2f}")
+        print(
+            f"{label:34} {len(raw):6d} {size:8.0f} {us_text:7.2f} {us_bytes:8.2f} {us_keyed:8.2f}"
+        )
 
     # Parts of the depth-diff path.
     raw = _repeat(_frames("spot_depth_diff.jsonl"))
-    envelope = msgspec.json.Decoder(_Frame)
+    envelope = msgspec.json.Decoder(Frame)
     datas = [envelope.decode(frame).data for frame in raw]
     payload_decoder = decoder._specs["nknusdt@depth@100ms"][2]
     sample = decoder.decode(raw[0], 1.0, 2.0)

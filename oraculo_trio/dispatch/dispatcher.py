@@ -27,6 +27,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING
 
 import attrs
 import trio
@@ -40,6 +41,9 @@ from oraculo_trio.observe.metrics import ServiceMetrics
 from oraculo_trio.observe.ratelimit import RateLimitedLog
 from oraculo_trio.observe.supervise import sleep_to_tick
 from oraculo_trio.store.base import DispatchLog, Store
+
+if TYPE_CHECKING:
+    from prometheus_client import Counter, Gauge
 
 LOGGER = logging.getLogger("oraculo_trio.dispatch.dispatcher")
 
@@ -55,6 +59,10 @@ class _Lane:
     breaker: CircuitBreaker
     send: trio.MemorySendChannel[AlertTransition]
     receive: trio.MemoryReceiveChannel[AlertTransition]
+    # The sink's series, bound once: a label lookup per notification costs more than the
+    # rest of the bookkeeping around a delivery.
+    attempts: dict[str, Counter]
+    circuit_open: Gauge
 
 
 async def run_dispatcher(
@@ -99,8 +107,13 @@ async def run_dispatcher(
             policy = getattr(sink, "policy", None) or DEFAULT_POLICY
             send, receive = trio.open_memory_channel[AlertTransition](policy.queue)
             breaker = CircuitBreaker(policy.breaker_failures, policy.breaker_cooldown)
-            lanes.append(_Lane(sink, policy, breaker, send, receive))
             metrics.register_sink(sink.name)
+            attempts = {
+                outcome: metrics.dispatch_attempts.labels(sink.name, outcome)
+                for outcome in ("delivered", "failed")
+            }
+            circuit_open = metrics.dispatch_circuit_open[sink.name]
+            lanes.append(_Lane(sink, policy, breaker, send, receive, attempts, circuit_open))
         async with trio.open_nursery() as nursery:
             for lane in lanes:
                 with lane.receive:
@@ -218,7 +231,7 @@ async def _deliver(
 ) -> None:
     """Attempt one notification until it is delivered, rejected, or out of retries."""
     sink, policy, breaker = lane.sink, lane.policy, lane.breaker
-    circuit_open = metrics.dispatch_circuit_open[sink.name]
+    circuit_open = lane.circuit_open
     for attempt in range(1, policy.retries + 2):
         now = clock()
         if not breaker.allow(now):
@@ -239,7 +252,7 @@ async def _deliver(
         breaker.record(error is None, clock())
         circuit_open.set(1 if breaker.is_open else 0)
         outcome = "failed" if error else "delivered"
-        metrics.dispatch_attempts.labels(sink.name, outcome).inc()
+        lane.attempts[outcome].inc()
         await _store(
             store_channel, _record(transition, sink, outcome, attempt, latency_ms, error, now)
         )

@@ -11,11 +11,15 @@ Decoding is two msgspec passes with typed Structs, chosen by the stream name:
    at almost no cost (a 40-level partial book: +0.2 µs).
 
 The stream name is parsed once: the decoder keeps ``{stream name: (kind, symbol, decoder,
-builder)}``. Measured on the recorded frames (``python benchmarks/bench_decode.py``, Python
-3.11, 2-core Xeon VM), µs per frame for the whole ``decode`` down to the event: trade 1.5,
-aggTrade 1.6, bookTicker 1.3, depth diff 1.6-1.8, ``@depth20`` partial (40 levels) 5.4,
-control frames 0.6. Of a depth diff's 1.8 µs: envelope 0.25, payload 0.6, building the
-frozen ``DepthDiff`` 0.6 (``json.loads`` + ``float()`` alone: 3.3).
+builder)}``. The feed reader takes a shorter path for a frame whose stream name it read
+from the raw bytes (:meth:`BinanceDecoder.stream_key`): :meth:`BinanceDecoder.decode_keyed`
+decodes envelope and payload in one pass; a frame that pass refuses goes through
+:meth:`~BinanceDecoder.decode`, which names what is wrong. Measured on the recorded frames
+(``python benchmarks/bench_decode.py``, Python 3.11, 2-core VM), µs per frame down to the
+event, ``decode`` / one pass: trade 1.4 / 1.4, aggTrade 1.5 / 1.5, bookTicker 1.2 / 1.3,
+depth diff 1.6-1.8 / 1.6-1.7, ``@depth20`` partial (40 levels) 4.6 / 4.2, control frames
+0.7. Of a depth diff's 1.7 µs: envelope 0.23, payload 0.49, building the frozen
+``DepthDiff`` 0.46 (``json.loads`` + ``float()`` alone: 3.1).
 
 Nothing here raises on bad input from the network. :meth:`BinanceDecoder.decode` returns a
 :class:`BadFrame` whose ``reason`` is one of
