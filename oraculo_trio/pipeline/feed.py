@@ -34,7 +34,7 @@ from oraculo_trio.pipeline.backfill import TradeBackfill
 from oraculo_trio.pipeline.exchange_clock import ExchangeClock
 from oraculo_trio.pipeline.shards import ShardRouter
 from oraculo_trio.pipeline.transport import CLOSE_TOO_LARGE, ConnectionClosed, open_feed_socket
-from oraculo_trio.settings import FeedSettings, Settings
+from oraculo_trio.settings import FeedSettings, PipelineSettings, Settings
 
 LOGGER = logging.getLogger("oraculo_trio.pipeline.feed")
 
@@ -54,24 +54,28 @@ class FeedConnectionSettings:
     connection_lifetime: float
     stall_timeout: float
     chunk_frames: int
+    behind_budget: float
 
     @classmethod
     def from_settings(cls, settings: Settings) -> FeedConnectionSettings:
         """The first feed's (the only one unless several ``[[feed]]`` tables are given)."""
-        return cls.from_feed(settings.feed, settings.pipeline.batch_max)
+        return cls.from_feed(settings.feed, settings.pipeline)
 
     @classmethod
-    def from_feed(cls, feed: FeedSettings, chunk_frames: int) -> FeedConnectionSettings:
+    def from_feed(cls, feed: FeedSettings, pipeline: PipelineSettings) -> FeedConnectionSettings:
         # Every field is the ``feed`` key of the same name, but how much of the read-ahead
         # the reader hands on per step: a consumer's batch (``pipeline.batch_max``), so that
-        # frames are consumed while their memory is still hot.
+        # frames are consumed while their memory is still hot; while behind, as many such
+        # chunks as a consumer's time budget (``pipeline.batch_budget_ms``) holds.
+        own = ("chunk_frames", "behind_budget")
         return cls(
             **{
                 field.name: getattr(feed, field.name)
                 for field in attrs.fields(cls)
-                if field.name != "chunk_frames"
+                if field.name not in own
             },
-            chunk_frames=chunk_frames,
+            chunk_frames=pipeline.batch_max,
+            behind_budget=pipeline.batch_budget_ms / 1000.0,
         )
 
 
@@ -205,6 +209,7 @@ async def run_feed_connection(
         BinanceDecoder(subscribed_streams(status.url), market=status.market),
         router, metrics, bad_log, settings.chunk_frames, status.clock,
         ids=TradeIds() if router.stream == TRADE else None, backfill=backfill,
+        behind_budget=settings.behind_budget,
     )  # fmt: skip
     link = _Link(status, router, metrics, settings, reader, rotation, on_change)
     lifetime = max(settings.connection_lifetime / 2, settings.connection_lifetime - lifetime_offset)
@@ -413,6 +418,12 @@ class _BatchReader:
     conflation buffer. Every ``chunk`` frames the consumers run, so that what was decoded is
     consumed while its memory is hot, at a scheduling point that a cancellation does not
     interrupt: a read-ahead is always handed on whole, so no frame read is ever lost.
+
+    Behind, the consumers run only once ``behind_budget`` seconds of reading have passed
+    (checked every ``chunk`` frames). Each time they run they apply every symbol's merged
+    diff to its book, at a cost of about the merge's levels, and a merge of more diffs has
+    fewer levels per diff (the same prices change again and again): fewer, larger merges
+    leave more of the CPU to reading, which is what keeps the backlog out of the kernel.
     """
 
     decoder: BinanceDecoder
@@ -429,6 +440,9 @@ class _BatchReader:
     filling: bool = False
     """While a backfill runs (the stall detector does not count it as silence)."""
     filled_at: float = -math.inf
+    behind_budget: float = 0.0
+    """While behind, seconds of reading between two turns of the consumers (0: every
+    ``chunk`` frames, as when not behind)."""
 
     async def handle(self, frames: list[bytes], behind: bool = False) -> bool:
         """Hand on every frame of ``frames``; True when the exchange announced its shutdown.
@@ -462,11 +476,15 @@ class _BatchReader:
         # On the exchange's clock, as E is: ages do not drift with our clock.
         now_wall = time.time() + self.clock.offset
         shutdown = False
+        budget = self.behind_budget if behind else 0.0
+        perf_counter = time.perf_counter
+        turn_started = perf_counter()
         try:
             for index, frame in enumerate(frames):
                 batch.position = index
-                if index and not index % chunk:
+                if index and not index % chunk and perf_counter() - turn_started >= budget:
                     await trio.lowlevel.cancel_shielded_checkpoint()
+                    turn_started = perf_counter()
                 key = keys[index]
                 if key is None:
                     event = self._unkeyed(frame, now, now_wall)

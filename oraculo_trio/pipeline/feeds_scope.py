@@ -91,7 +91,7 @@ async def run_feeds(
     metrics = handle.metrics
     settings = handle.settings
     connection_settings = {
-        feed.market: FeedConnectionSettings.from_feed(feed, settings.pipeline.batch_max)
+        feed.market: FeedConnectionSettings.from_feed(feed, settings.pipeline)
         for feed in settings.feeds
     }
     rotation = RotationGate(min(feed.rotation_spacing for feed in settings.feeds))

@@ -323,7 +323,11 @@ class PipelineSettings:
         default=256,
     )
     batch_budget_ms: float = _key(
-        "Most milliseconds of work per micro-batch before yielding.", _positive, default=20.0
+        "Most milliseconds of work per micro-batch before yielding; also, while a feed "
+        "connection is behind, how long its reader reads between two turns of the consumers "
+        "(larger merges of diffs, fewer book updates).",
+        _positive,
+        default=20.0,
     )
     stale_after: float = _key(
         "Seconds after which a message is stale: rules skipped, state still updated, "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 
 import trio
 
@@ -137,3 +138,46 @@ async def test_diffs_a_fresh_snapshot_holds_are_skipped_undecoded() -> None:
     terms = reader.terms()
     assert (terms["received"], terms["superseded"], terms["bad_frames"]) == (3, 2, 0)
     assert "BTCUSDT" not in reader.router.caught_up_to  # past the snapshot: decoded again
+
+
+class _StepCounter(trio.abc.Instrument):
+    """Counts the task steps of one task: a read-ahead handed on in one step never yielded."""
+
+    def __init__(self, task: trio.lowlevel.Task) -> None:
+        self.task = task
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task is self.task:
+            self.steps += 1
+
+
+async def _turns_given(reader: Reader, frames: list[bytes], behind: bool) -> int:
+    """How many times handing on ``frames`` let the other tasks (the consumers) run."""
+    counter = _StepCounter(trio.lowlevel.current_task())
+    trio.lowlevel.add_instrument(counter)
+    try:
+        await reader.reader.handle(frames, behind=behind)
+    finally:
+        trio.lowlevel.remove_instrument(counter)
+    return counter.steps
+
+
+async def test_behind_the_consumers_run_once_per_budget_not_per_chunk() -> None:
+    # Merges of more diffs cost fewer book updates per diff: behind, the reader gives the
+    # consumers a turn only once its time budget has passed (here: never within the read).
+    frames = [frame(BTC_DIFF, diff(n * 2 + 1, n * 2 + 2, 100.0 + n)) for n in range(12)]
+
+    def reader(budget: float) -> Reader:
+        made = Reader([BTC_DIFF])
+        made.reader.chunk = 4
+        made.reader.behind_budget = budget
+        return made
+
+    behind = reader(math.inf)
+    assert await _turns_given(behind, frames, behind=True) == 0
+    assert behind.terms()["received"] == 12
+    # Not behind, the budget does not apply: a turn every chunk (after frames 4 and 8).
+    assert await _turns_given(reader(math.inf), frames, behind=False) == 2
+    # Behind with the budget spent at each boundary: a turn every chunk too.
+    assert await _turns_given(reader(0.0), frames, behind=True) == 2
