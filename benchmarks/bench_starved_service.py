@@ -20,17 +20,24 @@ quota or the hogs when the load test ends. Linux only; needs 2 cores.
 Usage: ``python benchmarks/bench_starved_service.py [--rate 60000] [--duration 30]
 [--service-cpu 0.25 | --hogs 1] [--out DIR]``; the load test's own options go after ``--``.
 
-Measured on the 2-core test VM (2026-12-06), 60,000 diffs/s for 30 s over 50 symbols:
+Measured on a 2-core test VM (2026-12-06, a VM on which the side-by-side harness's asyncio
+reference saturates at 47,000-53,000 msg/s), 60,000 diffs/s for 30 s over 50 symbols, with
+the reader handing on larger merges while behind (``pipeline.batch_budget_ms``):
 
-- ``--hogs 1`` (the service kept 0.52 of a core): all 60,000 msg/s read at 8.7 µs a message,
-  1,093,512 diffs merged, age p99 1.0 s, feed lag max 0.8 s, no resync, 0 unaccounted (pass).
-- ``--service-cpu 0.4``: 54,962 msg/s read (7.3 µs), the sender 3.8 s behind after 33 s,
-  age p99 5 s and growing ~0.14 s a second, not yet at ``shed_after``; 0 unaccounted.
-- ``--service-cpu 0.25``: 31,026 msg/s read; 92 books shed by resync (81,277 diffs
-  ``overflow``, 120,671 skipped undecoded as ``superseded``), yet age p99 60 s and the sender
-  28 s behind: a diff must still be read to be skipped, and reading alone (about 5 µs a
-  frame) costs more than a quarter of a core at this rate. Shedding frees the rule work, not
-  the reading; such a load needs more CPU (``--workers``) or fewer streams per connection.
+- ``--hogs 1``: all 60,046 msg/s processed at 6.9 µs a message (0.41 of a core), never
+  behind enough to merge, age p99 0.4 s, feed lag max 0.28 s, 0 unaccounted (pass).
+- ``--service-cpu 0.4``: 58,850 of 59,630 msg/s processed (6.8 µs), 1,460,247 diffs merged,
+  age p99 1.5 s, feed lag max 1.15 s, no resync, 0 unaccounted (pass).
+- ``--service-cpu 0.25``: 43,433 msg/s processed (5.8 µs); 59 books shed by resync (53 diffs
+  ``overflow``, 41,427 skipped undecoded as ``superseded``), yet age p99 30 s, the feed lag
+  15.7 s and the sender's bursts up to 12 s late: a diff must still be read to be skipped,
+  and reading alone costs more than a quarter of a core at this rate. Shedding frees the
+  rule work, not the reading; such a load needs more CPU (``--workers``) or fewer streams
+  per connection.
+
+On the slower VM of the day's earlier runs, before the reader's budget: ``--hogs 1`` kept
+0.52 of a core and passed (age p99 1.0 s); ``--service-cpu 0.4`` read 54,962 msg/s, age p99
+5 s and growing; ``--service-cpu 0.25`` read 31,026 msg/s, age p99 60 s.
 """
 
 from __future__ import annotations
