@@ -5,9 +5,14 @@ Run: ``python benchmarks/bench_book.py [--rounds N] [--bursts N]``
 Variants:
   list+bisect  ``oraculo_trio.core.book.OrderBook``: per side the sorted prices and the
                quantities at the same indexes, each in an ``array('d')`` (what the service
-               uses)
+               uses), its levels updated in C when the extension was built (the header
+               line says whether)
+  Python loop  the same book, its levels updated by the Python loop
+               (``update_side_in_python``: the service where no C compiler was at install)
   float lists  the same with Python lists of float objects (the service's earlier layout)
   SortedDict   ``sortedcontainers.SortedDict`` per side (the asyncio pipeline's choice)
+  order_book   ``order_book.OrderBook`` (PyPI order-book: a SortedDict in C), only when it is
+               installed: it is not a dependency
   tuples       ``oraculo_trio.core.book.PartialBook``: the partial book's level tuples kept
                as the decoder built them (snapshots only: no diffs)
 
@@ -37,17 +42,40 @@ from pathlib import Path
 
 from sortedcontainers import SortedDict
 
-from oraculo_trio.core.book import OrderBook, PartialBook
+from oraculo_trio.core.book import UPDATES_IN_C, OrderBook, PartialBook, update_side_in_python
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "data" / "binance"
 
 Level = tuple[float, float]
 
 
-class SortedDictBook:
-    """The same queries on ``SortedDict``: bids and asks keyed by price, ascending."""
+class MappingBook:
+    """A book whose sides are {price: quantity} mappings kept sorted (the subclasses say
+    how they read their best levels)."""
 
     __slots__ = ("asks", "bids", "last_update_id")
+
+    def apply_diff(self, bids, asks, final_update_id=None) -> None:
+        for side, levels in ((self.bids, bids), (self.asks, asks)):
+            for price, qty in levels:
+                if qty:
+                    side[price] = qty
+                elif price in side:
+                    del side[price]
+
+    @property
+    def spread_bps(self):
+        best_bid, best_ask = self.best_bid, self.best_ask
+        if best_bid is None or best_ask is None:
+            return None
+        bid, ask = best_bid[0], best_ask[0]
+        return (ask - bid) / ((ask + bid) * 0.5) * 1e4
+
+
+class SortedDictBook(MappingBook):
+    """The same queries on ``SortedDict``: bids and asks keyed by price, ascending."""
+
+    __slots__ = ()
 
     def __init__(self) -> None:
         self.bids: SortedDict = SortedDict()
@@ -59,14 +87,6 @@ class SortedDictBook:
         self.asks = SortedDict({p: q for p, q in asks if q})
         self.last_update_id = last_update_id
 
-    def apply_diff(self, bids, asks, final_update_id=None) -> None:
-        for side, levels in ((self.bids, bids), (self.asks, asks)):
-            for price, qty in levels:
-                if qty:
-                    side[price] = qty
-                else:
-                    side.pop(price, None)
-
     @property
     def best_bid(self):
         return self.bids.peekitem(-1) if self.bids else None
@@ -74,14 +94,6 @@ class SortedDictBook:
     @property
     def best_ask(self):
         return self.asks.peekitem(0) if self.asks else None
-
-    @property
-    def spread_bps(self):
-        if self.bids and self.asks:
-            bid = self.bids.peekitem(-1)[0]
-            ask = self.asks.peekitem(0)[0]
-            return (ask - bid) / ((ask + bid) * 0.5) * 1e4
-        return None
 
     def imbalance(self, n: int = 10):
         # Index slices of the values views: the fastest top-N SortedDict offers.
@@ -91,7 +103,21 @@ class SortedDictBook:
         return bid / total if total else None
 
 
-class FloatListBook(OrderBook):
+class PythonLoopBook(OrderBook):
+    """``OrderBook`` updating its levels with the Python loop, as without the C extension."""
+
+    __slots__ = ()
+
+    def apply_diff(self, bids, asks, final_update_id=None) -> None:
+        if bids:
+            update_side_in_python(self._bid_prices, self._bid_qty, bids)
+        if asks:
+            update_side_in_python(self._ask_prices, self._ask_qty, asks)
+        if final_update_id is not None:
+            self.last_update_id = final_update_id
+
+
+class FloatListBook(PythonLoopBook):
     """``OrderBook`` with its sides in Python lists of float objects, as it once was."""
 
     __slots__ = ()
@@ -102,12 +128,48 @@ class FloatListBook(OrderBook):
         self._ask_prices, self._ask_qty = list(self._ask_prices), list(self._ask_qty)
 
 
+class OrderBookPackageBook(MappingBook):
+    """The same queries on the order-book package's C ``SortedDict`` (bids descending)."""
+
+    __slots__ = ()
+
+    def __init__(self) -> None:
+        self.apply_snapshot((), (), None)
+
+    def apply_snapshot(self, bids, asks, last_update_id) -> None:
+        book = order_book.OrderBook()
+        self.bids, self.asks = book.bids, book.asks
+        self.apply_diff(bids, asks)
+        self.last_update_id = last_update_id
+
+    @property
+    def best_bid(self):
+        return self.bids.index(0) if len(self.bids) else None
+
+    @property
+    def best_ask(self):
+        return self.asks.index(0) if len(self.asks) else None
+
+    def imbalance(self, n: int = 10):
+        bid = sum(self.bids.index(i)[1] for i in range(min(n, len(self.bids))))
+        ask = sum(self.asks.index(i)[1] for i in range(min(n, len(self.asks))))
+        total = bid + ask
+        return bid / total if total else None
+
+
 VARIANTS: dict[str, Callable[[], object]] = {
     "list+bisect": lambda: OrderBook("BENCH"),
+    "Python loop": lambda: PythonLoopBook("BENCH"),
     "float lists": lambda: FloatListBook("BENCH"),
     "SortedDict": SortedDictBook,
     "tuples": lambda: PartialBook("BENCH"),
 }
+try:
+    import order_book
+except ImportError:
+    pass
+else:
+    VARIANTS["order_book"] = OrderBookPackageBook
 
 
 def _levels(rows) -> tuple[Level, ...]:
@@ -252,6 +314,7 @@ def main() -> None:
     n10 = sum(len(s[2]) for s in as_10)
     nrec = sum(len(s[2]) for s in as_recorded)
     levels_rec = sum(len(b) + len(a) for s in as_recorded for b, a in s[2]) / nrec
+    print(f"list+bisect updates its levels in {'C' if UPDATES_IN_C else 'Python (not built)'}")
     print(
         f"(a) {len(snaps)} distinct 20+20 snapshots; (b) {len(deep)} books of 1000+1000, "
         f"{n10} diffs of 10+10; (b') {nrec} recorded diffs, {levels_rec:.1f} levels each"

@@ -130,6 +130,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     import trio
 
     from oraculo_trio.cli_rules import check_file
+    from oraculo_trio.core.book import UPDATES_IN_C
     from oraculo_trio.pipeline.rules_source import load_rule_file, rules_path
     from oraculo_trio.pipeline.service import run_service
     from oraculo_trio.pipeline.workers import run_workers_command, worker_count
@@ -149,6 +150,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         from oraculo_trio.pipeline.exchange_info import check_feed_symbols
 
         trio.run(check_feed_symbols, settings)
+    if args.worker_index is None and not UPDATES_IN_C:
+        LOGGER.warning(
+            "order books update in Python: the C extension oraculo_trio.core._book_levels "
+            "was not built (no C compiler at install?); reinstall with gcc and the Python "
+            "headers (pip install -e .) for about a fifth less CPU on diff books"
+        )
     if workers > 1 or args.worker_index is not None:
         return _serving(settings, lambda: run_workers_command(args, settings, rules, workers))
     LOGGER.info(

@@ -4,9 +4,10 @@ Two books with the same queries, one per workload, each the faster one measured:
 
 - :class:`OrderBook` for diff streams (``@depth``) and REST snapshots: per side, the sorted
   prices and the quantities at the same indexes, each in an ``array('d')``. A diff level is
-  one ``bisect`` plus an in-place set, or a C ``insert``/``del`` (a memmove of at most a few
+  one bisect plus an in-place set, or an ``insert``/``del`` (a memmove of at most a few
   KB); best, top-N, and sums within N bps are slices and C-level ``sum``/``map``, so no
-  query sorts.
+  query sorts. The per-level loop runs in C (``_book_levels.c``, built at install), or in
+  Python, :func:`update_side_in_python`, where no C compiler built it.
 - :class:`PartialBook` for partial books (``@depthN``), replaced whole every 100 ms: it keeps
   the decoder's level tuples as they are, so a replace is two assignments.
 
@@ -18,16 +19,19 @@ Measured on the recorded Binance data (``python benchmarks/bench_book.py``, Pyth
 2-core VM; µs per op, best of 30 rounds; each op also reads best bid, best ask, spread_bps
 and imbalance(10)):
 
-=============================  ===========  ===========  ==========  ===========
-workload                       arrays       float lists  SortedDict  tuples
-                               (OrderBook)                           (PartialBook)
-=============================  ===========  ===========  ==========  ===========
-(a) 20+20 snapshot replace       6.4          7.5          15.3        1.1
-(b) 10+10 diff, 1000-level book  8.0          7.4          17.2        -
-(b) recorded diffs (7.2 levels)  4.1          3.7          10.3        -
-(c) (b) in 100 ms bursts        17.2-18.0    18.3-21.1     34.5        -
-1000+1000 REST snapshot load     166          197           155         -
-=============================  ===========  ===========  ==========  ===========
+===============================  ======  ======  ======  ==========  =====  ======
+workload                         C loop  Python  float   SortedDict  order  tuples
+                                         loop    lists               -book
+===============================  ======  ======  ======  ==========  =====  ======
+(a) 20+20 snapshot replace        6.5     6.4     7.5      15.2       7.4    1.1
+(b) 10+10 diff, 1000-level book   4.2     8.0     7.4      17.3      25.2     -
+(b) recorded diffs (7.2 levels)   2.4     4.1     3.8      10.4      20.4     -
+(c) (b) in 100 ms bursts          8.0    13.4    16.0      30.6      37.7     -
+1000+1000 REST snapshot load      169     167     201       156       173     -
+===============================  ======  ======  ======  ==========  =====  ======
+
+"C loop" and "Python loop" are :class:`OrderBook` (arrays) with each loop; "float lists" is
+its earlier layout, Python lists of float objects; "tuples" is :class:`PartialBook`.
 
 (a) cycles the 2 recorded ``@depth20`` frames and the top 20 levels of the 25 REST
 snapshots; (b) starts from the three 1000+1000-level REST snapshots (BTCUSDT, DOTUSDT,
@@ -35,15 +39,21 @@ MANAUSD) and applies the levels of their synced diffs regrouped 10 bids + 10 ask
 applies those diffs to 50 such books in bursts of 150 every 100 ms, as a 1,500 msg/s feed
 of 100 ms streams arrives: each burst starts on caches the idle core has lost.
 
-Why arrays although lists of floats win (b) by a few per cent: the service lives in (c). A
-list holds pointers to float objects scattered over the heap, so a cold bisect touches ten
-of them in ten places; an array holds the numbers themselves, 8 bytes each, side by side.
-With the whole service running (the side-by-side harness at 1,500 diffs/s, 4 interleaved
-runs each) the arrays took the process from 10.1-12.9 % to 9.0-9.7 % of a core.
-``SortedDict`` loses everywhere: its insert, delete and top-N slicing are Python code, where
-``bisect`` and ``insert`` are C. An earlier list+dict variant (quantities in a
-``{price: qty}`` dict) did (b) in 6.2 µs and ``notional_within_bps`` twice as slowly,
-because every summed level cost a dict lookup.
+Why a loop of our own in C: the libraries made for the job lose to the Python loop already.
+``SortedDict`` (sortedcontainers) does its insert, delete and top-N slicing in Python code,
+where ``bisect`` and ``insert`` are C; order-book's C ``SortedDict`` re-sorts its keys after
+an insert or a delete, at the next read of the best level, so each diff pays a sort. The C
+loop is the Python loop, level for level (the tests hold them to the same bytes on
+the recorded data and on generated input), without the interpreter: on the side-by-side
+harness at 1,500 diffs/s it took the service from 7.0 % to 5.3-5.7 % of a core.
+
+Why arrays although lists of floats win (b) by a few per cent in Python: the service lives
+in (c). A list holds pointers to float objects scattered over the heap, so a cold bisect
+touches ten of them in ten places; an array holds the numbers themselves, 8 bytes each,
+side by side. With the whole service running (the side-by-side harness at 1,500 diffs/s, 4
+interleaved runs each) the arrays took the process from 10.1-12.9 % to 9.0-9.7 % of a core.
+An earlier list+dict variant (quantities in a ``{price: qty}`` dict) did (b) in 6.2 µs and
+``notional_within_bps`` twice as slowly, because every summed level cost a dict lookup.
 
 The liquidity queries cost per level inside the band: on the BTCUSDT book,
 ``notional_within_bps(10)`` (291 levels) takes 12 µs and ``largest_level_within_bps(10)``
@@ -93,8 +103,14 @@ _PRICE = itemgetter(0)
 _QTY = itemgetter(1)
 
 
-def _update(prices: array[float], quantities: array[float], levels: Iterable[Level]) -> None:
-    """Set or replace each level; a zero quantity removes it (absent levels are fine)."""
+def update_side_in_python(
+    prices: array[float], quantities: array[float], levels: Iterable[Level]
+) -> None:
+    """Set or replace each level; a zero quantity removes it (absent levels are fine).
+
+    The reference for the C loop of the same name (``_book_levels.update_side``), and the
+    one the books use when that extension was not built.
+    """
     for price, quantity in levels:
         i = bisect_left(prices, price)
         if i < len(prices) and prices[i] == price:
@@ -106,6 +122,16 @@ def _update(prices: array[float], quantities: array[float], levels: Iterable[Lev
         elif quantity:
             prices.insert(i, price)
             quantities.insert(i, quantity)
+
+
+try:
+    # The same loop in C, built at install when a C compiler is there (pyproject.toml).
+    from oraculo_trio.core._book_levels import update_side as _update
+except ImportError:  # pragma: no cover - depends on the install
+    _update = update_side_in_python
+
+#: Whether the books update their levels in C (see the module doc); the service says so at start-up.
+UPDATES_IN_C = _update is not update_side_in_python
 
 
 def _side(levels: Iterable[Level]) -> tuple[array[float], array[float]]:

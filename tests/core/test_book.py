@@ -6,13 +6,22 @@ import itertools
 import json
 import math
 import random
+from array import array
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from oraculo_trio.core.book import Notional, OrderBook, PartialBook, Wall
+from oraculo_trio.core.book import (
+    UPDATES_IN_C,
+    Notional,
+    OrderBook,
+    PartialBook,
+    Wall,
+    update_side_in_python,
+)
 from tests.data import BINANCE_DATA
+from tests.services import unavailable
 
 DATA = BINANCE_DATA
 
@@ -474,3 +483,128 @@ def test_recorded_partial_books_agree_between_books() -> None:
         for bps in (0.5, 1, 5, 50):
             assert same(order.notional_within_bps(bps), partial.notional_within_bps(bps))
             assert order.largest_level_within_bps(bps) == partial.largest_level_within_bps(bps)
+
+
+# --------------------------------------------------------------------------------------
+# The per-level update in C (oraculo_trio/core/_book_levels.c) against the Python loop it
+# replaces: the same side, byte for byte, whatever the input.
+
+
+def compiled_update():
+    """The compiled loop; the install builds it wherever a C compiler is (CI has one)."""
+    try:
+        from oraculo_trio.core._book_levels import update_side
+    except ImportError:
+        unavailable("oraculo_trio.core._book_levels was not built (no C compiler at install?)")
+    assert UPDATES_IN_C
+    return update_side
+
+
+def side_bytes(prices: array, quantities: array) -> tuple[bytes, bytes]:
+    # Bytes, not values: NaN equals itself here, and -0.0 differs from 0.0.
+    return prices.tobytes(), quantities.tobytes()
+
+
+def both_loops(start: Levels, levels) -> tuple[tuple, tuple]:
+    """The side after ``levels``, by each loop, from the same ``start`` (prices ascending)."""
+    results = []
+    for update in (compiled_update(), update_side_in_python):
+        prices = array("d", [p for p, _ in start])
+        quantities = array("d", [q for _, q in start])
+        try:
+            update(prices, quantities, levels)
+        except (TypeError, ValueError) as exc:
+            results.append((type(exc), side_bytes(prices, quantities)))
+        else:
+            results.append((None, side_bytes(prices, quantities)))
+    return results[0], results[1]
+
+
+# Prices on a coarse grid (so that levels meet), the odd ones floats must handle, and the
+# quantities Python finds false (0.0, -0.0, 0) next to real ones.
+odd_prices = st.sampled_from([math.nan, math.inf, -math.inf, 0.0, -0.0, 5e-324, 1.7e308])
+any_price = st.one_of(prices, prices, prices, odd_prices, st.integers(1, 60))
+any_quantity = st.one_of(quantities, st.sampled_from([-0.0, 0, 3, math.nan, math.inf, -1.0]))
+
+
+@settings(database=None, max_examples=500, deadline=None)
+@given(
+    st.lists(st.tuples(prices, quantities.filter(bool)), max_size=15, unique_by=lambda x: x[0]),
+    st.lists(st.tuples(any_price, any_quantity), max_size=20),
+)
+def test_c_and_python_loops_leave_the_same_side(start, levels) -> None:
+    start.sort()
+    in_c, in_python = both_loops(start, levels)
+    assert in_c == in_python
+
+
+@pytest.mark.parametrize(
+    "levels",
+    [
+        [(1.0,)],  # too short
+        [(1.0, 2.0), (1.0, 2.0, 3.0)],  # too long, after one good level
+        [5],  # not a pair
+        [(2.0, 1.0), "ab"],  # a pair of strings
+        [(2.0, "1")],  # a quantity that is no number
+        iter([(2.0, 1.0), (3.0, 0.0), None]),  # any iterable
+    ],
+)
+def test_c_and_python_loops_fail_alike_on_a_bad_level(levels) -> None:
+    (c_error, c_side), (python_error, python_side) = both_loops(
+        [(1.0, 1.0), (3.0, 2.0)], list(levels)
+    )
+    assert c_error is not None
+    assert c_error is python_error
+    # The C loop converts both numbers before it touches the side, so a bad level leaves
+    # the side as the levels before it left it; the Python loop may have inserted a price
+    # without its quantity. Where it did not, both sides are the same.
+    c_prices, c_quantities = c_side
+    assert len(c_prices) == len(c_quantities)
+    if len(python_side[0]) == len(python_side[1]):
+        assert c_side == python_side
+
+
+def test_the_c_loop_takes_only_arrays_of_doubles() -> None:
+    update_in_c = compiled_update()
+    with pytest.raises(TypeError, match="bytes-like object is required"):
+        update_in_c([1.0], array("d", [1.0]), [(1.0, 2.0)])
+    for prices, quantities in (
+        (array("f", [1.0]), array("f", [1.0])),
+        (array("d", [1.0]), array("q", [1])),
+    ):
+        with pytest.raises(TypeError, match=r"array\('d'\)"):
+            update_in_c(prices, quantities, [(1.0, 2.0)])
+    with pytest.raises(IndexError, match="fewer quantities than prices"):
+        update_in_c(array("d", [1.0, 2.0]), array("d", [1.0]), [(2.0, 5.0)])
+
+
+def ascending_side(rows: list[list[str]]) -> tuple[array, array]:
+    """A snapshot side as the book holds it: prices ascending, zero quantities left out."""
+    side = sorted((p, q) for p, q in levels(rows) if q)
+    return array("d", [p for p, _ in side]), array("d", [q for _, q in side])
+
+
+@pytest.mark.parametrize("pair", PAIRS)
+def test_c_and_python_loops_agree_on_every_recorded_diff(pair: str) -> None:
+    """Every recorded snapshot, then every diff of its stream, through both loops."""
+    loops = (compiled_update(), update_side_in_python)
+    diff_file, snapshot_file = PAIRS[pair]
+    sessions = streams(diff_file)
+    applied = 0
+    for snapshot in load(snapshot_file):
+        last_update_id = snapshot["lastUpdateId"]
+        (diffs,) = [d for d in sessions.values() if d[0]["U"] <= last_update_id + 1 <= d[-1]["u"]]
+        # (bids, asks) per loop, each side (prices, quantities)
+        books = [
+            (ascending_side(snapshot["bids"]), ascending_side(snapshot["asks"])) for _ in loops
+        ]
+        for diff in diffs:
+            for update, (bids, asks) in zip(loops, books, strict=True):
+                update(*bids, levels(diff["b"]))
+                update(*asks, levels(diff["a"]))
+            (c_bids, c_asks), (python_bids, python_asks) = books
+            assert side_bytes(*c_bids) == side_bytes(*python_bids), diff["u"]
+            assert side_bytes(*c_asks) == side_bytes(*python_asks), diff["u"]
+            applied += 1
+    # every diff of every stream a snapshot starts (a stream holds more than one diff)
+    assert applied > len(load(snapshot_file))

@@ -3,6 +3,7 @@ problem and what to do, the documented exit code, never a traceback."""
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 from collections.abc import Iterator
@@ -69,6 +70,45 @@ async def test_a_port_in_use_is_one_line_for_run_and_demo(tmp_path: Path) -> Non
     for outcome in (run, demo):
         assert outcome.code == 2
         assert outcome.stderr[-1].startswith(f"oraculo-trio: configuration error: {expected}")
+
+
+# Imported first by the child (a sitecustomize on its PYTHONPATH): the install as it is
+# where no C compiler built the book's extension.
+WITHOUT_THE_C_BOOK = """
+import sys
+
+class NoCompiledBook:
+    def find_spec(self, name, path=None, target=None):
+        if name == "oraculo_trio.core._book_levels":
+            raise ImportError("not built")
+        return None
+
+sys.meta_path.insert(0, NoCompiledBook())
+"""
+
+
+async def test_an_install_without_a_c_compiler_is_one_warning_line(tmp_path: Path) -> None:
+    uncompiled = tmp_path / "uncompiled"
+    uncompiled.mkdir()
+    (uncompiled / "sitecustomize.py").write_text(WITHOUT_THE_C_BOOK)
+    environ = service_environ()
+    environ["PYTHONPATH"] = os.pathsep.join([str(uncompiled), environ["PYTHONPATH"]])
+    with port_in_use() as port:  # start-up goes as far as the HTTP port, then stops
+        config = configuration(tmp_path / "svc", {"http": {"port": port}})
+        args = ("run", "--config", str(config), "--offline")
+        built = await oraculo(*args, cwd=tmp_path)
+        unbuilt = await oraculo(*args, cwd=tmp_path, env=environ)
+    warning = "order books update in Python: the C extension oraculo_trio.core._book_levels"
+    (said,) = [line for line in unbuilt.stderr if "WARNING" in line]
+    assert warning in said
+    assert said.endswith(
+        "reinstall with gcc and the Python headers (pip install -e .) for about a fifth less CPU"
+        " on diff books"
+    )
+    assert not any(warning in line for line in built.stderr), built.stderr
+    # and nothing else changes: the same one-line error ends both runs
+    assert built.code == unbuilt.code == 2
+    assert built.stderr[-1] == unbuilt.stderr[-1]
 
 
 async def test_an_exchange_out_of_reach_at_start_up_is_one_line(tmp_path: Path) -> None:
