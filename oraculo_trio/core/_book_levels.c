@@ -1,6 +1,6 @@
 /* One side of an order book, updated in C: oraculo_trio.core.book's per-level loop.
  *
- * update_side(prices, quantities, levels) does exactly what book._update_in_python does:
+ * update_side(prices, quantities, levels) does what book.update_side_in_python does:
  * for each (price, quantity) level, in order, find the price in the ascending
  * array('d') `prices` (bisect_left), then set its quantity, delete the level (quantity 0)
  * or insert it (a new price). Absent prices with quantity 0 are ignored.
@@ -12,8 +12,8 @@
  * already (sortedcontainers' SortedDict, and order-book's C SortedDict, which re-sorts its
  * keys after every insert), so the loop stays ours and only moves to C.
  *
- * The extension is optional (pyproject.toml: ext-modules): without a C compiler at install,
- * the service runs the Python loop and says so at start-up.
+ * The extension is optional (setup.py): without a C compiler at install, the service runs
+ * the Python loop and says so at start-up.
  *
  * Comparisons are those of Python floats (NaN included), and a quantity is "zero" exactly
  * when Python finds it false, so both loops leave the same book for any input.
@@ -145,13 +145,11 @@ update_side(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     if (levels == NULL) {
         return NULL;
     }
-    /* Size and items are read again each turn: a quantity's __float__ could change a list. */
+    /* Size and items are read again each turn: a quantity's __float__ could change a list.
+     * `pair` holds its own reference (for a tuple, the level itself), so the level lives. */
     for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(levels); i++) {
-        PyObject *level = PySequence_Fast_GET_ITEM(levels, i);
-        Py_INCREF(level);
-        PyObject *pair = PyTuple_CheckExact(level)
-            ? (Py_INCREF(level), level)
-            : PySequence_Fast(level, "update_side: a level is a (price, quantity) pair");
+        PyObject *pair = PySequence_Fast(PySequence_Fast_GET_ITEM(levels, i),
+                                         "update_side: a level is a (price, quantity) pair");
         int failed = pair == NULL;
         if (!failed && PySequence_Fast_GET_SIZE(pair) != 2) {
             PyErr_SetString(PyExc_ValueError, "update_side: a level is a (price, quantity) pair");
@@ -162,7 +160,6 @@ update_side(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
                                  PySequence_Fast_GET_ITEM(pair, 1)) < 0;
         }
         Py_XDECREF(pair);
-        Py_DECREF(level);
         if (failed) {
             Py_DECREF(levels);
             return NULL;

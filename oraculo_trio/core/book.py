@@ -125,7 +125,7 @@ def update_side_in_python(
 
 
 try:
-    # The same loop in C, built at install when a C compiler is there (pyproject.toml).
+    # The same loop in C, built at install when a C compiler is there (setup.py).
     from oraculo_trio.core._book_levels import update_side as _update
 except ImportError:  # pragma: no cover - depends on the install
     _update = update_side_in_python
